@@ -1,0 +1,68 @@
+//! `onnx-diagnostic`: the command line of the workspace.
+//!
+//! Commands:
+//! - `doctor`: checks that libtorch and ONNX Runtime load in this process and agree on a small
+//!   computation, and prints where each library comes from. It is the end-to-end job of the
+//!   set-up until `validate` exists.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use onnx_diagnostic_onnx::{runtime, selfcheck};
+
+#[derive(Parser)]
+#[command(
+    name = "onnx-diagnostic",
+    version,
+    about = "Export models to ONNX and diagnose the export"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks that libtorch and ONNX Runtime load and agree on `x + y`.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor => doctor(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn doctor() -> Result<()> {
+    println!(
+        "libtorch: {}",
+        option_env!("LIBTORCH").unwrap_or("(LIBTORCH was not set at build time)")
+    );
+    println!(
+        "onnxruntime: {}",
+        runtime::runtime_library_path()
+            .map_or_else(|| "(not found)".to_owned(), |p| p.display().to_string())
+    );
+    let check = selfcheck::run()?;
+    println!(
+        "libtorch and ONNX Runtime agree on x + y: max abs diff {:e}",
+        check.max_abs_diff
+    );
+    if check.max_abs_diff > 0.0 {
+        bail!(
+            "libtorch and ONNX Runtime disagree: {:?} vs {:?}",
+            check.torch,
+            check.onnxruntime
+        );
+    }
+    Ok(())
+}

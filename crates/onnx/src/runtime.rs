@@ -1,0 +1,251 @@
+//! ONNX Runtime runner over `ort` with `load-dynamic`.
+//!
+//! The runtime library is the `libonnxruntime.so.1.31.1` of the `onnxruntime` wheel. Its path is,
+//! in order: the `ORT_DYLIB_PATH` variable at run time, else the path `.cargo/config.toml` gave
+//! at build time (the repository's `.venv/libs/libonnxruntime.so`), so the binaries run with
+//! nothing exported in the calling shell.
+//!
+//! ONNX Runtime allows one environment per process: [`environment`] creates it once, in a
+//! `OnceLock`, and every [`Session`] uses it.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use ort::{
+    environment::Environment,
+    session::Session as OrtSession,
+    value::{DynValue, Tensor, TensorElementType, ValueType},
+};
+
+/// Errors of the ONNX Runtime runner. Each names what failed (library path, model, input) and
+/// carries ONNX Runtime's own message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OrtError {
+    /// The runtime library could not be loaded.
+    #[error(
+        "cannot load ONNX Runtime from {path}: {message}; run scripts/setup, or set ORT_DYLIB_PATH \
+         to the wheel's libonnxruntime.so.1.31.1"
+    )]
+    Load {
+        /// The library path that was tried.
+        path: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The process-wide environment could not be created.
+    #[error("cannot create the ONNX Runtime environment: {0}")]
+    Environment(String),
+    /// A session could not be created from a model.
+    #[error("ONNX Runtime cannot load the model {origin}: {message}")]
+    Session {
+        /// The model's file path, or `<memory>` for bytes.
+        origin: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// A feed does not match what the model expects, or ONNX Runtime failed while running.
+    #[error("ONNX Runtime failed running the model {origin}: {message}")]
+    Run {
+        /// The model's file path, or `<memory>` for bytes.
+        origin: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The path of the ONNX Runtime library this process loads (see the module doc).
+pub fn runtime_library_path() -> Option<PathBuf> {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("ORT_DYLIB_PATH").map(PathBuf::from))
+}
+
+/// The process-wide ONNX Runtime environment, created on first use.
+///
+/// # Errors
+/// [`OrtError::Load`] when the library cannot be loaded, [`OrtError::Environment`] when ONNX
+/// Runtime refuses to create the environment. The error is remembered: later calls return it.
+pub fn environment() -> Result<&'static Environment, OrtError> {
+    static ENV: OnceLock<Result<Environment, OrtError>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = runtime_library_path().ok_or_else(|| OrtError::Load {
+            path: PathBuf::from("libonnxruntime.so"),
+            message: "ORT_DYLIB_PATH is not set and no path was given at build time".to_owned(),
+        })?;
+        let builder = ort::init_from(&path).map_err(|e| OrtError::Load {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        builder
+            .with_name("onnx-diagnostic")
+            .build()
+            .map_err(|e| OrtError::Environment(e.to_string()))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Element data of a [`HostTensor`]: the element types the runner feeds and fetches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// `tensor(float)`
+    F32(Vec<f32>),
+    /// `tensor(double)`
+    F64(Vec<f64>),
+    /// `tensor(int64)`
+    I64(Vec<i64>),
+    /// `tensor(int32)`
+    I32(Vec<i32>),
+    /// `tensor(bool)`
+    Bool(Vec<bool>),
+}
+
+/// A tensor in host memory: a shape and its elements in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions.
+    pub shape: Vec<i64>,
+    /// Elements, row-major.
+    pub data: TensorData,
+}
+
+/// A model loaded into ONNX Runtime (CPU provider).
+pub struct Session {
+    inner: OrtSession,
+    origin: String,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Loads a model file.
+    ///
+    /// # Errors
+    /// [`OrtError::Session`] with ONNX Runtime's message and the path.
+    pub fn from_file(path: &Path) -> Result<Self, OrtError> {
+        let origin = path.display().to_string();
+        let session_error = |e: ort::Error| OrtError::Session {
+            origin: origin.clone(),
+            message: e.to_string(),
+        };
+        let inner = OrtSession::builder(environment()?)
+            .map_err(session_error)?
+            .commit_from_file(path)
+            .map_err(session_error)?;
+        Ok(Self { inner, origin })
+    }
+
+    /// Loads a serialized model (`ModelProto` bytes).
+    ///
+    /// # Errors
+    /// [`OrtError::Session`] with ONNX Runtime's message.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, OrtError> {
+        let origin = "<memory>".to_owned();
+        let session_error = |e: ort::Error| OrtError::Session {
+            origin: origin.clone(),
+            message: e.to_string(),
+        };
+        let inner = OrtSession::builder(environment()?)
+            .map_err(session_error)?
+            .commit_from_memory(bytes)
+            .map_err(session_error)?;
+        Ok(Self { inner, origin })
+    }
+
+    /// The model's input names, in order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.inner
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect()
+    }
+
+    /// The model's output names, in order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.inner
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect()
+    }
+
+    /// Runs the model on named feeds and returns every output, in the model's order.
+    ///
+    /// # Errors
+    /// [`OrtError::Run`] naming the model when a feed cannot be converted, a feed is missing or
+    /// ONNX Runtime fails.
+    pub fn run(
+        &mut self,
+        feeds: &[(&str, HostTensor)],
+    ) -> Result<Vec<(String, HostTensor)>, OrtError> {
+        let origin = self.origin.clone();
+        let run_error = |message: String| OrtError::Run {
+            origin: origin.clone(),
+            message,
+        };
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(feeds.len());
+        for (name, tensor) in feeds {
+            let value = to_ort(tensor).map_err(|e| run_error(format!("input {name:?}: {e}")))?;
+            inputs.push(((*name).to_owned(), value));
+        }
+        let names = self.output_names();
+        let outputs = self
+            .inner
+            .run(inputs)
+            .map_err(|e| run_error(e.to_string()))?;
+        let mut result = Vec::with_capacity(names.len());
+        for name in names {
+            let value = &outputs[name.as_str()];
+            let tensor = from_ort(value).map_err(|e| run_error(format!("output {name:?}: {e}")))?;
+            result.push((name, tensor));
+        }
+        Ok(result)
+    }
+}
+
+fn to_ort(tensor: &HostTensor) -> ort::Result<DynValue> {
+    let shape = tensor.shape.clone();
+    Ok(match &tensor.data {
+        TensorData::F32(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::F64(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::I64(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::I32(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::Bool(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+    })
+}
+
+fn from_ort(value: &DynValue) -> Result<HostTensor, String> {
+    let element = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(format!("is a {other}, only tensors are supported")),
+    };
+    fn take<T: ort::value::PrimitiveTensorElementType + Clone>(
+        value: &DynValue,
+    ) -> Result<(Vec<i64>, Vec<T>), String> {
+        let (shape, data) = value.try_extract_tensor::<T>().map_err(|e| e.to_string())?;
+        Ok((shape.to_vec(), data.to_vec()))
+    }
+    let (shape, data) = match element {
+        TensorElementType::Float32 => take::<f32>(value).map(|(s, d)| (s, TensorData::F32(d)))?,
+        TensorElementType::Float64 => take::<f64>(value).map(|(s, d)| (s, TensorData::F64(d)))?,
+        TensorElementType::Int64 => take::<i64>(value).map(|(s, d)| (s, TensorData::I64(d)))?,
+        TensorElementType::Int32 => take::<i32>(value).map(|(s, d)| (s, TensorData::I32(d)))?,
+        TensorElementType::Bool => take::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
+        other => {
+            return Err(format!(
+                "has element type {other}, which the runner does not fetch yet"
+            ));
+        }
+    };
+    Ok(HostTensor { shape, data })
+}
