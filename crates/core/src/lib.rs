@@ -1,1 +1,28 @@
-//! Core of onnx-diagnostic: the tensor, symbolic shapes, the graph IR and the export engine.
+//! Core of onnx-diagnostic: the tensor, symbolic shapes, the graph IR and the export engine
+//! (our `torch.export`). See DESIGN.md section 3.
+//!
+//! - [`Tensor`]: model code is written against it; outside an export it runs libtorch ops,
+//!   inside [`export`] it also records them with symbolic shapes.
+//! - [`SymInt`] / [`SymExpr`]: sizes as expressions over symbols (`s0`, `batch`).
+//! - [`export`] → [`ExportedProgram`]: printed like torch's, runnable with [`ExportedProgram::run`].
+//! - [`ops`]: the op table (name, eager kernel, shape rule), one registration per op.
+
+pub mod context;
+pub mod error;
+pub mod export;
+pub mod graph;
+pub mod ops;
+pub mod program;
+pub mod pytree;
+pub mod sym;
+pub mod tensor;
+
+pub use context::{Guard, ScopeGuard, scope};
+pub use error::{Error, Loc, Result};
+pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, Inputs, Module, export};
+pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};
+pub use ops::{OpDef, Rel};
+pub use program::{ExportedProgram, SymbolInfo, UserInput};
+pub use pytree::{TreeSpec, Value};
+pub use sym::{SymExpr, SymInt};
+pub use tensor::{IntoSizes, Scalar, Tensor};

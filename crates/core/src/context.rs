@@ -1,0 +1,395 @@
+//! The recording context of an export: one per thread, alive while `export` runs the model.
+//!
+//! Ops check it on every call (a thread-local borrow, nothing else when no export runs). While
+//! it is alive, each op appends a node; tensors the graph has never seen are lifted to inputs:
+//! parameters and buffers of the exported module by checkpoint name, anything else as a
+//! constant. Guards (the assumptions the graph relies on) are collected here.
+
+use std::{cell::RefCell, collections::HashMap, sync::atomic::AtomicU64};
+
+use tch::Kind;
+
+use crate::{
+    error::{Error, Loc, Result},
+    graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo},
+    ops::{Assumption, OpDef, Rel, ShapeCtx},
+    sym::{SymExpr, SymInt},
+    tensor::{Tensor, Traced},
+};
+
+/// An assumption the exported graph relies on: `lhs rel rhs` over symbols.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Guard {
+    /// Left side.
+    pub lhs: SymExpr,
+    /// Relation.
+    pub rel: Rel,
+    /// Right side.
+    pub rhs: SymExpr,
+    /// Where the model code made the graph depend on it.
+    pub location: Loc,
+    /// Why.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.lhs, self.rel, self.rhs)
+    }
+}
+
+/// Identity of a tensor's data: pointer, sizes, strides, dtype. Two views of one storage with the
+/// same geometry are the same tensor for the graph.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TensorKey {
+    ptr: usize,
+    sizes: Vec<i64>,
+    strides: Vec<i64>,
+    kind: Option<Kind>,
+}
+
+impl TensorKey {
+    pub(crate) fn of(t: &tch::Tensor) -> Self {
+        Self {
+            ptr: t.data_ptr() as usize,
+            sizes: t.size(),
+            strides: t.stride(),
+            kind: t.f_kind().ok(),
+        }
+    }
+}
+
+pub(crate) struct Recorder {
+    pub(crate) id: u64,
+    pub(crate) graph: Graph,
+    names: HashMap<String, usize>,
+    /// Parameters and buffers of the module, not lifted yet.
+    known: HashMap<TensorKey, (String, InputKind)>,
+    lifted: HashMap<TensorKey, ValueId>,
+    /// Lifted tensors: (placeholder kind, tensor), in lifting order.
+    pub(crate) captured: Vec<(InputKind, tch::Tensor)>,
+    pub(crate) guards: Vec<Guard>,
+    pub(crate) stop_if_static: u8,
+    pub(crate) scope: Vec<String>,
+    n_constants: usize,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static RECORDER: RefCell<Option<Recorder>> = const { RefCell::new(None) };
+}
+
+/// Whether an export is recording on this thread.
+pub(crate) fn recording() -> bool {
+    RECORDER.with_borrow(Option::is_some)
+}
+
+/// Runs `f` on the recorder, if any.
+pub(crate) fn with_recorder<R>(f: impl FnOnce(&mut Recorder) -> R) -> Option<R> {
+    RECORDER.with_borrow_mut(|r| r.as_mut().map(f))
+}
+
+/// Removes the recorder when dropped (normal return, error or panic).
+pub(crate) struct RecordingGuard(());
+
+impl Drop for RecordingGuard {
+    fn drop(&mut self) {
+        RECORDER.with_borrow_mut(|r| *r = None);
+    }
+}
+
+/// Starts recording on this thread.
+pub(crate) fn start(
+    stop_if_static: u8,
+    known: Vec<(String, InputKind, tch::Tensor)>,
+) -> Result<RecordingGuard> {
+    RECORDER.with_borrow_mut(|r| {
+        if r.is_some() {
+            return Err(Error::Model {
+                model: String::new(),
+                message: "export called while another export records on this thread; nested exports are not supported".to_owned(),
+            });
+        }
+        let mut map = HashMap::new();
+        for (name, kind, t) in known {
+            map.entry(TensorKey::of(&t)).or_insert((name, kind));
+        }
+        *r = Some(Recorder {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            graph: Graph::default(),
+            names: HashMap::new(),
+            known: map,
+            lifted: HashMap::new(),
+            captured: Vec::new(),
+            guards: Vec::new(),
+            stop_if_static,
+            scope: Vec::new(),
+            n_constants: 0,
+        });
+        Ok(RecordingGuard(()))
+    })
+}
+
+/// Takes the recorder out (the end of an export).
+pub(crate) fn take() -> Option<Recorder> {
+    RECORDER.with_borrow_mut(Option::take)
+}
+
+impl Recorder {
+    /// A fresh value name derived from `base` (`add`, `add_1`, ...).
+    pub(crate) fn fresh_name(&mut self, base: &str) -> String {
+        loop {
+            let n = self.names.entry(base.to_owned()).or_insert(0);
+            let name = if *n == 0 {
+                base.to_owned()
+            } else {
+                format!("{base}_{n}")
+            };
+            *n += 1;
+            if !self.names.contains_key(&name) || name == base {
+                if name != base {
+                    self.names.insert(name.clone(), 1);
+                }
+                return name;
+            }
+        }
+    }
+
+    pub(crate) fn add_value(&mut self, name: String, kind: Kind, shape: Vec<SymInt>) -> ValueId {
+        let id = ValueId(self.graph.values.len() as u32);
+        self.graph.values.push(ValueInfo { name, kind, shape });
+        id
+    }
+
+    /// The value of a tensor in this graph, lifting it to an input when the graph has not seen it.
+    pub(crate) fn value_of(&mut self, t: &Tensor) -> ValueId {
+        if let Some(tr) = t.traced
+            && tr.graph == self.id
+        {
+            return tr.id;
+        }
+        let key = TensorKey::of(&t.t);
+        if let Some(id) = self.lifted.get(&key) {
+            return *id;
+        }
+        let (name, kind) = match self.known.get(&key) {
+            Some((name, InputKind::Buffer(_))) => (
+                format!("b_{}", name.replace('.', "_")),
+                InputKind::Buffer(name.clone()),
+            ),
+            Some((name, _)) => (
+                format!("p_{}", name.replace('.', "_")),
+                InputKind::Parameter(name.clone()),
+            ),
+            None => {
+                let target = format!("lifted_tensor_{}", self.n_constants);
+                self.n_constants += 1;
+                (format!("c_{target}"), InputKind::Constant(target))
+            }
+        };
+        let name = self.fresh_name(&name);
+        let shape = t.t.size().into_iter().map(SymInt::new).collect();
+        let id = self.add_value(name, t.t.kind(), shape);
+        self.graph.inputs.push((id, kind.clone()));
+        self.captured.push((kind, t.t.shallow_clone()));
+        self.lifted.insert(key, id);
+        id
+    }
+
+    /// Records a guard; with `stop_if_static >= 1`, a guard fixing a symbolic expression to a
+    /// constant is an error.
+    pub(crate) fn add_guard(&mut self, a: Assumption, location: Loc) -> Result<()> {
+        let guard = Guard {
+            lhs: a.lhs,
+            rel: a.rel,
+            rhs: a.rhs,
+            location,
+            reason: a.reason,
+        };
+        if guard.rel == Rel::Eq && self.stop_if_static >= 1 {
+            let fixed = match (guard.lhs.as_const(), guard.rhs.as_const()) {
+                (None, Some(c)) => Some((&guard.lhs, c)),
+                (Some(c), None) => Some((&guard.rhs, c)),
+                _ => None,
+            };
+            if let Some((expr, value)) = fixed {
+                return Err(Error::Specialized {
+                    symbol: expr.to_string(),
+                    value,
+                    location,
+                    reason: guard.reason,
+                });
+            }
+        }
+        if !self.guards.contains(&guard) {
+            self.guards.push(guard);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn shape_of(&self, id: ValueId) -> &[SymInt] {
+        &self.graph.values[id.index()].shape
+    }
+}
+
+/// Records one op call: resolves inputs, applies the shape rule, checks it against the eager
+/// outputs and appends the node. Returns the traced outputs.
+pub(crate) fn record(
+    op: &'static OpDef,
+    inputs: &[Option<&Tensor>],
+    attrs: Vec<Attr>,
+    outputs: Vec<tch::Tensor>,
+    location: Loc,
+) -> Result<Vec<Tensor>> {
+    let recorded = with_recorder(|r| {
+        let ids: Vec<Option<ValueId>> = inputs.iter().map(|t| t.map(|t| r.value_of(t))).collect();
+        let shapes: Vec<Option<Vec<SymInt>>> = ids
+            .iter()
+            .map(|id| id.map(|id| r.shape_of(id).to_vec()))
+            .collect();
+        let shape_refs: Vec<Option<&[SymInt]>> = shapes.iter().map(|s| s.as_deref()).collect();
+        let mut ctx = ShapeCtx::default();
+        let rule = (op.shape)(&shape_refs, &attrs, &mut ctx).map_err(|message| Error::Torch {
+            op: op.name,
+            location,
+            message,
+        })?;
+        let eager: Vec<Vec<i64>> = outputs.iter().map(tch::Tensor::size).collect();
+        let rule_hints: Vec<Vec<i64>> = rule
+            .iter()
+            .map(|s| s.iter().map(SymInt::hint).collect())
+            .collect();
+        if rule_hints != eager {
+            return Err(Error::ShapeRule {
+                op: op.name,
+                location,
+                rule: format!("{rule_hints:?}"),
+                eager: format!("{eager:?}"),
+            });
+        }
+        for a in ctx.assumptions {
+            r.add_guard(a, location)?;
+        }
+        let module = r.scope.join(".");
+        let base = op.short_name();
+        let mut out_ids = Vec::with_capacity(outputs.len());
+        let mut traced = Vec::with_capacity(outputs.len());
+        for (t, shape) in outputs.into_iter().zip(rule) {
+            let name = r.fresh_name(base);
+            let id = r.add_value(name, t.kind(), shape);
+            out_ids.push(id);
+            traced.push(Tensor {
+                t,
+                traced: Some(Traced { graph: r.id, id }),
+            });
+        }
+        r.graph.nodes.push(Node {
+            op,
+            inputs: ids,
+            attrs,
+            outputs: out_ids,
+            location,
+            module,
+        });
+        Ok(traced)
+    });
+    match recorded {
+        Some(result) => result,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The symbolic shape of a tensor: from the graph while recording, else static.
+pub(crate) fn shape_of(t: &Tensor) -> Vec<SymInt> {
+    if let Some(tr) = t.traced {
+        let found =
+            with_recorder(|r| (r.id == tr.graph).then(|| r.shape_of(tr.id).to_vec())).flatten();
+        if let Some(shape) = found {
+            return shape;
+        }
+    }
+    t.t.size().into_iter().map(SymInt::new).collect()
+}
+
+/// Pushes a module name on the module path of the recording (`model` > `layers.0` > ...).
+/// The name is popped when the returned guard drops. Outside an export it does nothing.
+pub fn scope(name: &str) -> ScopeGuard {
+    let pushed = with_recorder(|r| r.scope.push(name.to_owned())).is_some();
+    ScopeGuard { pushed }
+}
+
+/// Pops the module name pushed by [`scope`] when dropped.
+#[must_use = "the scope ends when this guard drops"]
+pub struct ScopeGuard {
+    pushed: bool,
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        if self.pushed {
+            with_recorder(|r| r.scope.pop());
+        }
+    }
+}
+
+impl SymInt {
+    /// The value as a plain integer. For a symbolic size this *specialises* the graph to the
+    /// example value: a guard `expr == value` is recorded, and with `stop_if_static >= 1` it is
+    /// an error naming the symbol, the value and the caller's location.
+    ///
+    /// # Errors
+    /// [`Error::Specialized`] as said above.
+    #[track_caller]
+    pub fn guard_int(&self) -> Result<i64> {
+        if let Some(v) = self.as_static() {
+            return Ok(v);
+        }
+        let location = Loc::caller();
+        let assumption = Assumption {
+            lhs: self.expr().clone(),
+            rel: Rel::Eq,
+            rhs: SymExpr::constant(self.hint()),
+            reason: "a dynamic size was converted into a plain integer (SymInt::guard_int)"
+                .to_owned(),
+        };
+        with_recorder(|r| r.add_guard(assumption, location)).transpose()?;
+        Ok(self.hint())
+    }
+
+    /// Compares two sizes. When either is symbolic the graph relies on the outcome: a guard
+    /// (the relation or its negation, whichever holds for the example inputs) is recorded and
+    /// checked by `ExportedProgram::run`.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for a stricter `stop_if_static` level.
+    #[track_caller]
+    pub fn compare(&self, rel: Rel, other: impl Into<SymInt>) -> Result<bool> {
+        let other = other.into();
+        let holds = rel.holds(self.hint(), other.hint());
+        if self.is_static() && other.is_static() {
+            return Ok(holds);
+        }
+        let location = Loc::caller();
+        let assumption = Assumption {
+            lhs: self.expr().clone(),
+            rel: if holds { rel } else { rel.negate() },
+            rhs: other.expr().clone(),
+            reason: "model code compared dynamic sizes (SymInt::compare)".to_owned(),
+        };
+        with_recorder(|r| {
+            if !r.guards.iter().any(|g| {
+                g.lhs == assumption.lhs && g.rel == assumption.rel && g.rhs == assumption.rhs
+            }) {
+                r.guards.push(Guard {
+                    lhs: assumption.lhs,
+                    rel: assumption.rel,
+                    rhs: assumption.rhs,
+                    location,
+                    reason: assumption.reason,
+                });
+            }
+        });
+        Ok(holds)
+    }
+}

@@ -1,0 +1,319 @@
+//! The op table. Each op is registered in one place ([`op!`]): its torch name, its eager kernel
+//! over libtorch tensors and its shape rule over symbolic sizes. The same kernel runs the model
+//! eagerly, during an export, and in `ExportedProgram::run`; the shape rule gives the symbolic
+//! shapes of the outputs during an export and is checked against what the kernel computed.
+//!
+//! Element types are not computed by rules: they are read from the kernel's outputs, which is
+//! what libtorch's type promotion gives.
+
+use std::{collections::HashMap, fmt};
+
+use tch::TchError;
+
+use crate::{
+    graph::Attr,
+    sym::{SymExpr, SymInt},
+};
+
+mod creation;
+mod elementwise;
+mod nn;
+mod reduce;
+mod shape;
+
+pub(crate) use creation::*;
+pub(crate) use elementwise::*;
+pub(crate) use nn::*;
+pub(crate) use reduce::*;
+pub(crate) use shape::*;
+
+/// Eager kernel: tensor inputs (absent optional ones are `None`) and attributes whose symbolic
+/// integers already hold the values to use (their hints).
+pub(crate) type Kernel = fn(&[Option<&tch::Tensor>], &[Attr]) -> Result<Vec<tch::Tensor>, String>;
+
+/// Shape rule: input shapes (absent optional inputs are `None`), attributes, and a context to
+/// record the assumptions (guards) the rule had to make.
+pub(crate) type ShapeRule =
+    fn(&[Option<&[SymInt]>], &[Attr], &mut ShapeCtx) -> Result<Vec<Vec<SymInt>>, String>;
+
+/// An op of the table.
+pub struct OpDef {
+    /// torch's name, `aten.<op>.<overload>` (`aten.add.Tensor`).
+    pub name: &'static str,
+    pub(crate) kernel: Kernel,
+    pub(crate) shape: ShapeRule,
+    /// The tensor inputs are printed as one list (`cat([a, b], 1)`).
+    pub(crate) list_input: bool,
+}
+
+impl OpDef {
+    /// The name without namespace and overload (`add`), used to name output values.
+    pub fn short_name(&self) -> &'static str {
+        let rest = self.name.strip_prefix("aten.").unwrap_or(self.name);
+        rest.split('.').next().unwrap_or(rest)
+    }
+}
+
+impl fmt::Debug for OpDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpDef({})", self.name)
+    }
+}
+
+/// A registered op, collected at link time.
+pub(crate) struct OpRef(pub(crate) &'static OpDef);
+inventory::collect!(OpRef);
+
+/// The op of the table with this name (`aten.add.Tensor`).
+pub fn op_by_name(name: &str) -> Option<&'static OpDef> {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<HashMap<&'static str, &'static OpDef>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            inventory::iter::<OpRef>
+                .into_iter()
+                .map(|r| (r.0.name, r.0))
+                .collect()
+        })
+        .get(name)
+        .copied()
+}
+
+/// Every registered op, sorted by name.
+pub fn all_ops() -> Vec<&'static OpDef> {
+    let mut ops: Vec<_> = inventory::iter::<OpRef>.into_iter().map(|r| r.0).collect();
+    ops.sort_by_key(|o| o.name);
+    ops
+}
+
+/// Defines an op: `op!(STATIC = "aten.x.y", kernel, shape_rule)`, optionally `list` after the
+/// rule when the tensor inputs print as a list.
+macro_rules! op {
+    ($id:ident = $name:literal, $kernel:expr, $shape:expr) => {
+        op!(@ $id, $name, $kernel, $shape, false);
+    };
+    ($id:ident = $name:literal, $kernel:expr, $shape:expr, list) => {
+        op!(@ $id, $name, $kernel, $shape, true);
+    };
+    (@ $id:ident, $name:literal, $kernel:expr, $shape:expr, $list:expr) => {
+        pub(crate) static $id: $crate::ops::OpDef = $crate::ops::OpDef {
+            name: $name,
+            kernel: $kernel,
+            shape: $shape,
+            list_input: $list,
+        };
+        inventory::submit! { $crate::ops::OpRef(&$id) }
+    };
+}
+pub(crate) use op;
+
+/// A relation between two symbolic sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rel {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl Rel {
+    /// Whether `a rel b`.
+    pub fn holds(self, a: i64, b: i64) -> bool {
+        match self {
+            Rel::Eq => a == b,
+            Rel::Ne => a != b,
+            Rel::Lt => a < b,
+            Rel::Le => a <= b,
+            Rel::Gt => a > b,
+            Rel::Ge => a >= b,
+        }
+    }
+
+    /// The relation that holds when this one does not.
+    pub fn negate(self) -> Rel {
+        match self {
+            Rel::Eq => Rel::Ne,
+            Rel::Ne => Rel::Eq,
+            Rel::Lt => Rel::Ge,
+            Rel::Le => Rel::Gt,
+            Rel::Gt => Rel::Le,
+            Rel::Ge => Rel::Lt,
+        }
+    }
+}
+
+impl fmt::Display for Rel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rel::Eq => "==",
+            Rel::Ne => "!=",
+            Rel::Lt => "<",
+            Rel::Le => "<=",
+            Rel::Gt => ">",
+            Rel::Ge => ">=",
+        })
+    }
+}
+
+/// An assumption a shape rule made (`s1 == s2` when broadcasting two equal symbolic sizes).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Assumption {
+    pub(crate) lhs: SymExpr,
+    pub(crate) rel: Rel,
+    pub(crate) rhs: SymExpr,
+    pub(crate) reason: String,
+}
+
+/// What a shape rule can record besides its result.
+#[derive(Default, Debug)]
+pub(crate) struct ShapeCtx {
+    pub(crate) assumptions: Vec<Assumption>,
+}
+
+impl ShapeCtx {
+    /// Records `a == b` when the two sizes are different expressions (their hints are equal).
+    pub(crate) fn assume_eq(&mut self, a: &SymInt, b: &SymInt, reason: &str) {
+        if a.expr() != b.expr() {
+            self.assumptions.push(Assumption {
+                lhs: a.expr().clone(),
+                rel: Rel::Eq,
+                rhs: b.expr().clone(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
+
+// ---- helpers shared by the op families ----
+
+/// libtorch's message without the C++ stack trace it appends.
+pub(crate) fn err(e: TchError) -> String {
+    let text = e.to_string();
+    let text = text.strip_prefix("Internal torch error: ").unwrap_or(&text);
+    text.split("\nException raised from")
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .to_owned()
+}
+
+/// The i-th tensor input, which must be present.
+pub(crate) fn t<'a>(
+    inputs: &[Option<&'a tch::Tensor>],
+    i: usize,
+) -> Result<&'a tch::Tensor, String> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("tensor input {i} is missing"))
+}
+
+/// The i-th input shape, which must be present.
+pub(crate) fn s<'a>(shapes: &[Option<&'a [SymInt]>], i: usize) -> Result<&'a [SymInt], String> {
+    shapes
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("tensor input {i} is missing"))
+}
+
+/// The i-th attribute.
+pub(crate) fn a(attrs: &[Attr], i: usize) -> Result<&Attr, String> {
+    attrs
+        .get(i)
+        .ok_or_else(|| format!("attribute {i} is missing"))
+}
+
+/// A dimension index normalised against a rank (negative counts from the end).
+pub(crate) fn norm_dim(d: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    let n = if d < 0 { d + r } else { d };
+    if n < 0 || n >= r.max(1) {
+        return Err(format!(
+            "dimension {d} is out of range for a tensor of rank {rank}"
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// Broadcasts two sizes as libtorch does, recording an assumption when two different symbolic
+/// sizes meet (their hints must then be equal, or one is 1).
+pub(crate) fn broadcast_dim(x: &SymInt, y: &SymInt, ctx: &mut ShapeCtx) -> Result<SymInt, String> {
+    if x.expr() == y.expr() {
+        return Ok(x.clone());
+    }
+    match (x.as_static(), y.as_static()) {
+        (Some(1), _) => return Ok(y.clone()),
+        (_, Some(1)) => return Ok(x.clone()),
+        _ => {}
+    }
+    if x.hint() == y.hint() {
+        // Prefer the symbolic side; both must stay equal.
+        let (keep, other) = if x.is_static() { (y, x) } else { (x, y) };
+        ctx.assume_eq(keep, other, "broadcasting requires equal sizes");
+        return Ok(keep.clone());
+    }
+    if x.hint() == 1 {
+        ctx.assume_eq(x, &SymInt::new(1), "broadcasting a dimension of size 1");
+        return Ok(y.clone());
+    }
+    if y.hint() == 1 {
+        ctx.assume_eq(y, &SymInt::new(1), "broadcasting a dimension of size 1");
+        return Ok(x.clone());
+    }
+    Err(format!("sizes {x} and {y} cannot be broadcast"))
+}
+
+/// Broadcasts shapes (right-aligned).
+pub(crate) fn broadcast(shapes: &[&[SymInt]], ctx: &mut ShapeCtx) -> Result<Vec<SymInt>, String> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let mut acc = SymInt::new(1);
+        for sh in shapes {
+            if let Some(j) = (i + sh.len()).checked_sub(rank) {
+                acc = broadcast_dim(&acc, &sh[j], ctx)?;
+            }
+        }
+        out.push(acc);
+    }
+    Ok(out)
+}
+
+/// The product of sizes.
+pub(crate) fn numel(shape: &[SymInt]) -> SymInt {
+    shape.iter().fold(SymInt::new(1), |acc, d| acc * d)
+}
+
+/// Converts a list of symbolic sizes to their hints.
+pub(crate) fn hints(shape: &[SymInt]) -> Vec<i64> {
+    shape.iter().map(SymInt::hint).collect()
+}
+
+/// One output with the shape of input 0.
+pub(crate) fn same_as_first(
+    shapes: &[Option<&[SymInt]>],
+    _: &[Attr],
+    _: &mut ShapeCtx,
+) -> Result<Vec<Vec<SymInt>>, String> {
+    Ok(vec![s(shapes, 0)?.to_vec()])
+}
+
+/// One output with the broadcast shape of every present input.
+pub(crate) fn broadcast_all(
+    shapes: &[Option<&[SymInt]>],
+    _: &[Attr],
+    ctx: &mut ShapeCtx,
+) -> Result<Vec<Vec<SymInt>>, String> {
+    let present: Vec<&[SymInt]> = shapes.iter().flatten().copied().collect();
+    Ok(vec![broadcast(&present, ctx)?])
+}

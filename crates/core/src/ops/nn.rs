@@ -1,0 +1,289 @@
+//! Neural-network ops: linear/matmul/bmm, embedding, normalisations, convolution, pooling,
+//! nearest interpolation, scaled dot-product attention, topk.
+
+use super::{ShapeCtx, a, broadcast, err, norm_dim, op, s, same_as_first, t};
+use crate::{graph::Attr, sym::SymInt};
+
+type Shapes = Vec<Vec<SymInt>>;
+
+fn last(shape: &[SymInt], what: &str) -> Result<SymInt, String> {
+    shape
+        .last()
+        .cloned()
+        .ok_or_else(|| format!("{what} has rank 0"))
+}
+
+// linear(x, weight, bias=None): x[..., in] @ weight[out, in]^T
+op!(
+    LINEAR = "aten.linear.default",
+    |i, _| Ok(vec![
+        t(i, 0)?
+            .f_linear(t(i, 1)?, i.get(2).copied().flatten())
+            .map_err(err)?
+    ]),
+    |sh, _, ctx| {
+        let x = s(sh, 0)?;
+        let w = s(sh, 1)?;
+        if w.len() != 2 || x.is_empty() {
+            return Err("linear expects x of rank >= 1 and a weight of rank 2".to_owned());
+        }
+        ctx.assume_eq(&last(x, "x")?, &w[1], "linear: in_features of x and weight");
+        let mut out = x.to_vec();
+        let n = out.len();
+        out[n - 1] = w[0].clone();
+        Ok(vec![out])
+    }
+);
+
+fn matmul_rule(sh: &[Option<&[SymInt]>], _: &[Attr], ctx: &mut ShapeCtx) -> Result<Shapes, String> {
+    let x = s(sh, 0)?;
+    let y = s(sh, 1)?;
+    if x.is_empty() || y.is_empty() {
+        return Err("matmul of a scalar".to_owned());
+    }
+    let (xm, xk) = if x.len() == 1 {
+        (None, &x[0])
+    } else {
+        (Some(&x[x.len() - 2]), &x[x.len() - 1])
+    };
+    let (yk, yn) = if y.len() == 1 {
+        (&y[0], None)
+    } else {
+        (&y[y.len() - 2], Some(&y[y.len() - 1]))
+    };
+    ctx.assume_eq(xk, yk, "matmul: inner dimensions");
+    let xb = if x.len() > 2 {
+        &x[..x.len() - 2]
+    } else {
+        &[][..]
+    };
+    let yb = if y.len() > 2 {
+        &y[..y.len() - 2]
+    } else {
+        &[][..]
+    };
+    let mut out = broadcast(&[xb, yb], ctx)?;
+    out.extend(xm.cloned());
+    out.extend(yn.cloned());
+    Ok(vec![out])
+}
+
+op!(
+    MATMUL = "aten.matmul.default",
+    |i, _| Ok(vec![t(i, 0)?.f_matmul(t(i, 1)?).map_err(err)?]),
+    matmul_rule
+);
+op!(
+    BMM = "aten.bmm.default",
+    |i, _| Ok(vec![t(i, 0)?.f_bmm(t(i, 1)?).map_err(err)?]),
+    matmul_rule
+);
+
+// embedding(weight, indices)
+op!(
+    EMBEDDING = "aten.embedding.default",
+    |i, _| Ok(vec![
+        tch::Tensor::f_embedding(t(i, 0)?, t(i, 1)?, -1, false, false).map_err(err)?
+    ]),
+    |sh, _, _| {
+        let w = s(sh, 0)?;
+        let mut out = s(sh, 1)?.to_vec();
+        out.push(last(w, "weight")?);
+        Ok(vec![out])
+    }
+);
+
+// layer_norm(x, normalized_shape, weight=None, bias=None, eps)
+op!(
+    LAYER_NORM = "aten.layer_norm.default",
+    |i, at| {
+        let x = t(i, 0)?;
+        let shape = a(at, 0)?.ints()?;
+        let eps = a(at, 1)?.float()?;
+        Ok(vec![
+            x.f_layer_norm(
+                shape,
+                i.get(1).copied().flatten(),
+                i.get(2).copied().flatten(),
+                eps,
+                false,
+            )
+            .map_err(err)?,
+        ])
+    },
+    same_as_first
+);
+
+// group_norm(x, weight=None, bias=None, num_groups, eps)
+op!(
+    GROUP_NORM = "aten.group_norm.default",
+    |i, at| {
+        let x = t(i, 0)?;
+        Ok(vec![
+            x.f_group_norm(
+                a(at, 0)?.int()?,
+                i.get(1).copied().flatten(),
+                i.get(2).copied().flatten(),
+                a(at, 1)?.float()?,
+                false,
+            )
+            .map_err(err)?,
+        ])
+    },
+    same_as_first
+);
+
+/// Output size of a convolution or pooling window along one dimension.
+fn window_out(size: &SymInt, kernel: i64, stride: i64, padding: i64, dilation: i64) -> SymInt {
+    (size + (2 * padding - dilation * (kernel - 1) - 1)).floor_div(stride) + 1
+}
+
+// conv2d(x, weight, bias=None, stride, padding, dilation, groups)
+op!(
+    CONV2D = "aten.conv2d.default",
+    |i, at| {
+        let x = t(i, 0)?;
+        Ok(vec![
+            x.f_conv2d(
+                t(i, 1)?,
+                i.get(2).copied().flatten(),
+                a(at, 0)?.ints()?,
+                a(at, 1)?.ints()?,
+                a(at, 2)?.ints()?,
+                a(at, 3)?.int()?,
+            )
+            .map_err(err)?,
+        ])
+    },
+    |sh, at, _| {
+        let x = s(sh, 0)?;
+        let w = s(sh, 1)?;
+        if x.len() != 4 || w.len() != 4 {
+            return Err("conv2d expects 4-D input and weight".to_owned());
+        }
+        let (st, pa, di) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
+        let mut out = vec![x[0].clone(), w[0].clone()];
+        for k in 0..2 {
+            let kernel = w[2 + k]
+                .as_static()
+                .ok_or("conv2d with a dynamic kernel size")?;
+            out.push(window_out(&x[2 + k], kernel, st[k], pa[k], di[k]));
+        }
+        Ok(vec![out])
+    }
+);
+
+// avg_pool2d(x, kernel_size, stride, padding)
+op!(
+    AVG_POOL2D = "aten.avg_pool2d.default",
+    |i, at| {
+        let x = t(i, 0)?;
+        Ok(vec![
+            x.f_avg_pool2d(
+                a(at, 0)?.ints()?,
+                a(at, 1)?.ints()?,
+                a(at, 2)?.ints()?,
+                false,
+                true,
+                None::<i64>,
+            )
+            .map_err(err)?,
+        ])
+    },
+    |sh, at, _| {
+        let x = s(sh, 0)?;
+        if x.len() != 4 {
+            return Err("avg_pool2d expects a 4-D input".to_owned());
+        }
+        let (ke, st, pa) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
+        let mut out = x[..2].to_vec();
+        for k in 0..2 {
+            out.push(window_out(&x[2 + k], ke[k], st[k], pa[k], 1));
+        }
+        Ok(vec![out])
+    }
+);
+
+// upsample_nearest2d.vec(x, output_size): the Tensor method computes the output size from the
+// scale factors, so that it stays symbolic.
+op!(
+    UPSAMPLE_NEAREST2D = "aten.upsample_nearest2d.vec",
+    |i, at| Ok(vec![
+        t(i, 0)?
+            .f_upsample_nearest2d(a(at, 0)?.ints()?, None::<f64>, None::<f64>)
+            .map_err(err)?
+    ]),
+    |sh, at, _| {
+        let x = s(sh, 0)?;
+        if x.len() != 4 {
+            return Err("upsample_nearest2d expects a 4-D input".to_owned());
+        }
+        let mut out = x[..2].to_vec();
+        out.extend(a(at, 0)?.syms()?.iter().cloned());
+        Ok(vec![out])
+    }
+);
+
+// scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p, is_causal, scale=None, enable_gqa)
+op!(
+    SDPA = "aten.scaled_dot_product_attention.default",
+    |i, at| {
+        Ok(vec![
+            tch::Tensor::f_scaled_dot_product_attention(
+                t(i, 0)?,
+                t(i, 1)?,
+                t(i, 2)?,
+                i.get(3).copied().flatten(),
+                a(at, 0)?.float()?,
+                a(at, 1)?.bool()?,
+                a(at, 2)?.opt_float()?,
+                a(at, 3)?.bool()?,
+            )
+            .map_err(err)?,
+        ])
+    },
+    |sh, _, ctx| {
+        let q = s(sh, 0)?;
+        let k = s(sh, 1)?;
+        let v = s(sh, 2)?;
+        if q.len() < 2 || k.len() < 2 || v.is_empty() {
+            return Err("scaled_dot_product_attention expects q, k, v of rank >= 2".to_owned());
+        }
+        ctx.assume_eq(
+            &q[q.len() - 1],
+            &k[k.len() - 1],
+            "attention: head size of query and key",
+        );
+        ctx.assume_eq(
+            &k[k.len() - 2],
+            &v[v.len() - 2],
+            "attention: sequence length of key and value",
+        );
+        let mut out = q.to_vec();
+        let n = out.len();
+        out[n - 1] = last(v, "value")?;
+        Ok(vec![out])
+    }
+);
+
+// topk(x, k, dim, largest, sorted) -> (values, indices)
+op!(
+    TOPK = "aten.topk.default",
+    |i, at| {
+        let (v, idx) = t(i, 0)?
+            .f_topk(
+                a(at, 0)?.int()?,
+                a(at, 1)?.int()?,
+                a(at, 2)?.bool()?,
+                a(at, 3)?.bool()?,
+            )
+            .map_err(err)?;
+        Ok(vec![v, idx])
+    },
+    |sh, at, _| {
+        let mut out = s(sh, 0)?.to_vec();
+        let d = norm_dim(a(at, 1)?.int()?, out.len())?;
+        out[d] = a(at, 0)?.sym()?.clone();
+        Ok(vec![out.clone(), out])
+    }
+);

@@ -1,0 +1,437 @@
+//! [`ExportedProgram`]: the recorded graph, its weights, symbols and guards; printed in
+//! torch's format and runnable with libtorch (torch's `ep.module()(...)`).
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use crate::{
+    context::Guard,
+    error::{Error, Result},
+    export::{Bindings, bind},
+    graph::{Graph, InputKind, ValueId, kind_short},
+    pytree::{TreeSpec, Value},
+    sym::SymInt,
+    tensor::Tensor,
+};
+
+/// A symbol of the export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SymbolInfo {
+    /// Name (`s0`, `batch`).
+    pub name: String,
+    /// Smallest allowed value.
+    pub min: i64,
+    /// Largest allowed value, `None` for unbounded.
+    pub max: Option<i64>,
+    /// Value in the example inputs.
+    pub hint: i64,
+    /// Where it first appears (`x.shape[0]`).
+    pub source: String,
+    /// Declared with `Dim::AUTO`.
+    pub auto: bool,
+}
+
+/// A flattened user input: its graph value and its path in the call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserInput {
+    /// The placeholder.
+    pub value: ValueId,
+    /// Path in the call (`x`, `past_key_values[0]`).
+    pub path: String,
+}
+
+/// The result of [`crate::export`].
+#[derive(Debug)]
+pub struct ExportedProgram {
+    class_name: String,
+    signature: Vec<String>,
+    graph: Graph,
+    user_inputs: Vec<UserInput>,
+    input_specs: Vec<(String, TreeSpec)>,
+    output_spec: TreeSpec,
+    /// Parameters, buffers and constants, in the order of the graph's non-user inputs.
+    captured: Vec<(InputKind, tch::Tensor)>,
+    symbols: Vec<SymbolInfo>,
+    guards: Vec<Guard>,
+}
+
+impl ExportedProgram {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        class_name: String,
+        signature: Vec<String>,
+        graph: Graph,
+        user_inputs: Vec<UserInput>,
+        input_specs: Vec<(String, TreeSpec)>,
+        output_spec: TreeSpec,
+        captured: Vec<(InputKind, tch::Tensor)>,
+        symbols: Vec<SymbolInfo>,
+        guards: Vec<Guard>,
+    ) -> Self {
+        Self {
+            class_name,
+            signature,
+            graph,
+            user_inputs,
+            input_specs,
+            output_spec,
+            captured,
+            symbols,
+            guards,
+        }
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The symbols, in order of creation.
+    pub fn symbols(&self) -> &[SymbolInfo] {
+        &self.symbols
+    }
+
+    /// The guards the graph relies on.
+    pub fn guards(&self) -> &[Guard] {
+        &self.guards
+    }
+
+    /// The flattened user inputs.
+    pub fn user_inputs(&self) -> &[UserInput] {
+        &self.user_inputs
+    }
+
+    /// The class name of the exported module.
+    pub fn class_name(&self) -> &str {
+        &self.class_name
+    }
+
+    /// Parameters, buffers and lifted constants with their placeholder kinds.
+    pub fn captured(&self) -> &[(InputKind, tch::Tensor)] {
+        &self.captured
+    }
+
+    /// Runs the graph with libtorch on new inputs (same structure, any allowed sizes).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the inputs do not fit the signature, a static size, a dtype or a
+    /// symbol's range, or when two inputs give one symbol different values;
+    /// [`Error::GuardViolated`] when a guard does not hold; [`Error::Torch`] when a kernel fails.
+    pub fn run(&self, args: &[Value], kwargs: &[(String, Value)]) -> Result<Value> {
+        let bound = bind(&self.signature, args, kwargs, "args")?;
+        let mut leaves = Vec::new();
+        for ((name, value), (spec_name, spec)) in bound.iter().zip(&self.input_specs) {
+            let (l, s) = value.flatten(name);
+            if name != spec_name || &s != spec {
+                return Err(Error::Input {
+                    path: name.clone(),
+                    reason: format!(
+                        "the structure differs from the exported one: {s:?} instead of {spec:?}"
+                    ),
+                });
+            }
+            leaves.extend(l);
+        }
+        if bound.len() != self.input_specs.len() || leaves.len() != self.user_inputs.len() {
+            return Err(Error::Input {
+                path: "args".to_owned(),
+                reason: format!(
+                    "{} tensors given, the program takes {}",
+                    leaves.len(),
+                    self.user_inputs.len()
+                ),
+            });
+        }
+
+        // Bind symbols from the input sizes.
+        let mut bindings: Bindings = HashMap::new();
+        let mut sources: HashMap<Arc<str>, String> = HashMap::new();
+        for (input, (_, tensor)) in self.user_inputs.iter().zip(&leaves) {
+            let info = self.graph.value(input.value);
+            let sizes = tensor.concrete_shape();
+            let bad = |reason: String| Error::Input {
+                path: input.path.clone(),
+                reason,
+            };
+            if tensor.kind() != info.kind {
+                return Err(bad(format!(
+                    "dtype {:?}, the program expects {:?}",
+                    tensor.kind(),
+                    info.kind
+                )));
+            }
+            if sizes.len() != info.shape.len() {
+                return Err(bad(format!(
+                    "rank {}, the program expects {}",
+                    sizes.len(),
+                    info.shape.len()
+                )));
+            }
+            for (axis, (dim, size)) in info.shape.iter().zip(&sizes).enumerate() {
+                if let Some(c) = dim.as_static() {
+                    if c != *size {
+                        return Err(bad(format!(
+                            "dimension {axis} is {size}, the program was exported with the static size {c}"
+                        )));
+                    }
+                } else if let Some(sym) = dim.expr().as_symbol() {
+                    let sym: Arc<str> = Arc::from(sym);
+                    match bindings.get(&sym) {
+                        Some(v) if v != size => {
+                            return Err(bad(format!(
+                                "dimension {axis} is {size} but {sym} is {v} from {}",
+                                sources.get(&sym).map_or("another input", String::as_str)
+                            )));
+                        }
+                        Some(_) => {}
+                        None => {
+                            bindings.insert(sym.clone(), *size);
+                            sources.insert(sym, format!("{}.shape[{axis}]", input.path));
+                        }
+                    }
+                }
+            }
+        }
+        for s in &self.symbols {
+            if let Some(v) = bindings.get(s.name.as_str())
+                && (*v < s.min || s.max.is_some_and(|m| *v > m))
+            {
+                return Err(Error::Input {
+                    path: sources
+                        .get(s.name.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| s.name.clone()),
+                    reason: format!("{} = {v} is outside its range {}", s.name, range_str(s)),
+                });
+            }
+        }
+        let values_str = || {
+            let mut v: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            v.sort();
+            v.join(", ")
+        };
+        for g in &self.guards {
+            let (l, r) = match (g.lhs.eval(&bindings), g.rhs.eval(&bindings)) {
+                (Ok(l), Ok(r)) => (l, r),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(Error::GuardViolated {
+                        guard: g.to_string(),
+                        location: g.location,
+                        reason: g.reason.clone(),
+                        values: e,
+                    });
+                }
+            };
+            if !g.rel.holds(l, r) {
+                return Err(Error::GuardViolated {
+                    guard: g.to_string(),
+                    location: g.location,
+                    reason: g.reason.clone(),
+                    values: values_str(),
+                });
+            }
+        }
+
+        // Evaluate.
+        let mut env: Vec<Option<tch::Tensor>> =
+            (0..self.graph.values.len()).map(|_| None).collect();
+        let mut captured = self.captured.iter();
+        let mut users = leaves.iter();
+        for (id, kind) in &self.graph.inputs {
+            let t = match kind {
+                InputKind::User => users.next().map(|(_, t)| t.as_tch().shallow_clone()),
+                _ => captured.next().map(|(_, t)| t.shallow_clone()),
+            };
+            env[id.index()] = t;
+        }
+        for node in &self.graph.nodes {
+            let torch_err = |message: String| Error::Torch {
+                op: node.op.name,
+                location: node.location,
+                message,
+            };
+            let mut eval = |s: &SymInt| -> Result<SymInt, String> {
+                if s.is_static() {
+                    return Ok(s.clone());
+                }
+                s.expr().eval(&bindings).map(SymInt::new)
+            };
+            let attrs = node
+                .attrs
+                .iter()
+                .map(|a| a.map_syms(&mut eval))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(torch_err)?;
+            let inputs: Vec<Option<&tch::Tensor>> = node
+                .inputs
+                .iter()
+                .map(|i| match i {
+                    Some(id) => env[id.index()].as_ref().map(Some).ok_or_else(|| {
+                        torch_err(format!(
+                            "input {} was not computed",
+                            self.graph.value(*id).name
+                        ))
+                    }),
+                    None => Ok(None),
+                })
+                .collect::<Result<_>>()?;
+            let outs = (node.op.kernel)(&inputs, &attrs).map_err(torch_err)?;
+            for (id, t) in node.outputs.iter().zip(outs) {
+                env[id.index()] = Some(t);
+            }
+        }
+        let outputs = self
+            .graph
+            .outputs
+            .iter()
+            .map(|id| {
+                env[id.index()]
+                    .as_ref()
+                    .map(|t| Tensor::from(t.shallow_clone()))
+                    .ok_or_else(|| Error::Model {
+                        model: self.class_name.clone(),
+                        message: format!("output {} was not computed", self.graph.value(*id).name),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.output_spec
+            .unflatten(outputs)
+            .map_err(|message| Error::Model {
+                model: self.class_name.clone(),
+                message,
+            })
+    }
+}
+
+fn range_str(s: &SymbolInfo) -> String {
+    format!(
+        "VR[{}, {}]",
+        s.min,
+        s.max.map_or("int_oo".to_owned(), |m| m.to_string())
+    )
+}
+
+fn type_str(graph: &Graph, id: ValueId) -> String {
+    let v = graph.value(id);
+    let dims: Vec<String> = v.shape.iter().map(ToString::to_string).collect();
+    format!("\"{}[{}]\"", kind_short(v.kind), dims.join(", "))
+}
+
+impl fmt::Display for ExportedProgram {
+    /// torch's format: the graph module, the graph signature, the range constraints (and the
+    /// guards, which torch does not print, when there are any).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = &self.graph;
+        let name = |id: ValueId| g.value(id).name.clone();
+        writeln!(f, "ExportedProgram:")?;
+        writeln!(f, "    class GraphModule(torch.nn.Module):")?;
+        let params: Vec<String> = g
+            .inputs
+            .iter()
+            .map(|(id, _)| format!("{}: {}", name(*id), type_str(g, *id)))
+            .collect();
+        writeln!(f, "        def forward(self, {}):", params.join(", "))?;
+
+        // Last use of every value, for torch's `x = y = None` suffix.
+        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+        for (i, node) in g.nodes.iter().enumerate() {
+            for id in node.inputs.iter().flatten() {
+                last_use.insert(*id, i);
+            }
+        }
+        let mut last_location = None;
+        for (i, node) in g.nodes.iter().enumerate() {
+            let here = (node.location, node.module.clone());
+            if last_location.as_ref() != Some(&here) {
+                let module = if node.module.is_empty() {
+                    "forward".to_owned()
+                } else {
+                    node.module.clone()
+                };
+                writeln!(f, "             # File: {} in {module}", node.location)?;
+                last_location = Some(here);
+            }
+            let targets: Vec<String> = node.outputs.iter().map(|id| name(*id)).collect();
+            let mut args: Vec<String> = Vec::new();
+            let tensors: Vec<String> = node
+                .inputs
+                .iter()
+                .map(|i| i.map_or("None".to_owned(), name))
+                .collect();
+            if node.op.list_input {
+                args.push(format!("[{}]", tensors.join(", ")));
+            } else {
+                args.extend(tensors);
+            }
+            args.extend(node.attrs.iter().map(ToString::to_string));
+            let call = format!("torch.ops.{}({})", node.op.name, args.join(", "));
+            let lhs = if node.outputs.len() == 1 {
+                format!("{}: {}", targets[0], type_str(g, node.outputs[0]))
+            } else {
+                let name = format!("{}_result", targets[0]);
+                name
+            };
+            let mut freed: Vec<String> = Vec::new();
+            for id in node.inputs.iter().flatten() {
+                let n = name(*id);
+                if last_use.get(id) == Some(&i) && !g.outputs.contains(id) && !freed.contains(&n) {
+                    freed.push(n);
+                }
+            }
+            let suffix = if freed.is_empty() {
+                String::new()
+            } else {
+                format!(";  {} = None", freed.join(" = "))
+            };
+            writeln!(f, "            {lhs} = {call}{suffix}")?;
+            if node.outputs.len() > 1 {
+                for (k, id) in node.outputs.iter().enumerate() {
+                    writeln!(
+                        f,
+                        "            {}: {} = {lhs}[{k}]",
+                        name(*id),
+                        type_str(g, *id)
+                    )?;
+                }
+            }
+        }
+        let outs: Vec<String> = g.outputs.iter().map(|id| name(*id)).collect();
+        writeln!(f, "            return ({},)", outs.join(", "))?;
+        writeln!(f, "            ")?;
+        writeln!(f, "Graph signature: ")?;
+        writeln!(f, "    # inputs")?;
+        for (id, kind) in &g.inputs {
+            match kind {
+                InputKind::Parameter(t) => {
+                    writeln!(f, "    {}: PARAMETER target='{t}'", name(*id))?
+                }
+                InputKind::Buffer(t) => {
+                    writeln!(f, "    {}: BUFFER target='{t}' persistent=True", name(*id))?
+                }
+                InputKind::Constant(t) => {
+                    writeln!(f, "    {}: CONSTANT_TENSOR target='{t}'", name(*id))?
+                }
+                InputKind::User => writeln!(f, "    {}: USER_INPUT", name(*id))?,
+            }
+        }
+        writeln!(f)?;
+        writeln!(f, "    # outputs")?;
+        for id in &g.outputs {
+            writeln!(f, "    {}: USER_OUTPUT", name(*id))?;
+        }
+        writeln!(f)?;
+        let ranges: Vec<String> = self
+            .symbols
+            .iter()
+            .map(|s| format!("{}: {}", s.name, range_str(s)))
+            .collect();
+        writeln!(f, "Range constraints: {{{}}}", ranges.join(", "))?;
+        if !self.guards.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "Guards:")?;
+            for g in &self.guards {
+                writeln!(f, "    {g}  # {} at {}", g.reason, g.location)?;
+            }
+        }
+        Ok(())
+    }
+}

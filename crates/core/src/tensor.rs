@@ -1,0 +1,1046 @@
+//! [`Tensor`]: a libtorch tensor that, during an export, also knows its value in the graph.
+//!
+//! Model code is written against this type. Every op goes through [`call`]: the op's eager
+//! kernel runs on libtorch; when an export records on this thread, the call is also appended to
+//! the graph with the symbolic shapes of its outputs and the caller's source location
+//! (`#[track_caller]` on every method). Outside an export that check is one thread-local read.
+//!
+//! Ops return `Result`: libtorch errors become [`Error::Torch`] naming the op and the caller.
+
+use tch::{Device, Kind};
+
+use crate::{
+    context,
+    error::{Error, Loc, Result},
+    graph::{Attr, ValueId},
+    ops::{self, OpDef},
+    sym::SymInt,
+};
+
+/// Where a traced tensor lives: the recording (by id) and its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Traced {
+    pub(crate) graph: u64,
+    pub(crate) id: ValueId,
+}
+
+/// A tensor of the engine (see the module doc). Cloning is shallow: the clone shares storage,
+/// as a Python reference does.
+#[derive(Debug)]
+pub struct Tensor {
+    pub(crate) t: tch::Tensor,
+    pub(crate) traced: Option<Traced>,
+}
+
+impl Clone for Tensor {
+    fn clone(&self) -> Self {
+        Self {
+            t: self.t.shallow_clone(),
+            traced: self.traced,
+        }
+    }
+}
+
+impl From<tch::Tensor> for Tensor {
+    fn from(t: tch::Tensor) -> Self {
+        Self { t, traced: None }
+    }
+}
+
+/// A scalar operand: an integer (possibly a symbolic size) or a float.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    /// An integer, kept symbolic during an export.
+    Int(SymInt),
+    /// A float.
+    Float(f64),
+}
+
+impl From<f64> for Scalar {
+    fn from(v: f64) -> Self {
+        Scalar::Float(v)
+    }
+}
+impl From<i64> for Scalar {
+    fn from(v: i64) -> Self {
+        Scalar::Int(SymInt::new(v))
+    }
+}
+impl From<SymInt> for Scalar {
+    fn from(v: SymInt) -> Self {
+        Scalar::Int(v)
+    }
+}
+impl From<&SymInt> for Scalar {
+    fn from(v: &SymInt) -> Self {
+        Scalar::Int(v.clone())
+    }
+}
+
+impl From<Scalar> for Attr {
+    fn from(s: Scalar) -> Self {
+        match s {
+            Scalar::Int(v) => Attr::Int(v),
+            Scalar::Float(v) => Attr::Float(v),
+        }
+    }
+}
+
+/// Anything usable as a list of sizes: `[2, -1]`, `&[i64]`, `Vec<SymInt>`, `&[SymInt]`.
+pub trait IntoSizes {
+    /// The sizes.
+    fn into_sizes(self) -> Vec<SymInt>;
+}
+impl IntoSizes for &[i64] {
+    fn into_sizes(self) -> Vec<SymInt> {
+        self.iter().map(|v| SymInt::new(*v)).collect()
+    }
+}
+impl<const N: usize> IntoSizes for [i64; N] {
+    fn into_sizes(self) -> Vec<SymInt> {
+        self.iter().map(|v| SymInt::new(*v)).collect()
+    }
+}
+impl IntoSizes for Vec<i64> {
+    fn into_sizes(self) -> Vec<SymInt> {
+        self.as_slice().into_sizes()
+    }
+}
+impl IntoSizes for Vec<SymInt> {
+    fn into_sizes(self) -> Vec<SymInt> {
+        self
+    }
+}
+impl IntoSizes for &[SymInt] {
+    fn into_sizes(self) -> Vec<SymInt> {
+        self.to_vec()
+    }
+}
+impl<const N: usize> IntoSizes for [SymInt; N] {
+    fn into_sizes(self) -> Vec<SymInt> {
+        self.to_vec()
+    }
+}
+
+/// Calls an op: eager kernel, then recording when an export is active.
+#[track_caller]
+pub(crate) fn call(
+    op: &'static OpDef,
+    inputs: &[Option<&Tensor>],
+    attrs: Vec<Attr>,
+) -> Result<Vec<Tensor>> {
+    let location = Loc::caller();
+    let raw: Vec<Option<&tch::Tensor>> = inputs.iter().map(|t| t.map(|t| &t.t)).collect();
+    let outputs = (op.kernel)(&raw, &attrs).map_err(|message| Error::Torch {
+        op: op.name,
+        location,
+        message,
+    })?;
+    if !context::recording() {
+        return Ok(outputs.into_iter().map(Tensor::from).collect());
+    }
+    context::record(op, inputs, attrs, outputs, location)
+}
+
+#[track_caller]
+fn call1(op: &'static OpDef, inputs: &[Option<&Tensor>], attrs: Vec<Attr>) -> Result<Tensor> {
+    let location = Loc::caller();
+    call(op, inputs, attrs)?.pop().ok_or_else(|| Error::Torch {
+        op: op.name,
+        location,
+        message: "the kernel returned no output".to_owned(),
+    })
+}
+
+fn device_attr(device: Device) -> Attr {
+    Attr::Str(if device.is_cuda() { "cuda" } else { "cpu" })
+}
+
+macro_rules! binary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:ident;)*) => {$(
+        $(#[$doc])*
+        #[track_caller]
+        pub fn $name(&self, other: &Tensor) -> Result<Tensor> {
+            call1(&ops::$op, &[Some(self), Some(other)], Vec::new())
+        }
+    )*};
+}
+
+macro_rules! scalar_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:ident;)*) => {$(
+        $(#[$doc])*
+        #[track_caller]
+        pub fn $name(&self, other: impl Into<Scalar>) -> Result<Tensor> {
+            call1(&ops::$op, &[Some(self)], vec![other.into().into()])
+        }
+    )*};
+}
+
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:ident;)*) => {$(
+        $(#[$doc])*
+        #[track_caller]
+        pub fn $name(&self) -> Result<Tensor> {
+            call1(&ops::$op, &[Some(self)], Vec::new())
+        }
+    )*};
+}
+
+impl Tensor {
+    /// Wraps a libtorch tensor (a constant for the graph if used during an export).
+    pub fn new(t: tch::Tensor) -> Self {
+        Self::from(t)
+    }
+
+    /// The libtorch tensor.
+    pub fn as_tch(&self) -> &tch::Tensor {
+        &self.t
+    }
+
+    /// The libtorch tensor, by value.
+    pub fn into_tch(self) -> tch::Tensor {
+        self.t
+    }
+
+    /// Element type.
+    pub fn kind(&self) -> Kind {
+        self.t.kind()
+    }
+
+    /// Device.
+    pub fn device(&self) -> Device {
+        self.t.device()
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.t.dim()
+    }
+
+    /// The shape, symbolic during an export.
+    pub fn shape(&self) -> Vec<SymInt> {
+        context::shape_of(self)
+    }
+
+    /// One size (negative `d` counts from the end), symbolic during an export.
+    ///
+    /// # Errors
+    /// [`Error::Torch`] when `d` is out of range.
+    #[track_caller]
+    pub fn size(&self, d: i64) -> Result<SymInt> {
+        let shape = self.shape();
+        let i = ops::norm_dim(d, shape.len()).map_err(|message| Error::Torch {
+            op: "aten.sym_size.int",
+            location: Loc::caller(),
+            message,
+        })?;
+        Ok(shape[i].clone())
+    }
+
+    /// The concrete sizes of the underlying libtorch tensor (the example values during an
+    /// export, recorded nowhere: use [`Tensor::shape`] in model code).
+    pub fn concrete_shape(&self) -> Vec<i64> {
+        self.t.size()
+    }
+
+    binary_methods! {
+        /// `self + other` (broadcasting).
+        add => ADD;
+        /// `self - other`.
+        sub => SUB;
+        /// `self * other`.
+        mul => MUL;
+        /// `self / other`.
+        div => DIV;
+        /// `self ** other`.
+        pow => POW;
+        /// Elementwise maximum.
+        maximum => MAXIMUM;
+        /// Elementwise minimum.
+        minimum => MINIMUM;
+        /// `self == other`.
+        eq => EQ;
+        /// `self != other`.
+        ne => NE;
+        /// `self < other`.
+        lt => LT;
+        /// `self <= other`.
+        le => LE;
+        /// `self > other`.
+        gt => GT;
+        /// `self >= other`.
+        ge => GE;
+        /// Logical and.
+        logical_and => LOGICAL_AND;
+        /// Logical or.
+        logical_or => LOGICAL_OR;
+        /// `self & other`.
+        bitwise_and => BITWISE_AND;
+        /// `self | other`.
+        bitwise_or => BITWISE_OR;
+        /// Matrix product with broadcasting (`torch.matmul`).
+        matmul => MATMUL;
+        /// Batched matrix product.
+        bmm => BMM;
+    }
+
+    scalar_methods! {
+        /// `self + scalar`.
+        add_scalar => ADD_SCALAR;
+        /// `self - scalar`.
+        sub_scalar => SUB_SCALAR;
+        /// `self * scalar`.
+        mul_scalar => MUL_SCALAR;
+        /// `self / scalar`.
+        div_scalar => DIV_SCALAR;
+        /// `scalar - self`.
+        rsub_scalar => RSUB_SCALAR;
+        /// `self ** scalar`.
+        pow_scalar => POW_SCALAR;
+        /// `self == scalar`.
+        eq_scalar => EQ_SCALAR;
+        /// `self != scalar`.
+        ne_scalar => NE_SCALAR;
+        /// `self < scalar`.
+        lt_scalar => LT_SCALAR;
+        /// `self <= scalar`.
+        le_scalar => LE_SCALAR;
+        /// `self > scalar`.
+        gt_scalar => GT_SCALAR;
+        /// `self >= scalar`.
+        ge_scalar => GE_SCALAR;
+    }
+
+    unary_methods! {
+        /// `-self`.
+        neg => NEG;
+        /// Exponential.
+        exp => EXP;
+        /// Natural logarithm.
+        log => LOG;
+        /// Square root.
+        sqrt => SQRT;
+        /// `1 / sqrt(self)`.
+        rsqrt => RSQRT;
+        /// Sine.
+        sin => SIN;
+        /// Cosine.
+        cos => COS;
+        /// Absolute value.
+        abs => ABS;
+        /// Hyperbolic tangent.
+        tanh => TANH;
+        /// Logistic sigmoid.
+        sigmoid => SIGMOID;
+        /// `max(self, 0)`.
+        relu => RELU;
+        /// `self * sigmoid(self)`.
+        silu => SILU;
+        /// Logical not.
+        logical_not => LOGICAL_NOT;
+        /// Bitwise not (`~`).
+        bitwise_not => BITWISE_NOT;
+        /// A copy with its own storage.
+        copy => CLONE;
+        /// A contiguous tensor with the same values.
+        contiguous => CONTIGUOUS;
+    }
+
+    /// GELU: `approximate` is `"none"` (erf form) or `"tanh"`.
+    #[track_caller]
+    pub fn gelu(&self, approximate: &'static str) -> Result<Tensor> {
+        call1(&ops::GELU, &[Some(self)], vec![Attr::Str(approximate)])
+    }
+
+    /// Clamps into `[min, max]`; either bound may be absent.
+    #[track_caller]
+    pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Result<Tensor> {
+        let bound = |b: Option<f64>| b.map_or(Attr::None, Attr::Float);
+        call1(&ops::CLAMP, &[Some(self)], vec![bound(min), bound(max)])
+    }
+
+    /// Converts the element type.
+    #[track_caller]
+    pub fn to_kind(&self, kind: Kind) -> Result<Tensor> {
+        call1(&ops::TO_COPY, &[Some(self)], vec![Attr::Kind(kind)])
+    }
+
+    /// `torch.where(cond, self, other)`.
+    #[track_caller]
+    pub fn where_cond(&self, cond: &Tensor, other: &Tensor) -> Result<Tensor> {
+        call1(
+            &ops::WHERE,
+            &[Some(cond), Some(self), Some(other)],
+            Vec::new(),
+        )
+    }
+
+    /// Fills with `value` where `mask` is true.
+    #[track_caller]
+    pub fn masked_fill(&self, mask: &Tensor, value: impl Into<Scalar>) -> Result<Tensor> {
+        call1(
+            &ops::MASKED_FILL,
+            &[Some(self), Some(mask)],
+            vec![value.into().into()],
+        )
+    }
+
+    /// Softmax along `dim`.
+    #[track_caller]
+    pub fn softmax(&self, dim: i64) -> Result<Tensor> {
+        call1(&ops::SOFTMAX, &[Some(self)], vec![Attr::Int(dim.into())])
+    }
+
+    /// Log-softmax along `dim`.
+    #[track_caller]
+    pub fn log_softmax(&self, dim: i64) -> Result<Tensor> {
+        call1(
+            &ops::LOG_SOFTMAX,
+            &[Some(self)],
+            vec![Attr::Int(dim.into())],
+        )
+    }
+
+    /// Cumulative sum along `dim`.
+    #[track_caller]
+    pub fn cumsum(&self, dim: i64) -> Result<Tensor> {
+        call1(&ops::CUMSUM, &[Some(self)], vec![Attr::Int(dim.into())])
+    }
+
+    /// Upper triangle from `diagonal`.
+    #[track_caller]
+    pub fn triu(&self, diagonal: i64) -> Result<Tensor> {
+        call1(&ops::TRIU, &[Some(self)], vec![Attr::Int(diagonal.into())])
+    }
+
+    /// Lower triangle up to `diagonal`.
+    #[track_caller]
+    pub fn tril(&self, diagonal: i64) -> Result<Tensor> {
+        call1(&ops::TRIL, &[Some(self)], vec![Attr::Int(diagonal.into())])
+    }
+
+    /// A view with another shape (one size may be -1).
+    #[track_caller]
+    pub fn view(&self, shape: impl IntoSizes) -> Result<Tensor> {
+        call1(
+            &ops::VIEW,
+            &[Some(self)],
+            vec![Attr::Ints(shape.into_sizes())],
+        )
+    }
+
+    /// Another shape, copying if needed (one size may be -1).
+    #[track_caller]
+    pub fn reshape(&self, shape: impl IntoSizes) -> Result<Tensor> {
+        call1(
+            &ops::RESHAPE,
+            &[Some(self)],
+            vec![Attr::Ints(shape.into_sizes())],
+        )
+    }
+
+    /// Flattens dims `start..=end` into one.
+    #[track_caller]
+    pub fn flatten(&self, start: i64, end: i64) -> Result<Tensor> {
+        let shape = self.shape();
+        let location = Loc::caller();
+        let bad = |message| Error::Torch {
+            op: "aten.flatten.using_ints",
+            location,
+            message,
+        };
+        let s = ops::norm_dim(start, shape.len()).map_err(bad)?;
+        let e = ops::norm_dim(end, shape.len()).map_err(bad)?;
+        let mut target: Vec<SymInt> = shape[..s].to_vec();
+        target.push(ops::numel(&shape[s..=e.max(s)]));
+        target.extend(shape[e.max(s) + 1..].iter().cloned());
+        call1(&ops::VIEW, &[Some(self)], vec![Attr::Ints(target)])
+    }
+
+    /// Swaps two dims.
+    #[track_caller]
+    pub fn transpose(&self, d0: i64, d1: i64) -> Result<Tensor> {
+        call1(
+            &ops::TRANSPOSE,
+            &[Some(self)],
+            vec![Attr::Int(d0.into()), Attr::Int(d1.into())],
+        )
+    }
+
+    /// Reorders dims.
+    #[track_caller]
+    pub fn permute(&self, dims: &[i64]) -> Result<Tensor> {
+        call1(
+            &ops::PERMUTE,
+            &[Some(self)],
+            vec![Attr::Ints(dims.into_sizes())],
+        )
+    }
+
+    /// Inserts a dim of size 1.
+    #[track_caller]
+    pub fn unsqueeze(&self, dim: i64) -> Result<Tensor> {
+        call1(&ops::UNSQUEEZE, &[Some(self)], vec![Attr::Int(dim.into())])
+    }
+
+    /// Removes `dim` if its size is 1.
+    #[track_caller]
+    pub fn squeeze_dim(&self, dim: i64) -> Result<Tensor> {
+        call1(&ops::SQUEEZE, &[Some(self)], vec![Attr::Int(dim.into())])
+    }
+
+    /// Broadcasts to `sizes` (-1 keeps a size).
+    #[track_caller]
+    pub fn expand(&self, sizes: impl IntoSizes) -> Result<Tensor> {
+        call1(
+            &ops::EXPAND,
+            &[Some(self)],
+            vec![Attr::Ints(sizes.into_sizes())],
+        )
+    }
+
+    /// Concatenates along `dim`.
+    #[track_caller]
+    pub fn cat(tensors: &[&Tensor], dim: i64) -> Result<Tensor> {
+        let inputs: Vec<Option<&Tensor>> = tensors.iter().map(|t| Some(*t)).collect();
+        call1(&ops::CAT, &inputs, vec![Attr::Int(dim.into())])
+    }
+
+    /// Stacks along a new `dim`.
+    #[track_caller]
+    pub fn stack(tensors: &[&Tensor], dim: i64) -> Result<Tensor> {
+        let inputs: Vec<Option<&Tensor>> = tensors.iter().map(|t| Some(*t)).collect();
+        call1(&ops::STACK, &inputs, vec![Attr::Int(dim.into())])
+    }
+
+    /// Splits `dim` into pieces of the given sizes.
+    #[track_caller]
+    pub fn split_with_sizes(&self, sizes: impl IntoSizes, dim: i64) -> Result<Vec<Tensor>> {
+        call(
+            &ops::SPLIT_WITH_SIZES,
+            &[Some(self)],
+            vec![Attr::Ints(sizes.into_sizes()), Attr::Int(dim.into())],
+        )
+    }
+
+    /// Splits `dim` into `chunks` pieces of size `ceil(n / chunks)` (the last may be smaller),
+    /// as `torch.chunk`. The number of pieces follows the example size.
+    #[track_caller]
+    pub fn chunk(&self, chunks: i64, dim: i64) -> Result<Vec<Tensor>> {
+        let n = self.size(dim)?;
+        if chunks <= 0 {
+            return Err(Error::Torch {
+                op: "aten.chunk.default",
+                location: Loc::caller(),
+                message: format!("chunk expects a positive number of chunks, got {chunks}"),
+            });
+        }
+        let piece = (&n + (chunks - 1)).floor_div(chunks);
+        let mut sizes = Vec::new();
+        let mut used = SymInt::new(0);
+        while used.hint() < n.hint() {
+            let rest = &n - &used;
+            let size = if rest.hint() < piece.hint() {
+                rest
+            } else {
+                piece.clone()
+            };
+            used = &used + &size;
+            sizes.push(size);
+        }
+        if sizes.is_empty() {
+            sizes.push(SymInt::new(0));
+        }
+        self.split_with_sizes(sizes, dim)
+    }
+
+    /// `narrow(dim, start, length)`: `length` elements from `start` (negative counts from the
+    /// end).
+    #[track_caller]
+    pub fn narrow(
+        &self,
+        dim: i64,
+        start: impl Into<SymInt>,
+        length: impl Into<SymInt>,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::NARROW,
+            &[Some(self)],
+            vec![
+                Attr::Int(dim.into()),
+                Attr::Int(start.into()),
+                Attr::Int(length.into()),
+            ],
+        )
+    }
+
+    /// Python's `x[..., start:end:step]` on `dim`; bounds may be negative or absent.
+    #[track_caller]
+    pub fn slice(
+        &self,
+        dim: i64,
+        start: Option<SymInt>,
+        end: Option<SymInt>,
+        step: i64,
+    ) -> Result<Tensor> {
+        let start = start.unwrap_or_else(|| SymInt::new(0));
+        let end = end.unwrap_or_else(|| SymInt::new(i64::MAX));
+        call1(
+            &ops::SLICE,
+            &[Some(self)],
+            vec![
+                Attr::Int(dim.into()),
+                Attr::Int(start),
+                Attr::Int(end),
+                Attr::Int(step.into()),
+            ],
+        )
+    }
+
+    /// Selects one index of `dim`, removing it.
+    #[track_caller]
+    pub fn select(&self, dim: i64, index: impl Into<SymInt>) -> Result<Tensor> {
+        call1(
+            &ops::SELECT,
+            &[Some(self)],
+            vec![Attr::Int(dim.into()), Attr::Int(index.into())],
+        )
+    }
+
+    /// Selects indices of `dim`.
+    #[track_caller]
+    pub fn index_select(&self, dim: i64, index: &Tensor) -> Result<Tensor> {
+        call1(
+            &ops::INDEX_SELECT,
+            &[Some(self), Some(index)],
+            vec![Attr::Int(dim.into())],
+        )
+    }
+
+    /// Gathers values along `dim`.
+    #[track_caller]
+    pub fn gather(&self, dim: i64, index: &Tensor) -> Result<Tensor> {
+        call1(
+            &ops::GATHER,
+            &[Some(self), Some(index)],
+            vec![Attr::Int(dim.into())],
+        )
+    }
+
+    /// Scatters `src` along `dim` at `index`.
+    #[track_caller]
+    pub fn scatter(&self, dim: i64, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        call1(
+            &ops::SCATTER,
+            &[Some(self), Some(index), Some(src)],
+            vec![Attr::Int(dim.into())],
+        )
+    }
+
+    /// `self[indices] = values` (out of place); `None` stands for `:`.
+    #[track_caller]
+    pub fn index_put(
+        &self,
+        indices: &[Option<&Tensor>],
+        values: &Tensor,
+        accumulate: bool,
+    ) -> Result<Tensor> {
+        let mut inputs = vec![Some(self), Some(values)];
+        inputs.extend(indices.iter().copied());
+        call1(&ops::INDEX_PUT, &inputs, vec![Attr::Bool(accumulate)])
+    }
+
+    /// `self[indices]` with index tensors on the leading dims.
+    #[track_caller]
+    pub fn index(&self, indices: &[&Tensor]) -> Result<Tensor> {
+        let mut inputs = vec![Some(self)];
+        inputs.extend(indices.iter().map(|t| Some(*t)));
+        call1(&ops::INDEX, &inputs, Vec::new())
+    }
+
+    /// `x @ weight.T + bias`.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        call1(&ops::LINEAR, &[Some(self), Some(weight), bias], Vec::new())
+    }
+
+    /// Rows of `weight` at `indices`.
+    #[track_caller]
+    pub fn embedding(weight: &Tensor, indices: &Tensor) -> Result<Tensor> {
+        call1(&ops::EMBEDDING, &[Some(weight), Some(indices)], Vec::new())
+    }
+
+    /// Layer normalisation over the trailing `normalized_shape`.
+    #[track_caller]
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[i64],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::LAYER_NORM,
+            &[Some(self), weight, bias],
+            vec![Attr::Ints(normalized_shape.into_sizes()), Attr::Float(eps)],
+        )
+    }
+
+    /// Group normalisation.
+    #[track_caller]
+    pub fn group_norm(
+        &self,
+        num_groups: i64,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::GROUP_NORM,
+            &[Some(self), weight, bias],
+            vec![Attr::Int(num_groups.into()), Attr::Float(eps)],
+        )
+    }
+
+    /// 2-D convolution.
+    #[track_caller]
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [i64; 2],
+        padding: [i64; 2],
+        dilation: [i64; 2],
+        groups: i64,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::CONV2D,
+            &[Some(self), Some(weight), bias],
+            vec![
+                Attr::Ints(stride.into_sizes()),
+                Attr::Ints(padding.into_sizes()),
+                Attr::Ints(dilation.into_sizes()),
+                Attr::Int(groups.into()),
+            ],
+        )
+    }
+
+    /// 2-D average pooling.
+    #[track_caller]
+    pub fn avg_pool2d(
+        &self,
+        kernel: [i64; 2],
+        stride: [i64; 2],
+        padding: [i64; 2],
+    ) -> Result<Tensor> {
+        call1(
+            &ops::AVG_POOL2D,
+            &[Some(self)],
+            vec![
+                Attr::Ints(kernel.into_sizes()),
+                Attr::Ints(stride.into_sizes()),
+                Attr::Ints(padding.into_sizes()),
+            ],
+        )
+    }
+
+    /// Nearest-neighbour upsampling of the two trailing dims by an integer factor.
+    #[track_caller]
+    pub fn upsample_nearest2d(&self, scale: i64) -> Result<Tensor> {
+        let shape = self.shape();
+        if shape.len() != 4 {
+            return Err(Error::Torch {
+                op: ops::UPSAMPLE_NEAREST2D.name,
+                location: Loc::caller(),
+                message: format!("expects a 4-D input, got rank {}", shape.len()),
+            });
+        }
+        let size = vec![&shape[2] * scale, &shape[3] * scale];
+        call1(
+            &ops::UPSAMPLE_NEAREST2D,
+            &[Some(self)],
+            vec![Attr::Ints(size)],
+        )
+    }
+
+    /// `torch.nn.functional.scaled_dot_product_attention`.
+    #[track_caller]
+    pub fn scaled_dot_product_attention(
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        attn_mask: Option<&Tensor>,
+        is_causal: bool,
+        scale: Option<f64>,
+        enable_gqa: bool,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::SDPA,
+            &[Some(query), Some(key), Some(value), attn_mask],
+            vec![
+                Attr::Float(0.0),
+                Attr::Bool(is_causal),
+                scale.map_or(Attr::None, Attr::Float),
+                Attr::Bool(enable_gqa),
+            ],
+        )
+    }
+
+    /// The `k` largest (or smallest) values along `dim` and their indices.
+    #[track_caller]
+    pub fn topk(
+        &self,
+        k: impl Into<SymInt>,
+        dim: i64,
+        largest: bool,
+        sorted: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut out = call(
+            &ops::TOPK,
+            &[Some(self)],
+            vec![
+                Attr::Int(k.into()),
+                Attr::Int(dim.into()),
+                Attr::Bool(largest),
+                Attr::Bool(sorted),
+            ],
+        )?;
+        pair(&mut out, ops::TOPK.name)
+    }
+
+    #[track_caller]
+    fn reduce(&self, op: &'static OpDef, dims: &[i64], keepdim: bool) -> Result<Tensor> {
+        call1(
+            op,
+            &[Some(self)],
+            vec![Attr::Ints(dims.into_sizes()), Attr::Bool(keepdim)],
+        )
+    }
+
+    /// Sum over `dims` (all when empty).
+    #[track_caller]
+    pub fn sum(&self, dims: &[i64], keepdim: bool) -> Result<Tensor> {
+        self.reduce(&ops::SUM, dims, keepdim)
+    }
+
+    /// Mean over `dims` (all when empty).
+    #[track_caller]
+    pub fn mean(&self, dims: &[i64], keepdim: bool) -> Result<Tensor> {
+        self.reduce(&ops::MEAN, dims, keepdim)
+    }
+
+    /// Maximum over `dims`.
+    #[track_caller]
+    pub fn amax(&self, dims: &[i64], keepdim: bool) -> Result<Tensor> {
+        self.reduce(&ops::AMAX, dims, keepdim)
+    }
+
+    /// Minimum over `dims`.
+    #[track_caller]
+    pub fn amin(&self, dims: &[i64], keepdim: bool) -> Result<Tensor> {
+        self.reduce(&ops::AMIN, dims, keepdim)
+    }
+
+    /// Whether any element is true over `dims` (all when empty).
+    #[track_caller]
+    pub fn any(&self, dims: &[i64], keepdim: bool) -> Result<Tensor> {
+        self.reduce(&ops::ANY, dims, keepdim)
+    }
+
+    /// Whether every element is true over `dims` (all when empty).
+    #[track_caller]
+    pub fn all(&self, dims: &[i64], keepdim: bool) -> Result<Tensor> {
+        self.reduce(&ops::ALL, dims, keepdim)
+    }
+
+    /// Maximum along `dim` with its indices.
+    #[track_caller]
+    pub fn max_dim(&self, dim: i64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let mut out = call(
+            &ops::MAX_DIM,
+            &[Some(self)],
+            vec![Attr::Int(dim.into()), Attr::Bool(keepdim)],
+        )?;
+        pair(&mut out, ops::MAX_DIM.name)
+    }
+
+    /// Minimum along `dim` with its indices.
+    #[track_caller]
+    pub fn min_dim(&self, dim: i64, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        let mut out = call(
+            &ops::MIN_DIM,
+            &[Some(self)],
+            vec![Attr::Int(dim.into()), Attr::Bool(keepdim)],
+        )?;
+        pair(&mut out, ops::MIN_DIM.name)
+    }
+
+    /// Index of the maximum along `dim`.
+    #[track_caller]
+    pub fn argmax(&self, dim: i64, keepdim: bool) -> Result<Tensor> {
+        call1(
+            &ops::ARGMAX,
+            &[Some(self)],
+            vec![Attr::Int(dim.into()), Attr::Bool(keepdim)],
+        )
+    }
+
+    /// `[start, start + step, ...)` up to `end`; bounds may be symbolic.
+    #[track_caller]
+    pub fn arange(
+        start: impl Into<SymInt>,
+        end: impl Into<SymInt>,
+        step: i64,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::ARANGE,
+            &[],
+            vec![
+                Attr::Int(start.into()),
+                Attr::Int(end.into()),
+                Attr::Int(step.into()),
+                Attr::Kind(kind),
+                device_attr(device),
+            ],
+        )
+    }
+
+    /// Zeros of a (possibly symbolic) shape.
+    #[track_caller]
+    pub fn zeros(shape: impl IntoSizes, kind: Kind, device: Device) -> Result<Tensor> {
+        call1(
+            &ops::ZEROS,
+            &[],
+            vec![
+                Attr::Ints(shape.into_sizes()),
+                Attr::Kind(kind),
+                device_attr(device),
+            ],
+        )
+    }
+
+    /// Ones of a (possibly symbolic) shape.
+    #[track_caller]
+    pub fn ones(shape: impl IntoSizes, kind: Kind, device: Device) -> Result<Tensor> {
+        call1(
+            &ops::ONES,
+            &[],
+            vec![
+                Attr::Ints(shape.into_sizes()),
+                Attr::Kind(kind),
+                device_attr(device),
+            ],
+        )
+    }
+
+    /// A tensor filled with `value`.
+    #[track_caller]
+    pub fn full(
+        shape: impl IntoSizes,
+        value: impl Into<Scalar>,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::FULL,
+            &[],
+            vec![
+                Attr::Ints(shape.into_sizes()),
+                value.into().into(),
+                Attr::Kind(kind),
+                device_attr(device),
+            ],
+        )
+    }
+
+    #[track_caller]
+    fn forbid_data_read(&self, what: &str) -> Result<()> {
+        if context::recording() {
+            return Err(Error::DataDependent {
+                what: what.to_owned(),
+                location: Loc::caller(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The value of a one-element tensor. During an export this is a data-dependent error.
+    ///
+    /// # Errors
+    /// [`Error::DataDependent`] during an export; [`Error::Torch`] if not one element.
+    #[track_caller]
+    pub fn item_f64(&self) -> Result<f64> {
+        self.forbid_data_read("item() on a tensor")?;
+        let location = Loc::caller();
+        self.t.f_double_value(&[]).map_err(|e| Error::Torch {
+            op: "aten.item.default",
+            location,
+            message: e.to_string(),
+        })
+    }
+
+    /// The truth value of a one-element tensor (Python's `if tensor:`). During an export this
+    /// is a data-dependent error: use `cond`.
+    ///
+    /// # Errors
+    /// [`Error::DataDependent`] during an export; [`Error::Torch`] if not one element.
+    #[track_caller]
+    pub fn to_bool(&self) -> Result<bool> {
+        self.forbid_data_read("use of a tensor as a bool")?;
+        Ok(self.item_f64()? != 0.0)
+    }
+
+    /// Indices of the non-zero elements. Its size depends on the data: during an export this is
+    /// a data-dependent error.
+    ///
+    /// # Errors
+    /// [`Error::DataDependent`] during an export.
+    #[track_caller]
+    pub fn nonzero(&self) -> Result<Tensor> {
+        self.forbid_data_read("nonzero (an output size that depends on tensor values)")?;
+        let location = Loc::caller();
+        self.t
+            .f_nonzero()
+            .map(Tensor::from)
+            .map_err(|e| Error::Torch {
+                op: "aten.nonzero.default",
+                location,
+                message: e.to_string(),
+            })
+    }
+
+    /// The elements as `f32`, row-major (eager use only).
+    ///
+    /// # Errors
+    /// [`Error::DataDependent`] during an export.
+    #[track_caller]
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        self.forbid_data_read("reading tensor values")?;
+        let location = Loc::caller();
+        let flat = self
+            .t
+            .f_to_kind(Kind::Float)
+            .and_then(|t| t.f_reshape([-1]));
+        flat.and_then(|t| Vec::<f32>::try_from(&t))
+            .map_err(|e| Error::Torch {
+                op: "aten._to_copy.default",
+                location,
+                message: e.to_string(),
+            })
+    }
+}
+
+#[track_caller]
+fn pair(out: &mut Vec<Tensor>, op: &'static str) -> Result<(Tensor, Tensor)> {
+    let location = Loc::caller();
+    let missing = || Error::Torch {
+        op,
+        location,
+        message: "the kernel returned fewer than two outputs".to_owned(),
+    };
+    let b = out.pop().ok_or_else(missing)?;
+    let a = out.pop().ok_or_else(missing)?;
+    Ok((a, b))
+}

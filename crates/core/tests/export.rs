@@ -1,0 +1,508 @@
+//! Export engine tests: the seed example, a two-layer toy transformer checked against eager on
+//! other shapes, and the errors of the engine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use onnx_diagnostic_core::{
+    Dim, DynSpec, DynamicShapes, Error, ExportOptions, Inputs, Module, Result, SymInt, Tensor,
+    Value, export, scope,
+};
+use tch::{Device, Kind};
+
+fn randn(shape: &[i64]) -> Tensor {
+    Tensor::from(tch::Tensor::randn(shape, (Kind::Float, Device::Cpu)))
+}
+
+struct Add;
+
+impl Module for Add {
+    fn class_name(&self) -> String {
+        "Add".to_owned()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        vec!["x".to_owned(), "y".to_owned()]
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+        Ok(inputs.tensor("x")?.add(inputs.tensor("y")?)?.into())
+    }
+}
+
+fn add_shapes() -> DynamicShapes {
+    DynamicShapes {
+        args: vec![
+            DynSpec::dims([(0, Dim::DYNAMIC), (1, Dim::DYNAMIC)]),
+            DynSpec::dims([(1, Dim::DYNAMIC)]),
+        ],
+        kwargs: Vec::new(),
+    }
+}
+
+#[test]
+fn seed_example_prints_like_torch() {
+    let args = [Value::from(randn(&[5, 6])), Value::from(randn(&[1, 6]))];
+    let ep = export(
+        &Add,
+        &args,
+        &[],
+        Some(&add_shapes()),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let text = ep.to_string();
+    assert!(
+        text.contains(r#"def forward(self, x: "f32[s0, s1]", y: "f32[1, s1]"):"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"add: "f32[s0, s1]" = torch.ops.aten.add.Tensor(x, y);  x = y = None"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("Range constraints: {s0: VR[0, int_oo], s1: VR[0, int_oo]}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    x: USER_INPUT\n    y: USER_INPUT\n"),
+        "{text}"
+    );
+
+    // Named dims print their names; static export has no constraint.
+    let named = DynamicShapes {
+        args: vec![
+            DynSpec::dims([(0, Dim::new("batch")), (1, Dim::new("length"))]),
+            DynSpec::dims([(1, Dim::new("length"))]),
+        ],
+        kwargs: Vec::new(),
+    };
+    let ep = export(&Add, &args, &[], Some(&named), &ExportOptions::default()).unwrap();
+    assert!(
+        ep.to_string()
+            .contains(r#"x: "f32[batch, length]", y: "f32[1, length]""#)
+    );
+    let ep = export(&Add, &args, &[], None, &ExportOptions::default()).unwrap();
+    assert!(ep.to_string().contains("Range constraints: {}"));
+
+    // The graph runs on other shapes; inputs disagreeing on s1 are refused, naming the input.
+    let ep = export(
+        &Add,
+        &args,
+        &[],
+        Some(&add_shapes()),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let (x, y) = (randn(&[3, 9]), randn(&[1, 9]));
+    let expected = x.add(&y).unwrap();
+    let got = ep.run(&[x.clone().into(), y.into()], &[]).unwrap();
+    let got = got.as_tensor().unwrap();
+    assert_eq!(got.concrete_shape(), vec![3, 9]);
+    assert!(got.as_tch().allclose(expected.as_tch(), 0.0, 0.0, false));
+    let err = ep.run(&[x.into(), randn(&[1, 4]).into()], &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("input y:") && err.to_string().contains("s1 is 9"),
+        "{err}"
+    );
+}
+
+/// RMSNorm as transformers writes it: x * rsqrt(mean(x^2) + eps) * weight.
+fn rms_norm(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let var = x.pow_scalar(2.0)?.mean(&[-1], true)?;
+    x.mul(&var.add_scalar(1e-6)?.rsqrt()?)?.mul(weight)
+}
+
+struct Layer {
+    norm1: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    norm2: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+struct Toy {
+    layers: Vec<Layer>,
+    heads: i64,
+    head_dim: i64,
+}
+
+impl Toy {
+    fn new(hidden: i64, heads: i64, n_layers: usize) -> Self {
+        tch::manual_seed(0);
+        let w = |o: i64, i: i64| randn(&[o, i]).mul_scalar(0.2).unwrap();
+        let layers = (0..n_layers)
+            .map(|_| Layer {
+                norm1: randn(&[hidden]),
+                q: w(hidden, hidden),
+                k: w(hidden, hidden),
+                v: w(hidden, hidden),
+                o: w(hidden, hidden),
+                norm2: randn(&[hidden]),
+                gate: w(2 * hidden, hidden),
+                up: w(2 * hidden, hidden),
+                down: w(hidden, 2 * hidden),
+            })
+            .collect();
+        Self {
+            layers,
+            heads,
+            head_dim: hidden / heads,
+        }
+    }
+
+    fn attention(&self, l: &Layer, x: &Tensor) -> Result<Tensor> {
+        let _s = scope("self_attn");
+        let b = x.size(0)?;
+        let s = x.size(1)?;
+        let split = |t: Tensor| -> Result<Tensor> {
+            t.view(vec![
+                b.clone(),
+                s.clone(),
+                SymInt::new(self.heads),
+                SymInt::new(self.head_dim),
+            ])?
+            .transpose(1, 2)
+        };
+        let q = split(x.linear(&l.q, None)?)?;
+        let k = split(x.linear(&l.k, None)?)?;
+        let v = split(x.linear(&l.v, None)?)?;
+        // Causal mask built the eager way: -inf above the diagonal.
+        let mask = Tensor::full(
+            vec![s.clone(), s.clone()],
+            f64::NEG_INFINITY,
+            Kind::Float,
+            Device::Cpu,
+        )?
+        .triu(1)?;
+        let scores = q
+            .matmul(&k.transpose(2, 3)?)?
+            .mul_scalar(1.0 / (self.head_dim as f64).sqrt())?
+            .add(&mask)?;
+        let attn = scores.softmax(-1)?.matmul(&v)?;
+        let attn = attn.transpose(1, 2)?.reshape(vec![b, s, SymInt::new(-1)])?;
+        attn.linear(&l.o, None)
+    }
+}
+
+impl Module for Toy {
+    fn class_name(&self) -> String {
+        "Toy".to_owned()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        vec!["x".to_owned()]
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (n, t) in [
+                ("input_layernorm.weight", &l.norm1),
+                ("self_attn.q_proj.weight", &l.q),
+                ("self_attn.k_proj.weight", &l.k),
+                ("self_attn.v_proj.weight", &l.v),
+                ("self_attn.o_proj.weight", &l.o),
+                ("post_attention_layernorm.weight", &l.norm2),
+                ("mlp.gate_proj.weight", &l.gate),
+                ("mlp.up_proj.weight", &l.up),
+                ("mlp.down_proj.weight", &l.down),
+            ] {
+                out.push((format!("layers.{i}.{n}"), t.clone()));
+            }
+        }
+        out
+    }
+    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+        let mut h = inputs.tensor("x")?.clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            let _s = scope(&format!("layers.{i}"));
+            h = h.add(&self.attention(l, &rms_norm(&h, &l.norm1)?)?)?;
+            let _m = scope("mlp");
+            let n = rms_norm(&h, &l.norm2)?;
+            let act = n
+                .linear(&l.gate, None)?
+                .silu()?
+                .mul(&n.linear(&l.up, None)?)?;
+            h = h.add(&act.linear(&l.down, None)?)?;
+        }
+        Ok(h.into())
+    }
+}
+
+#[test]
+fn toy_transformer_matches_eager_on_other_shapes() {
+    let model = Toy::new(16, 4, 2);
+    let x = randn(&[2, 5, 16]);
+    let ds = DynamicShapes {
+        args: vec![DynSpec::dims([
+            (0, Dim::new("batch")),
+            (1, Dim::new("seq_length")),
+        ])],
+        kwargs: Vec::new(),
+    };
+    let ep = export(
+        &model,
+        &[x.into()],
+        &[],
+        Some(&ds),
+        &ExportOptions { stop_if_static: 1 },
+    )
+    .unwrap();
+    let text = ep.to_string();
+    assert!(
+        text.contains(r#"x: "f32[batch, seq_length, 16]""#),
+        "{text}"
+    );
+    assert!(text.contains("p_layers_0_self_attn_q_proj_weight: PARAMETER target='layers.0.self_attn.q_proj.weight'"), "{text}");
+    assert!(text.contains("in layers.1.self_attn"), "{text}");
+    assert!(
+        ep.guards().is_empty(),
+        "unexpected guards: {:?}",
+        ep.guards()
+    );
+
+    for shape in [[1, 7, 16], [3, 1, 16], [4, 11, 16]] {
+        let x = randn(&shape);
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[x.clone().into()], &[]).unwrap())
+            .unwrap();
+        let got = ep.run(&[x.into()], &[]).unwrap();
+        let (e, g) = (
+            eager.as_tensor().unwrap().as_tch(),
+            got.as_tensor().unwrap().as_tch(),
+        );
+        assert_eq!(g.size(), shape.to_vec());
+        let diff = (e - g).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "shape {shape:?}: max abs diff {diff}");
+    }
+}
+
+/// A model that turns the batch size into a plain integer.
+struct Specializes;
+
+impl Module for Specializes {
+    fn class_name(&self) -> String {
+        "Specializes".to_owned()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        vec!["x".to_owned()]
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+        let x = inputs.tensor("x")?;
+        let n = x.size(0)?.guard_int()?;
+        Ok(x.reshape([n, -1])?.into())
+    }
+}
+
+#[test]
+fn specialisation_is_an_error_with_stop_if_static() {
+    let x = randn(&[3, 4]);
+    let ds = DynamicShapes {
+        args: vec![DynSpec::dims([(0, Dim::new("batch"))])],
+        kwargs: Vec::new(),
+    };
+    let err = export(
+        &Specializes,
+        &[x.clone().into()],
+        &[],
+        Some(&ds),
+        &ExportOptions { stop_if_static: 1 },
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Specialized { value: 3, .. }), "{msg}");
+    assert!(
+        msg.contains("dynamic dimension batch was specialised to 3"),
+        "{msg}"
+    );
+    assert!(msg.contains("tests/export.rs:"), "{msg}");
+
+    // Without stop_if_static the graph is specialised: batch becomes 3 and run checks it.
+    let ep = export(
+        &Specializes,
+        &[x.into()],
+        &[],
+        Some(&ds),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    assert!(ep.to_string().contains(r#"x: "f32[3, 4]""#), "{ep}");
+    let err = ep.run(&[randn(&[5, 4]).into()], &[]).unwrap_err();
+    assert!(err.to_string().contains("static size 3"), "{err}");
+}
+
+struct ReadsData;
+
+impl Module for ReadsData {
+    fn class_name(&self) -> String {
+        "ReadsData".to_owned()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        vec!["x".to_owned()]
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+        let x = inputs.tensor("x")?;
+        if x.sum(&[], false)?.gt_scalar(0.0)?.to_bool()? {
+            Ok(x.neg()?.into())
+        } else {
+            Ok(x.clone().into())
+        }
+    }
+}
+
+#[test]
+fn reading_tensor_data_is_a_data_dependent_error() {
+    let x = randn(&[3, 4]);
+    // Eagerly it runs.
+    assert!(
+        ReadsData
+            .forward(&Inputs::bind_for(&ReadsData, &[x.clone().into()], &[]).unwrap())
+            .is_ok()
+    );
+    let err = export(
+        &ReadsData,
+        &[x.into()],
+        &[],
+        None,
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::DataDependent { .. }), "{msg}");
+    assert!(
+        msg.contains("use of a tensor as a bool") && msg.contains("tests/export.rs:"),
+        "{msg}"
+    );
+    assert!(msg.contains("cond"), "{msg}");
+}
+
+struct BadOp;
+
+impl Module for BadOp {
+    fn class_name(&self) -> String {
+        "BadOp".to_owned()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        vec!["x".to_owned()]
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+        Ok(inputs.tensor("x")?.matmul(&randn(&[7, 2]))?.into())
+    }
+}
+
+#[test]
+fn a_failing_op_names_the_op_and_location() {
+    let err = export(
+        &BadOp,
+        &[randn(&[3, 4]).into()],
+        &[],
+        None,
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("aten.matmul.default failed at ") && msg.contains("tests/export.rs:"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_inputs_and_specs_are_typed_errors_naming_the_path() {
+    let args = [Value::from(randn(&[5, 6])), Value::from(randn(&[1, 6]))];
+    let opts = ExportOptions::default();
+    // Too many inputs.
+    let three = [args[0].clone(), args[1].clone(), args[1].clone()];
+    let err = export(&Add, &three, &[], None, &opts).unwrap_err();
+    assert!(
+        matches!(&err, Error::Input { path, .. } if path == "args[2]"),
+        "{err}"
+    );
+    // Unknown keyword.
+    let err = export(
+        &Add,
+        &args[..1],
+        &[("z".to_owned(), args[1].clone())],
+        None,
+        &opts,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no parameter \"z\""), "{err}");
+    // A spec tree of another structure.
+    let ds = DynamicShapes {
+        args: vec![DynSpec::Seq(vec![DynSpec::Static]), DynSpec::Static],
+        kwargs: Vec::new(),
+    };
+    let err = export(&Add, &args, &[], Some(&ds), &opts).unwrap_err();
+    assert!(
+        matches!(&err, Error::Input { path, .. } if path == "x"),
+        "{err}"
+    );
+    // Example value outside the Dim's range.
+    let ds = DynamicShapes {
+        args: vec![
+            DynSpec::dims([(0, Dim::with_range("batch", Some(1), Some(4)))]),
+            DynSpec::Static,
+        ],
+        kwargs: Vec::new(),
+    };
+    let err = export(&Add, &args, &[], Some(&ds), &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("x.shape[0]") && err.to_string().contains("outside the range"),
+        "{err}"
+    );
+    // One Dim name with two example values.
+    let ds = DynamicShapes {
+        args: vec![
+            DynSpec::dims([(0, Dim::new("n")), (1, Dim::new("n"))]),
+            DynSpec::Static,
+        ],
+        kwargs: Vec::new(),
+    };
+    let err = export(&Add, &args, &[], Some(&ds), &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("x.shape[1]")
+            && err.to_string().contains("Dim \"n\" is 6 here but 5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn batch_and_sequence_of_one_stay_dynamic() {
+    let model = Toy::new(8, 2, 1);
+    let ds = DynamicShapes {
+        args: vec![DynSpec::dims([(0, Dim::DYNAMIC), (1, Dim::DYNAMIC)])],
+        kwargs: Vec::new(),
+    };
+    let ep = export(
+        &model,
+        &[randn(&[1, 1, 8]).into()],
+        &[],
+        Some(&ds),
+        &ExportOptions { stop_if_static: 1 },
+    )
+    .unwrap();
+    assert!(ep.to_string().contains(r#"x: "f32[s0, s1, 8]""#), "{ep}");
+    let x = randn(&[3, 6, 8]);
+    let eager = model
+        .forward(&Inputs::bind_for(&model, &[x.clone().into()], &[]).unwrap())
+        .unwrap();
+    let got = ep.run(&[x.into()], &[]).unwrap();
+    let diff = (eager.as_tensor().unwrap().as_tch() - got.as_tensor().unwrap().as_tch())
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-6, "{diff}");
+}
