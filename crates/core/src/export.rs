@@ -189,6 +189,54 @@ pub trait Module {
     fn forward(&self, inputs: &Inputs) -> Result<Value>;
 }
 
+/// A [`Module`] made of a closure: a class name, the names of the inputs, optional named
+/// weights, and the forward function. Handy for exporting a function (what torch does with a
+/// small `nn.Module` wrapping it) and for op-level tests.
+///
+/// ```ignore
+/// use onnx_diagnostic_core::{FnModule, Inputs, Value};
+/// let m = FnModule::new("Relu", &["x"], |i: &Inputs| Ok(Value::from(i.tensor("x")?.relu()?)));
+/// ```
+pub struct FnModule<F> {
+    name: String,
+    signature: Vec<String>,
+    parameters: Vec<(String, Tensor)>,
+    forward: F,
+}
+
+impl<F: Fn(&Inputs) -> Result<Value>> FnModule<F> {
+    /// A module with no weights.
+    pub fn new(name: &str, signature: &[&str], forward: F) -> Self {
+        Self {
+            name: name.to_owned(),
+            signature: signature.iter().map(|s| (*s).to_owned()).collect(),
+            parameters: Vec::new(),
+            forward,
+        }
+    }
+
+    /// The same module with named weights (they become PARAMETER inputs of the graph).
+    pub fn with_parameters(mut self, parameters: Vec<(String, Tensor)>) -> Self {
+        self.parameters = parameters;
+        self
+    }
+}
+
+impl<F: Fn(&Inputs) -> Result<Value>> Module for FnModule<F> {
+    fn class_name(&self) -> String {
+        self.name.clone()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        self.signature.clone()
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.parameters.clone()
+    }
+    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+        (self.forward)(inputs)
+    }
+}
+
 /// Binds positional and keyword arguments to the signature, as Python does.
 pub(crate) fn bind<T: Clone>(
     signature: &[String],

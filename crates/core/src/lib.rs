@@ -19,7 +19,7 @@ pub mod tensor;
 
 pub use context::{Guard, ScopeGuard, scope};
 pub use error::{Error, Loc, Result};
-pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, Inputs, Module, export};
+pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, FnModule, Inputs, Module, export};
 pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};
 pub use ops::{OpDef, Rel};
 pub use program::{ExportedProgram, SymbolInfo, UserInput};

@@ -139,7 +139,26 @@ impl SymExpr {
         if let Some(q) = self.divide_exact(other) {
             return q;
         }
+        if let Some((whole, rest)) = self.split_multiples(other) {
+            // (d*a + r)//d == a + r//d for integers, as torch's FloorDiv simplifies.
+            return &whole + &rest.floor_div(other);
+        }
         Self::atom(Atom::FloorDiv(self.clone(), other.clone()))
+    }
+
+    /// For a positive constant divisor `d`: `(a, r)` with `self == d*a + r`, where `d*a` holds
+    /// the terms whose coefficient `d` divides; `None` when no term or every term does.
+    fn split_multiples(&self, divisor: &Self) -> Option<(Self, Self)> {
+        let d = divisor.as_const().filter(|d| *d > 1)?;
+        let (mut whole, mut rest) = (Self::default(), Self::default());
+        for (mono, coef) in &self.terms {
+            if coef % d == 0 {
+                whole.add_term(mono.clone(), coef / d);
+            } else {
+                rest.add_term(mono.clone(), *coef);
+            }
+        }
+        (!whole.terms.is_empty() && !rest.terms.is_empty()).then_some((whole, rest))
     }
 
     /// `self / other` when `other` is one positive monomial dividing every term of `self`
@@ -177,6 +196,9 @@ impl SymExpr {
         }
         if self.divide_exact(other).is_some() {
             return Self::constant(0);
+        }
+        if let Some((_, rest)) = self.split_multiples(other) {
+            return rest.modulo(other);
         }
         Self::atom(Atom::Mod(self.clone(), other.clone()))
     }
@@ -347,7 +369,7 @@ impl fmt::Display for Atom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Atom::Sym(s) => write!(f, "{s}"),
-            Atom::FloorDiv(a, b) => write!(f, "(({a})//({b}))"),
+            Atom::FloorDiv(a, b) => write!(f, "({}//{})", Paren(a), Paren(b)),
             Atom::Mod(a, b) => write!(f, "Mod({a}, {b})"),
             Atom::Min(a, b) => write!(f, "Min({a}, {b})"),
             Atom::Max(a, b) => write!(f, "Max({a}, {b})"),
@@ -355,8 +377,24 @@ impl fmt::Display for Atom {
     }
 }
 
+/// An operand of `//` as torch's `FloorDiv._sympystr` prints it: in parentheses unless it is a
+/// symbol or a non-negative integer (`(s0//2)`, `((s0 + 1)//2)`).
+struct Paren<'a>(&'a SymExpr);
+
+impl fmt::Display for Paren<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let atomic = self.0.as_symbol().is_some() || self.0.as_const().is_some_and(|c| c >= 0);
+        if atomic {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "({})", self.0)
+        }
+    }
+}
+
 impl fmt::Display for SymExpr {
-    /// Prints like sympy does for torch: `s0 + s1`, `2*s0 - 1`, `s0*s1`, `((s0)//(2))`.
+    /// Prints like sympy does for torch: `s0 + s1`, `2*s0 - 1`, `s0*s1`, `(s0//2)`,
+    /// `((s0 + 1)//2)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.terms.is_empty() {
             return write!(f, "0");
@@ -553,7 +591,7 @@ mod tests {
         assert_eq!((&s("s0") * &s("s0")).to_string(), "s0**2");
         assert_eq!(
             s("s0").floor_div(&SymExpr::constant(2)).to_string(),
-            "((s0)//(2))"
+            "(s0//2)"
         );
     }
 
@@ -582,7 +620,17 @@ mod tests {
         let num = &(&s("s0") * &s("s1")).scale(8) + &s("s0").scale(4);
         let q = num.floor_div(&s("s0").scale(4));
         assert_eq!(q.to_string(), "2*s1 + 1");
-        assert_eq!(s("s0").floor_div(&s("s1")).to_string(), "((s0)//(s1))");
+        assert_eq!(s("s0").floor_div(&s("s1")).to_string(), "(s0//s1)");
+        let two = SymExpr::constant(2);
+        let plus = |e: &SymExpr, c: i64| e + &SymExpr::constant(c);
+        assert_eq!(
+            plus(&s("s0"), 1).floor_div(&two).to_string(),
+            "((s0 + 1)//2)"
+        );
+        // (s0 - 2)//2 + 1 is s0//2, as torch simplifies it.
+        let pooled = plus(&plus(&s("s0"), -2).floor_div(&two), 1);
+        assert_eq!(pooled.to_string(), "(s0//2)");
+        assert_eq!(plus(&s("s0"), 4).modulo(&two).to_string(), "Mod(s0, 2)");
     }
 
     #[test]

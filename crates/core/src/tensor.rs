@@ -13,7 +13,7 @@ use crate::{
     context,
     error::{Error, Loc, Result},
     graph::{Attr, ValueId},
-    ops::{self, OpDef},
+    ops::{self, OpDef, Rel},
     sym::SymInt,
 };
 
@@ -122,6 +122,34 @@ impl<const N: usize> IntoSizes for [SymInt; N] {
     }
 }
 
+/// Runs the eager kernel of `op`. The libtorch handles are passed from a stack buffer (no
+/// allocation for the usual one to eight inputs): outside an export this and one thread-local
+/// read are all the cost `Tensor` adds to libtorch (see `benches/`).
+fn run_kernel(
+    op: &'static OpDef,
+    inputs: &[Option<&Tensor>],
+    attrs: &[Attr],
+    location: Loc,
+) -> Result<Vec<tch::Tensor>> {
+    const STACK: usize = 8;
+    let mut buf: [Option<&tch::Tensor>; STACK] = [None; STACK];
+    let heap: Vec<Option<&tch::Tensor>>;
+    let raw: &[Option<&tch::Tensor>] = if inputs.len() <= STACK {
+        for (slot, input) in buf.iter_mut().zip(inputs) {
+            *slot = input.map(|t| &t.t);
+        }
+        &buf[..inputs.len()]
+    } else {
+        heap = inputs.iter().map(|t| t.map(|t| &t.t)).collect();
+        &heap
+    };
+    (op.kernel)(raw, attrs).map_err(|message| Error::Torch {
+        op: op.name,
+        location,
+        message,
+    })
+}
+
 /// Calls an op: eager kernel, then recording when an export is active.
 #[track_caller]
 pub(crate) fn call(
@@ -130,26 +158,27 @@ pub(crate) fn call(
     attrs: Vec<Attr>,
 ) -> Result<Vec<Tensor>> {
     let location = Loc::caller();
-    let raw: Vec<Option<&tch::Tensor>> = inputs.iter().map(|t| t.map(|t| &t.t)).collect();
-    let outputs = (op.kernel)(&raw, &attrs).map_err(|message| Error::Torch {
-        op: op.name,
-        location,
-        message,
-    })?;
+    let outputs = run_kernel(op, inputs, &attrs, location)?;
     if !context::recording() {
         return Ok(outputs.into_iter().map(Tensor::from).collect());
     }
     context::record(op, inputs, attrs, outputs, location)
 }
 
+/// [`call`] for an op with one output.
 #[track_caller]
 fn call1(op: &'static OpDef, inputs: &[Option<&Tensor>], attrs: Vec<Attr>) -> Result<Tensor> {
     let location = Loc::caller();
-    call(op, inputs, attrs)?.pop().ok_or_else(|| Error::Torch {
+    let missing = || Error::Torch {
         op: op.name,
         location,
         message: "the kernel returned no output".to_owned(),
-    })
+    };
+    if !context::recording() {
+        let mut outputs = run_kernel(op, inputs, &attrs, location)?;
+        return outputs.pop().map(Tensor::from).ok_or_else(missing);
+    }
+    call(op, inputs, attrs)?.pop().ok_or_else(missing)
 }
 
 fn device_attr(device: Device) -> Attr {
@@ -362,7 +391,23 @@ impl Tensor {
     /// Converts the element type.
     #[track_caller]
     pub fn to_kind(&self, kind: Kind) -> Result<Tensor> {
-        call1(&ops::TO_COPY, &[Some(self)], vec![Attr::Kind(kind)])
+        call1(
+            &ops::TO_COPY,
+            &[Some(self)],
+            vec![Attr::Kind(kind), Attr::None],
+        )
+    }
+
+    /// Moves to another device (`cpu`, `cuda`), as `x.to(device)`: recorded as
+    /// `aten._to_copy.default(x, None, 'cuda')`, so that the exported graph moves its input
+    /// where the model did.
+    #[track_caller]
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        call1(
+            &ops::TO_COPY,
+            &[Some(self)],
+            vec![Attr::None, device_attr(device)],
+        )
     }
 
     /// `torch.where(cond, self, other)`.
@@ -524,7 +569,9 @@ impl Tensor {
     }
 
     /// Splits `dim` into `chunks` pieces of size `ceil(n / chunks)` (the last may be smaller),
-    /// as `torch.chunk`. The number of pieces follows the example size.
+    /// as `torch.chunk`. The number of pieces depends on the size: when it is symbolic, the
+    /// comparisons that decided it are recorded as guards (as torch does), so that running the
+    /// graph on a size giving another number of pieces is refused instead of wrong.
     #[track_caller]
     pub fn chunk(&self, chunks: i64, dim: i64) -> Result<Vec<Tensor>> {
         let n = self.size(dim)?;
@@ -536,21 +583,18 @@ impl Tensor {
             });
         }
         let piece = (&n + (chunks - 1)).floor_div(chunks);
-        let mut sizes = Vec::new();
-        let mut used = SymInt::new(0);
-        while used.hint() < n.hint() {
-            let rest = &n - &used;
-            let size = if rest.hint() < piece.hint() {
-                rest
-            } else {
-                piece.clone()
-            };
-            used = &used + &size;
-            sizes.push(size);
+        // The number of pieces is the smallest count whose pieces cover the size; the last
+        // piece takes the rest, so that the sizes add up to `n` for every value of `n`.
+        let mut count = 0_i64;
+        while (&piece * count).compare(Rel::Lt, &n)? {
+            count += 1;
         }
-        if sizes.is_empty() {
-            sizes.push(SymInt::new(0));
-        }
+        let mut sizes = vec![piece.clone(); count.max(1) as usize - 1];
+        sizes.push(if count == 0 {
+            SymInt::new(0)
+        } else {
+            &n - &(&piece * (count - 1))
+        });
         self.split_with_sizes(sizes, dim)
     }
 

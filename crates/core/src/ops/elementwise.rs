@@ -110,10 +110,19 @@ op!(
     same_as_first
 );
 
-// _to_copy(x, dtype)
+// _to_copy(x, dtype=None, device=None): a dtype cast, a device move, or both.
 op!(
     TO_COPY = "aten._to_copy.default",
-    |i, at| Ok(vec![t(i, 0)?.f_to_kind(a(at, 0)?.kind()?).map_err(err)?]),
+    |i, at| {
+        let mut x = t(i, 0)?.shallow_clone();
+        if let Attr::Kind(kind) = a(at, 0)? {
+            x = x.f_to_kind(*kind).map_err(err)?;
+        }
+        if let Attr::Str(_) = a(at, 1)? {
+            x = x.f_to_device(super::device(a(at, 1)?)?).map_err(err)?;
+        }
+        Ok(vec![x])
+    },
     same_as_first
 );
 

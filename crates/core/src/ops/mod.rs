@@ -294,11 +294,6 @@ pub(crate) fn numel(shape: &[SymInt]) -> SymInt {
     shape.iter().fold(SymInt::new(1), |acc, d| acc * d)
 }
 
-/// Converts a list of symbolic sizes to their hints.
-pub(crate) fn hints(shape: &[SymInt]) -> Vec<i64> {
-    shape.iter().map(SymInt::hint).collect()
-}
-
 /// One output with the shape of input 0.
 pub(crate) fn same_as_first(
     shapes: &[Option<&[SymInt]>],

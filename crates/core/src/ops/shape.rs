@@ -1,7 +1,7 @@
 //! Ops that move or select data: view/reshape, transpose/permute, (un)squeeze, expand,
 //! cat/stack/split, narrow/slice/select, index_select/gather/scatter/index_put.
 
-use super::{Assumption, Rel, ShapeCtx, a, broadcast_dim, err, hints, norm_dim, numel, op, s, t};
+use super::{Assumption, Rel, ShapeCtx, a, broadcast_dim, err, norm_dim, numel, op, s, t};
 use crate::{graph::Attr, sym::SymInt};
 
 type Shapes = Vec<Vec<SymInt>>;
@@ -443,9 +443,3 @@ op!(
         Ok(vec![out])
     }
 );
-
-/// The hints of a shape attribute, for kernels.
-#[allow(dead_code)]
-pub(crate) fn shape_hints(at: &Attr) -> Result<Vec<i64>, String> {
-    at.syms().map(hints)
-}
