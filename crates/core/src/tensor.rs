@@ -221,6 +221,23 @@ impl Tensor {
         Self::from(t)
     }
 
+    /// Calls an op of the table by its torch name (`aten.add.Tensor`) with tensor inputs
+    /// (`None` for an absent optional one) and attributes in the op's order: the escape hatch
+    /// for code that picks ops at run time (plugins, loaders). Model code uses the methods.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedOp`] naming the op and the caller when the table has no such op;
+    /// any error of the op otherwise.
+    #[track_caller]
+    pub fn apply(name: &str, inputs: &[Option<&Tensor>], attrs: Vec<Attr>) -> Result<Vec<Tensor>> {
+        let location = Loc::caller();
+        let op = ops::op_by_name(name).ok_or_else(|| Error::UnsupportedOp {
+            op: name.to_owned(),
+            location,
+        })?;
+        call(op, inputs, attrs)
+    }
+
     /// The libtorch tensor.
     pub fn as_tch(&self) -> &tch::Tensor {
         &self.t

@@ -417,6 +417,30 @@ fn a_failing_op_names_the_op_and_location() {
         msg.starts_with("aten.matmul.default failed at ") && msg.contains("tests/export.rs:"),
         "{msg}"
     );
+
+    // An op the table does not have is an UnsupportedOp error naming it and the caller; a
+    // known one called by name runs and is recorded like a method call.
+    let by_name = onnx_diagnostic_core::FnModule::new("ByName", &["x"], |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let y = Tensor::apply("aten.relu.default", &[Some(x)], Vec::new())?;
+        let z = Tensor::apply("aten.erfinv.default", &[Some(&y[0])], Vec::new())?;
+        Ok(z[0].clone().into())
+    });
+    let err = export(
+        &by_name,
+        &[randn(&[3, 4]).into()],
+        &[],
+        None,
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::UnsupportedOp { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("unsupported op aten.erfinv.default at ")
+            && msg.contains("tests/export.rs:"),
+        "{msg}"
+    );
 }
 
 #[test]
