@@ -29,6 +29,20 @@ fn overhead(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The fixed cost per op, on a one-element tensor where libtorch's own work is smallest.
+    let mut group = c.benchmark_group("per_op_1_element");
+    let x = tch::Tensor::randn([1], opts);
+    let xt = Tensor::from(x.shallow_clone());
+    group.bench_function("tch/add", |bench| bench.iter(|| x.g_add(&x)));
+    group.bench_function("Tensor/add", |bench| bench.iter(|| xt.add(&xt).unwrap()));
+    group.bench_function("tch/softmax", |bench| {
+        bench.iter(|| x.softmax(-1, None::<tch::Kind>))
+    });
+    group.bench_function("Tensor/softmax", |bench| {
+        bench.iter(|| xt.softmax(-1).unwrap())
+    });
+    group.finish();
 }
 
 criterion_group!(benches, overhead);
