@@ -16,7 +16,8 @@ use crate::{error::Loc, ops::OpDef, sym::SymInt};
 pub struct ValueId(pub(crate) u32);
 
 impl ValueId {
-    pub(crate) fn index(self) -> usize {
+    /// The position in [`Graph::values`].
+    pub fn index(self) -> usize {
         self.0 as usize
     }
 }

@@ -24,5 +24,5 @@ pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};
 pub use ops::{OpDef, Rel};
 pub use program::{ExportedProgram, SymbolInfo, UserInput};
 pub use pytree::{TreeSpec, Value};
-pub use sym::{SymExpr, SymInt};
+pub use sym::{Atom, SymExpr, SymInt};
 pub use tensor::{IntoSizes, Scalar, Tensor};

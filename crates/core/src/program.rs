@@ -100,6 +100,21 @@ impl ExportedProgram {
         &self.user_inputs
     }
 
+    /// Parameter names of `forward`, in order.
+    pub fn signature(&self) -> &[String] {
+        &self.signature
+    }
+
+    /// Each bound argument's name and structure, in signature order.
+    pub fn input_specs(&self) -> &[(String, TreeSpec)] {
+        &self.input_specs
+    }
+
+    /// The structure of the output.
+    pub fn output_spec(&self) -> &TreeSpec {
+        &self.output_spec
+    }
+
     /// The class name of the exported module.
     pub fn class_name(&self) -> &str {
         &self.class_name

@@ -18,7 +18,7 @@ use std::{
 
 /// A non-polynomial factor of a monomial.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Atom {
+pub enum Atom {
     /// A symbol, by name.
     Sym(Arc<str>),
     /// `floor(a / b)`.
@@ -58,6 +58,13 @@ impl SymExpr {
         let mut terms = BTreeMap::new();
         terms.insert(vec![atom], 1);
         Self { terms }
+    }
+
+    /// The terms: each monomial (its atoms, sorted, repeated for powers; empty for the constant
+    /// term) with its non-zero coefficient, in canonical order. Lowerings walk this to compute
+    /// a size at run time.
+    pub fn terms(&self) -> impl Iterator<Item = (&[Atom], i64)> {
+        self.terms.iter().map(|(m, c)| (m.as_slice(), *c))
     }
 
     /// The value when the expression is a constant.

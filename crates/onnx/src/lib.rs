@@ -1,14 +1,23 @@
-//! ONNX side of onnx-diagnostic: the protobuf types of ONNX (generated at build time from the
-//! `onnx.proto` of the installed `onnx` wheel) and the ONNX Runtime runner.
-//!
-//! The lowering of an `ExportedProgram` to ONNX, the clean-up passes and `max_diff` live here
-//! too once the ONNX issue lands (DESIGN.md section 3, "ONNX").
+//! ONNX side of onnx-diagnostic (DESIGN.md section 3, "ONNX"): the protobuf types of ONNX
+//! (generated at build time from the `onnx.proto` of the installed `onnx` wheel), the lowering
+//! of an `ExportedProgram` ([`lower()`]), the clean-up passes, saving, the ONNX Runtime runner
+//! and `max_diff`.
 
+pub mod convert;
+pub mod diff;
+pub mod lower;
+pub mod passes;
+pub mod program;
 pub mod proto;
 pub mod runtime;
+pub mod save;
 pub mod selfcheck;
 
+pub use diff::{Diff, max_diff};
+pub use lower::{LowerError, LowerOptions, lower};
+pub use program::OnnxProgram;
 pub use runtime::{OrtError, Session, environment};
+pub use save::{ExternalData, SaveError, save_model};
 
 /// The IR version that goes with an opset of the default domain (the pairs of ONNX's
 /// versioning table): ONNX Runtime refuses IR versions newer than it knows, so a model declares

@@ -1,0 +1,361 @@
+//! Lowering of an [`ExportedProgram`] to an ONNX [`proto::ModelProto`] (torch.onnx.export's
+//! counterpart).
+//!
+//! - Each engine op has one lowering in [`ops::TABLE`], with the oldest opset it needs; a
+//!   missing lowering or a too old opset is an error naming the op, the node and the opset.
+//! - Symbols become `dim_param`s with the Dim names (`batch`, `seq_length`); a size computed from
+//!   symbols (`seq_length + 1`) is computed at run time from `Shape` nodes of the inputs where
+//!   the symbols first appear, once per expression, and shared by every node that needs it.
+//!   Static sizes are constants: no Shape node is made for them.
+//! - Parameters, buffers and constants become initializers named by their checkpoint names.
+//! - Node names follow module paths: `/layers.0/self_attn/MatMul`.
+//! - The model's guards are not checked by the ONNX file (neither does torch.onnx's): they are
+//!   listed in the metadata (`guards`), with the patches that were active (`patches`).
+//! - Everything is ordered by the graph, never by a hash map: exporting twice gives
+//!   byte-identical files.
+
+use std::collections::HashMap;
+
+use onnx_diagnostic_core::{ExportedProgram, InputKind, SymInt, ValueInfo};
+
+use crate::{convert, passes, proto};
+
+mod builder;
+mod ops;
+
+use builder::{A, Builder, SymbolSource};
+
+/// The opsets of the default domain the lowering accepts.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 17..=23;
+
+/// The default opset.
+pub const DEFAULT_OPSET: i64 = 18;
+
+/// Options of [`lower`].
+#[derive(Clone, Debug)]
+pub struct LowerOptions {
+    /// Opset of the default domain (17 to 23).
+    pub opset: i64,
+    /// Run the clean-up passes (identity and dead-node removal, unused initializers).
+    pub optimize: bool,
+    /// Names of the patches that were active during the export, kept in the metadata.
+    pub patches: Vec<String>,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        Self {
+            opset: DEFAULT_OPSET,
+            optimize: true,
+            patches: Vec::new(),
+        }
+    }
+}
+
+/// Errors of the lowering; each names the op, the node and what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LowerError {
+    /// The opset is outside what the lowering supports.
+    #[error("opset {opset} is not supported: choose one of 17 to 23 (18 is the default)")]
+    Opset {
+        /// The requested opset.
+        opset: i64,
+    },
+    /// No lowering exists for an op.
+    #[error(
+        "no ONNX lowering for {op} (node {node}) at opset {opset}: add one to \
+         crates/onnx/src/lower/ops.rs, or write the model with supported ops"
+    )]
+    NoLowering {
+        /// The engine op.
+        op: String,
+        /// The node (its first output and module).
+        node: String,
+        /// The requested opset.
+        opset: i64,
+    },
+    /// The opset is too old for an op.
+    #[error("{op} (node {node}) needs opset {min} or newer, the export asked for opset {opset}")]
+    OpsetTooOld {
+        /// The engine op.
+        op: String,
+        /// The node.
+        node: String,
+        /// The requested opset.
+        opset: i64,
+        /// The oldest opset that works.
+        min: i64,
+    },
+    /// A node cannot be lowered as recorded.
+    #[error("cannot lower {op} (node {node}): {message}")]
+    Op {
+        /// The engine op.
+        op: &'static str,
+        /// The node.
+        node: String,
+        /// Why.
+        message: String,
+    },
+    /// A size needs a symbol that no input dimension carries.
+    #[error(
+        "symbol {symbol} (node {node}) is not the size of any input dimension, so the ONNX \
+         graph cannot compute it"
+    )]
+    Symbol {
+        /// The symbol or expression.
+        symbol: String,
+        /// The node.
+        node: String,
+    },
+    /// A weight or constant cannot be stored.
+    #[error("cannot store tensor {name}: {message}")]
+    Tensor {
+        /// Its name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// `layers.0.self_attn` → `/layers.0/self_attn`: a numeric segment stays with the one before,
+/// as torch names nodes.
+fn module_prefix(module: &str) -> String {
+    let mut out = String::new();
+    for part in module.split('.').filter(|p| !p.is_empty()) {
+        if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
+            out.push('.');
+        } else {
+            out.push('/');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+fn dim_proto(size: &SymInt) -> proto::tensor_shape_proto::Dimension {
+    use proto::tensor_shape_proto::dimension::Value;
+    proto::tensor_shape_proto::Dimension {
+        value: Some(match size.as_static() {
+            Some(v) => Value::DimValue(v),
+            None => Value::DimParam(size.expr().to_string()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, info: &ValueInfo) -> Result<proto::ValueInfoProto, LowerError> {
+    let dt = convert::data_type(info.kind).ok_or_else(|| LowerError::Tensor {
+        name: name.to_owned(),
+        message: format!("element type {:?} has no ONNX type", info.kind),
+    })?;
+    Ok(proto::ValueInfoProto {
+        name: Some(name.to_owned()),
+        r#type: Some(proto::TypeProto {
+            value: Some(proto::type_proto::Value::TensorType(
+                proto::type_proto::Tensor {
+                    elem_type: Some(dt as i32),
+                    shape: Some(proto::TensorShapeProto {
+                        dim: info.shape.iter().map(dim_proto).collect(),
+                    }),
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn metadata(key: &str, value: String) -> proto::StringStringEntryProto {
+    proto::StringStringEntryProto {
+        key: Some(key.to_owned()),
+        value: Some(value),
+    }
+}
+
+/// The engine ops that have a lowering, with the oldest opset each needs.
+pub fn lowered_ops() -> Vec<(&'static str, i64)> {
+    ops::TABLE.iter().map(|e| (e.op, e.min_opset)).collect()
+}
+
+/// Lowers an exported program to ONNX.
+///
+/// # Errors
+/// [`LowerError`] naming the op, the node and the opset when a node cannot be lowered.
+pub fn lower(
+    ep: &ExportedProgram,
+    options: &LowerOptions,
+) -> Result<proto::ModelProto, LowerError> {
+    if !OPSETS.contains(&options.opset) {
+        return Err(LowerError::Opset {
+            opset: options.opset,
+        });
+    }
+    let graph = ep.graph();
+    let mut b = Builder::new(options.opset);
+    let mut names: Vec<String> = graph.values.iter().map(|v| v.name.clone()).collect();
+    for v in &graph.values {
+        b.reserve(&v.name);
+    }
+
+    // Inputs: captured tensors become initializers named by their targets; user inputs are
+    // graph inputs, and the first dimension carrying each symbol is its run-time source.
+    let mut captured = ep.captured().iter();
+    let mut inputs = Vec::new();
+    for (id, kind) in &graph.inputs {
+        let info = graph.value(*id);
+        match kind {
+            InputKind::Parameter(target)
+            | InputKind::Buffer(target)
+            | InputKind::Constant(target) => {
+                let (_, tensor) = captured.next().ok_or_else(|| LowerError::Tensor {
+                    name: target.clone(),
+                    message: "the program holds no tensor for it".to_owned(),
+                })?;
+                b.reserve(target);
+                names[id.index()] = target.clone();
+                b.add_weight(target, tensor)?;
+            }
+            InputKind::User => {
+                for (d, size) in info.shape.iter().enumerate() {
+                    if let Some(symbol) = size.expr().as_symbol() {
+                        b.sources
+                            .entry(symbol.into())
+                            .or_insert_with(|| SymbolSource {
+                                input: info.name.clone(),
+                                dim: d as i64,
+                            });
+                    }
+                }
+                inputs.push(value_info(&info.name, info)?);
+            }
+        }
+    }
+
+    let table: HashMap<&str, &ops::Entry> = ops::TABLE.iter().map(|e| (e.op, e)).collect();
+    for node in &graph.nodes {
+        b.prefix = module_prefix(&node.module);
+        let first = node
+            .outputs
+            .first()
+            .map_or("?", |id| graph.value(*id).name.as_str());
+        b.current = if node.module.is_empty() {
+            first.to_owned()
+        } else {
+            format!("{first} in {}", node.module)
+        };
+        let entry = table
+            .get(node.op.name)
+            .ok_or_else(|| LowerError::NoLowering {
+                op: node.op.name.to_owned(),
+                node: b.current.clone(),
+                opset: options.opset,
+            })?;
+        if options.opset < entry.min_opset {
+            return Err(LowerError::OpsetTooOld {
+                op: node.op.name.to_owned(),
+                node: b.current.clone(),
+                opset: options.opset,
+                min: entry.min_opset,
+            });
+        }
+        let mut ctx = ops::Ctx {
+            b: &mut b,
+            graph,
+            node,
+            names: &names,
+        };
+        (entry.lower)(&mut ctx)?;
+    }
+
+    // Outputs: a graph input or a repeated value is copied, so that every output has its own
+    // name.
+    b.prefix = String::new();
+    let mut outputs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let input_names: std::collections::HashSet<&str> = graph
+        .inputs
+        .iter()
+        .map(|(id, _)| names[id.index()].as_str())
+        .collect();
+    for (k, id) in graph.outputs.iter().enumerate() {
+        let mut name = names[id.index()].clone();
+        if input_names.contains(name.as_str()) || !seen.insert(name.clone()) {
+            let copy = b.fresh(&format!("output_{k}"));
+            b.emit(
+                "Identity",
+                &[&name],
+                std::slice::from_ref(&copy),
+                Vec::new(),
+            );
+            name = copy;
+        }
+        outputs.push(value_info(&name, graph.value(*id))?);
+    }
+
+    let mut graph_proto = proto::GraphProto {
+        name: Some(ep.class_name().to_owned()),
+        node: std::mem::take(&mut b.nodes),
+        initializer: std::mem::take(&mut b.initializers),
+        input: inputs,
+        output: outputs,
+        ..Default::default()
+    };
+    if options.optimize {
+        passes::optimize(&mut graph_proto);
+    }
+    let guards: Vec<String> = ep
+        .guards()
+        .iter()
+        .map(|g| format!("{} {} {}", g.lhs, g.rel, g.rhs))
+        .collect();
+    Ok(proto::ModelProto {
+        ir_version: Some(crate::ir_version_for_opset(options.opset)),
+        producer_name: Some("onnx-diagnostic".to_owned()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        opset_import: vec![proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(options.opset),
+        }],
+        metadata_props: vec![
+            metadata("patches", options.patches.join(",")),
+            metadata("guards", guards.join("; ")),
+        ],
+        graph: Some(graph_proto),
+        ..Default::default()
+    })
+}
+
+impl Builder {
+    /// Registers a weight as an initializer under `name`.
+    fn add_weight(&mut self, name: &str, tensor: &tch::Tensor) -> Result<(), LowerError> {
+        let proto = convert::tensor_proto(tensor, name).map_err(|message| LowerError::Tensor {
+            name: name.to_owned(),
+            message,
+        })?;
+        self.initializers.push(proto);
+        self.weights.insert(name.to_owned(), tensor.shallow_clone());
+        Ok(())
+    }
+
+    /// `name` with its two dims swapped: a transposed initializer for a weight (made once),
+    /// a Transpose node otherwise.
+    pub(crate) fn transposed(&mut self, name: &str) -> Result<String, LowerError> {
+        let key = format!("{name}.T");
+        if self.weights.contains_key(&key) {
+            return Ok(key);
+        }
+        if let Some(w) = self.weights.get(name) {
+            let t =
+                w.f_t_copy()
+                    .and_then(|t| t.f_contiguous())
+                    .map_err(|e| LowerError::Tensor {
+                        name: name.to_owned(),
+                        message: e.to_string(),
+                    })?;
+            let out = self.fresh(&key);
+            self.add_weight(&out, &t)?;
+            return Ok(out);
+        }
+        Ok(self.op("Transpose", &[name], vec![("perm", A::Ints(vec![1, 0]))]))
+    }
+}

@@ -1,0 +1,137 @@
+//! Clean-up passes over a lowered graph, and the node counts the validate summary reports.
+//!
+//! The lowering already folds what is static (sizes known at export time are constants, shape
+//! computations are made once per expression, weights of `linear` are transposed ahead), so
+//! what is left to clean is small: Identity nodes and nodes or initializers nothing reads.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::proto;
+
+/// Runs every pass: identity removal, dead-node removal, unused-initializer removal.
+pub fn optimize(graph: &mut proto::GraphProto) {
+    remove_identities(graph);
+    remove_dead_nodes(graph);
+    remove_unused_initializers(graph);
+}
+
+fn name(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("")
+}
+
+/// Removes Identity nodes: readers of the copy read the original. When the copy is a graph
+/// output, the producer of the original writes the output name directly (if the original is
+/// produced by a node and is not itself a graph input or output).
+pub fn remove_identities(graph: &mut proto::GraphProto) {
+    let outputs: HashSet<String> = graph
+        .output
+        .iter()
+        .map(|o| name(&o.name).to_owned())
+        .collect();
+    let graph_inputs: HashSet<String> = graph
+        .input
+        .iter()
+        .map(|i| name(&i.name).to_owned())
+        .chain(graph.initializer.iter().map(|t| name(&t.name).to_owned()))
+        .collect();
+    let mut rename: HashMap<String, String> = HashMap::new();
+    let mut keep = Vec::with_capacity(graph.node.len());
+    let resolve = |rename: &HashMap<String, String>, n: &str| -> String {
+        let mut n = n.to_owned();
+        while let Some(r) = rename.get(&n) {
+            n = r.clone();
+        }
+        n
+    };
+    // Pass 1: identities whose output is not a graph output disappear.
+    for node in graph.node.drain(..) {
+        if name(&node.op_type) == "Identity" && node.input.len() == 1 && node.output.len() == 1 {
+            let out = &node.output[0];
+            if !outputs.contains(out) {
+                rename.insert(out.clone(), resolve(&rename, &node.input[0]));
+                continue;
+            }
+        }
+        keep.push(node);
+    }
+    for node in &mut keep {
+        for i in &mut node.input {
+            if !i.is_empty() {
+                *i = resolve(&rename, i);
+            }
+        }
+    }
+    // Pass 2: an identity writing a graph output from a node's output takes that node's place.
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for node in &keep {
+        for i in &node.input {
+            *readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    let mut redirect: HashMap<String, String> = HashMap::new();
+    keep.retain(|node| {
+        if name(&node.op_type) == "Identity" && node.input.len() == 1 && node.output.len() == 1 {
+            let src = &node.input[0];
+            if !graph_inputs.contains(src)
+                && !outputs.contains(src)
+                && readers.get(src) == Some(&1)
+                && !redirect.contains_key(src)
+            {
+                redirect.insert(src.clone(), node.output[0].clone());
+                return false;
+            }
+        }
+        true
+    });
+    for node in &mut keep {
+        for o in &mut node.output {
+            if let Some(r) = redirect.get(o) {
+                *o = r.clone();
+            }
+        }
+    }
+    graph.node = keep;
+}
+
+/// Removes nodes none of whose outputs is read by a kept node or is a graph output.
+pub fn remove_dead_nodes(graph: &mut proto::GraphProto) {
+    let mut needed: HashSet<String> = graph
+        .output
+        .iter()
+        .map(|o| name(&o.name).to_owned())
+        .collect();
+    let mut alive = vec![false; graph.node.len()];
+    for (k, node) in graph.node.iter().enumerate().rev() {
+        if node.output.iter().any(|o| needed.contains(o)) {
+            alive[k] = true;
+            needed.extend(node.input.iter().filter(|i| !i.is_empty()).cloned());
+        }
+    }
+    let mut k = 0;
+    graph.node.retain(|_| {
+        k += 1;
+        alive[k - 1]
+    });
+}
+
+/// Removes initializers no node reads and no output names.
+pub fn remove_unused_initializers(graph: &mut proto::GraphProto) {
+    let used: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .chain(graph.output.iter().map(|o| name(&o.name)))
+        .collect();
+    let used: HashSet<String> = used.into_iter().map(str::to_owned).collect();
+    graph.initializer.retain(|t| used.contains(name(&t.name)));
+}
+
+/// Node counts per op type (`MatMul` → 14), sorted by op type, as the validate summary's
+/// `n_node_*` keys report them.
+pub fn node_counts(graph: &proto::GraphProto) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for node in &graph.node {
+        *counts.entry(name(&node.op_type).to_owned()).or_default() += 1;
+    }
+    counts
+}
