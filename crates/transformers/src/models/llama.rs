@@ -1,0 +1,700 @@
+//! Llama, as transformers 5.23 writes it (`models/llama/modeling_llama.py`): `LlamaRMSNorm`,
+//! `LlamaRotaryEmbedding`, `LlamaMLP`, `LlamaAttention` (grouped-query), `LlamaDecoderLayer`,
+//! `LlamaModel`, `LlamaForCausalLM`. Eager attention, the causal mask combined with the padding
+//! mask as transformers' eager path adds it (0 where allowed, the float minimum elsewhere), an
+//! explicit [`DynamicCache`]. Written the natural eager way: making it export-friendly is the
+//! patches' job.
+
+use std::path::Path;
+
+use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope};
+use serde::Deserialize;
+use tch::{Device, Kind};
+
+use super::{Linear, activation};
+use crate::{
+    cache_utils::DynamicCache,
+    error::{Error, Result},
+    weights::Weights,
+};
+
+/// The rope parameters: transformers 5 `rope_parameters`, or the legacy `rope_scaling`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RopeParameters {
+    /// `default`, `linear`, `llama3` (`dynamic`, `yarn`, `longrope`: not yet).
+    #[serde(default, alias = "type")]
+    pub rope_type: Option<String>,
+    /// Base of the frequencies (transformers 5 keeps it here).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Scaling factor (`linear`, `llama3`, `dynamic`).
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// `llama3`.
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    /// `llama3`.
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    /// `llama3`.
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<i64>,
+}
+
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".to_owned()
+}
+fn default_std() -> f64 {
+    0.02
+}
+fn default_max_pos() -> i64 {
+    2048
+}
+
+/// `LlamaConfig`, with the names of `config.json`; unknown keys are ignored.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    /// Vocabulary size.
+    pub vocab_size: i64,
+    /// Hidden size.
+    pub hidden_size: i64,
+    /// MLP inner size.
+    pub intermediate_size: i64,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: i64,
+    /// Key/value heads (defaults to the query heads).
+    #[serde(default)]
+    pub num_key_value_heads: Option<i64>,
+    /// Head size (defaults to hidden / heads).
+    #[serde(default)]
+    pub head_dim: Option<i64>,
+    /// MLP activation.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Longest sequence of training.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: i64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Rope base (legacy top-level key).
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// Rope parameters (transformers 5).
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
+    /// Rope scaling (transformers 4).
+    #[serde(default)]
+    pub rope_scaling: Option<RopeParameters>,
+    /// Biases on q/k/v/o.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the MLP.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// `lm_head` shares the embedding weights.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of untrained weights.
+    #[serde(default = "default_std")]
+    pub initializer_range: f64,
+}
+
+impl Config {
+    /// Reads a `config.json`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn kv_heads(&self) -> i64 {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    fn head_size(&self) -> i64 {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The effective rope parameters and base.
+    fn rope(&self) -> (RopeParameters, f64) {
+        let p = self
+            .rope_parameters
+            .clone()
+            .or_else(|| self.rope_scaling.clone())
+            .unwrap_or_default();
+        let theta = p.rope_theta.unwrap_or(self.rope_theta);
+        (p, theta)
+    }
+}
+
+const MODEL: &str = "LlamaForCausalLM";
+
+/// `LlamaRMSNorm`: `weight * x / sqrt(mean(x^2) + eps)`, computed in float32.
+#[derive(Clone, Debug)]
+pub struct LlamaRMSNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl LlamaRMSNorm {
+    fn load(w: &mut Weights, name: &str, size: i64, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.get(&format!("{name}.weight"), &[size])?,
+            eps,
+        })
+    }
+
+    /// The normalisation.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        let input_kind = x.kind();
+        let h = x.to_kind(Kind::Float)?;
+        let variance = h.pow_scalar(2.0)?.mean(&[-1], true)?;
+        let h = h.mul(&variance.add_scalar(self.eps)?.rsqrt()?)?;
+        self.weight.mul(&h.to_kind(input_kind)?)
+    }
+}
+
+/// `LlamaRotaryEmbedding`: cos/sin of `position * inv_freq`, scaled by the rope type.
+#[derive(Clone, Debug)]
+pub struct LlamaRotaryEmbedding {
+    inv_freq: Tensor,
+    attention_scaling: f64,
+}
+
+impl LlamaRotaryEmbedding {
+    /// The frequencies of the config's rope type (`default`, `linear`, `llama3`).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for the rope types not implemented yet.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        let dim = cfg.head_size();
+        let (p, base) = cfg.rope();
+        let tch_err = |e: tch::TchError| Error::Unsupported {
+            model: MODEL.to_owned(),
+            feature: format!("rope initialisation ({e})"),
+        };
+        // 1 / base^(arange(0, dim, 2) / dim), in float32 as transformers computes it.
+        let exponents = tch::Tensor::f_arange_start_step(0, dim, 2, (Kind::Int64, Device::Cpu))
+            .and_then(|t| t.f_to_kind(Kind::Float))
+            .and_then(|t| t.f_div_scalar(dim as f64))
+            .map_err(tch_err)?;
+        let inv_freq = tch::Tensor::f_pow_scalar(base, &exponents)
+            .and_then(|t| t.f_reciprocal())
+            .map_err(tch_err)?;
+        let rope_type = p.rope_type.clone().unwrap_or_else(|| "default".to_owned());
+        let inv_freq = match rope_type.as_str() {
+            "default" => inv_freq,
+            "linear" => inv_freq
+                .f_div_scalar(p.factor.unwrap_or(1.0))
+                .map_err(tch_err)?,
+            "llama3" => llama3_inv_freq(&inv_freq, &p).map_err(tch_err)?,
+            other => {
+                return Err(Error::Unsupported {
+                    model: MODEL.to_owned(),
+                    feature: format!("rope_type '{other}'"),
+                });
+            }
+        };
+        Ok(Self {
+            inv_freq: Tensor::from(inv_freq),
+            attention_scaling: 1.0,
+        })
+    }
+
+    /// `(cos, sin)` of shape `[batch, seq, head_dim]` for `position_ids` `[batch, seq]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(&self, position_ids: &Tensor) -> CoreResult<(Tensor, Tensor)> {
+        let _s = scope("rotary_emb");
+        let pos = position_ids.unsqueeze(-1)?.to_kind(Kind::Float)?;
+        let freqs = pos.mul(&self.inv_freq)?;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1)?;
+        let (cos, sin) = (emb.cos()?, emb.sin()?);
+        if self.attention_scaling == 1.0 {
+            return Ok((cos, sin));
+        }
+        Ok((
+            cos.mul_scalar(self.attention_scaling)?,
+            sin.mul_scalar(self.attention_scaling)?,
+        ))
+    }
+}
+
+/// transformers' `_compute_llama3_parameters` applied to the default frequencies.
+fn llama3_inv_freq(
+    inv_freq: &tch::Tensor,
+    p: &RopeParameters,
+) -> std::result::Result<tch::Tensor, tch::TchError> {
+    let factor = p.factor.unwrap_or(8.0);
+    let low = p.low_freq_factor.unwrap_or(1.0);
+    let high = p.high_freq_factor.unwrap_or(4.0);
+    let old = p.original_max_position_embeddings.unwrap_or(8192) as f64;
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    let wavelen = inv_freq
+        .f_reciprocal()?
+        .f_mul_scalar(2.0 * std::f64::consts::PI)?;
+    let scaled = inv_freq.f_div_scalar(factor)?;
+    let llama = scaled.f_where_self(&wavelen.f_gt(low_wavelen)?, inv_freq)?;
+    let smooth = wavelen
+        .f_reciprocal()?
+        .f_mul_scalar(old)?
+        .f_sub_scalar(low)?
+        .f_div_scalar(high - low)?;
+    let smoothed = (smooth
+        .f_rsub_scalar(1.0)?
+        .f_mul(&llama)?
+        .f_div_scalar(factor)?)
+    .f_add(&smooth.f_mul(&llama)?)?;
+    let medium = wavelen
+        .f_lt(high_wavelen)?
+        .f_logical_not()?
+        .f_logical_and(&wavelen.f_gt(low_wavelen)?.f_logical_not()?)?;
+    smoothed.f_where_self(&medium, &llama)
+}
+
+fn rotate_half(x: &Tensor) -> CoreResult<Tensor> {
+    let d = x.size(-1)?;
+    let half = d.floor_div(2);
+    let x1 = x.slice(-1, None, Some(half.clone()), 1)?;
+    let x2 = x.slice(-1, Some(half), None, 1)?;
+    Tensor::cat(&[&x2.neg()?, &x1], -1)
+}
+
+fn apply_rotary_pos_emb(
+    q: &Tensor,
+    k: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> CoreResult<(Tensor, Tensor)> {
+    let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+    let q = q.mul(&cos)?.add(&rotate_half(q)?.mul(&sin)?)?;
+    let k = k.mul(&cos)?.add(&rotate_half(k)?.mul(&sin)?)?;
+    Ok((q, k))
+}
+
+/// `repeat_kv`: `[b, kv_heads, s, d]` → `[b, kv_heads * n_rep, s, d]`.
+fn repeat_kv(x: &Tensor, n_rep: i64) -> CoreResult<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let s = x.shape();
+    x.unsqueeze(2)?
+        .expand(vec![
+            s[0].clone(),
+            s[1].clone(),
+            SymInt::new(n_rep),
+            s[2].clone(),
+            s[3].clone(),
+        ])?
+        .reshape(vec![
+            s[0].clone(),
+            &s[1] * n_rep,
+            s[2].clone(),
+            s[3].clone(),
+        ])
+}
+
+/// `LlamaMLP`: `down(act(gate(x)) * up(x))`.
+#[derive(Clone, Debug)]
+pub struct LlamaMLP {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    act: String,
+}
+
+impl LlamaMLP {
+    fn load(w: &mut Weights, p: &str, cfg: &Config) -> Result<Self> {
+        let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Ok(Self {
+            gate_proj: Linear::load(w, p, "gate_proj", h, i, b)?,
+            up_proj: Linear::load(w, p, "up_proj", h, i, b)?,
+            down_proj: Linear::load(w, p, "down_proj", i, h, b)?,
+            act: cfg.hidden_act.clone(),
+        })
+    }
+
+    /// The MLP.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        let _s = scope("mlp");
+        let gate = activation(&self.act, &self.gate_proj.forward(x)?)?;
+        self.down_proj
+            .forward(&gate.mul(&self.up_proj.forward(x)?)?)
+    }
+}
+
+/// `LlamaAttention`: grouped-query attention with rotary embeddings and a KV cache.
+#[derive(Clone, Debug)]
+pub struct LlamaAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    layer: usize,
+}
+
+impl LlamaAttention {
+    fn load(w: &mut Weights, p: &str, cfg: &Config, layer: usize) -> Result<Self> {
+        let (h, d, b) = (cfg.hidden_size, cfg.head_size(), cfg.attention_bias);
+        let (nq, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        Ok(Self {
+            q_proj: Linear::load(w, p, "q_proj", h, nq * d, b)?,
+            k_proj: Linear::load(w, p, "k_proj", h, nkv * d, b)?,
+            v_proj: Linear::load(w, p, "v_proj", h, nkv * d, b)?,
+            o_proj: Linear::load(w, p, "o_proj", nq * d, h, b)?,
+            heads: nq,
+            kv_heads: nkv,
+            head_dim: d,
+            layer,
+        })
+    }
+
+    /// Attention over the cached and new positions; the cache is updated in place.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos_sin: &(Tensor, Tensor),
+        mask: &Tensor,
+        cache: &mut DynamicCache,
+    ) -> CoreResult<Tensor> {
+        let _s = scope("self_attn");
+        let (b, s) = (x.size(0)?, x.size(1)?);
+        let split = |t: Tensor, heads: i64| -> CoreResult<Tensor> {
+            t.view(vec![
+                b.clone(),
+                s.clone(),
+                SymInt::new(heads),
+                SymInt::new(self.head_dim),
+            ])?
+            .transpose(1, 2)
+        };
+        let q = split(self.q_proj.forward(x)?, self.heads)?;
+        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
+        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        let (q, k) = apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?;
+        let (k, v) = cache.update(&k, &v, self.layer).map_err(|e| match e {
+            Error::Core(c) => c,
+            other => onnx_diagnostic_core::Error::Model {
+                model: MODEL.to_owned(),
+                message: other.to_string(),
+            },
+        })?;
+        let n_rep = self.heads / self.kv_heads;
+        let (k, v) = (repeat_kv(&k, n_rep)?, repeat_kv(&v, n_rep)?);
+        let scaling = (self.head_dim as f64).powf(-0.5);
+        let weights = q
+            .matmul(&k.transpose(2, 3)?)?
+            .mul_scalar(scaling)?
+            .add(mask)?;
+        let weights = weights.softmax(-1)?.to_kind(q.kind())?;
+        let out = weights.matmul(&v)?.transpose(1, 2)?.contiguous()?;
+        let out = out.reshape(vec![b, s, SymInt::new(-1)])?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// `LlamaDecoderLayer`: pre-norm attention and MLP with residuals.
+#[derive(Clone, Debug)]
+pub struct LlamaDecoderLayer {
+    input_layernorm: LlamaRMSNorm,
+    self_attn: LlamaAttention,
+    post_attention_layernorm: LlamaRMSNorm,
+    mlp: LlamaMLP,
+}
+
+/// `LlamaModel`: embeddings, decoder layers, final norm.
+#[derive(Clone, Debug)]
+pub struct LlamaModel {
+    embed_tokens: Tensor,
+    layers: Vec<LlamaDecoderLayer>,
+    norm: LlamaRMSNorm,
+    rotary_emb: LlamaRotaryEmbedding,
+    params: Vec<(String, Tensor)>,
+}
+
+impl LlamaModel {
+    fn load(w: &mut Weights, cfg: &Config) -> Result<Self> {
+        let eps = cfg.rms_norm_eps;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(LlamaDecoderLayer {
+                input_layernorm: LlamaRMSNorm::load(
+                    w,
+                    &format!("{p}.input_layernorm"),
+                    cfg.hidden_size,
+                    eps,
+                )?,
+                self_attn: LlamaAttention::load(w, &format!("{p}.self_attn"), cfg, i)?,
+                post_attention_layernorm: LlamaRMSNorm::load(
+                    w,
+                    &format!("{p}.post_attention_layernorm"),
+                    cfg.hidden_size,
+                    eps,
+                )?,
+                mlp: LlamaMLP::load(w, &format!("{p}.mlp"), cfg)?,
+            });
+        }
+        let model = Self {
+            embed_tokens: w.get(
+                "model.embed_tokens.weight",
+                &[cfg.vocab_size, cfg.hidden_size],
+            )?,
+            norm: LlamaRMSNorm::load(w, "model.norm", cfg.hidden_size, eps)?,
+            rotary_emb: LlamaRotaryEmbedding::new(cfg)?,
+            layers,
+            params: Vec::new(),
+        };
+        Ok(model.with_params())
+    }
+
+    fn with_params(mut self) -> Self {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_owned(),
+            self.embed_tokens.clone(),
+        )];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                l.input_layernorm.weight.clone(),
+            ));
+            for lin in [
+                &l.self_attn.q_proj,
+                &l.self_attn.k_proj,
+                &l.self_attn.v_proj,
+                &l.self_attn.o_proj,
+            ] {
+                lin.named_parameters(&format!("{p}.self_attn"), &mut out);
+            }
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                l.post_attention_layernorm.weight.clone(),
+            ));
+            for lin in [&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj] {
+                lin.named_parameters(&format!("{p}.mlp"), &mut out);
+            }
+        }
+        out.push(("model.norm.weight".to_owned(), self.norm.weight.clone()));
+        self.params = out;
+        self
+    }
+
+    /// The mask transformers' eager attention adds: `[batch or 1, 1, seq, past + seq]`, 0 where
+    /// a position may attend (causal, and not padding), the float32 minimum elsewhere.
+    fn causal_mask(
+        attention_mask: Option<&Tensor>,
+        cache_position: &Tensor,
+        total: &SymInt,
+    ) -> CoreResult<Tensor> {
+        let kv = Tensor::arange(0, total.clone(), 1, Kind::Int64, Device::Cpu)?;
+        let mut allowed = kv
+            .unsqueeze(0)?
+            .le(&cache_position.unsqueeze(1)?)?
+            .unsqueeze(0)?
+            .unsqueeze(0)?;
+        if let Some(m) = attention_mask {
+            let pad = m.to_kind(Kind::Bool)?.unsqueeze(1)?.unsqueeze(1)?;
+            allowed = allowed.logical_and(&pad)?;
+        }
+        allowed
+            .logical_not()?
+            .to_kind(Kind::Float)?
+            .mul_scalar(f64::from(f32::MIN))
+    }
+
+    /// The hidden states of the last layer; `cache` grows by the new positions.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        cache: &mut DynamicCache,
+    ) -> CoreResult<Tensor> {
+        let _s = scope("model");
+        let mut h = {
+            let _e = scope("embed_tokens");
+            Tensor::embedding(&self.embed_tokens, input_ids)?
+        };
+        let past = cache
+            .get_seq_length()
+            .map_err(|e| onnx_diagnostic_core::Error::Model {
+                model: MODEL.to_owned(),
+                message: e.to_string(),
+            })?;
+        let total = &past + &input_ids.size(1)?;
+        let cache_position = Tensor::arange(past, total.clone(), 1, Kind::Int64, Device::Cpu)?;
+        let position_ids = match position_ids {
+            Some(p) => p.clone(),
+            None => cache_position.unsqueeze(0)?,
+        };
+        let mask = Self::causal_mask(attention_mask, &cache_position, &total)?;
+        let cos_sin = self.rotary_emb.forward(&position_ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let _l = scope(&format!("layers.{i}"));
+            let residual = h.clone();
+            let x = {
+                let _n = scope("input_layernorm");
+                layer.input_layernorm.forward(&h)?
+            };
+            h = residual.add(&layer.self_attn.forward(&x, &cos_sin, &mask, cache)?)?;
+            let residual = h.clone();
+            let x = {
+                let _n = scope("post_attention_layernorm");
+                layer.post_attention_layernorm.forward(&h)?
+            };
+            h = residual.add(&layer.mlp.forward(&x)?)?;
+        }
+        let _n = scope("norm");
+        self.norm.forward(&h)
+    }
+}
+
+/// `LlamaForCausalLM`: [`LlamaModel`] and the language-model head.
+#[derive(Clone, Debug)]
+pub struct LlamaForCausalLM {
+    /// The configuration.
+    pub config: Config,
+    model: LlamaModel,
+    lm_head: Tensor,
+}
+
+impl LlamaForCausalLM {
+    /// Builds the model from a config and weights (a checkpoint or untrained).
+    ///
+    /// # Errors
+    /// [`Error::Weight`] for a missing or misshaped weight, [`Error::Unsupported`] for a rope
+    /// type not implemented yet.
+    pub fn new(config: Config, weights: &mut Weights) -> Result<Self> {
+        let model = LlamaModel::load(weights, &config)?;
+        let lm_head = if config.tie_word_embeddings && !weights.contains("lm_head.weight") {
+            model.embed_tokens.clone()
+        } else {
+            weights.get("lm_head.weight", &[config.vocab_size, config.hidden_size])?
+        };
+        Ok(Self {
+            config,
+            model,
+            lm_head,
+        })
+    }
+
+    /// Loads a checkpoint directory (`config.json` + safetensors).
+    ///
+    /// # Errors
+    /// As [`Config::from_file`], [`Weights::from_dir`] and [`LlamaForCausalLM::new`].
+    pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let mut weights = Weights::from_dir(dir, MODEL)?;
+        Self::new(config, &mut weights)
+    }
+
+    /// Logits `[batch, seq, vocab]` and the grown cache.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward_with_cache(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        cache: Option<DynamicCache>,
+    ) -> CoreResult<(Tensor, DynamicCache)> {
+        let mut cache = cache.unwrap_or_default();
+        let h = self
+            .model
+            .forward(input_ids, attention_mask, position_ids, &mut cache)?;
+        let _s = scope("lm_head");
+        Ok((h.linear(&self.lm_head, None)?, cache))
+    }
+}
+
+impl Module for LlamaForCausalLM {
+    fn class_name(&self) -> String {
+        MODEL.to_owned()
+    }
+
+    fn forward_signature(&self) -> Vec<String> {
+        [
+            "input_ids",
+            "attention_mask",
+            "position_ids",
+            "past_key_values",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.model.params.clone();
+        if !(self.config.tie_word_embeddings
+            && self.lm_head.as_tch().data_ptr() == self.model.embed_tokens.as_tch().data_ptr())
+        {
+            out.push(("lm_head.weight".to_owned(), self.lm_head.clone()));
+        }
+        out
+    }
+
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        vec![(
+            "model.rotary_emb.inv_freq".to_owned(),
+            self.model.rotary_emb.inv_freq.clone(),
+        )]
+    }
+
+    /// `CausalLMOutputWithPast` as a dict: `logits`, `past_key_values`.
+    fn forward(&self, inputs: &Inputs) -> CoreResult<Value> {
+        let cache =
+            DynamicCache::from_value(inputs.get("past_key_values")).map_err(|e| match e {
+                Error::Core(c) => c,
+                other => onnx_diagnostic_core::Error::Model {
+                    model: MODEL.to_owned(),
+                    message: other.to_string(),
+                },
+            })?;
+        let (logits, cache) = self.forward_with_cache(
+            inputs.tensor("input_ids")?,
+            inputs.opt_tensor("attention_mask")?,
+            inputs.opt_tensor("position_ids")?,
+            cache,
+        )?;
+        Ok(Value::Dict(vec![
+            ("logits".to_owned(), Value::Tensor(logits)),
+            ("past_key_values".to_owned(), cache.to_value()),
+        ]))
+    }
+}

@@ -1,0 +1,241 @@
+//! Parity of `LlamaForCausalLM` with transformers 5.23: `tests/parity/make_reference.py` (run
+//! with the project's venv) builds the model in transformers from a config and a seed, saves the
+//! checkpoint and the outputs of a prompt step and of a cached step; the Rust model loads the
+//! checkpoint and must give the same logits and cache tensors (≤ 1e-4). Then the model is
+//! exported with dynamic batch, sequence and cache lengths, lowered to ONNX, and ONNX Runtime
+//! must match eager on input sets of other shapes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::{collections::HashMap, path::PathBuf, process::Command};
+
+use onnx_diagnostic_core::{
+    Dim, DynSpec, DynamicShapes, ExportOptions, Inputs, Module, Tensor, Value, export,
+};
+use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, passes};
+use onnx_diagnostic_transformers::{DynamicCache, models::llama::LlamaForCausalLM};
+use tch::Kind;
+
+fn reference(name: &str, config: &str) -> (PathBuf, HashMap<String, tch::Tensor>) {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("parity")
+        .join(name);
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("input_config.json");
+    std::fs::write(&cfg, config).unwrap();
+    let out = root.join("checkpoint");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("tests/parity/make_reference.py"))
+        .arg(&out)
+        .arg(&cfg)
+        .output()
+        .expect("the venv's python runs");
+    assert!(
+        status.status.success(),
+        "make_reference.py failed for {name}:\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let io = tch::Tensor::read_safetensors(out.join("io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    (out, io)
+}
+
+fn diff(a: &Tensor, b: &tch::Tensor) -> f64 {
+    assert_eq!(a.concrete_shape(), b.size());
+    (a.as_tch() - b).abs().max().double_value(&[])
+}
+
+fn t(io: &HashMap<String, tch::Tensor>, k: &str) -> Tensor {
+    Tensor::from(
+        io.get(k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .shallow_clone(),
+    )
+}
+
+const TINY: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":128,
+"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,
+"num_key_value_heads":2,"max_position_embeddings":64,"rms_norm_eps":1e-6,"rope_theta":10000.0,
+"tie_word_embeddings":false,"hidden_act":"silu"}"#;
+
+fn check_parity(name: &str, config: &str) -> LlamaForCausalLM {
+    let (dir, io) = reference(name, config);
+    let model = LlamaForCausalLM::from_pretrained(&dir).unwrap();
+    let layers = model.config.num_hidden_layers;
+    // Prompt step, no cache.
+    let (logits, cache) = model
+        .forward_with_cache(
+            &t(&io, "input_ids"),
+            Some(&t(&io, "attention_mask")),
+            None,
+            None,
+        )
+        .unwrap();
+    let d = diff(&logits, &io["logits"]);
+    assert!(d <= 1e-4, "{name}: prompt logits differ by {d}");
+    for i in 0..layers {
+        let l = &cache.layers[i];
+        assert!(diff(l.keys.as_ref().unwrap(), &io[&format!("present_key_{i}")]) <= 1e-4);
+        assert!(
+            diff(
+                l.values.as_ref().unwrap(),
+                &io[&format!("present_value_{i}")]
+            ) <= 1e-4
+        );
+    }
+    // Next step with the cache.
+    let (logits, cache) = model
+        .forward_with_cache(
+            &t(&io, "input_ids_next"),
+            Some(&t(&io, "attention_mask_next")),
+            None,
+            Some(cache),
+        )
+        .unwrap();
+    let d = diff(&logits, &io["logits_next"]);
+    assert!(d <= 1e-4, "{name}: cached-step logits differ by {d}");
+    for i in 0..layers {
+        let l = &cache.layers[i];
+        assert!(
+            diff(
+                l.keys.as_ref().unwrap(),
+                &io[&format!("present_key_next_{i}")]
+            ) <= 1e-4
+        );
+        assert!(
+            diff(
+                l.values.as_ref().unwrap(),
+                &io[&format!("present_value_next_{i}")]
+            ) <= 1e-4
+        );
+    }
+    model
+}
+
+#[test]
+fn llama_gqa_default_rope_matches_transformers() {
+    check_parity("llama_gqa", TINY);
+}
+
+#[test]
+fn llama_linear_and_llama3_ropes_match_transformers() {
+    let linear = TINY.replace(
+        r#""rope_theta":10000.0,"#,
+        r#""rope_theta":10000.0,"rope_scaling":{"rope_type":"linear","factor":2.0},"#,
+    );
+    check_parity("llama_linear", &linear);
+    let llama3 = TINY.replace(
+        r#""rope_theta":10000.0,"#,
+        r#""rope_theta":500000.0,"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":16},"#,
+    );
+    check_parity("llama_llama3", &llama3);
+}
+
+fn inputs(
+    batch: i64,
+    seq: i64,
+    cache: i64,
+    cfg: &onnx_diagnostic_transformers::models::llama::Config,
+) -> Vec<(String, Value)> {
+    let kv = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads);
+    let d = cfg.hidden_size / cfg.num_attention_heads;
+    let opts = (Kind::Float, tch::Device::Cpu);
+    let pairs = (0..cfg.num_hidden_layers)
+        .map(|_| {
+            (
+                Tensor::from(tch::Tensor::randn([batch, kv, cache, d], opts)),
+                Tensor::from(tch::Tensor::randn([batch, kv, cache, d], opts)),
+            )
+        })
+        .collect();
+    vec![
+        (
+            "input_ids".to_owned(),
+            Value::from(tch::Tensor::randint(
+                cfg.vocab_size,
+                [batch, seq],
+                (Kind::Int64, tch::Device::Cpu),
+            )),
+        ),
+        (
+            "attention_mask".to_owned(),
+            Value::from(tch::Tensor::ones(
+                [batch, cache + seq],
+                (Kind::Int64, tch::Device::Cpu),
+            )),
+        ),
+        (
+            "past_key_values".to_owned(),
+            DynamicCache::from_pairs(pairs).to_value(),
+        ),
+    ]
+}
+
+#[test]
+fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
+    let model = check_parity("llama_export", TINY);
+    let cfg = model.config.clone();
+    let (batch, seq, cache) = (
+        Dim::new("batch"),
+        Dim::new("seq_length"),
+        Dim::new("cache_length"),
+    );
+    let total = Dim::new("total_length");
+    let cache_spec = DynSpec::Dict(
+        (0..cfg.num_hidden_layers)
+            .flat_map(|i| {
+                ["key", "value"].map(|k| {
+                    (
+                        format!("{k}_{i}"),
+                        DynSpec::dims([(0, batch.clone()), (2, cache.clone())]),
+                    )
+                })
+            })
+            .collect(),
+    );
+    let ds = DynamicShapes {
+        args: Vec::new(),
+        kwargs: vec![
+            (
+                "input_ids".to_owned(),
+                DynSpec::dims([(0, batch.clone()), (1, seq.clone())]),
+            ),
+            (
+                "attention_mask".to_owned(),
+                DynSpec::dims([(0, batch.clone()), (1, total)]),
+            ),
+            ("past_key_values".to_owned(), cache_spec),
+        ],
+    };
+    let example = inputs(2, 3, 30, &cfg);
+    let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
+    let text = ep.to_string();
+    assert!(
+        text.contains(r#"input_ids: "i64[batch, seq_length]""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"past_key_values_key_0: "f32[batch, 2, cache_length, 8]""#),
+        "{text}"
+    );
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let counts = passes::node_counts(onnx.graph.as_ref().unwrap());
+    let n: usize = counts.values().sum();
+    eprintln!("tiny llama (2 layers): {n} ONNX nodes: {counts:?}");
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    for (b, s, c) in [(2, 3, 30), (3, 4, 31), (1, 1, 5), (2, 5, 0)] {
+        let set = inputs(b, s, c, &cfg);
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
+            .unwrap();
+        let exported = ep.run(&[], &set).unwrap();
+        let got = session.run(&[], &set).unwrap();
+        let d_ep = max_diff(&eager, &exported);
+        let d_ort = max_diff(&eager, &got);
+        assert!(d_ep.abs <= 1e-5, "{b}x{s}+{c}: ExportedProgram {d_ep:?}");
+        assert!(d_ort.abs <= 1e-4, "{b}x{s}+{c}: ONNX {d_ort:?}");
+    }
+}
