@@ -9,12 +9,14 @@
 
 use std::{collections::HashMap, path::PathBuf, process::Command};
 
-use onnx_diagnostic_core::{
-    Dim, DynSpec, DynamicShapes, ExportOptions, Inputs, Module, Tensor, Value, export,
-};
+use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, passes};
-use onnx_diagnostic_transformers::{DynamicCache, models::llama::LlamaForCausalLM};
-use tch::Kind;
+use onnx_diagnostic_transformers::{
+    catalog,
+    models::llama::{Config, LlamaForCausalLM},
+    tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
+    weights::Weights,
+};
 
 fn reference(name: &str, config: &str) -> (PathBuf, HashMap<String, tch::Tensor>) {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -134,83 +136,12 @@ fn llama_linear_and_llama3_ropes_match_transformers() {
     check_parity("llama_llama3", &llama3);
 }
 
-fn inputs(
-    batch: i64,
-    seq: i64,
-    cache: i64,
-    cfg: &onnx_diagnostic_transformers::models::llama::Config,
-) -> Vec<(String, Value)> {
-    let kv = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads);
-    let d = cfg.hidden_size / cfg.num_attention_heads;
-    let opts = (Kind::Float, tch::Device::Cpu);
-    let pairs = (0..cfg.num_hidden_layers)
-        .map(|_| {
-            (
-                Tensor::from(tch::Tensor::randn([batch, kv, cache, d], opts)),
-                Tensor::from(tch::Tensor::randn([batch, kv, cache, d], opts)),
-            )
-        })
-        .collect();
-    vec![
-        (
-            "input_ids".to_owned(),
-            Value::from(tch::Tensor::randint(
-                cfg.vocab_size,
-                [batch, seq],
-                (Kind::Int64, tch::Device::Cpu),
-            )),
-        ),
-        (
-            "attention_mask".to_owned(),
-            Value::from(tch::Tensor::ones(
-                [batch, cache + seq],
-                (Kind::Int64, tch::Device::Cpu),
-            )),
-        ),
-        (
-            "past_key_values".to_owned(),
-            DynamicCache::from_pairs(pairs).to_value(),
-        ),
-    ]
-}
-
 #[test]
 fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
     let model = check_parity("llama_export", TINY);
-    let cfg = model.config.clone();
-    let (batch, seq, cache) = (
-        Dim::new("batch"),
-        Dim::new("seq_length"),
-        Dim::new("cache_length"),
-    );
-    let total = Dim::new("total_length");
-    let cache_spec = DynSpec::Dict(
-        (0..cfg.num_hidden_layers)
-            .flat_map(|i| {
-                ["key", "value"].map(|k| {
-                    (
-                        format!("{k}_{i}"),
-                        DynSpec::dims([(0, batch.clone()), (2, cache.clone())]),
-                    )
-                })
-            })
-            .collect(),
-    );
-    let ds = DynamicShapes {
-        args: Vec::new(),
-        kwargs: vec![
-            (
-                "input_ids".to_owned(),
-                DynSpec::dims([(0, batch.clone()), (1, seq.clone())]),
-            ),
-            (
-                "attention_mask".to_owned(),
-                DynSpec::dims([(0, batch.clone()), (1, total)]),
-            ),
-            ("past_key_values".to_owned(), cache_spec),
-        ],
-    };
-    let example = inputs(2, 3, 30, &cfg);
+    let dims = model.config.decoder_dims();
+    let ds = text_generation_dynamic_shapes(&dims);
+    let example = text_generation_inputs(&dims, 2, 3, 30);
     let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
     let text = ep.to_string();
     assert!(
@@ -227,7 +158,7 @@ fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
     eprintln!("tiny llama (2 layers): {n} ONNX nodes: {counts:?}");
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
     for (b, s, c) in [(2, 3, 30), (3, 4, 31), (1, 1, 5), (2, 5, 0)] {
-        let set = inputs(b, s, c, &cfg);
+        let set = text_generation_inputs(&dims, b, s, c);
         let eager = model
             .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
             .unwrap();
@@ -237,5 +168,37 @@ fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
         let d_ort = max_diff(&eager, &got);
         assert!(d_ep.abs <= 1e-5, "{b}x{s}+{c}: ExportedProgram {d_ep:?}");
         assert!(d_ort.abs <= 1e-4, "{b}x{s}+{c}: ONNX {d_ort:?}");
+    }
+}
+
+/// arnir0/Tiny-LLM (catalog config, untrained weights from a seed, as the Python validate
+/// does): exports with a KV cache, lowers within the Python exporter's 142 nodes, and ONNX
+/// Runtime matches eager on the four validate input sets.
+#[test]
+fn tiny_llm_exports_within_142_nodes_and_matches_on_the_validate_input_sets() {
+    let cfg = Config::from_json(catalog::config_json("arnir0/Tiny-LLM").unwrap()).unwrap();
+    let mut w = Weights::untrained("LlamaForCausalLM", 42, cfg.initializer_range);
+    let model = LlamaForCausalLM::new(cfg, &mut w).unwrap();
+    let dims = model.config.decoder_dims();
+    let ds = text_generation_dynamic_shapes(&dims);
+    let example = text_generation_inputs(&dims, 2, 3, 30);
+    let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let counts = passes::node_counts(onnx.graph.as_ref().unwrap());
+    let n: usize = counts.values().sum();
+    eprintln!("arnir0/Tiny-LLM: {n} ONNX nodes: {counts:?}");
+    assert!(n <= 142, "{n} nodes: {counts:?}");
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    for (name, (b, s, c)) in INPUT_SETS {
+        let set = text_generation_inputs(&dims, *b, *s, *c);
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
+            .unwrap();
+        let d = max_diff(&eager, &session.run(&[], &set).unwrap());
+        eprintln!(
+            "arnir0/Tiny-LLM {name}: abs {:.3e} rel {:.3e} n {}",
+            d.abs, d.rel, d.n
+        );
+        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name}: {d:?}");
     }
 }

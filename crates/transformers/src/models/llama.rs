@@ -109,6 +109,27 @@ pub struct Config {
 }
 
 impl Config {
+    /// Parses the text of a `config.json`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with serde's message.
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| Error::Config {
+            path: "<memory>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The sizes the text-generation input sets need.
+    pub fn decoder_dims(&self) -> crate::tasks::DecoderDims {
+        crate::tasks::DecoderDims {
+            vocab_size: self.vocab_size,
+            num_layers: self.num_hidden_layers,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_size(),
+        }
+    }
+
     /// Reads a `config.json`.
     ///
     /// # Errors

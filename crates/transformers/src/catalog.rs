@@ -1,0 +1,32 @@
+//! An offline catalog of model ids → `config.json` contents with their published values (no hub
+//! access here; the values are those cached by the onnx-diagnostic wheel, version 0.9.3,
+//! `torch_models/hghub/hub_data_cached_configs.py`). Layers are at most 4, as the Python
+//! validate reduces them.
+
+/// `(model id, config.json)` pairs.
+const CONFIGS: &[(&str, &str)] = &[(
+    "arnir0/Tiny-LLM",
+    r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+        "bos_token_id": 1, "eos_token_id": 2, "head_dim": 96, "hidden_act": "silu",
+        "hidden_size": 192, "initializer_range": 0.02, "intermediate_size": 1024,
+        "max_position_embeddings": 1024, "mlp_bias": false, "model_type": "llama",
+        "num_attention_heads": 2, "num_hidden_layers": 1, "num_key_value_heads": 1,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0,
+        "tie_word_embeddings": false, "torch_dtype": "float32", "use_cache": true,
+        "vocab_size": 32000}"#,
+)];
+
+/// The `config.json` of a catalog model id.
+pub fn config_json(model_id: &str) -> Option<&'static str> {
+    CONFIGS
+        .iter()
+        .find(|(id, _)| *id == model_id)
+        .map(|(_, c)| *c)
+}
+
+/// Every catalog model id, sorted.
+pub fn model_ids() -> Vec<&'static str> {
+    let mut ids: Vec<_> = CONFIGS.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids
+}

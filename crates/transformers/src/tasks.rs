@@ -1,0 +1,111 @@
+//! Input sets of the text-generation task, as the Python validate makes them: `inputs` (batch 2,
+//! sequence 3, cache 30), `inputs2` (batch 3, sequence 4, cache 31), `inputs_empty_cache`
+//! (cache 0), `inputs_batch1` (batch 1), with their dynamic shapes named `batch`, `seq_length`,
+//! `cache_length` (the attention mask spans cache + sequence: `total_length`).
+
+use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
+use tch::{Device, Kind};
+
+use crate::cache_utils::DynamicCache;
+
+/// What the input sets need to know of a decoder-only config.
+#[derive(Clone, Copy, Debug)]
+pub struct DecoderDims {
+    /// Vocabulary size.
+    pub vocab_size: i64,
+    /// Decoder layers.
+    pub num_layers: usize,
+    /// Key/value heads.
+    pub kv_heads: i64,
+    /// Head size.
+    pub head_dim: i64,
+}
+
+/// The named input sets of the task: `(name, (batch, sequence, cache))`.
+pub const INPUT_SETS: &[(&str, (i64, i64, i64))] = &[
+    ("inputs", (2, 3, 30)),
+    ("inputs2", (3, 4, 31)),
+    ("inputs_empty_cache", (2, 3, 0)),
+    ("inputs_batch1", (1, 3, 30)),
+];
+
+/// Keyword inputs `input_ids`, `attention_mask`, `past_key_values` of the given sizes, drawn
+/// from libtorch's generator.
+pub fn text_generation_inputs(
+    d: &DecoderDims,
+    batch: i64,
+    seq: i64,
+    cache: i64,
+) -> Vec<(String, Value)> {
+    let opts = (Kind::Float, Device::Cpu);
+    let pairs = (0..d.num_layers)
+        .map(|_| {
+            (
+                Tensor::from(tch::Tensor::randn(
+                    [batch, d.kv_heads, cache, d.head_dim],
+                    opts,
+                )),
+                Tensor::from(tch::Tensor::randn(
+                    [batch, d.kv_heads, cache, d.head_dim],
+                    opts,
+                )),
+            )
+        })
+        .collect();
+    vec![
+        (
+            "input_ids".to_owned(),
+            Value::from(tch::Tensor::randint(
+                d.vocab_size,
+                [batch, seq],
+                (Kind::Int64, Device::Cpu),
+            )),
+        ),
+        (
+            "attention_mask".to_owned(),
+            Value::from(tch::Tensor::ones(
+                [batch, cache + seq],
+                (Kind::Int64, Device::Cpu),
+            )),
+        ),
+        (
+            "past_key_values".to_owned(),
+            DynamicCache::from_pairs(pairs).to_value(),
+        ),
+    ]
+}
+
+/// The dynamic shapes of [`text_generation_inputs`].
+pub fn text_generation_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
+    let (batch, seq, cache) = (
+        Dim::new("batch"),
+        Dim::new("seq_length"),
+        Dim::new("cache_length"),
+    );
+    let cache_spec = DynSpec::Dict(
+        (0..d.num_layers)
+            .flat_map(|i| {
+                ["key", "value"].map(|k| {
+                    (
+                        format!("{k}_{i}"),
+                        DynSpec::dims([(0, batch.clone()), (2, cache.clone())]),
+                    )
+                })
+            })
+            .collect(),
+    );
+    DynamicShapes {
+        args: Vec::new(),
+        kwargs: vec![
+            (
+                "input_ids".to_owned(),
+                DynSpec::dims([(0, batch.clone()), (1, seq)]),
+            ),
+            (
+                "attention_mask".to_owned(),
+                DynSpec::dims([(0, batch), (1, Dim::new("total_length"))]),
+            ),
+            ("past_key_values".to_owned(), cache_spec),
+        ],
+    }
+}
