@@ -20,7 +20,11 @@ fn tiny_llm(c: &mut Criterion) {
     let model = LlamaForCausalLM::new(cfg, &mut w).unwrap();
     let dims = model.config.decoder_dims();
 
-    let ids = tch::Tensor::randint(dims.vocab_size, [2, 3], (tch::Kind::Int64, tch::Device::Cpu));
+    let ids = tch::Tensor::randint(
+        dims.vocab_size,
+        [2, 3],
+        (tch::Kind::Int64, tch::Device::Cpu),
+    );
     let no_cache = Inputs::bind_for(&model, &[Value::from(ids)], &[]).unwrap();
     c.bench_function("tiny_llm/eager_forward_2x3_no_cache", |b| {
         b.iter(|| model.forward(&no_cache).unwrap())

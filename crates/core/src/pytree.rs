@@ -117,6 +117,41 @@ impl Value {
 }
 
 impl TreeSpec {
+    /// The names of the tensor slots, in flattening order, as [`Value::flatten`] names them
+    /// under `prefix`; with an empty prefix, a top-level dict's keys stand alone (`logits`,
+    /// `past_key_values_key_0`), tuple or list items are `output_<i>`, a single tensor is
+    /// `output`. This is how output names of a lowered model are made.
+    pub fn leaf_names(&self, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        match (self, prefix.is_empty()) {
+            (TreeSpec::Dict(items), true) => {
+                for (k, s) in items {
+                    s.names_into(k, &mut out);
+                }
+            }
+            (_, true) => self.names_into("output", &mut out),
+            _ => self.names_into(prefix, &mut out),
+        }
+        out
+    }
+
+    fn names_into(&self, name: &str, out: &mut Vec<String>) {
+        match self {
+            TreeSpec::Tensor => out.push(name.to_owned()),
+            TreeSpec::List(items) | TreeSpec::Tuple(items) => {
+                for (i, s) in items.iter().enumerate() {
+                    s.names_into(&format!("{name}_{i}"), out);
+                }
+            }
+            TreeSpec::Dict(items) => {
+                for (k, s) in items {
+                    s.names_into(&format!("{name}_{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Rebuilds a value from tensors in flattening order.
     ///
     /// # Errors

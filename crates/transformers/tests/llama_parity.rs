@@ -188,6 +188,29 @@ fn tiny_llm_exports_within_142_nodes_and_matches_on_the_validate_input_sets() {
     let n: usize = counts.values().sum();
     eprintln!("arnir0/Tiny-LLM: {n} ONNX nodes: {counts:?}");
     assert!(n <= 142, "{n} nodes: {counts:?}");
+    let graph = onnx.graph.as_ref().unwrap();
+    let io = |v: &[onnx_diagnostic_onnx::proto::ValueInfoProto]| -> Vec<String> {
+        v.iter()
+            .map(|x| x.name.clone().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(
+        io(&graph.input),
+        [
+            "input_ids",
+            "attention_mask",
+            "past_key_values_key_0",
+            "past_key_values_value_0"
+        ]
+    );
+    assert_eq!(
+        io(&graph.output),
+        [
+            "logits",
+            "present_key_values_key_0",
+            "present_key_values_value_0"
+        ]
+    );
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
     for (name, (b, s, c)) in INPUT_SETS {
         let set = text_generation_inputs(&dims, *b, *s, *c);

@@ -132,6 +132,18 @@ fn module_prefix(module: &str) -> String {
     out
 }
 
+/// An output name that no input has: `past_*` becomes `present_*` (the cache an LLM returns, as
+/// ONNX Runtime GenAI names it), any other clash gets `_out`.
+fn output_name(want: &str, inputs: &std::collections::HashSet<String>) -> String {
+    if !inputs.contains(want) {
+        return want.to_owned();
+    }
+    match want.strip_prefix("past_") {
+        Some(rest) => format!("present_{rest}"),
+        None => format!("{want}_out"),
+    }
+}
+
 fn dim_proto(size: &SymInt) -> proto::tensor_shape_proto::Dimension {
     use proto::tensor_shape_proto::dimension::Value;
     proto::tensor_shape_proto::Dimension {
@@ -267,28 +279,29 @@ pub fn lower(
         (entry.lower)(&mut ctx)?;
     }
 
-    // Outputs: a graph input or a repeated value is copied, so that every output has its own
-    // name.
+    // Outputs are named from the output structure (`logits`, `present_key_values_key_0`):
+    // each is an Identity of the computed value, which the clean-up folds into its producer.
     b.prefix = String::new();
     let mut outputs = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let input_names: std::collections::HashSet<&str> = graph
+    let input_names: std::collections::HashSet<String> = graph
         .inputs
         .iter()
-        .map(|(id, _)| names[id.index()].as_str())
+        .map(|(id, _)| names[id.index()].clone())
         .collect();
-    for (k, id) in graph.outputs.iter().enumerate() {
-        let mut name = names[id.index()].clone();
-        if input_names.contains(name.as_str()) || !seen.insert(name.clone()) {
-            let copy = b.fresh(&format!("output_{k}"));
-            b.emit(
-                "Identity",
-                &[&name],
-                std::slice::from_ref(&copy),
-                Vec::new(),
-            );
-            name = copy;
-        }
+    let mut wanted = ep.output_spec().leaf_names("");
+    if wanted.len() != graph.outputs.len() {
+        wanted = (0..graph.outputs.len())
+            .map(|k| format!("output_{k}"))
+            .collect();
+    }
+    for (id, want) in graph.outputs.iter().zip(wanted) {
+        let name = b.fresh(&output_name(&want, &input_names));
+        b.emit(
+            "Identity",
+            &[&names[id.index()]],
+            std::slice::from_ref(&name),
+            Vec::new(),
+        );
         outputs.push(value_info(&name, graph.value(*id))?);
     }
 
