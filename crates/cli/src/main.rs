@@ -1,9 +1,11 @@
 //! `onnx-diagnostic`: the command line of the workspace.
 //!
 //! Commands:
+//! - `validate`: export a model, run it in ONNX Runtime, report discrepancies (see `validate.rs`).
 //! - `doctor`: checks that libtorch and ONNX Runtime load in this process and agree on a small
-//!   computation, and prints where each library comes from. It is the end-to-end job of the
-//!   set-up until `validate` exists.
+//!   computation, and prints where each library comes from.
+
+mod validate;
 
 use std::process::ExitCode;
 
@@ -26,12 +28,21 @@ struct Cli {
 enum Command {
     /// Checks that libtorch and ONNX Runtime load and agree on `x + y`.
     Doctor,
+    /// Exports a model, runs it with ONNX Runtime and reports discrepancies.
+    Validate(Box<validate::ValidateArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor => doctor(),
+        Command::Validate(args) => validate::validate(&args).and_then(|ok| {
+            if ok {
+                Ok(())
+            } else {
+                bail!("validation failed (see the summary)")
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -61,20 +61,16 @@ pub fn remove_identities(graph: &mut proto::GraphProto) {
             }
         }
     }
-    // Pass 2: an identity writing a graph output from a node's output takes that node's place.
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for node in &keep {
-        for i in &node.input {
-            *readers.entry(i.clone()).or_default() += 1;
-        }
-    }
+    // Pass 2: an identity writing a graph output from a node's output disappears: the value is
+    // renamed to the output's name everywhere (its producer and every reader).
+    let produced: HashSet<String> = keep.iter().flat_map(|n| n.output.iter().cloned()).collect();
     let mut redirect: HashMap<String, String> = HashMap::new();
     keep.retain(|node| {
         if name(&node.op_type) == "Identity" && node.input.len() == 1 && node.output.len() == 1 {
             let src = &node.input[0];
-            if !graph_inputs.contains(src)
+            if produced.contains(src)
+                && !graph_inputs.contains(src)
                 && !outputs.contains(src)
-                && readers.get(src) == Some(&1)
                 && !redirect.contains_key(src)
             {
                 redirect.insert(src.clone(), node.output[0].clone());
@@ -84,9 +80,9 @@ pub fn remove_identities(graph: &mut proto::GraphProto) {
         true
     });
     for node in &mut keep {
-        for o in &mut node.output {
-            if let Some(r) = redirect.get(o) {
-                *o = r.clone();
+        for v in node.output.iter_mut().chain(node.input.iter_mut()) {
+            if let Some(r) = redirect.get(v) {
+                *v = r.clone();
             }
         }
     }

@@ -1,0 +1,520 @@
+//! `onnx-diagnostic validate`: the pipeline of the Python package's `validate` — model (catalog
+//! config with untrained weights, or a checkpoint directory), the text-generation input sets,
+//! eager runs, export, the exported program checked against eager, lowering to ONNX, saving,
+//! ONNX Runtime on every input set, discrepancies — summarised as `:key,value;` lines with the
+//! Python package's key names.
+//!
+//! Decisions: the exit status is 0 only when every step ran and every discrepancy is within the
+//! tolerance (1e-4 for float32, or `--atol`); without `-q` the first failing step stops the run
+//! with its error; with `-q` a failing step becomes an `ERR_<step>` key and the summary is still
+//! printed (the exit status stays non-zero). Patches are accepted on the command line but none
+//! exist yet (the patches issue): the summary says so (`export_patch`).
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use onnx_diagnostic_core::{ExportOptions, ExportedProgram, Inputs, Module, Value, export};
+use onnx_diagnostic_onnx::{
+    Diff, ExternalData, LowerOptions, OnnxProgram, lower, max_diff, passes, proto, save_model,
+};
+use onnx_diagnostic_transformers::{
+    catalog,
+    models::llama::{Config, LlamaForCausalLM},
+    tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
+    weights::Weights,
+};
+
+/// Options of `validate`, named as the Python command names them.
+#[derive(Args, Debug)]
+pub(crate) struct ValidateArgs {
+    /// Model id of the catalog (`arnir0/Tiny-LLM`) or a checkpoint directory.
+    #[arg(short = 'm', long = "mid", visible_alias = "model")]
+    model: Option<String>,
+    /// Task (only `text-generation` so far).
+    #[arg(short = 't', long)]
+    task: Option<String>,
+    /// Run the model (eager, exported, ONNX) and measure discrepancies.
+    #[arg(long)]
+    run: bool,
+    /// What to export: `onnx` (also `onnx-dynamo`) or `export` (the ExportedProgram only).
+    #[arg(long, value_parser = ["onnx", "onnx-dynamo", "export"])]
+    export: Option<String>,
+    /// ONNX clean-up: `default` or `none`.
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "ir"])]
+    opt: String,
+    /// Element type of the model (float32 only so far).
+    #[arg(long, default_value = "float32")]
+    dtype: String,
+    /// Device (cpu only so far).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Folder where the model, the inputs, the expected outputs and the summary are written.
+    #[arg(short = 'o', long = "dump-folder")]
+    dump: Option<PathBuf>,
+    /// Apply the export patches (none exist yet).
+    #[arg(long, num_args = 0.., value_name = "KEY=VALUE")]
+    patch: Option<Vec<String>>,
+    /// Do not apply the export patches.
+    #[arg(long, conflicts_with = "patch")]
+    no_patch: bool,
+    /// 0: specialisations are guards; 1 or more: they are errors.
+    #[arg(long, default_value_t = 0)]
+    stop_if_static: u8,
+    /// Opset of the ONNX model.
+    #[arg(long, default_value_t = onnx_diagnostic_onnx::lower::DEFAULT_OPSET)]
+    opset: i64,
+    /// Largest allowed absolute discrepancy (1e-4 for float32 by default).
+    #[arg(long)]
+    atol: Option<f64>,
+    /// Verbosity.
+    #[arg(short, long, default_value_t = 0)]
+    verbose: u8,
+    /// Report failing steps as ERR_* keys instead of stopping.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// A value of the summary.
+#[derive(Clone, Debug)]
+enum V {
+    S(String),
+    F(f64),
+    I(i64),
+}
+
+impl fmt::Display for V {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            V::S(s) => f.write_str(s),
+            V::F(x) => f.write_str(&py_float(*x)),
+            V::I(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// A float as Python's `repr` writes it (`0.0`, `204672.0`, `6.55e-07`), as the Python
+/// summary prints its values.
+fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".to_owned();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    if x == 0.0 || (1e-4..1e16).contains(&x.abs()) {
+        let s = format!("{x}");
+        return if s.contains('.') { s } else { format!("{s}.0") };
+    }
+    let s = format!("{x:e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp),
+    };
+    format!("{mantissa}e{sign}{digits:0>2}")
+}
+
+#[derive(Default)]
+struct Summary(BTreeMap<String, V>);
+
+impl Summary {
+    fn s(&mut self, k: &str, v: impl Into<String>) {
+        self.0.insert(k.to_owned(), V::S(v.into()));
+    }
+    fn f(&mut self, k: &str, v: f64) {
+        self.0.insert(k.to_owned(), V::F(v));
+    }
+    fn i(&mut self, k: &str, v: i64) {
+        self.0.insert(k.to_owned(), V::I(v));
+    }
+    fn diff(&mut self, prefix: &str, d: &Diff) {
+        self.f(&format!("{prefix}_abs"), d.abs);
+        self.f(&format!("{prefix}_rel"), d.rel);
+        self.f(&format!("{prefix}_sum"), d.sum);
+        self.f(&format!("{prefix}_n"), d.n);
+        self.f(&format!("{prefix}_dnan"), d.dnan);
+    }
+    fn print(&self) {
+        println!("-- summary --");
+        for (k, v) in &self.0 {
+            println!(":{k},{v};");
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        V::S(s) => serde_json::json!(s),
+                        V::F(x) if x.is_finite() => serde_json::json!(x),
+                        V::F(x) => serde_json::json!(x.to_string()),
+                        V::I(x) => serde_json::json!(x),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The suffix of an input set in the discrepancy keys, as the Python package names them.
+fn suffix(set: &str) -> &'static str {
+    match set {
+        "inputs" => "",
+        "inputs2" => "22",
+        "inputs_empty_cache" => "2_empty_cache",
+        "inputs_batch1" => "2_batch1",
+        _ => "_other",
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+fn load_model(id: &str, s: &mut Summary) -> Result<LlamaForCausalLM> {
+    let path = Path::new(id);
+    let t = Instant::now();
+    let (config_text, from_dir) = if path.is_dir() {
+        let file = path.join("config.json");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        (text, true)
+    } else if let Some(text) = catalog::config_json(id) {
+        (text.to_owned(), false)
+    } else {
+        bail!(
+            "unknown model {id:?}: give a checkpoint directory or one of the catalog ids: {}",
+            catalog::model_ids().join(", ")
+        );
+    };
+    let json: serde_json::Value = serde_json::from_str(&config_text)?;
+    let arch = json["architectures"][0].as_str().unwrap_or("?").to_owned();
+    if arch != "LlamaForCausalLM" {
+        bail!("architecture {arch} of {id} is not implemented yet (LlamaForCausalLM is)");
+    }
+    let model = if from_dir {
+        LlamaForCausalLM::from_pretrained(path)?
+    } else {
+        let cfg = Config::from_json(&config_text)?;
+        let mut w = Weights::untrained(&arch, 42, cfg.initializer_range);
+        LlamaForCausalLM::new(cfg, &mut w)?
+    };
+    s.f("time_create", ms(t));
+    s.s("model_id", id);
+    s.s("model_class", arch);
+    s.s(
+        "model_source",
+        if from_dir {
+            "checkpoint"
+        } else {
+            "catalog, untrained (seed 42)"
+        },
+    );
+    let params = model.named_parameters();
+    let n: i64 = params.iter().map(|(_, t)| t.as_tch().numel() as i64).sum();
+    s.i("model_nweights", n);
+    s.i("model_size", n * 4);
+    Ok(model)
+}
+
+/// Runs `step`; with `-q` a failure becomes `ERR_<name>` and `None`.
+fn step<T>(
+    q: bool,
+    s: &mut Summary,
+    name: &str,
+    f: impl FnOnce(&mut Summary) -> Result<T>,
+) -> Result<Option<T>> {
+    match f(s) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if q => {
+            s.s(
+                &format!("ERR_{name}"),
+                format!("{e:#}").replace(['\n', ';'], " "),
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.context(format!("step {name}"))),
+    }
+}
+
+fn write_safetensors(path: &Path, tensors: &[(String, tch::Tensor)]) -> Result<()> {
+    let refs: Vec<(&str, &tch::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tch::Tensor::write_safetensors(&refs, path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `validate` as described in the module doc.
+pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
+    let Some(id) = &a.model else {
+        if let Some(task) = &a.task {
+            return describe_task(task).map(|()| true);
+        }
+        println!("text-generation");
+        return Ok(true);
+    };
+    if a.dtype != "float32" {
+        bail!("--dtype {} is not supported yet (float32 is)", a.dtype);
+    }
+    if a.device != "cpu" {
+        bail!("--device {} is not supported yet (cpu is)", a.device);
+    }
+    if let Some(task) = &a.task
+        && task != "text-generation"
+    {
+        bail!("task {task} is not supported yet (text-generation is)");
+    }
+    let atol = a.atol.unwrap_or(1e-4);
+    let total = Instant::now();
+    let mut s = Summary::default();
+    s.s("version_onnx_diagnostic", env!("CARGO_PKG_VERSION"));
+    s.i("version_opset", a.opset);
+    s.s("model_task", "text-generation");
+    let model = load_model(id, &mut s)?;
+    let dims = model.config.decoder_dims();
+    let sets: Vec<(&str, Vec<(String, Value)>)> = INPUT_SETS
+        .iter()
+        .map(|(name, (b, q, c))| {
+            tch::manual_seed(0);
+            (*name, text_generation_inputs(&dims, *b, *q, *c))
+        })
+        .collect();
+    let mut ok = true;
+
+    // Eager runs.
+    let mut expected = Vec::new();
+    for (name, set) in &sets {
+        let t = Instant::now();
+        let out = model.forward(&Inputs::bind_for(&model, &[], set)?)?;
+        if *name == "inputs" {
+            s.f("time_run", ms(t));
+        }
+        expected.push(out);
+    }
+    if let Some(dir) = &a.dump {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+
+    let Some(kind) = &a.export else {
+        s.f("time_total", ms(total));
+        s.print();
+        return Ok(ok);
+    };
+    s.s(
+        "export_exporter",
+        if kind == "export" {
+            "export"
+        } else {
+            "onnx-dynamo"
+        },
+    );
+    s.s(
+        "export_patch",
+        if a.no_patch { "none" } else { "none exist yet" },
+    );
+    s.i("export_stop_if_static", i64::from(a.stop_if_static));
+    let ds = text_generation_dynamic_shapes(&dims);
+    let opts = ExportOptions {
+        stop_if_static: a.stop_if_static,
+    };
+    let ep: Option<ExportedProgram> = step(a.quiet, &mut s, "export_export", |s| {
+        let t = Instant::now();
+        let ep = export(&model, &[], &sets[0].1, Some(&ds), &opts)?;
+        s.f("time_export_export", ms(t));
+        s.i("export_graph_nodes", ep.graph().nodes.len() as i64);
+        s.i("export_guards", ep.guards().len() as i64);
+        Ok(ep)
+    })?;
+    let Some(ep) = ep else {
+        s.print();
+        return Ok(false);
+    };
+    if let Some(dir) = &a.dump {
+        std::fs::write(dir.join("exported_program.txt"), ep.to_string())?;
+    }
+    if a.run {
+        for ((name, set), exp) in sets.iter().zip(&expected) {
+            let r = step(
+                a.quiet,
+                &mut s,
+                &format!("run_exported{}", suffix(name)),
+                |_| Ok(ep.run(&[], set)?),
+            )?;
+            match r {
+                Some(got) => {
+                    let d = max_diff(exp, &got);
+                    ok &= d.abs <= atol && d.dnan == 0.0;
+                    s.diff(&format!("disc_exported{}", suffix(name)), &d);
+                }
+                None => ok = false,
+            }
+        }
+    }
+    if kind == "export" {
+        s.f("time_total", ms(total));
+        finish(&s, a.dump.as_deref())?;
+        return Ok(ok);
+    }
+
+    let model_proto: Option<proto::ModelProto> = step(a.quiet, &mut s, "export_onnx", |s| {
+        let t = Instant::now();
+        let m = lower(
+            &ep,
+            &LowerOptions {
+                opset: a.opset,
+                optimize: a.opt != "none",
+                patches: Vec::new(),
+            },
+        )?;
+        s.f("time_export_onnx", ms(t));
+        Ok(m)
+    })?;
+    let Some(model_proto) = model_proto else {
+        s.print();
+        return Ok(false);
+    };
+    let graph = model_proto.graph.clone().unwrap_or_default();
+    let counts = passes::node_counts(&graph);
+    for (op, n) in &counts {
+        s.i(&format!("n_node_{op}"), *n as i64);
+    }
+    s.i("n_node", counts.values().sum::<usize>() as i64);
+    let dir = a
+        .dump
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("onnx-diagnostic-validate"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("model.onnx");
+    let t = Instant::now();
+    let external = if graph
+        .initializer
+        .iter()
+        .map(|t| t.raw_data.as_ref().map_or(0, Vec::len))
+        .sum::<usize>()
+        > 1 << 30
+    {
+        ExternalData::Above(1024)
+    } else {
+        ExternalData::Never
+    };
+    let size = save_model(&model_proto, &path, external)?;
+    s.f("time_export_onnx_save", ms(t));
+    s.i("onnx_size", size as i64);
+
+    // Inputs named as the ONNX inputs, expected outputs named as the ONNX outputs.
+    if a.dump.is_some() {
+        let out_names: Vec<String> = graph.output.iter().filter_map(|o| o.name.clone()).collect();
+        for ((name, set), exp) in sets.iter().zip(&expected) {
+            let mut feeds = Vec::new();
+            for (k, v) in set {
+                feeds.extend(v.flatten(k).0.into_iter().map(|(n, t)| (n, t.into_tch())));
+            }
+            write_safetensors(&dir.join(format!("{name}.safetensors")), &feeds)?;
+            let outs: Vec<(String, tch::Tensor)> = out_names
+                .iter()
+                .cloned()
+                .zip(exp.flatten("o").0.into_iter().map(|(_, t)| t.into_tch()))
+                .collect();
+            let file = format!(
+                "expected{}.safetensors",
+                name.strip_prefix("inputs").unwrap_or(name)
+            );
+            write_safetensors(&dir.join(file), &outs)?;
+        }
+    }
+
+    if a.run {
+        let t = Instant::now();
+        let session = step(a.quiet, &mut s, "onnx_ort_create", |_| {
+            Ok(OnnxProgram::from_file(&path, &ep)?)
+        })?;
+        s.f("time_onnx_ort_create", ms(t));
+        let Some(mut session) = session else {
+            s.print();
+            return Ok(false);
+        };
+        for ((name, set), exp) in sets.iter().zip(&expected) {
+            let sfx = suffix(name);
+            let t = Instant::now();
+            let r = step(a.quiet, &mut s, &format!("onnx_ort_run{sfx}"), |_| {
+                Ok(session.run(&[], set)?)
+            })?;
+            s.f(&format!("time_run_onnx_ort{sfx}"), ms(t));
+            match r {
+                Some(got) => {
+                    let d = max_diff(exp, &got);
+                    ok &= d.abs <= atol && d.dnan == 0.0;
+                    s.diff(&format!("disc_onnx_ort_run{sfx}"), &d);
+                }
+                None => ok = false,
+            }
+        }
+    }
+    s.f("time_total", ms(total));
+    finish(&s, a.dump.as_deref())?;
+    if !ok {
+        return Err(anyhow!(
+            "a step failed or a discrepancy exceeds {atol:e} (see the disc_* and ERR_* keys above)"
+        ));
+    }
+    Ok(true)
+}
+
+fn finish(s: &Summary, dump: Option<&Path>) -> Result<()> {
+    s.print();
+    if let Some(dir) = dump {
+        let text = serde_json::to_string_pretty(&s.json())?;
+        std::fs::write(dir.join("summary.json"), text)?;
+    }
+    Ok(())
+}
+
+/// `-t TASK` without a model: the inputs of the task (on a small Llama config) and their
+/// dynamic shapes.
+fn describe_task(task: &str) -> Result<()> {
+    if task != "text-generation" {
+        bail!("task {task} is not supported yet (text-generation is)");
+    }
+    let cfg = Config::from_json(
+        catalog::config_json("arnir0/Tiny-LLM").ok_or_else(|| anyhow!("catalog is empty"))?,
+    )?;
+    let dims = cfg.decoder_dims();
+    for (name, (b, q, c)) in INPUT_SETS {
+        println!("{name}:");
+        for (k, v) in text_generation_inputs(&dims, *b, *q, *c) {
+            for (leaf, t) in v.flatten(&k).0 {
+                let kind = onnx_diagnostic_core::graph::kind_short(t.kind());
+                let shape: Vec<String> = t.concrete_shape().iter().map(i64::to_string).collect();
+                println!("    {leaf}: {kind}[{}]", shape.join(", "));
+            }
+        }
+    }
+    println!(
+        "dynamic shapes: {:?}",
+        text_generation_dynamic_shapes(&dims)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::py_float;
+
+    #[test]
+    fn floats_print_as_python_repr() {
+        assert_eq!(py_float(0.0), "0.0");
+        assert_eq!(py_float(204672.0), "204672.0");
+        assert_eq!(py_float(6.556510925292969e-7), "6.556510925292969e-07");
+        assert_eq!(py_float(0.00021480971330003638), "0.00021480971330003638");
+        assert_eq!(py_float(1e-5), "1e-05");
+        assert_eq!(py_float(1e16), "1e+16");
+        assert_eq!(py_float(f64::INFINITY), "inf");
+    }
+}

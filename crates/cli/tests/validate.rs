@@ -1,0 +1,150 @@
+//! The `validate` command end to end on arnir0/Tiny-LLM: exit status, summary keys, dump folder.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::{collections::HashMap, path::PathBuf, process::Command};
+
+fn summary(stdout: &str) -> HashMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(':')?.strip_suffix(';')?.split_once(','))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
+    let dump = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_tiny_llm");
+    let _ = std::fs::remove_dir_all(&dump);
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args([
+            "validate",
+            "-m",
+            "arnir0/Tiny-LLM",
+            "--run",
+            "--export",
+            "onnx",
+            "-o",
+        ])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("-- summary --\n"), "{stdout}");
+    let s = summary(&stdout);
+    for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+        for k in ["abs", "rel", "sum", "n", "dnan"] {
+            assert!(
+                s.contains_key(&format!("disc_onnx_ort_run{sfx}_{k}")),
+                "{sfx} {k}"
+            );
+        }
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+        assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
+    }
+    let n: usize = s["n_node"].parse().unwrap();
+    assert!(n <= 142, "{n}");
+    assert!(!s.contains_key("n_node_Identity"), "{stdout}");
+    for k in [
+        "time_export_export",
+        "time_export_onnx",
+        "onnx_size",
+        "version_onnx_diagnostic",
+    ] {
+        assert!(s.contains_key(k), "{k}");
+    }
+    for f in [
+        "model.onnx",
+        "exported_program.txt",
+        "summary.json",
+        "inputs.safetensors",
+        "inputs2.safetensors",
+        "inputs_empty_cache.safetensors",
+        "inputs_batch1.safetensors",
+        "expected.safetensors",
+        "expected2.safetensors",
+        "expected_empty_cache.safetensors",
+        "expected_batch1.safetensors",
+    ] {
+        assert!(dump.join(f).exists(), "{f} missing");
+    }
+    // The dumped inputs are named as the ONNX inputs, the expected outputs as its outputs.
+    let inputs = tch::Tensor::read_safetensors(dump.join("inputs2.safetensors")).unwrap();
+    let mut names: Vec<_> = inputs.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "attention_mask",
+            "input_ids",
+            "past_key_values_key_0",
+            "past_key_values_value_0"
+        ]
+    );
+    let expected = tch::Tensor::read_safetensors(dump.join("expected2.safetensors")).unwrap();
+    let logits = &expected.iter().find(|(n, _)| n == "logits").unwrap().1;
+    assert_eq!(logits.size(), [3, 4, 32000]);
+}
+
+#[test]
+fn unknown_models_are_refused_with_the_catalog() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "-m", "no/such-model", "--run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no/such-model") && err.contains("arnir0/Tiny-LLM"),
+        "{err}"
+    );
+}
+
+/// A checkpoint directory written by transformers' `save_pretrained` works with `-m DIR`.
+#[test]
+fn validate_accepts_a_save_pretrained_directory() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_checkpoint");
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("config_in.json");
+    std::fs::write(
+        &cfg,
+        r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":256,
+        "hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
+        "num_key_value_heads":2,"max_position_embeddings":128,"tie_word_embeddings":true}"#,
+    )
+    .unwrap();
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let ckpt = root.join("checkpoint");
+    let made = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("../transformers/tests/parity/make_reference.py"))
+        .arg(&ckpt)
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "--run", "--export", "onnx", "-m"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&stdout);
+    assert_eq!(s["model_source"], "checkpoint");
+    let abs: f64 = s["disc_onnx_ort_run_abs"].parse().unwrap();
+    assert!(abs <= 1e-4, "{abs}");
+}
