@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use onnx_diagnostic_core::{
-    Dim, DynSpec, DynamicShapes, Error, ExportOptions, Inputs, Module, Result, SymInt, Tensor,
-    Value, export, scope,
+    Dim, DynSpec, DynamicShapes, Error, ExportOptions, Inputs, Module, Result, Tensor, Value,
+    export,
 };
+use onnx_diagnostic_testing::ToyTransformer;
 use tch::{Device, Kind};
 
 fn randn(shape: &[i64]) -> Tensor {
@@ -107,134 +108,9 @@ fn seed_example_prints_like_torch() {
     );
 }
 
-/// RMSNorm as transformers writes it: x * rsqrt(mean(x^2) + eps) * weight.
-fn rms_norm(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let var = x.pow_scalar(2.0)?.mean(&[-1], true)?;
-    x.mul(&var.add_scalar(1e-6)?.rsqrt()?)?.mul(weight)
-}
-
-struct Layer {
-    norm1: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
-    norm2: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
-}
-
-struct Toy {
-    layers: Vec<Layer>,
-    heads: i64,
-    head_dim: i64,
-}
-
-impl Toy {
-    fn new(hidden: i64, heads: i64, n_layers: usize) -> Self {
-        tch::manual_seed(0);
-        let w = |o: i64, i: i64| randn(&[o, i]).mul_scalar(0.2).unwrap();
-        let layers = (0..n_layers)
-            .map(|_| Layer {
-                norm1: randn(&[hidden]),
-                q: w(hidden, hidden),
-                k: w(hidden, hidden),
-                v: w(hidden, hidden),
-                o: w(hidden, hidden),
-                norm2: randn(&[hidden]),
-                gate: w(2 * hidden, hidden),
-                up: w(2 * hidden, hidden),
-                down: w(hidden, 2 * hidden),
-            })
-            .collect();
-        Self {
-            layers,
-            heads,
-            head_dim: hidden / heads,
-        }
-    }
-
-    fn attention(&self, l: &Layer, x: &Tensor) -> Result<Tensor> {
-        let _s = scope("self_attn");
-        let b = x.size(0)?;
-        let s = x.size(1)?;
-        let split = |t: Tensor| -> Result<Tensor> {
-            t.view(vec![
-                b.clone(),
-                s.clone(),
-                SymInt::new(self.heads),
-                SymInt::new(self.head_dim),
-            ])?
-            .transpose(1, 2)
-        };
-        let q = split(x.linear(&l.q, None)?)?;
-        let k = split(x.linear(&l.k, None)?)?;
-        let v = split(x.linear(&l.v, None)?)?;
-        // Causal mask built the eager way: -inf above the diagonal.
-        let mask = Tensor::full(
-            vec![s.clone(), s.clone()],
-            f64::NEG_INFINITY,
-            Kind::Float,
-            Device::Cpu,
-        )?
-        .triu(1)?;
-        let scores = q
-            .matmul(&k.transpose(2, 3)?)?
-            .mul_scalar(1.0 / (self.head_dim as f64).sqrt())?
-            .add(&mask)?;
-        let attn = scores.softmax(-1)?.matmul(&v)?;
-        let attn = attn.transpose(1, 2)?.reshape(vec![b, s, SymInt::new(-1)])?;
-        attn.linear(&l.o, None)
-    }
-}
-
-impl Module for Toy {
-    fn class_name(&self) -> String {
-        "Toy".to_owned()
-    }
-    fn forward_signature(&self) -> Vec<String> {
-        vec!["x".to_owned()]
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            for (n, t) in [
-                ("input_layernorm.weight", &l.norm1),
-                ("self_attn.q_proj.weight", &l.q),
-                ("self_attn.k_proj.weight", &l.k),
-                ("self_attn.v_proj.weight", &l.v),
-                ("self_attn.o_proj.weight", &l.o),
-                ("post_attention_layernorm.weight", &l.norm2),
-                ("mlp.gate_proj.weight", &l.gate),
-                ("mlp.up_proj.weight", &l.up),
-                ("mlp.down_proj.weight", &l.down),
-            ] {
-                out.push((format!("layers.{i}.{n}"), t.clone()));
-            }
-        }
-        out
-    }
-    fn forward(&self, inputs: &Inputs) -> Result<Value> {
-        let mut h = inputs.tensor("x")?.clone();
-        for (i, l) in self.layers.iter().enumerate() {
-            let _s = scope(&format!("layers.{i}"));
-            h = h.add(&self.attention(l, &rms_norm(&h, &l.norm1)?)?)?;
-            let _m = scope("mlp");
-            let n = rms_norm(&h, &l.norm2)?;
-            let act = n
-                .linear(&l.gate, None)?
-                .silu()?
-                .mul(&n.linear(&l.up, None)?)?;
-            h = h.add(&act.linear(&l.down, None)?)?;
-        }
-        Ok(h.into())
-    }
-}
-
 #[test]
 fn toy_transformer_matches_eager_on_other_shapes() {
-    let model = Toy::new(16, 4, 2);
+    let model = ToyTransformer::new(16, 4, 2);
     let x = randn(&[2, 5, 16]);
     let ds = DynamicShapes {
         args: vec![DynSpec::dims([
@@ -505,7 +381,7 @@ fn bad_inputs_and_specs_are_typed_errors_naming_the_path() {
 
 #[test]
 fn batch_and_sequence_of_one_stay_dynamic() {
-    let model = Toy::new(8, 2, 1);
+    let model = ToyTransformer::new(8, 2, 1);
     let ds = DynamicShapes {
         args: vec![DynSpec::dims([(0, Dim::DYNAMIC), (1, Dim::DYNAMIC)])],
         kwargs: Vec::new(),

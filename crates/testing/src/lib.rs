@@ -1,0 +1,406 @@
+//! Models and op cases shared by the tests of several crates (a dev-dependency only): the
+//! engine's tests check them against eager libtorch, the ONNX tests against ONNX Runtime, on the
+//! same definitions.
+//!
+//! - [`cases`]: groups of ops, each a module with example inputs, dynamic dims and input sets of
+//!   other shapes (batch and sequence of 1 included).
+//! - [`ToyTransformer`]: a decoder block stack (causal attention, RMSNorm, gated MLP) with
+//!   checkpoint-style weight names.
+
+use onnx_diagnostic_core::{
+    Dim, DynSpec, DynamicShapes, FnModule, Inputs, Module, Result, SymInt, Tensor, Value, scope,
+};
+use tch::{Device, Kind};
+
+/// A float32 tensor from N(0, 1).
+pub fn randn(shape: &[i64]) -> Tensor {
+    Tensor::from(tch::Tensor::randn(shape, (Kind::Float, Device::Cpu)))
+}
+
+/// An int64 tensor uniform in `[0, high)`.
+pub fn randint(high: i64, shape: &[i64]) -> Tensor {
+    Tensor::from(tch::Tensor::randint(
+        high,
+        shape,
+        (Kind::Int64, Device::Cpu),
+    ))
+}
+
+/// Dynamic shapes for positional inputs from `(input, dim, name)` triples.
+pub fn dynamic_shapes(n_inputs: usize, dims: &[(usize, usize, &str)]) -> DynamicShapes {
+    let mut specs = vec![DynSpec::Static; n_inputs];
+    for (input, dim, name) in dims {
+        match &mut specs[*input] {
+            DynSpec::Tensor(map) => {
+                map.insert(*dim, Dim::new(name));
+            }
+            other => *other = DynSpec::dims([(*dim, Dim::new(name))]),
+        }
+    }
+    DynamicShapes {
+        args: specs,
+        kwargs: Vec::new(),
+    }
+}
+
+/// A group of ops to export and check.
+pub struct Case {
+    /// Short name (`slices`).
+    pub name: &'static str,
+    /// The module.
+    pub module: Box<dyn Module>,
+    /// Export inputs.
+    pub example: Vec<Tensor>,
+    /// Dynamic dims: `(input, dim, name)`.
+    pub dims: Vec<(usize, usize, &'static str)>,
+    /// Input sets of other shapes.
+    pub others: Vec<Vec<Tensor>>,
+    /// Tolerance of the ONNX Runtime comparison.
+    pub atol: f64,
+}
+
+fn tuple(values: Vec<Tensor>) -> Value {
+    Value::Tuple(values.into_iter().map(Value::from).collect())
+}
+
+fn slices() -> Case {
+    let m = FnModule::new("Slices", &["x"], |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let n = x.size(1)?;
+        Ok(tuple(vec![
+            x.slice(1, Some(SymInt::new(-3)), None, 1)?, // x[:, -3:]
+            x.slice(1, Some(SymInt::new(1)), Some(SymInt::new(-1)), 1)?, // x[:, 1:-1]
+            x.slice(1, None, Some(&n - 1), 2)?,          // x[:, :n-1:2]
+            x.narrow(1, &n - 2, 2)?,
+            x.select(0, -1)?,
+        ]))
+    });
+    Case {
+        name: "slices",
+        module: Box::new(m),
+        example: vec![randn(&[4, 10])],
+        dims: vec![(0, 0, "batch"), (0, 1, "len")],
+        others: vec![
+            vec![randn(&[3, 7])],
+            vec![randn(&[1, 5])],
+            vec![randn(&[2, 3])],
+        ],
+        atol: 1e-6,
+    }
+}
+
+fn indexing() -> Case {
+    let m = FnModule::new(
+        "Indexing",
+        &["x", "idx", "cols", "rows", "vals"],
+        |i: &Inputs| {
+            let x = i.tensor("x")?;
+            let idx = i.tensor("idx")?;
+            let g = x.gather(1, idx)?;
+            let rows = i.tensor("rows")?;
+            let vals = i.tensor("vals")?;
+            Ok(tuple(vec![
+                g.clone(),
+                x.scatter(1, idx, &g.mul_scalar(2.0)?)?,
+                x.index_select(1, i.tensor("cols")?)?,
+                x.index_put(&[Some(rows)], vals, false)?,
+                x.index_put(&[Some(rows)], vals, true)?,
+                x.index(&[rows])?,
+            ]))
+        },
+    );
+    // rows index only row 0, so they stay valid for every batch size.
+    let set = |b: i64, l: i64, k: i64, r: i64| {
+        vec![
+            randn(&[b, l]),
+            randint(l, &[b, 3]),
+            randint(l, &[k]),
+            randint(1, &[r]),
+            randn(&[r, l]),
+        ]
+    };
+    Case {
+        name: "indexing",
+        module: Box::new(m),
+        example: set(4, 6, 5, 2),
+        dims: vec![
+            (0, 0, "batch"),
+            (0, 1, "len"),
+            (1, 0, "batch"),
+            (2, 0, "k"),
+            (3, 0, "r"),
+            (4, 0, "r"),
+            (4, 1, "len"),
+        ],
+        others: vec![set(2, 7, 3, 1), set(1, 5, 1, 3), set(6, 3, 9, 2)],
+        atol: 1e-6,
+    }
+}
+
+fn conv() -> Case {
+    let (w, b, w2) = (randn(&[4, 3, 3, 3]), randn(&[4]), randn(&[2, 4, 3, 3]));
+    let (gw, gb) = (randn(&[4]), randn(&[4]));
+    let params = vec![
+        ("conv.weight".to_owned(), w.clone()),
+        ("conv.bias".to_owned(), b.clone()),
+        ("conv2.weight".to_owned(), w2.clone()),
+        ("norm.weight".to_owned(), gw.clone()),
+        ("norm.bias".to_owned(), gb.clone()),
+    ];
+    let m = FnModule::new("Conv", &["x"], move |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let y = x.conv2d(&w, Some(&b), [1, 1], [1, 1], [1, 1], 1)?.relu()?;
+        Ok(tuple(vec![
+            y.avg_pool2d([2, 2], [2, 2], [0, 0])?
+                .upsample_nearest2d(2)?,
+            y.conv2d(&w2, None, [2, 2], [0, 0], [1, 1], 1)?,
+            y.group_norm(2, Some(&gw), Some(&gb), 1e-5)?,
+            y.group_norm(2, None, None, 1e-5)?,
+            y.permute(&[0, 2, 3, 1])?
+                .layer_norm(&[4], None, None, 1e-5)?,
+        ]))
+    })
+    .with_parameters(params);
+    Case {
+        name: "conv",
+        module: Box::new(m),
+        example: vec![randn(&[2, 3, 8, 12])],
+        dims: vec![(0, 0, "batch"), (0, 2, "height"), (0, 3, "width")],
+        others: vec![
+            vec![randn(&[1, 3, 10, 6])],
+            vec![randn(&[3, 3, 7, 9])],
+            vec![randn(&[1, 3, 3, 4])],
+        ],
+        atol: 1e-4,
+    }
+}
+
+fn reduce() -> Case {
+    let m = FnModule::new("Reduce", &["x"], |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let (values, indices) = x.topk(3, -1, true, true)?;
+        let (mx, amx) = x.max_dim(1, false)?;
+        let (mn, amn) = x.min_dim(0, true)?;
+        let pos = x.gt_scalar(0.0)?;
+        let mut out = vec![values, indices];
+        out.extend(x.chunk(2, 1)?);
+        out.extend([
+            x.cumsum(1)?,
+            mx,
+            amx,
+            mn,
+            amn,
+            x.argmax(1, true)?,
+            pos.any(&[1], false)?,
+            pos.all(&[], false)?,
+            pos.sum(&[1], false)?,
+            x.sum(&[0, 1], false)?,
+            x.mean(&[1], true)?,
+            x.amin(&[0], false)?,
+            x.to_kind(Kind::Double)?.to_device(Device::Cpu)?,
+            x.log_softmax(-1)?,
+            x.gelu("tanh")?,
+            x.gelu("none")?,
+            x.clamp(Some(-0.5), None)?.clamp(None, Some(0.5))?,
+            x.sigmoid()?
+                .tanh()?
+                .abs()?
+                .sqrt()?
+                .exp()?
+                .log()?
+                .neg()?
+                .sin()?
+                .cos()?,
+            x.ne_scalar(0.0)?
+                .logical_and(&x.lt_scalar(1.0)?)?
+                .logical_or(&x.ge_scalar(2.0)?)?,
+            x.masked_fill(&x.le_scalar(0.0)?, -1.0)?
+                .maximum(x)?
+                .minimum(&x.relu()?)?,
+            x.rsub_scalar(1.0)?.div_scalar(2.0)?.pow_scalar(2.0)?,
+        ]);
+        Ok(tuple(out))
+    });
+    Case {
+        name: "reduce",
+        module: Box::new(m),
+        example: vec![randn(&[3, 8])],
+        dims: vec![(0, 0, "batch"), (0, 1, "len")],
+        others: vec![
+            vec![randn(&[1, 5])],
+            vec![randn(&[4, 3])],
+            vec![randn(&[2, 9])],
+        ],
+        atol: 1e-5,
+    }
+}
+
+fn attention() -> Case {
+    let m = FnModule::new("Attention", &["q", "k", "v"], |i: &Inputs| {
+        let (q, k, v) = (i.tensor("q")?, i.tensor("k")?, i.tensor("v")?);
+        let (sq, sk) = (q.size(2)?, k.size(2)?);
+        // A causal mask for a query block at the end of the keys (a KV cache of sk - sq).
+        let rows = Tensor::arange(&sk - &sq, sk.clone(), 1, Kind::Int64, Device::Cpu)?;
+        let cols = Tensor::arange(0, sk.clone(), 1, Kind::Int64, Device::Cpu)?;
+        let allowed = cols.unsqueeze(0)?.le(&rows.unsqueeze(1)?)?;
+        let zeros = Tensor::zeros(vec![sq.clone(), sk.clone()], Kind::Float, Device::Cpu)?;
+        let mask = zeros.masked_fill(&allowed.logical_not()?, f64::NEG_INFINITY)?;
+        let square = vec![sq.clone(), sq.clone()];
+        let bool_mask = Tensor::ones(square.clone(), Kind::Bool, Device::Cpu)?.tril(0)?;
+        let tri = Tensor::full(square, 1.0, Kind::Float, Device::Cpu)?.tril(0)?;
+        let ones = Tensor::ones(vec![sq.clone()], Kind::Float, Device::Cpu)?;
+        Ok(tuple(vec![
+            Tensor::scaled_dot_product_attention(q, k, v, Some(&mask), false, None, true)?,
+            Tensor::scaled_dot_product_attention(q, q, q, Some(&bool_mask), false, None, false)?,
+            Tensor::scaled_dot_product_attention(q, q, q, None, true, Some(0.5), false)?,
+            Tensor::stack(&[&tri, &tri], 0)?,
+            Tensor::cat(&[&tri, &tri.triu(1)?], 1)?,
+            tri.add(&ones)?,
+            rows.unsqueeze(0)?
+                .expand(vec![SymInt::new(3), sq.clone()])?,
+            q.permute(&[0, 2, 1, 3])?.flatten(2, 3)?,
+        ]))
+    });
+    // 4 query heads share 2 key/value heads.
+    let set = |b: i64, sq: i64, sk: i64| {
+        vec![
+            randn(&[b, 4, sq, 8]),
+            randn(&[b, 2, sk, 8]),
+            randn(&[b, 2, sk, 8]),
+        ]
+    };
+    Case {
+        name: "attention",
+        module: Box::new(m),
+        example: set(2, 3, 7),
+        dims: vec![
+            (0, 0, "batch"),
+            (1, 0, "batch"),
+            (2, 0, "batch"),
+            (0, 2, "seq"),
+            (1, 2, "total"),
+            (2, 2, "total"),
+        ],
+        others: vec![set(1, 1, 1), set(3, 2, 9), set(1, 5, 5)],
+        atol: 1e-5,
+    }
+}
+
+/// Every op case (the generator is seeded first, so weights and inputs repeat).
+pub fn cases() -> Vec<Case> {
+    tch::manual_seed(1);
+    vec![slices(), indexing(), conv(), reduce(), attention()]
+}
+
+/// RMSNorm as transformers writes it: `x * rsqrt(mean(x^2) + eps) * weight`.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn rms_norm(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let var = x.pow_scalar(2.0)?.mean(&[-1], true)?;
+    x.mul(&var.add_scalar(1e-6)?.rsqrt()?)?.mul(weight)
+}
+
+/// A stack of decoder blocks: causal multi-head attention built the eager way (a `-inf` upper
+/// triangle), RMSNorm, a gated SiLU MLP; weights named as a Llama checkpoint names them.
+pub struct ToyTransformer {
+    weights: Vec<(String, Tensor)>,
+    layers: usize,
+    heads: i64,
+    head_dim: i64,
+}
+
+impl ToyTransformer {
+    /// `layers` blocks of width `hidden` with `heads` heads, weights from seed 0.
+    pub fn new(hidden: i64, heads: i64, layers: usize) -> Self {
+        tch::manual_seed(0);
+        let mut weights = Vec::new();
+        for i in 0..layers {
+            let mut w = |n: &str, shape: &[i64], scale: f64| {
+                let t = Tensor::from(tch::Tensor::randn(shape, (Kind::Float, Device::Cpu)) * scale);
+                weights.push((format!("layers.{i}.{n}"), t));
+            };
+            w("input_layernorm.weight", &[hidden], 1.0);
+            for p in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+                w(&format!("self_attn.{p}.weight"), &[hidden, hidden], 0.2);
+            }
+            w("post_attention_layernorm.weight", &[hidden], 1.0);
+            w("mlp.gate_proj.weight", &[2 * hidden, hidden], 0.2);
+            w("mlp.up_proj.weight", &[2 * hidden, hidden], 0.2);
+            w("mlp.down_proj.weight", &[hidden, 2 * hidden], 0.2);
+        }
+        Self {
+            weights,
+            layers,
+            heads,
+            head_dim: hidden / heads,
+        }
+    }
+
+    fn w(&self, i: usize, n: &str) -> Result<&Tensor> {
+        let key = format!("layers.{i}.{n}");
+        self.weights
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, t)| t)
+            .ok_or_else(|| onnx_diagnostic_core::Error::Model {
+                model: "ToyTransformer".to_owned(),
+                message: format!("no weight {key}"),
+            })
+    }
+
+    fn attention(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let _a = scope("self_attn");
+        let (b, s) = (x.size(0)?, x.size(1)?);
+        let split = |t: Tensor| -> Result<Tensor> {
+            let shape = vec![
+                b.clone(),
+                s.clone(),
+                SymInt::new(self.heads),
+                SymInt::new(self.head_dim),
+            ];
+            t.view(shape)?.transpose(1, 2)
+        };
+        let q = split(x.linear(self.w(i, "self_attn.q_proj.weight")?, None)?)?;
+        let k = split(x.linear(self.w(i, "self_attn.k_proj.weight")?, None)?)?;
+        let v = split(x.linear(self.w(i, "self_attn.v_proj.weight")?, None)?)?;
+        let square = vec![s.clone(), s.clone()];
+        let mask = Tensor::full(square, f64::NEG_INFINITY, Kind::Float, Device::Cpu)?.triu(1)?;
+        let scores = q
+            .matmul(&k.transpose(2, 3)?)?
+            .mul_scalar(1.0 / (self.head_dim as f64).sqrt())?
+            .add(&mask)?;
+        let a = scores.softmax(-1)?.matmul(&v)?;
+        a.transpose(1, 2)?
+            .reshape(vec![b, s, SymInt::new(-1)])?
+            .linear(self.w(i, "self_attn.o_proj.weight")?, None)
+    }
+}
+
+impl Module for ToyTransformer {
+    fn class_name(&self) -> String {
+        "ToyTransformer".to_owned()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        vec!["x".to_owned()]
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.weights.clone()
+    }
+    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+        let mut h = inputs.tensor("x")?.clone();
+        for i in 0..self.layers {
+            let _l = scope(&format!("layers.{i}"));
+            let x = rms_norm(&h, self.w(i, "input_layernorm.weight")?)?;
+            h = h.add(&self.attention(i, &x)?)?;
+            let _m = scope("mlp");
+            let n = rms_norm(&h, self.w(i, "post_attention_layernorm.weight")?)?;
+            let act = n
+                .linear(self.w(i, "mlp.gate_proj.weight")?, None)?
+                .silu()?
+                .mul(&n.linear(self.w(i, "mlp.up_proj.weight")?, None)?)?;
+            h = h.add(&act.linear(self.w(i, "mlp.down_proj.weight")?, None)?)?;
+        }
+        Ok(h.into())
+    }
+}
