@@ -19,7 +19,9 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use onnx_diagnostic_core::{ExportOptions, ExportedProgram, Inputs, Module, Value, export};
+use onnx_diagnostic_core::{
+    ExportOptions, ExportedProgram, Inputs, Module, Value, export, helpers::py_float,
+};
 use onnx_diagnostic_onnx::{
     Diff, ExternalData, LowerOptions, OnnxProgram, lower, max_diff, passes, proto, save_model,
 };
@@ -96,28 +98,6 @@ impl fmt::Display for V {
             V::I(x) => write!(f, "{x}"),
         }
     }
-}
-
-/// A float as Python's `repr` writes it (`0.0`, `204672.0`, `6.55e-07`), as the Python
-/// summary prints its values.
-fn py_float(x: f64) -> String {
-    if x.is_nan() {
-        return "nan".to_owned();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "inf" } else { "-inf" }.to_owned();
-    }
-    if x == 0.0 || (1e-4..1e16).contains(&x.abs()) {
-        let s = format!("{x}");
-        return if s.contains('.') { s } else { format!("{s}.0") };
-    }
-    let s = format!("{x:e}");
-    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
-    let (sign, digits) = match exp.strip_prefix('-') {
-        Some(d) => ('-', d),
-        None => ('+', exp),
-    };
-    format!("{mantissa}e{sign}{digits:0>2}")
 }
 
 #[derive(Default)]
@@ -501,20 +481,4 @@ fn describe_task(task: &str) -> Result<()> {
         text_generation_dynamic_shapes(&dims)
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::py_float;
-
-    #[test]
-    fn floats_print_as_python_repr() {
-        assert_eq!(py_float(0.0), "0.0");
-        assert_eq!(py_float(204672.0), "204672.0");
-        assert_eq!(py_float(6.556510925292969e-7), "6.556510925292969e-07");
-        assert_eq!(py_float(0.00021480971330003638), "0.00021480971330003638");
-        assert_eq!(py_float(1e-5), "1e-05");
-        assert_eq!(py_float(1e16), "1e+16");
-        assert_eq!(py_float(f64::INFINITY), "inf");
-    }
 }

@@ -5,12 +5,16 @@
 //!   inside [`export`] it also records them with symbolic shapes.
 //! - [`SymInt`] / [`SymExpr`]: sizes as expressions over symbols (`s0`, `batch`).
 //! - [`export`] → [`ExportedProgram`]: printed like torch's, runnable with [`ExportedProgram::run`].
+//! - [`string_type`], [`ModelInputs::guess_dynamic_shapes`]: the seed's helpers to read nested
+//!   inputs and to find dynamic shapes from several input sets.
 //! - [`ops`]: the op table (name, eager kernel, shape rule), one registration per op.
 
 pub mod context;
 pub mod error;
 pub mod export;
 pub mod graph;
+pub mod helpers;
+pub mod model_inputs;
 pub mod ops;
 pub mod program;
 pub mod pytree;
@@ -21,6 +25,8 @@ pub use context::{Guard, ScopeGuard, scope};
 pub use error::{Error, Loc, Result};
 pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, FnModule, Inputs, Module, export};
 pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};
+pub use helpers::{StringTypeOptions, string_dynamic_shapes, string_type};
+pub use model_inputs::ModelInputs;
 pub use ops::{OpDef, Rel};
 pub use program::{ExportedProgram, SymbolInfo, UserInput};
 pub use pytree::{TreeSpec, Value};
