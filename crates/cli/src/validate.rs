@@ -27,8 +27,11 @@ use onnx_diagnostic_onnx::{
 };
 use onnx_diagnostic_transformers::{
     catalog,
-    models::llama::{Config, LlamaForCausalLM},
-    tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
+    models::{
+        llama::{Config, LlamaForCausalLM},
+        mistral::MistralForCausalLM,
+    },
+    tasks::{DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
     weights::Weights,
 };
 
@@ -159,7 +162,7 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn load_model(id: &str, s: &mut Summary) -> Result<LlamaForCausalLM> {
+fn load_model(id: &str, s: &mut Summary) -> Result<(Box<dyn Module>, DecoderDims)> {
     let path = Path::new(id);
     let t = Instant::now();
     let (config_text, from_dir) = if path.is_dir() {
@@ -177,15 +180,23 @@ fn load_model(id: &str, s: &mut Summary) -> Result<LlamaForCausalLM> {
     };
     let json: serde_json::Value = serde_json::from_str(&config_text)?;
     let arch = json["architectures"][0].as_str().unwrap_or("?").to_owned();
-    if arch != "LlamaForCausalLM" {
-        bail!("architecture {arch} of {id} is not implemented yet (LlamaForCausalLM is)");
-    }
-    let model = if from_dir {
-        LlamaForCausalLM::from_pretrained(path)?
-    } else {
-        let cfg = Config::from_json(&config_text)?;
-        let mut w = Weights::untrained(&arch, 42, cfg.initializer_range);
-        LlamaForCausalLM::new(cfg, &mut w)?
+    let cfg = Config::from_json(&config_text)?;
+    let dims = cfg.decoder_dims();
+    let model: Box<dyn Module> = match (arch.as_str(), from_dir) {
+        ("LlamaForCausalLM", true) => Box::new(LlamaForCausalLM::from_pretrained(path)?),
+        ("MistralForCausalLM", true) => Box::new(MistralForCausalLM::from_pretrained(path)?),
+        ("LlamaForCausalLM", false) => {
+            let mut w = Weights::untrained(&arch, 42, cfg.initializer_range);
+            Box::new(LlamaForCausalLM::new(cfg, &mut w)?)
+        }
+        ("MistralForCausalLM", false) => {
+            let mut w = Weights::untrained(&arch, 42, cfg.initializer_range);
+            Box::new(MistralForCausalLM::new(cfg, &mut w)?)
+        }
+        _ => bail!(
+            "architecture {arch} of {id} is not implemented yet \
+             (LlamaForCausalLM and MistralForCausalLM are)"
+        ),
     };
     s.f("time_create", ms(t));
     s.s("model_id", id);
@@ -202,7 +213,7 @@ fn load_model(id: &str, s: &mut Summary) -> Result<LlamaForCausalLM> {
     let n: i64 = params.iter().map(|(_, t)| t.as_tch().numel() as i64).sum();
     s.i("model_nweights", n);
     s.i("model_size", n * 4);
-    Ok(model)
+    Ok((model, dims))
 }
 
 /// Runs `step`; with `-q` a failure becomes `ERR_<name>` and `None`.
@@ -257,8 +268,8 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     s.s("version_onnx_diagnostic", env!("CARGO_PKG_VERSION"));
     s.i("version_opset", a.opset);
     s.s("model_task", "text-generation");
-    let model = load_model(id, &mut s)?;
-    let dims = model.config.decoder_dims();
+    let (model, dims) = load_model(id, &mut s)?;
+    let model = model.as_ref();
     let sets: Vec<(&str, Vec<(String, Value)>)> = INPUT_SETS
         .iter()
         .map(|(name, (b, q, c))| {
@@ -272,7 +283,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     let mut expected = Vec::new();
     for (name, set) in &sets {
         let t = Instant::now();
-        let out = model.forward(&Inputs::bind_for(&model, &[], set)?)?;
+        let out = model.forward(&Inputs::bind_for(model, &[], set)?)?;
         if *name == "inputs" {
             s.f("time_run", ms(t));
         }
@@ -306,7 +317,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     };
     let ep: Option<ExportedProgram> = step(a.quiet, &mut s, "export_export", |s| {
         let t = Instant::now();
-        let ep = export(&model, &[], &sets[0].1, Some(&ds), &opts)?;
+        let ep = export(model, &[], &sets[0].1, Some(&ds), &opts)?;
         s.f("time_export_export", ms(t));
         s.i("export_graph_nodes", ep.graph().nodes.len() as i64);
         s.i("export_guards", ep.guards().len() as i64);

@@ -148,3 +148,25 @@ fn validate_accepts_a_save_pretrained_directory() {
     let abs: f64 = s["disc_onnx_ort_run_abs"].parse().unwrap();
     assert!(abs <= 1e-4, "{abs}");
 }
+
+/// Every catalog model validates (exit 0, all four discrepancies within 1e-4).
+#[test]
+fn every_catalog_model_validates() {
+    for id in onnx_diagnostic_transformers::catalog::model_ids() {
+        let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+            .args(["validate", "--run", "--export", "onnx", "-m", id])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{id}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = summary(&stdout);
+        for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+            assert!(abs <= 1e-4, "{id} {sfx}: {abs}");
+        }
+    }
+}

@@ -4,9 +4,10 @@
 //! validate reduces them.
 
 /// `(model id, config.json)` pairs.
-const CONFIGS: &[(&str, &str)] = &[(
-    "arnir0/Tiny-LLM",
-    r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+const CONFIGS: &[(&str, &str)] = &[
+    (
+        "arnir0/Tiny-LLM",
+        r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
         "bos_token_id": 1, "eos_token_id": 2, "head_dim": 96, "hidden_act": "silu",
         "hidden_size": 192, "initializer_range": 0.02, "intermediate_size": 1024,
         "max_position_embeddings": 1024, "mlp_bias": false, "model_type": "llama",
@@ -14,7 +15,20 @@ const CONFIGS: &[(&str, &str)] = &[(
         "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0,
         "tie_word_embeddings": false, "torch_dtype": "float32", "use_cache": true,
         "vocab_size": 32000}"#,
-)];
+    ),
+    (
+        "echarlaix/tiny-random-mistral",
+        r#"{"architectures": ["MistralForCausalLM"], "attention_dropout": 0.0,
+        "attention_probs_dropout_prob": 0.1, "bos_token_id": 1, "eos_token_id": 2,
+        "head_dim": 8, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 32,
+        "initializer_range": 0.02, "intermediate_size": 37, "is_decoder": true,
+        "max_position_embeddings": 512, "model_type": "mistral", "num_attention_heads": 4,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "pad_token_id": 0,
+        "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096,
+        "tie_word_embeddings": false, "torch_dtype": "float32", "type_vocab_size": 16,
+        "use_cache": true, "vocab_size": 32000}"#,
+    ),
+];
 
 /// The `config.json` of a catalog model id.
 pub fn config_json(model_id: &str) -> Option<&'static str> {

@@ -7,9 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+mod common;
 
-use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
+use common::{diff, reference, t};
+
+use onnx_diagnostic_core::{ExportOptions, Inputs, Module, export};
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, passes};
 use onnx_diagnostic_transformers::{
     catalog,
@@ -17,46 +19,6 @@ use onnx_diagnostic_transformers::{
     tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
     weights::Weights,
 };
-
-fn reference(name: &str, config: &str) -> (PathBuf, HashMap<String, tch::Tensor>) {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("parity")
-        .join(name);
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("input_config.json");
-    std::fs::write(&cfg, config).unwrap();
-    let out = root.join("checkpoint");
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(manifest.join("../../.venv/bin/python"))
-        .arg(manifest.join("tests/parity/make_reference.py"))
-        .arg(&out)
-        .arg(&cfg)
-        .output()
-        .expect("the venv's python runs");
-    assert!(
-        status.status.success(),
-        "make_reference.py failed for {name}:\n{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let io = tch::Tensor::read_safetensors(out.join("io.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
-    (out, io)
-}
-
-fn diff(a: &Tensor, b: &tch::Tensor) -> f64 {
-    assert_eq!(a.concrete_shape(), b.size());
-    (a.as_tch() - b).abs().max().double_value(&[])
-}
-
-fn t(io: &HashMap<String, tch::Tensor>, k: &str) -> Tensor {
-    Tensor::from(
-        io.get(k)
-            .unwrap_or_else(|| panic!("{k} missing"))
-            .shallow_clone(),
-    )
-}
 
 const TINY: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":128,
 "hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,

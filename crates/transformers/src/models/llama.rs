@@ -106,6 +106,9 @@ pub struct Config {
     /// Standard deviation of untrained weights.
     #[serde(default = "default_std")]
     pub initializer_range: f64,
+    /// Attention window (Mistral; Llama ignores it, as transformers does).
+    #[serde(default)]
+    pub sliding_window: Option<i64>,
 }
 
 impl Config {
@@ -462,6 +465,8 @@ pub struct LlamaModel {
     norm: LlamaRMSNorm,
     rotary_emb: LlamaRotaryEmbedding,
     params: Vec<(String, Tensor)>,
+    /// Positions further back than this are masked (Mistral's sliding window).
+    pub(crate) sliding_window: Option<i64>,
 }
 
 impl LlamaModel {
@@ -496,6 +501,7 @@ impl LlamaModel {
             rotary_emb: LlamaRotaryEmbedding::new(cfg)?,
             layers,
             params: Vec::new(),
+            sliding_window: None,
         };
         Ok(model.with_params())
     }
@@ -533,18 +539,22 @@ impl LlamaModel {
     }
 
     /// The mask transformers' eager attention adds: `[batch or 1, 1, seq, past + seq]`, 0 where
-    /// a position may attend (causal, and not padding), the float32 minimum elsewhere.
+    /// a position may attend (causal, within the sliding window if any, and not padding), the
+    /// float32 minimum elsewhere.
     fn causal_mask(
+        &self,
         attention_mask: Option<&Tensor>,
         cache_position: &Tensor,
         total: &SymInt,
     ) -> CoreResult<Tensor> {
-        let kv = Tensor::arange(0, total.clone(), 1, Kind::Int64, Device::Cpu)?;
-        let mut allowed = kv
-            .unsqueeze(0)?
-            .le(&cache_position.unsqueeze(1)?)?
-            .unsqueeze(0)?
-            .unsqueeze(0)?;
+        let kv = Tensor::arange(0, total.clone(), 1, Kind::Int64, Device::Cpu)?.unsqueeze(0)?;
+        let q = cache_position.unsqueeze(1)?;
+        let mut allowed = kv.le(&q)?;
+        if let Some(window) = self.sliding_window {
+            // transformers' sliding_window_overlay: kv_idx > q_idx - sliding_window.
+            allowed = allowed.logical_and(&kv.gt(&q.sub_scalar(window)?)?)?;
+        }
+        let mut allowed = allowed.unsqueeze(0)?.unsqueeze(0)?;
         if let Some(m) = attention_mask {
             let pad = m.to_kind(Kind::Bool)?.unsqueeze(1)?.unsqueeze(1)?;
             allowed = allowed.logical_and(&pad)?;
@@ -583,7 +593,7 @@ impl LlamaModel {
             Some(p) => p.clone(),
             None => cache_position.unsqueeze(0)?,
         };
-        let mask = Self::causal_mask(attention_mask, &cache_position, &total)?;
+        let mask = self.causal_mask(attention_mask, &cache_position, &total)?;
         let cos_sin = self.rotary_emb.forward(&position_ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let _l = scope(&format!("layers.{i}"));
@@ -632,6 +642,12 @@ impl LlamaForCausalLM {
             model,
             lm_head,
         })
+    }
+
+    /// The same model with Mistral's sliding-window mask.
+    pub(crate) fn with_sliding_window(mut self, window: Option<i64>) -> Self {
+        self.model.sliding_window = window;
+        self
     }
 
     /// Loads a checkpoint directory (`config.json` + safetensors).

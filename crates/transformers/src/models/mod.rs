@@ -1,6 +1,7 @@
 //! Model definitions, one file per architecture (candle's layout), and the pieces they share.
 
 pub mod llama;
+pub mod mistral;
 
 use onnx_diagnostic_core::{Result, Tensor, scope};
 

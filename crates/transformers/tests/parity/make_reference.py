@@ -150,12 +150,14 @@ def main(argv):
         logits_next = out2.logits.detach().clone()
         kv2 = cache_layers(out2.past_key_values, num_layers)
 
-    for i, (k, _) in enumerate(kv1):
-        if k.shape[0] != batch or k.shape[2] != seq:
-            die(f"step-1 cache layer {i} has shape {tuple(k.shape)}")
-    for i, (k, _) in enumerate(kv2):
-        if k.shape[0] != batch or k.shape[2] != seq + seq_next:
-            die(f"step-2 cache layer {i} has shape {tuple(k.shape)}")
+    # A sliding-window layer keeps only its last positions (sliding_window - 1 of them in
+    # transformers 5.23): its length may be shorter, never longer.
+    window = getattr(config, "sliding_window", None)
+    for step, kv, length in ((1, kv1, seq), (2, kv2, seq + seq_next)):
+        for i, (k, _) in enumerate(kv):
+            ok = k.shape[2] == length or (window is not None and k.shape[2] < length)
+            if k.shape[0] != batch or not ok:
+                die(f"step-{step} cache layer {i} has shape {tuple(k.shape)}")
 
     tensors = {
         "input_ids": input_ids,

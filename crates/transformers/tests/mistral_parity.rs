@@ -1,0 +1,109 @@
+//! Parity of `MistralForCausalLM` with transformers 5.23 (see `llama_parity.rs` for the
+//! protocol), with a sliding window shorter than the prompt so that the window mask matters,
+//! and the catalog's echarlaix/tiny-random-mistral exported to ONNX with a KV cache.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use common::{diff, reference, t};
+use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
+use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
+use onnx_diagnostic_transformers::{
+    catalog,
+    models::{llama::Config, mistral::MistralForCausalLM},
+    tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
+    weights::Weights,
+};
+
+/// transformers keeps only the last `window - 1` positions of a sliding-window layer: compare
+/// our full cache's tail with it.
+fn tail_diff(ours: &Tensor, theirs: &tch::Tensor) -> f64 {
+    let (n, m) = (ours.concrete_shape()[2], theirs.size()[2]);
+    assert!(
+        m <= n,
+        "transformers' cache is longer ({m}) than ours ({n})"
+    );
+    let tail = Tensor::from(ours.as_tch().narrow(2, n - m, m));
+    diff(&tail, theirs)
+}
+
+#[test]
+fn mistral_sliding_window_matches_transformers() {
+    let config = r#"{"architectures":["MistralForCausalLM"],"model_type":"mistral",
+    "vocab_size":128,"hidden_size":32,"intermediate_size":37,"num_hidden_layers":2,
+    "num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"hidden_act":"gelu",
+    "max_position_embeddings":64,"rms_norm_eps":1e-6,"rope_theta":10000.0,
+    "sliding_window":3,"tie_word_embeddings":false}"#;
+    let (dir, io) = reference("mistral_window3", config);
+    let model = MistralForCausalLM::from_pretrained(&dir).unwrap();
+    assert_eq!(model.config().sliding_window, Some(3));
+    let (logits, cache) = model
+        .forward_with_cache(
+            &t(&io, "input_ids"),
+            Some(&t(&io, "attention_mask")),
+            None,
+            None,
+        )
+        .unwrap();
+    let d = diff(&logits, &io["logits"]);
+    assert!(d <= 1e-4, "prompt logits differ by {d}");
+    for i in 0..2 {
+        let l = &cache.layers[i];
+        assert!(tail_diff(l.keys.as_ref().unwrap(), &io[&format!("present_key_{i}")]) <= 1e-4);
+        assert!(
+            tail_diff(
+                l.values.as_ref().unwrap(),
+                &io[&format!("present_value_{i}")]
+            ) <= 1e-4
+        );
+    }
+    let (logits, _) = model
+        .forward_with_cache(
+            &t(&io, "input_ids_next"),
+            Some(&t(&io, "attention_mask_next")),
+            None,
+            Some(cache),
+        )
+        .unwrap();
+    let d = diff(&logits, &io["logits_next"]);
+    assert!(d <= 1e-4, "cached-step logits differ by {d}");
+
+    // The window changes the result: the same weights without it give other logits.
+    let mut no_window = Config::from_file(&dir.join("config.json")).unwrap();
+    no_window.sliding_window = None;
+    let mut w = Weights::from_dir(&dir, "MistralForCausalLM").unwrap();
+    let plain = MistralForCausalLM::new(no_window, &mut w).unwrap();
+    let (other, _) = plain
+        .forward_with_cache(
+            &t(&io, "input_ids"),
+            Some(&t(&io, "attention_mask")),
+            None,
+            None,
+        )
+        .unwrap();
+    assert!(diff(&other, &io["logits"]) > 1e-6);
+}
+
+#[test]
+fn tiny_random_mistral_exports_with_a_cache_and_matches_in_ort() {
+    let cfg =
+        Config::from_json(catalog::config_json("echarlaix/tiny-random-mistral").unwrap()).unwrap();
+    let mut w = Weights::untrained("MistralForCausalLM", 42, cfg.initializer_range);
+    let model = MistralForCausalLM::new(cfg, &mut w).unwrap();
+    let dims = model.config().decoder_dims();
+    let ds = text_generation_dynamic_shapes(&dims);
+    let example = text_generation_inputs(&dims, 2, 3, 30);
+    let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
+    assert!(ep.to_string().contains("class GraphModule"), "{ep}");
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    for (name, (b, s, c)) in INPUT_SETS {
+        let set = text_generation_inputs(&dims, *b, *s, *c);
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
+            .unwrap();
+        let d = max_diff(&eager, &session.run(&[], &set).unwrap());
+        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name}: {d:?}");
+    }
+}
