@@ -366,7 +366,7 @@ fn trace_input(
         path: path.to_owned(),
         reason: format!(
             "the dynamic shapes give {what} here but the input is {}",
-            kind_of(value)
+            value.kind_name()
         ),
     };
     match (value, spec) {
@@ -480,20 +480,6 @@ fn trace_input(
         }
         (_, DynSpec::Static) => Ok(()),
         (_, _) => Err(mismatch("dynamic dimensions")),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Tensor(_) => "a tensor",
-        Value::Int(_) => "an int",
-        Value::Float(_) => "a float",
-        Value::Bool(_) => "a bool",
-        Value::Str(_) => "a string",
-        Value::None => "None",
-        Value::List(_) => "a list",
-        Value::Tuple(_) => "a tuple",
-        Value::Dict(_) => "a dict",
     }
 }
 

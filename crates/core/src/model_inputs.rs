@@ -25,20 +25,6 @@ pub struct ModelInputs {
     pub inputs: Vec<InputSet>,
 }
 
-fn kind_name(v: &Value) -> &'static str {
-    match v {
-        Value::Tensor(_) => "a tensor",
-        Value::Int(_) => "an int",
-        Value::Float(_) => "a float",
-        Value::Bool(_) => "a bool",
-        Value::Str(_) => "a string",
-        Value::None => "None",
-        Value::List(_) => "a list",
-        Value::Tuple(_) => "a tuple",
-        Value::Dict(_) => "a dict",
-    }
-}
-
 /// The dynamic spec of one input over its values in every set; `path` names it in errors.
 fn guess(values: &[&Value], path: &str, dim: &Dim) -> Result<DynSpec> {
     let first = values[0];
@@ -46,8 +32,8 @@ fn guess(values: &[&Value], path: &str, dim: &Dim) -> Result<DynSpec> {
         path: path.to_owned(),
         reason: format!(
             "the input sets differ in structure: {} in set 0, {} in another",
-            kind_name(first),
-            kind_name(other)
+            first.kind_name(),
+            other.kind_name()
         ),
     };
     match first {

@@ -101,7 +101,7 @@ impl DynamicCache {
                     path: "past_key_values".to_owned(),
                     reason: format!(
                         "expected a DynamicCache as a dict key_i/value_i, got {}",
-                        kind_of(other)
+                        other.kind_name()
                     ),
                 }));
             }
@@ -126,16 +126,5 @@ impl DynamicCache {
             }
         }
         Ok(Some(Self::from_pairs(pairs)))
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Tensor(_) => "a tensor",
-        Value::List(_) => "a list",
-        Value::Tuple(_) => "a tuple",
-        Value::Dict(_) => "a dict",
-        Value::None => "None",
-        _ => "a scalar",
     }
 }
