@@ -6,13 +6,11 @@
 
 mod common;
 
-use common::{diff, reference, t};
-use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
-use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
+use common::{diff, export_and_check_in_ort, reference, t};
+use onnx_diagnostic_core::Tensor;
 use onnx_diagnostic_transformers::{
     catalog,
     models::{llama::Config, mistral::MistralForCausalLM},
-    tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
     weights::Weights,
 };
 
@@ -91,19 +89,6 @@ fn tiny_random_mistral_exports_with_a_cache_and_matches_in_ort() {
         Config::from_json(catalog::config_json("echarlaix/tiny-random-mistral").unwrap()).unwrap();
     let mut w = Weights::untrained("MistralForCausalLM", 42, cfg.initializer_range);
     let model = MistralForCausalLM::new(cfg, &mut w).unwrap();
-    let dims = model.config().decoder_dims();
-    let ds = text_generation_dynamic_shapes(&dims);
-    let example = text_generation_inputs(&dims, 2, 3, 30);
-    let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
-    assert!(ep.to_string().contains("class GraphModule"), "{ep}");
-    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
-    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
-    for (name, (b, s, c)) in INPUT_SETS {
-        let set = text_generation_inputs(&dims, *b, *s, *c);
-        let eager = model
-            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
-            .unwrap();
-        let d = max_diff(&eager, &session.run(&[], &set).unwrap());
-        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name}: {d:?}");
-    }
+    let onnx = export_and_check_in_ort(&model, &model.config().decoder_dims());
+    assert!(onnx.graph.is_some());
 }

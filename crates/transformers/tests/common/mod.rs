@@ -10,7 +10,11 @@
 
 use std::{collections::HashMap, path::PathBuf, process::Command};
 
-use onnx_diagnostic_core::Tensor;
+use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
+use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, proto};
+use onnx_diagnostic_transformers::tasks::{
+    DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs,
+};
 
 /// Runs `tests/parity/make_reference.py` on `config` (in `<target tmp>/parity/<name>`): the
 /// checkpoint directory and the reference tensors.
@@ -54,4 +58,29 @@ pub(crate) fn t(io: &HashMap<String, tch::Tensor>, k: &str) -> Tensor {
             .unwrap_or_else(|| panic!("{k} missing"))
             .shallow_clone(),
     )
+}
+
+/// Exports `model` on the text-generation `inputs` set with dynamic batch/sequence/cache,
+/// lowers it, and checks ONNX Runtime against eager on the four validate input sets (≤ 1e-4, no
+/// NaN). Returns the ONNX model.
+pub(crate) fn export_and_check_in_ort(model: &dyn Module, dims: &DecoderDims) -> proto::ModelProto {
+    let name = model.class_name();
+    let ds = text_generation_dynamic_shapes(dims);
+    let example = text_generation_inputs(dims, 2, 3, 30);
+    let ep = export(model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    for (set_name, (b, s, c)) in INPUT_SETS {
+        let set = text_generation_inputs(dims, *b, *s, *c);
+        let eager = model
+            .forward(&Inputs::bind_for(model, &[], &set).unwrap())
+            .unwrap();
+        let d = max_diff(&eager, &session.run(&[], &set).unwrap());
+        eprintln!(
+            "{name} {set_name}: abs {:.3e} rel {:.3e} n {}",
+            d.abs, d.rel, d.n
+        );
+        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {set_name}: {d:?}");
+    }
+    onnx
 }
