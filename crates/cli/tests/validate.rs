@@ -12,31 +12,34 @@ fn summary(stdout: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// Runs `onnx-diagnostic validate ARGS --run --export onnx`, asserts it succeeds, returns its
+/// stdout and summary.
+fn validate_ok(args: &[&std::ffi::OsStr]) -> (String, HashMap<String, String>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "--run", "--export", "onnx"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&stdout);
+    (stdout, s)
+}
+
 #[test]
 fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
     let dump = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_tiny_llm");
     let _ = std::fs::remove_dir_all(&dump);
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args([
-            "validate",
-            "-m",
-            "arnir0/Tiny-LLM",
-            "--run",
-            "--export",
-            "onnx",
-            "-o",
-        ])
-        .arg(&dump)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.starts_with("-- summary --\n"), "{stdout}");
-    let s = summary(&stdout);
+    let (stdout, s) = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "-o".as_ref(),
+        dump.as_os_str(),
+    ]);
     for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
         for k in ["abs", "rel", "sum", "n", "dnan"] {
             assert!(
@@ -132,18 +135,7 @@ fn validate_accepts_a_save_pretrained_directory() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args(["validate", "--run", "--export", "onnx", "-m"])
-        .arg(&ckpt)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = summary(&stdout);
+    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
     assert_eq!(s["model_source"], "checkpoint");
     let abs: f64 = s["disc_onnx_ort_run_abs"].parse().unwrap();
     assert!(abs <= 1e-4, "{abs}");
@@ -153,17 +145,7 @@ fn validate_accepts_a_save_pretrained_directory() {
 #[test]
 fn every_catalog_model_validates() {
     for id in onnx_diagnostic_transformers::catalog::model_ids() {
-        let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-            .args(["validate", "--run", "--export", "onnx", "-m", id])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{id}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s = summary(&stdout);
+        let (_, s) = validate_ok(&["-m".as_ref(), id.as_ref()]);
         for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
             let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
             assert!(abs <= 1e-4, "{id} {sfx}: {abs}");

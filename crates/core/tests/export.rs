@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use onnx_diagnostic_core::{
-    Dim, DynSpec, DynamicShapes, Error, ExportOptions, Inputs, Module, Result, Tensor, Value,
+    Dim, DynSpec, DynamicShapes, Error, ExportOptions, FnModule, Inputs, Module, Tensor, Value,
     export,
 };
 use onnx_diagnostic_testing::ToyTransformer;
@@ -14,21 +14,10 @@ fn randn(shape: &[i64]) -> Tensor {
     Tensor::from(tch::Tensor::randn(shape, (Kind::Float, Device::Cpu)))
 }
 
-struct Add;
-
-impl Module for Add {
-    fn class_name(&self) -> String {
-        "Add".to_owned()
-    }
-    fn forward_signature(&self) -> Vec<String> {
-        vec!["x".to_owned(), "y".to_owned()]
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+fn add_model() -> impl Module {
+    FnModule::new("Add", &["x", "y"], |inputs: &Inputs| {
         Ok(inputs.tensor("x")?.add(inputs.tensor("y")?)?.into())
-    }
+    })
 }
 
 fn add_shapes() -> DynamicShapes {
@@ -45,7 +34,7 @@ fn add_shapes() -> DynamicShapes {
 fn seed_example_prints_like_torch() {
     let args = [Value::from(randn(&[5, 6])), Value::from(randn(&[1, 6]))];
     let ep = export(
-        &Add,
+        &add_model(),
         &args,
         &[],
         Some(&add_shapes()),
@@ -78,17 +67,24 @@ fn seed_example_prints_like_torch() {
         ],
         kwargs: Vec::new(),
     };
-    let ep = export(&Add, &args, &[], Some(&named), &ExportOptions::default()).unwrap();
+    let ep = export(
+        &add_model(),
+        &args,
+        &[],
+        Some(&named),
+        &ExportOptions::default(),
+    )
+    .unwrap();
     assert!(
         ep.to_string()
             .contains(r#"x: "f32[batch, length]", y: "f32[1, length]""#)
     );
-    let ep = export(&Add, &args, &[], None, &ExportOptions::default()).unwrap();
+    let ep = export(&add_model(), &args, &[], None, &ExportOptions::default()).unwrap();
     assert!(ep.to_string().contains("Range constraints: {}"));
 
     // The graph runs on other shapes; inputs disagreeing on s1 are refused, naming the input.
     let ep = export(
-        &Add,
+        &add_model(),
         &args,
         &[],
         Some(&add_shapes()),
@@ -157,23 +153,12 @@ fn toy_transformer_matches_eager_on_other_shapes() {
 }
 
 /// A model that turns the batch size into a plain integer.
-struct Specializes;
-
-impl Module for Specializes {
-    fn class_name(&self) -> String {
-        "Specializes".to_owned()
-    }
-    fn forward_signature(&self) -> Vec<String> {
-        vec!["x".to_owned()]
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+fn specializes() -> impl Module {
+    FnModule::new("Specializes", &["x"], |inputs: &Inputs| {
         let x = inputs.tensor("x")?;
         let n = x.size(0)?.guard_int()?;
         Ok(x.reshape([n, -1])?.into())
-    }
+    })
 }
 
 #[test]
@@ -184,7 +169,7 @@ fn specialisation_is_an_error_with_stop_if_static() {
         kwargs: Vec::new(),
     };
     let err = export(
-        &Specializes,
+        &specializes(),
         &[x.clone().into()],
         &[],
         Some(&ds),
@@ -201,7 +186,7 @@ fn specialisation_is_an_error_with_stop_if_static() {
 
     // Without stop_if_static the graph is specialised: batch becomes 3 and run checks it.
     let ep = export(
-        &Specializes,
+        &specializes(),
         &[x.into()],
         &[],
         Some(&ds),
@@ -213,39 +198,28 @@ fn specialisation_is_an_error_with_stop_if_static() {
     assert!(err.to_string().contains("static size 3"), "{err}");
 }
 
-struct ReadsData;
-
-impl Module for ReadsData {
-    fn class_name(&self) -> String {
-        "ReadsData".to_owned()
-    }
-    fn forward_signature(&self) -> Vec<String> {
-        vec!["x".to_owned()]
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+fn reads_data() -> impl Module {
+    FnModule::new("ReadsData", &["x"], |inputs: &Inputs| {
         let x = inputs.tensor("x")?;
         if x.sum(&[], false)?.gt_scalar(0.0)?.to_bool()? {
             Ok(x.neg()?.into())
         } else {
             Ok(x.clone().into())
         }
-    }
+    })
 }
 
 #[test]
 fn reading_tensor_data_is_a_data_dependent_error() {
     let x = randn(&[3, 4]);
     // Eagerly it runs.
+    let m = reads_data();
     assert!(
-        ReadsData
-            .forward(&Inputs::bind_for(&ReadsData, &[x.clone().into()], &[]).unwrap())
+        m.forward(&Inputs::bind_for(&m, &[x.clone().into()], &[]).unwrap())
             .is_ok()
     );
     let err = export(
-        &ReadsData,
+        &reads_data(),
         &[x.into()],
         &[],
         None,
@@ -261,27 +235,16 @@ fn reading_tensor_data_is_a_data_dependent_error() {
     assert!(msg.contains("cond"), "{msg}");
 }
 
-struct BadOp;
-
-impl Module for BadOp {
-    fn class_name(&self) -> String {
-        "BadOp".to_owned()
-    }
-    fn forward_signature(&self) -> Vec<String> {
-        vec!["x".to_owned()]
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-    fn forward(&self, inputs: &Inputs) -> Result<Value> {
+fn bad_op() -> impl Module {
+    FnModule::new("BadOp", &["x"], |inputs: &Inputs| {
         Ok(inputs.tensor("x")?.matmul(&randn(&[7, 2]))?.into())
-    }
+    })
 }
 
 #[test]
 fn a_failing_op_names_the_op_and_location() {
     let err = export(
-        &BadOp,
+        &bad_op(),
         &[randn(&[3, 4]).into()],
         &[],
         None,
@@ -296,7 +259,7 @@ fn a_failing_op_names_the_op_and_location() {
 
     // An op the table does not have is an UnsupportedOp error naming it and the caller; a
     // known one called by name runs and is recorded like a method call.
-    let by_name = onnx_diagnostic_core::FnModule::new("ByName", &["x"], |i: &Inputs| {
+    let by_name = FnModule::new("ByName", &["x"], |i: &Inputs| {
         let x = i.tensor("x")?;
         let y = Tensor::apply("aten.relu.default", &[Some(x)], Vec::new())?;
         let z = Tensor::apply("aten.erfinv.default", &[Some(&y[0])], Vec::new())?;
@@ -325,14 +288,14 @@ fn bad_inputs_and_specs_are_typed_errors_naming_the_path() {
     let opts = ExportOptions::default();
     // Too many inputs.
     let three = [args[0].clone(), args[1].clone(), args[1].clone()];
-    let err = export(&Add, &three, &[], None, &opts).unwrap_err();
+    let err = export(&add_model(), &three, &[], None, &opts).unwrap_err();
     assert!(
         matches!(&err, Error::Input { path, .. } if path == "args[2]"),
         "{err}"
     );
     // Unknown keyword.
     let err = export(
-        &Add,
+        &add_model(),
         &args[..1],
         &[("z".to_owned(), args[1].clone())],
         None,
@@ -345,7 +308,7 @@ fn bad_inputs_and_specs_are_typed_errors_naming_the_path() {
         args: vec![DynSpec::Seq(vec![DynSpec::Static]), DynSpec::Static],
         kwargs: Vec::new(),
     };
-    let err = export(&Add, &args, &[], Some(&ds), &opts).unwrap_err();
+    let err = export(&add_model(), &args, &[], Some(&ds), &opts).unwrap_err();
     assert!(
         matches!(&err, Error::Input { path, .. } if path == "x"),
         "{err}"
@@ -358,7 +321,7 @@ fn bad_inputs_and_specs_are_typed_errors_naming_the_path() {
         ],
         kwargs: Vec::new(),
     };
-    let err = export(&Add, &args, &[], Some(&ds), &opts).unwrap_err();
+    let err = export(&add_model(), &args, &[], Some(&ds), &opts).unwrap_err();
     assert!(
         err.to_string().contains("x.shape[0]") && err.to_string().contains("outside the range"),
         "{err}"
@@ -371,7 +334,7 @@ fn bad_inputs_and_specs_are_typed_errors_naming_the_path() {
         ],
         kwargs: Vec::new(),
     };
-    let err = export(&Add, &args, &[], Some(&ds), &opts).unwrap_err();
+    let err = export(&add_model(), &args, &[], Some(&ds), &opts).unwrap_err();
     assert!(
         err.to_string().contains("x.shape[1]")
             && err.to_string().contains("Dim \"n\" is 6 here but 5"),

@@ -9,9 +9,9 @@
 
 mod common;
 
-use common::{diff, export_and_check_in_ort, reference, t};
+use common::{check_two_steps, export_and_check_in_ort, reference};
 
-use onnx_diagnostic_core::{ExportOptions, Inputs, Module, export};
+use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, passes};
 use onnx_diagnostic_transformers::{
     catalog,
@@ -28,54 +28,12 @@ const TINY: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama"
 fn check_parity(name: &str, config: &str) -> LlamaForCausalLM {
     let (dir, io) = reference(name, config);
     let model = LlamaForCausalLM::from_pretrained(&dir).unwrap();
-    let layers = model.config.num_hidden_layers;
-    // Prompt step, no cache.
-    let (logits, cache) = model
-        .forward_with_cache(
-            &t(&io, "input_ids"),
-            Some(&t(&io, "attention_mask")),
-            None,
-            None,
-        )
-        .unwrap();
-    let d = diff(&logits, &io["logits"]);
-    assert!(d <= 1e-4, "{name}: prompt logits differ by {d}");
-    for i in 0..layers {
-        let l = &cache.layers[i];
-        assert!(diff(l.keys.as_ref().unwrap(), &io[&format!("present_key_{i}")]) <= 1e-4);
-        assert!(
-            diff(
-                l.values.as_ref().unwrap(),
-                &io[&format!("present_value_{i}")]
-            ) <= 1e-4
-        );
-    }
-    // Next step with the cache.
-    let (logits, cache) = model
-        .forward_with_cache(
-            &t(&io, "input_ids_next"),
-            Some(&t(&io, "attention_mask_next")),
-            None,
-            Some(cache),
-        )
-        .unwrap();
-    let d = diff(&logits, &io["logits_next"]);
-    assert!(d <= 1e-4, "{name}: cached-step logits differ by {d}");
-    for i in 0..layers {
-        let l = &cache.layers[i];
-        assert!(
-            diff(
-                l.keys.as_ref().unwrap(),
-                &io[&format!("present_key_next_{i}")]
-            ) <= 1e-4
-        );
-        assert!(
-            diff(
-                l.values.as_ref().unwrap(),
-                &io[&format!("present_value_next_{i}")]
-            ) <= 1e-4
-        );
-    }
+    let step = |ids: &Tensor, mask: &Tensor, cache| {
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
+    };
+    check_two_steps(name, &io, &step, false);
     model
 }
 

@@ -6,25 +6,13 @@
 
 mod common;
 
-use common::{diff, export_and_check_in_ort, reference, t};
+use common::{check_two_steps, diff, export_and_check_in_ort, reference, t};
 use onnx_diagnostic_core::Tensor;
 use onnx_diagnostic_transformers::{
     catalog,
     models::{llama::Config, mistral::MistralForCausalLM},
     weights::Weights,
 };
-
-/// transformers keeps only the last `window - 1` positions of a sliding-window layer: compare
-/// our full cache's tail with it.
-fn tail_diff(ours: &Tensor, theirs: &tch::Tensor) -> f64 {
-    let (n, m) = (ours.concrete_shape()[2], theirs.size()[2]);
-    assert!(
-        m <= n,
-        "transformers' cache is longer ({m}) than ours ({n})"
-    );
-    let tail = Tensor::from(ours.as_tch().narrow(2, n - m, m));
-    diff(&tail, theirs)
-}
 
 #[test]
 fn mistral_sliding_window_matches_transformers() {
@@ -36,36 +24,14 @@ fn mistral_sliding_window_matches_transformers() {
     let (dir, io) = reference("mistral_window3", config);
     let model = MistralForCausalLM::from_pretrained(&dir).unwrap();
     assert_eq!(model.config().sliding_window, Some(3));
-    let (logits, cache) = model
-        .forward_with_cache(
-            &t(&io, "input_ids"),
-            Some(&t(&io, "attention_mask")),
-            None,
-            None,
-        )
-        .unwrap();
-    let d = diff(&logits, &io["logits"]);
-    assert!(d <= 1e-4, "prompt logits differ by {d}");
-    for i in 0..2 {
-        let l = &cache.layers[i];
-        assert!(tail_diff(l.keys.as_ref().unwrap(), &io[&format!("present_key_{i}")]) <= 1e-4);
-        assert!(
-            tail_diff(
-                l.values.as_ref().unwrap(),
-                &io[&format!("present_value_{i}")]
-            ) <= 1e-4
-        );
-    }
-    let (logits, _) = model
-        .forward_with_cache(
-            &t(&io, "input_ids_next"),
-            Some(&t(&io, "attention_mask_next")),
-            None,
-            Some(cache),
-        )
-        .unwrap();
-    let d = diff(&logits, &io["logits_next"]);
-    assert!(d <= 1e-4, "cached-step logits differ by {d}");
+    // transformers keeps only the last positions of a sliding-window layer: our full cache's
+    // tail is compared with it.
+    let step = |ids: &Tensor, mask: &Tensor, cache| {
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
+    };
+    let logits = check_two_steps("mistral", &io, &step, true);
 
     // The window changes the result: the same weights without it give other logits.
     let mut no_window = Config::from_file(&dir.join("config.json")).unwrap();
@@ -80,7 +46,7 @@ fn mistral_sliding_window_matches_transformers() {
             None,
         )
         .unwrap();
-    assert!(diff(&other, &io["logits"]) > 1e-6);
+    assert!(diff(&other, &logits.into_tch()) > 1e-6);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::{collections::HashMap, path::PathBuf, process::Command};
 
 use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, proto};
+use onnx_diagnostic_transformers::DynamicCache;
 use onnx_diagnostic_transformers::tasks::{
     DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs,
 };
@@ -83,4 +84,59 @@ pub(crate) fn export_and_check_in_ort(model: &dyn Module, dims: &DecoderDims) ->
         assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {set_name}: {d:?}");
     }
     onnx
+}
+
+/// A model's cached forward: `(input_ids, attention_mask, cache) -> (logits, cache)`.
+pub(crate) type Step<'a> =
+    &'a dyn Fn(&Tensor, &Tensor, Option<DynamicCache>) -> (Tensor, DynamicCache);
+
+/// `ours` (`[batch, heads, n, dim]`) against transformers' cache tensor: equal lengths, or, for
+/// a sliding-window layer (`cropped`), transformers keeps only the last positions and those are
+/// compared.
+fn cache_diff(ours: &Tensor, theirs: &tch::Tensor, cropped: bool) -> f64 {
+    let (n, m) = (ours.concrete_shape()[2], theirs.size()[2]);
+    assert!(
+        m == n || (cropped && m < n),
+        "cache lengths: ours {n}, transformers {m}"
+    );
+    diff(&Tensor::from(ours.as_tch().narrow(2, n - m, m)), theirs)
+}
+
+fn check_cache(
+    name: &str,
+    cache: &DynamicCache,
+    io: &HashMap<String, tch::Tensor>,
+    suffix: &str,
+    cropped: bool,
+) {
+    for (i, l) in cache.layers.iter().enumerate() {
+        for (kind, t) in [("key", &l.keys), ("value", &l.values)] {
+            let theirs = &io[&format!("present_{kind}{suffix}_{i}")];
+            let d = cache_diff(t.as_ref().unwrap(), theirs, cropped);
+            assert!(d <= 1e-4, "{name}: {kind} {i}{suffix} differs by {d}");
+        }
+    }
+}
+
+/// The prompt step (no cache) then the cached step, against transformers' logits and cache
+/// tensors (≤ 1e-4). Returns the prompt logits.
+pub(crate) fn check_two_steps(
+    name: &str,
+    io: &HashMap<String, tch::Tensor>,
+    step: Step<'_>,
+    cropped: bool,
+) -> Tensor {
+    let (logits, cache) = step(&t(io, "input_ids"), &t(io, "attention_mask"), None);
+    let d = diff(&logits, &io["logits"]);
+    assert!(d <= 1e-4, "{name}: prompt logits differ by {d}");
+    check_cache(name, &cache, io, "", cropped);
+    let (next, cache) = step(
+        &t(io, "input_ids_next"),
+        &t(io, "attention_mask_next"),
+        Some(cache),
+    );
+    let d = diff(&next, &io["logits_next"]);
+    assert!(d <= 1e-4, "{name}: cached-step logits differ by {d}");
+    check_cache(name, &cache, io, "_next", cropped);
+    logits
 }
