@@ -124,6 +124,15 @@ pub enum Error {
         /// Shapes libtorch computed.
         eager: String,
     },
+    /// A custom class could not be flattened or rebuilt (not registered, or a structure its
+    /// serializer refuses).
+    #[error("serialization of {class}: {reason}")]
+    Serialization {
+        /// The class (`DynamicCache`).
+        class: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// A model-level failure (missing input, wrong configuration ...).
     #[error("model {model}: {message}")]
     Model {

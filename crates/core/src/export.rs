@@ -475,27 +475,70 @@ fn trace_input(
             }
             Ok(())
         }
-        (Value::List(_) | Value::Tuple(_) | Value::Dict(_), _) => {
+        (Value::Custom(obj), DynSpec::Seq(_) | DynSpec::Dict(_) | DynSpec::Static) => {
+            // A custom class follows its flattened form: a list of specs, one per child in
+            // flattening order (what `guess_dynamic_shapes` gives), or a dict by child key.
+            let children = crate::pytree::custom_children(obj.as_ref())?;
+            let specs: Vec<&DynSpec> = match spec {
+                DynSpec::Seq(specs) if specs.len() == children.len() => specs.iter().collect(),
+                DynSpec::Seq(specs) => {
+                    return Err(Error::Input {
+                        path: path.to_owned(),
+                        reason: format!(
+                            "the dynamic shapes have {} entries, the flattened {} {} ({})",
+                            specs.len(),
+                            obj.class_name(),
+                            children.len(),
+                            children
+                                .iter()
+                                .map(|(k, _)| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+                DynSpec::Dict(specs) => {
+                    if let Some((k, _)) = specs
+                        .iter()
+                        .find(|(k, _)| !children.iter().any(|(n, _)| n == k))
+                    {
+                        return Err(Error::Input {
+                            path: format!("{path}[{k:?}]"),
+                            reason: format!(
+                                "the flattened {} has no child {k:?}",
+                                obj.class_name()
+                            ),
+                        });
+                    }
+                    children
+                        .iter()
+                        .map(|(k, _)| {
+                            specs
+                                .iter()
+                                .find(|(n, _)| n == k)
+                                .map_or(&DynSpec::Static, |(_, s)| s)
+                        })
+                        .collect()
+                }
+                _ => children.iter().map(|_| &DynSpec::Static).collect(),
+            };
+            for ((k, v), s) in children.iter().zip(specs) {
+                trace_input(
+                    v,
+                    s,
+                    &format!("{path}.{k}"),
+                    &format!("{name}_{k}"),
+                    symbols,
+                    placeholders,
+                )?;
+            }
+            Ok(())
+        }
+        (Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Custom(_), _) => {
             Err(mismatch("another structure"))
         }
         (_, DynSpec::Static) => Ok(()),
         (_, _) => Err(mismatch("dynamic dimensions")),
-    }
-}
-
-/// Replaces the tensors of `value` by their traced placeholders, in flattening order.
-fn substitute(value: &Value, traced: &mut impl Iterator<Item = Tensor>) -> Value {
-    match value {
-        Value::Tensor(t) => traced.next().unwrap_or_else(|| t.clone()).into(),
-        Value::List(items) => Value::List(items.iter().map(|v| substitute(v, traced)).collect()),
-        Value::Tuple(items) => Value::Tuple(items.iter().map(|v| substitute(v, traced)).collect()),
-        Value::Dict(items) => Value::Dict(
-            items
-                .iter()
-                .map(|(k, v)| (k.clone(), substitute(v, traced)))
-                .collect(),
-        ),
-        other => other.clone(),
     }
 }
 
@@ -580,11 +623,17 @@ pub fn export(
             });
         }
     });
+    // Replaces the tensors of the inputs by their traced placeholders, in flattening order.
     let mut it = traced_leaves.into_iter();
     let entries: Vec<(String, Value)> = bound
         .iter()
-        .map(|(n, v)| (n.clone(), substitute(v, &mut it)))
-        .collect();
+        .map(|(n, v)| {
+            Ok((
+                n.clone(),
+                v.map_tensors(&mut |t| Ok(it.next().unwrap_or_else(|| t.clone())))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
     let inputs = Inputs { entries };
 
     let output =
@@ -595,7 +644,7 @@ pub fn export(
             }
         })??;
 
-    let (out_leaves, out_spec) = output.flatten("output");
+    let (out_leaves, out_spec) = output.flatten("output")?;
     let mut outputs = Vec::new();
     context::with_recorder(|r| {
         for (_, t) in &out_leaves {
@@ -630,8 +679,8 @@ pub fn export(
         user_inputs,
         bound
             .iter()
-            .map(|(n, v)| (n.clone(), v.flatten(n).1))
-            .collect::<Vec<(String, TreeSpec)>>(),
+            .map(|(n, v)| Ok((n.clone(), v.flatten(n)?.1)))
+            .collect::<Result<Vec<(String, TreeSpec)>>>()?,
         out_spec,
         captured,
         symbols.infos,

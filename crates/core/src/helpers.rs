@@ -208,6 +208,7 @@ pub fn string_type(value: &Value, o: &StringTypeOptions) -> String {
             }
             format!("dict({s})")
         }
+        Value::Custom(obj) => obj.string_type(&|v| string_type(v, o)),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod model_inputs;
 pub mod ops;
 pub mod program;
 pub mod pytree;
+pub mod serialization;
 pub mod sym;
 pub mod tensor;
 
@@ -29,6 +30,10 @@ pub use helpers::{StringTypeOptions, string_dynamic_shapes, string_type};
 pub use model_inputs::ModelInputs;
 pub use ops::{OpDef, Rel};
 pub use program::{ExportedProgram, SymbolInfo, UserInput};
-pub use pytree::{TreeSpec, Value};
+pub use pytree::{CloneCustom, CustomObject, TreeSpec, Value};
+pub use serialization::{
+    Family, SerializationGuard, Serializer, register_cache_serialization,
+    register_class_serialization, serialization_functions, unregister_class_serialization,
+};
 pub use sym::{Atom, SymExpr, SymInt};
 pub use tensor::{IntoSizes, Scalar, Tensor};

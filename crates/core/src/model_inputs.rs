@@ -116,6 +116,43 @@ fn guess(values: &[&Value], path: &str, dim: &Dim) -> Result<DynSpec> {
             }
             Ok(DynSpec::Dict(specs))
         }
+        Value::Custom(obj) => {
+            // A custom class follows its flattened form: one spec per child, as a list.
+            let class = obj.class_name();
+            let flat = values
+                .iter()
+                .map(|v| match v {
+                    Value::Custom(o) if o.class_name() == class => {
+                        crate::pytree::custom_children(o.as_ref())
+                    }
+                    other => Err(mismatch(other)),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let keys: Vec<&str> = flat[0].iter().map(|(k, _)| k.as_str()).collect();
+            if let Some(bad) = flat
+                .iter()
+                .find(|f| f.iter().map(|(k, _)| k.as_str()).ne(keys.iter().copied()))
+            {
+                return Err(Error::Input {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "the input sets differ in structure: {class} flattens to [{}] in set 0, \
+                         [{}] in another",
+                        keys.join(", "),
+                        bad.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            let specs = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let vs: Vec<&Value> = flat.iter().map(|f| &f[i].1).collect();
+                    guess(&vs, &format!("{path}.{k}"), dim)
+                })
+                .collect::<Result<_>>()?;
+            Ok(DynSpec::Seq(specs))
+        }
         _ => {
             if let Some(other) = values
                 .iter()

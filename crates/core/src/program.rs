@@ -135,7 +135,7 @@ impl ExportedProgram {
         let bound = bind(&self.signature, args, kwargs, "args")?;
         let mut leaves = Vec::new();
         for ((name, value), (spec_name, spec)) in bound.iter().zip(&self.input_specs) {
-            let (l, s) = value.flatten(name);
+            let (l, s) = value.flatten(name)?;
             if name != spec_name || &s != spec {
                 return Err(Error::Input {
                     path: name.clone(),
@@ -308,12 +308,7 @@ impl ExportedProgram {
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        self.output_spec
-            .unflatten(outputs)
-            .map_err(|message| Error::Model {
-                model: self.class_name.clone(),
-                message,
-            })
+        self.output_spec.unflatten(outputs)
     }
 }
 

@@ -114,6 +114,9 @@ pub fn max_diff(expected: &Value, got: &Value) -> Diff {
                 .zip(&b)
                 .fold(Diff::ZERO, |acc, (x, y)| acc.merge(max_diff(&x.1, &y.1)))
         }
+        (Value::Custom(a), Value::Custom(b)) if a.class_name() == b.class_name() => {
+            max_diff(&Value::Dict(a.fields()), &Value::Dict(b.fields()))
+        }
         _ => Diff::MISMATCH,
     }
 }

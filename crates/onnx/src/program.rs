@@ -71,7 +71,7 @@ impl OnnxProgram {
         let wanted = self.session.input_names();
         let mut feeds = Vec::new();
         for (name, value) in bound {
-            for (leaf, tensor) in value.flatten(&name).0 {
+            for (leaf, tensor) in value.flatten(&name).map_err(|e| fail(e.to_string()))?.0 {
                 if !wanted.contains(&leaf) {
                     continue; // an input the graph does not read (ONNX drops it)
                 }
@@ -91,6 +91,8 @@ impl OnnxProgram {
                     .map_err(|m| fail(format!("output {name}: {m}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.output_spec.unflatten(tensors).map_err(fail)
+        self.output_spec
+            .unflatten(tensors)
+            .map_err(|e| fail(e.to_string()))
     }
 }

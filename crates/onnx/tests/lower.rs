@@ -90,7 +90,7 @@ fn check(
         let got = session
             .run(&args, &[])
             .unwrap_or_else(|e| panic!("{name}: ORT failed: {e}"));
-        let (e, g) = (eager.flatten("o").0, got.flatten("o").0);
+        let (e, g) = (eager.flatten("o").unwrap().0, got.flatten("o").unwrap().0);
         assert_eq!(e.len(), g.len());
         for ((_, e), (_, g)) in e.iter().zip(&g) {
             assert_eq!(e.concrete_shape(), g.concrete_shape(), "{name}: shape");

@@ -1,15 +1,36 @@
-//! The KV cache of the decoder-only models, explicit input and output of `forward`
-//! (transformers' `cache_utils.DynamicCache` with `DynamicLayer`s).
+//! The KV caches of transformers' `cache_utils` (5.x layer design), explicit inputs and
+//! outputs of the models' `forward`, and the `make_*_cache` helpers of onnx-diagnostic's
+//! `helpers.cache_helper`.
 //!
-//! Until the pytree issue registers it as a custom class, it crosses the export boundary as a
-//! dict `{key_0, value_0, key_1, value_1, ...}`, which flattens to the names onnx-diagnostic
-//! gives a flattened `DynamicCache` (`past_key_values_key_0`, `past_key_values_value_0`, ...).
+//! - Layers: [`DynamicLayer`] (grows by concatenation), [`DynamicSlidingWindowLayer`] (keeps
+//!   the last `sliding_window - 1` positions), [`StaticLayer`] (preallocated `max_cache_len`
+//!   positions written at the cache position), [`StaticSlidingWindowLayer`] (a static layer of
+//!   `min(sliding_window, max_cache_len)` positions that rolls once full).
+//! - Caches: [`DynamicCache`], [`StaticCache`], and the classes of transformers 4.x that the
+//!   seeds still serialize: [`SlidingWindowCache`] (static, every layer sliding),
+//!   [`HybridCache`] (static, sliding and full layers mixed), [`EncoderDecoderCache`] (a
+//!   self-attention and a cross-attention cache), [`MambaCache`] (convolution and SSM states).
+//!
+//! Updates are functional (a layer's tensors are replaced, never written in place), which is
+//! what an export records; transformers' in-place `index_copy_` becomes `index_put`.
+//!
+//! Each cache is a [`CustomObject`]: it crosses the export boundary through the serializers of
+//! crates/serialization, flattened into `key_0, value_0, key_1, ...` (names
+//! `past_key_values_key_0`, ...).
 
-use onnx_diagnostic_core::{SymInt, Tensor, Value};
+use onnx_diagnostic_core::{CustomObject, SymInt, Tensor, Value};
+use tch::Kind;
 
 use crate::error::{Error, Result};
 
-/// One layer of a [`DynamicCache`]: keys and values `[batch, kv_heads, seq, head_dim]`.
+fn input_error(path: &str, reason: String) -> Error {
+    Error::Core(onnx_diagnostic_core::Error::Input {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// `DynamicLayer`: keys and values `[batch, kv_heads, seq, head_dim]` growing by concatenation.
 #[derive(Clone, Debug, Default)]
 pub struct DynamicLayer {
     /// Cached keys (`None` before the first update).
@@ -18,31 +39,456 @@ pub struct DynamicLayer {
     pub values: Option<Tensor>,
 }
 
-/// A cache growing along the sequence dimension, one [`DynamicLayer`] per decoder layer.
+/// `DynamicSlidingWindowLayer`: a dynamic layer that keeps only the last `sliding_window - 1`
+/// positions (all a next token can attend to) and returns the full states of the update.
+#[derive(Clone, Debug)]
+pub struct DynamicSlidingWindowLayer {
+    /// The window.
+    pub sliding_window: i64,
+    /// Cached keys (at most `sliding_window - 1` positions).
+    pub keys: Option<Tensor>,
+    /// Cached values.
+    pub values: Option<Tensor>,
+    /// Positions seen so far (`get_seq_length`).
+    pub cumulative_length: SymInt,
+}
+
+/// `StaticLayer`: `max_cache_len` preallocated positions, the update written at the cache
+/// position.
+#[derive(Clone, Debug)]
+pub struct StaticLayer {
+    /// Allocated positions.
+    pub max_cache_len: i64,
+    /// Keys `[batch, kv_heads, max_cache_len, head_dim]` (`None` before the first update).
+    pub keys: Option<Tensor>,
+    /// Values.
+    pub values: Option<Tensor>,
+    /// Positions written so far.
+    pub cumulative_length: i64,
+}
+
+/// `StaticSlidingWindowLayer`: a static layer of `min(sliding_window, max_cache_len)`
+/// positions keeping the last ones once full.
+#[derive(Clone, Debug)]
+pub struct StaticSlidingWindowLayer {
+    /// Allocated positions (`min(sliding_window, max_cache_len)`).
+    pub max_cache_len: i64,
+    /// The window.
+    pub sliding_window: i64,
+    /// Keys.
+    pub keys: Option<Tensor>,
+    /// Values.
+    pub values: Option<Tensor>,
+    /// Positions seen so far.
+    pub cumulative_length: i64,
+}
+
+/// One layer of a cache, of any of the four kinds.
+#[derive(Clone, Debug)]
+pub enum CacheLayer {
+    /// [`DynamicLayer`].
+    Dynamic(DynamicLayer),
+    /// [`DynamicSlidingWindowLayer`].
+    DynamicSlidingWindow(DynamicSlidingWindowLayer),
+    /// [`StaticLayer`].
+    Static(StaticLayer),
+    /// [`StaticSlidingWindowLayer`].
+    StaticSlidingWindow(StaticSlidingWindowLayer),
+}
+
+/// The kind of a layer and its parameters, without tensors (how a cache is declared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// `DynamicLayer`.
+    Dynamic,
+    /// `DynamicSlidingWindowLayer` with its window.
+    DynamicSlidingWindow(i64),
+    /// `StaticLayer` with its `max_cache_len`.
+    Static(i64),
+    /// `StaticSlidingWindowLayer` with its `max_cache_len` and window.
+    StaticSlidingWindow(i64, i64),
+}
+
+impl LayerKind {
+    /// An empty layer of this kind.
+    pub fn layer(self) -> CacheLayer {
+        match self {
+            LayerKind::Dynamic => CacheLayer::Dynamic(DynamicLayer::default()),
+            LayerKind::DynamicSlidingWindow(w) => {
+                CacheLayer::DynamicSlidingWindow(DynamicSlidingWindowLayer {
+                    sliding_window: w,
+                    keys: None,
+                    values: None,
+                    cumulative_length: SymInt::new(0),
+                })
+            }
+            LayerKind::Static(m) => CacheLayer::Static(StaticLayer {
+                max_cache_len: m,
+                keys: None,
+                values: None,
+                cumulative_length: 0,
+            }),
+            LayerKind::StaticSlidingWindow(m, w) => {
+                CacheLayer::StaticSlidingWindow(StaticSlidingWindowLayer {
+                    max_cache_len: m.min(w),
+                    sliding_window: w,
+                    keys: None,
+                    values: None,
+                    cumulative_length: 0,
+                })
+            }
+        }
+    }
+
+    /// The transformers class name of the layer.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            LayerKind::Dynamic => "DynamicLayer",
+            LayerKind::DynamicSlidingWindow(_) => "DynamicSlidingWindowLayer",
+            LayerKind::Static(_) => "StaticLayer",
+            LayerKind::StaticSlidingWindow(..) => "StaticSlidingWindowLayer",
+        }
+    }
+}
+
+/// Concatenation along the sequence axis of an optional cached tensor and new states.
+fn cat_seq(old: Option<&Tensor>, new: &Tensor) -> Result<Tensor> {
+    Ok(match old {
+        Some(o) => Tensor::cat(&[o, new], -2)?,
+        None => new.clone(),
+    })
+}
+
+/// The last `n` positions along the sequence axis (all of them when fewer).
+fn last_positions(t: &Tensor, n: i64) -> Result<Tensor> {
+    Ok(t.slice(2, Some(SymInt::new(-n)), None, 1)?)
+}
+
+/// `zeros` shaped like `t` with `len` positions.
+fn zeros_with_len(t: &Tensor, len: i64) -> Result<Tensor> {
+    let mut shape = t.shape();
+    shape[2] = SymInt::new(len);
+    Ok(Tensor::zeros(shape, t.kind(), t.device())?)
+}
+
+impl CacheLayer {
+    /// The kind and parameters of the layer.
+    pub fn kind(&self) -> LayerKind {
+        match self {
+            CacheLayer::Dynamic(_) => LayerKind::Dynamic,
+            CacheLayer::DynamicSlidingWindow(l) => LayerKind::DynamicSlidingWindow(l.sliding_window),
+            CacheLayer::Static(l) => LayerKind::Static(l.max_cache_len),
+            CacheLayer::StaticSlidingWindow(l) => {
+                LayerKind::StaticSlidingWindow(l.max_cache_len, l.sliding_window)
+            }
+        }
+    }
+
+    /// The cached keys.
+    pub fn keys(&self) -> Option<&Tensor> {
+        match self {
+            CacheLayer::Dynamic(l) => l.keys.as_ref(),
+            CacheLayer::DynamicSlidingWindow(l) => l.keys.as_ref(),
+            CacheLayer::Static(l) => l.keys.as_ref(),
+            CacheLayer::StaticSlidingWindow(l) => l.keys.as_ref(),
+        }
+    }
+
+    /// The cached values.
+    pub fn values(&self) -> Option<&Tensor> {
+        match self {
+            CacheLayer::Dynamic(l) => l.values.as_ref(),
+            CacheLayer::DynamicSlidingWindow(l) => l.values.as_ref(),
+            CacheLayer::Static(l) => l.values.as_ref(),
+            CacheLayer::StaticSlidingWindow(l) => l.values.as_ref(),
+        }
+    }
+
+    /// Adds the states of new positions and returns the keys and values attention reads
+    /// (transformers' `update` of the layer class).
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn update(&mut self, keys: &Tensor, values: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self {
+            CacheLayer::Dynamic(l) => {
+                let k = cat_seq(l.keys.as_ref(), keys)?;
+                let v = cat_seq(l.values.as_ref(), values)?;
+                l.keys = Some(k.clone());
+                l.values = Some(v.clone());
+                Ok((k, v))
+            }
+            CacheLayer::DynamicSlidingWindow(l) => {
+                l.cumulative_length = &l.cumulative_length + &keys.size(-2)?;
+                let k = cat_seq(l.keys.as_ref(), keys)?;
+                let v = cat_seq(l.values.as_ref(), values)?;
+                l.keys = Some(last_positions(&k, l.sliding_window - 1)?);
+                l.values = Some(last_positions(&v, l.sliding_window - 1)?);
+                Ok((k, v))
+            }
+            CacheLayer::Static(l) => {
+                let (ck, cv) = match (&l.keys, &l.values) {
+                    (Some(k), Some(v)) => (k.clone(), v.clone()),
+                    _ => (
+                        zeros_with_len(keys, l.max_cache_len)?,
+                        zeros_with_len(values, l.max_cache_len)?,
+                    ),
+                };
+                let n = keys.size(-2)?;
+                let pos = Tensor::arange(
+                    l.cumulative_length,
+                    &n + l.cumulative_length,
+                    1,
+                    Kind::Int64,
+                    keys.device(),
+                )?;
+                l.cumulative_length += n.hint();
+                let k = ck.index_put(&[None, None, Some(&pos)], keys, false)?;
+                let v = cv.index_put(&[None, None, Some(&pos)], values, false)?;
+                l.keys = Some(k.clone());
+                l.values = Some(v.clone());
+                Ok((k, v))
+            }
+            CacheLayer::StaticSlidingWindow(l) => {
+                let n = keys.size(-2)?.hint();
+                let current = l.cumulative_length;
+                l.cumulative_length += n;
+                let (ck, cv) = match (&l.keys, &l.values) {
+                    (Some(k), Some(v)) => (k.clone(), v.clone()),
+                    _ => (
+                        zeros_with_len(keys, l.max_cache_len)?,
+                        zeros_with_len(values, l.max_cache_len)?,
+                    ),
+                };
+                if current + n <= l.max_cache_len {
+                    // Not full after this update: written in place, as a static layer.
+                    let pos = Tensor::arange(current, current + n, 1, Kind::Int64, keys.device())?;
+                    let k = ck.index_put(&[None, None, Some(&pos)], keys, false)?;
+                    let v = cv.index_put(&[None, None, Some(&pos)], values, false)?;
+                    l.keys = Some(k.clone());
+                    l.values = Some(v.clone());
+                    return Ok((k, v));
+                }
+                // Full (or becoming full): the full states are returned, the last
+                // `max_cache_len` positions kept.
+                let (fk, fv) = if current >= l.max_cache_len {
+                    (
+                        Tensor::cat(&[&ck.slice(2, Some(SymInt::new(1)), None, 1)?, keys], -2)?,
+                        Tensor::cat(&[&cv.slice(2, Some(SymInt::new(1)), None, 1)?, values], -2)?,
+                    )
+                } else if current == 0 {
+                    (keys.clone(), values.clone())
+                } else {
+                    (
+                        Tensor::cat(&[&ck.narrow(2, 0, current)?, keys], -2)?,
+                        Tensor::cat(&[&cv.narrow(2, 0, current)?, values], -2)?,
+                    )
+                };
+                l.keys = Some(last_positions(&fk, l.max_cache_len)?);
+                l.values = Some(last_positions(&fv, l.max_cache_len)?);
+                Ok((fk, fv))
+            }
+        }
+    }
+
+    /// The number of positions seen (`get_seq_length`).
+    ///
+    /// # Errors
+    /// Any error reading a size.
+    pub fn get_seq_length(&self) -> Result<SymInt> {
+        Ok(match self {
+            CacheLayer::Dynamic(l) => match &l.keys {
+                Some(k) => k.size(-2)?,
+                None => SymInt::new(0),
+            },
+            CacheLayer::DynamicSlidingWindow(l) => l.cumulative_length.clone(),
+            CacheLayer::Static(l) => SymInt::new(l.cumulative_length),
+            CacheLayer::StaticSlidingWindow(l) => SymInt::new(l.cumulative_length),
+        })
+    }
+
+    /// Removes the last `tokens` positions (transformers' `crop` with a negative count) of a
+    /// dynamic layer.
+    ///
+    /// # Errors
+    /// [`Error::Core`] for a static layer, or a sliding-window layer whose window is full (the
+    /// removed positions are no longer there, transformers refuses it too).
+    pub fn crop(&mut self, tokens: i64) -> Result<()> {
+        if tokens == 0 {
+            return Ok(());
+        }
+        let cut = |t: &mut Option<Tensor>| -> Result<()> {
+            if let Some(x) = t.as_ref() {
+                let len = x.size(-2)?;
+                *t = Some(x.narrow(2, 0, &len - tokens)?);
+            }
+            Ok(())
+        };
+        match self {
+            CacheLayer::Dynamic(l) => {
+                cut(&mut l.keys)?;
+                cut(&mut l.values)
+            }
+            CacheLayer::DynamicSlidingWindow(l) if l.cumulative_length.hint() < l.sliding_window => {
+                cut(&mut l.keys)?;
+                cut(&mut l.values)?;
+                l.cumulative_length = &l.cumulative_length - tokens;
+                Ok(())
+            }
+            other => Err(input_error(
+                "cache.crop",
+                format!(
+                    "a {} cannot be cropped (transformers refuses it as well)",
+                    other.kind().class_name()
+                ),
+            )),
+        }
+    }
+
+    /// Reorders the batch for beam search (`reorder_cache`).
+    ///
+    /// # Errors
+    /// Any error of `index_select`.
+    pub fn reorder(&mut self, beam_idx: &Tensor) -> Result<()> {
+        let sel = |t: &mut Option<Tensor>| -> Result<()> {
+            if let Some(x) = t.as_ref() {
+                *t = Some(x.index_select(0, beam_idx)?);
+            }
+            Ok(())
+        };
+        match self {
+            CacheLayer::Dynamic(DynamicLayer { keys, values })
+            | CacheLayer::DynamicSlidingWindow(DynamicSlidingWindowLayer { keys, values, .. })
+            | CacheLayer::Static(StaticLayer { keys, values, .. })
+            | CacheLayer::StaticSlidingWindow(StaticSlidingWindowLayer { keys, values, .. }) => {
+                sel(keys)?;
+                sel(values)
+            }
+        }
+    }
+
+    /// A layer of `kind` holding `keys`/`values` as they are (a deserialised or handmade
+    /// cache): the seen length is the stored length.
+    pub fn filled(kind: LayerKind, keys: Tensor, values: Tensor) -> Result<Self> {
+        let len = keys.size(-2)?;
+        Ok(match kind.layer() {
+            CacheLayer::Dynamic(_) => CacheLayer::Dynamic(DynamicLayer {
+                keys: Some(keys),
+                values: Some(values),
+            }),
+            CacheLayer::DynamicSlidingWindow(l) => {
+                CacheLayer::DynamicSlidingWindow(DynamicSlidingWindowLayer {
+                    keys: Some(keys),
+                    values: Some(values),
+                    cumulative_length: len,
+                    ..l
+                })
+            }
+            CacheLayer::Static(l) => CacheLayer::Static(StaticLayer {
+                keys: Some(keys),
+                values: Some(values),
+                cumulative_length: len.hint(),
+                ..l
+            }),
+            CacheLayer::StaticSlidingWindow(l) => {
+                CacheLayer::StaticSlidingWindow(StaticSlidingWindowLayer {
+                    keys: Some(keys),
+                    values: Some(values),
+                    cumulative_length: len.hint(),
+                    ..l
+                })
+            }
+        })
+    }
+}
+
+fn key_value_lists(layers: &[CacheLayer]) -> (Value, Value) {
+    let ks = layers
+        .iter()
+        .filter_map(|l| l.keys().cloned().map(Value::Tensor))
+        .collect();
+    let vs = layers
+        .iter()
+        .filter_map(|l| l.values().cloned().map(Value::Tensor))
+        .collect();
+    (Value::List(ks), Value::List(vs))
+}
+
+/// The seeds' `string_type` of a key/value cache: `Class(key_cache=#n[...], value_cache=...)`,
+/// or `Class(DynamicLayer(k, v), DynamicSlidingWindowLayer(k, v))` when a `DynamicCache`
+/// mixes layer kinds (the Python package prints the keys twice there; we print the values).
+fn kv_string(
+    class: &str,
+    layers: &[CacheLayer],
+    mixed: bool,
+    fmt: &dyn Fn(&Value) -> String,
+) -> String {
+    if mixed {
+        let rows: Vec<String> = layers
+            .iter()
+            .map(|l| {
+                let k = l.keys().map_or(Value::None, |t| Value::Tensor(t.clone()));
+                let v = l.values().map_or(Value::None, |t| Value::Tensor(t.clone()));
+                format!("{}({}, {})", l.kind().class_name(), fmt(&k), fmt(&v))
+            })
+            .collect();
+        return format!("{class}({})", rows.join(", "));
+    }
+    let (k, v) = key_value_lists(layers);
+    format!("{class}(key_cache={}, value_cache={})", fmt(&k), fmt(&v))
+}
+
+fn kv_fields(layers: &[CacheLayer]) -> Vec<(String, Value)> {
+    let (k, v) = key_value_lists(layers);
+    vec![("key_cache".to_owned(), k), ("value_cache".to_owned(), v)]
+}
+
+fn layer_error(layer: usize, e: Error) -> Error {
+    match e {
+        Error::Core(onnx_diagnostic_core::Error::Input { path, reason }) => {
+            input_error(&format!("past_key_values.layers[{layer}].{path}"), reason)
+        }
+        other => other,
+    }
+}
+
+/// `DynamicCache`: one dynamic layer (full or sliding-window) per decoder layer.
 #[derive(Clone, Debug, Default)]
 pub struct DynamicCache {
     /// The layers.
-    pub layers: Vec<DynamicLayer>,
+    pub layers: Vec<CacheLayer>,
 }
 
 impl DynamicCache {
-    /// A cache from `(key, value)` pairs, one per layer (`make_dynamic_cache`).
+    /// A cache from `(key, value)` pairs, one [`DynamicLayer`] per pair
+    /// (`make_dynamic_cache`).
     pub fn from_pairs(pairs: Vec<(Tensor, Tensor)>) -> Self {
         Self {
             layers: pairs
                 .into_iter()
-                .map(|(k, v)| DynamicLayer {
-                    keys: Some(k),
-                    values: Some(v),
+                .map(|(k, v)| {
+                    CacheLayer::Dynamic(DynamicLayer {
+                        keys: Some(k),
+                        values: Some(v),
+                    })
                 })
                 .collect(),
         }
     }
 
-    /// Appends `keys`/`values` to layer `layer` and returns the layer's full keys and values.
+    /// An empty cache whose layers are of the given kinds (`DynamicCache(config=...)`: sliding
+    /// layers for a model with a sliding window).
+    pub fn with_layers(kinds: &[LayerKind]) -> Self {
+        Self {
+            layers: kinds.iter().map(|k| k.layer()).collect(),
+        }
+    }
+
+    /// Appends `keys`/`values` to layer `layer` and returns what attention reads. Layers
+    /// missing below `layer` are created as [`DynamicLayer`]s.
     ///
     /// # Errors
-    /// Any error of the concatenation.
+    /// Any error of the ops.
     pub fn update(
         &mut self,
         keys: &Tensor,
@@ -50,81 +496,369 @@ impl DynamicCache {
         layer: usize,
     ) -> Result<(Tensor, Tensor)> {
         while self.layers.len() <= layer {
-            self.layers.push(DynamicLayer::default());
+            self.layers.push(CacheLayer::Dynamic(DynamicLayer::default()));
         }
-        let l = &mut self.layers[layer];
-        let (k, v) = match (&l.keys, &l.values) {
-            (Some(pk), Some(pv)) => (
-                Tensor::cat(&[pk, keys], -2)?,
-                Tensor::cat(&[pv, values], -2)?,
-            ),
-            _ => (keys.clone(), values.clone()),
-        };
-        l.keys = Some(k.clone());
-        l.values = Some(v.clone());
-        Ok((k, v))
+        self.layers[layer]
+            .update(keys, values)
+            .map_err(|e| layer_error(layer, e))
     }
 
-    /// The number of cached positions (of layer 0; 0 when empty).
+    /// The number of positions seen by layer 0 (0 when empty).
     ///
     /// # Errors
     /// Any error reading the size.
     pub fn get_seq_length(&self) -> Result<SymInt> {
-        match self.layers.first().and_then(|l| l.keys.as_ref()) {
-            Some(k) => Ok(k.size(-2)?),
+        match self.layers.first() {
+            Some(l) => l.get_seq_length(),
             None => Ok(SymInt::new(0)),
         }
     }
 
-    /// The cache as a dict `{key_0, value_0, ...}` (see the module doc).
-    pub fn to_value(&self) -> Value {
-        let mut entries = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            if let (Some(k), Some(v)) = (&l.keys, &l.values) {
-                entries.push((format!("key_{i}"), Value::Tensor(k.clone())));
-                entries.push((format!("value_{i}"), Value::Tensor(v.clone())));
-            }
-        }
-        Value::Dict(entries)
-    }
-
-    /// The cache from a dict `{key_0, value_0, ...}` or `None` (no cache).
+    /// Removes the last `tokens` positions of every layer.
     ///
     /// # Errors
-    /// [`Error::Config`]-free input error naming the missing entry.
-    pub fn from_value(value: &Value) -> Result<Option<Self>> {
-        let entries = match value {
-            Value::None => return Ok(None),
-            Value::Dict(entries) => entries,
-            other => {
-                return Err(Error::Core(onnx_diagnostic_core::Error::Input {
-                    path: "past_key_values".to_owned(),
-                    reason: format!(
-                        "expected a DynamicCache as a dict key_i/value_i, got {}",
-                        other.kind_name()
-                    ),
-                }));
-            }
-        };
-        let find = |name: &str| {
-            entries
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.as_tensor().cloned())
-        };
-        let mut pairs = Vec::new();
-        for i in 0.. {
-            match (find(&format!("key_{i}")), find(&format!("value_{i}"))) {
-                (Some(k), Some(v)) => pairs.push((k, v)),
-                (None, None) => break,
-                _ => {
-                    return Err(Error::Core(onnx_diagnostic_core::Error::Input {
-                        path: format!("past_key_values.layer_{i}"),
-                        reason: "a key without its value, or the reverse".to_owned(),
-                    }));
-                }
-            }
+    /// As [`CacheLayer::crop`].
+    pub fn crop(&mut self, tokens: i64) -> Result<()> {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.crop(tokens).map_err(|e| layer_error(i, e))?;
         }
-        Ok(Some(Self::from_pairs(pairs)))
+        Ok(())
     }
+
+    /// Reorders the batch of every layer (beam search).
+    ///
+    /// # Errors
+    /// As [`CacheLayer::reorder`].
+    pub fn reorder_cache(&mut self, beam_idx: &Tensor) -> Result<()> {
+        for l in &mut self.layers {
+            l.reorder(beam_idx)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the layers are not all [`DynamicLayer`]s.
+    pub fn is_mixed(&self) -> bool {
+        self.layers.iter().any(|l| l.kind() != LayerKind::Dynamic)
+    }
+
+    /// The cache of an optional `past_key_values` input (`None`: no cache).
+    ///
+    /// # Errors
+    /// [`Error::Core`] when the input is something else than a `DynamicCache` or `None`.
+    pub fn from_value(value: &Value) -> Result<Option<Self>> {
+        match value {
+            Value::None => Ok(None),
+            v => v.downcast_ref::<DynamicCache>().cloned().map(Some).ok_or_else(|| {
+                input_error(
+                    "past_key_values",
+                    format!("expected a DynamicCache or None, got {}", v.kind_name()),
+                )
+            }),
+        }
+    }
+}
+
+impl CustomObject for DynamicCache {
+    fn class_name(&self) -> &str {
+        "DynamicCache"
+    }
+    fn fields(&self) -> Vec<(String, Value)> {
+        kv_fields(&self.layers)
+    }
+    fn string_type(&self, fmt: &dyn Fn(&Value) -> String) -> String {
+        kv_string("DynamicCache", &self.layers, self.is_mixed(), fmt)
+    }
+}
+
+/// `StaticCache`: preallocated layers (full or sliding-window) written at the cache position.
+#[derive(Clone, Debug, Default)]
+pub struct StaticCache {
+    /// The layers ([`StaticLayer`] or [`StaticSlidingWindowLayer`]).
+    pub layers: Vec<CacheLayer>,
+}
+
+impl StaticCache {
+    /// The number of positions written in layer 0.
+    ///
+    /// # Errors
+    /// Any error reading a size.
+    pub fn get_seq_length(&self) -> Result<SymInt> {
+        match self.layers.first() {
+            Some(l) => l.get_seq_length(),
+            None => Ok(SymInt::new(0)),
+        }
+    }
+
+    /// Writes `keys`/`values` into layer `layer` and returns what attention reads.
+    ///
+    /// # Errors
+    /// [`Error::Core`] for a layer the cache does not have; any error of the ops.
+    pub fn update(
+        &mut self,
+        keys: &Tensor,
+        values: &Tensor,
+        layer: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let n = self.layers.len();
+        let l = self.layers.get_mut(layer).ok_or_else(|| {
+            input_error(
+                "past_key_values",
+                format!("layer {layer} of a static cache of {n} layers"),
+            )
+        })?;
+        l.update(keys, values).map_err(|e| layer_error(layer, e))
+    }
+}
+
+/// Builds a static cache of `kinds` filled with `pairs` written from position 0.
+fn make_static_layers(pairs: Vec<(Tensor, Tensor)>, kinds: &[LayerKind]) -> Result<StaticCache> {
+    let mut cache = StaticCache {
+        layers: kinds.iter().map(|k| k.layer()).collect(),
+    };
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
+        cache.update(&k, &v, i)?;
+    }
+    Ok(cache)
+}
+
+impl CustomObject for StaticCache {
+    fn class_name(&self) -> &str {
+        "StaticCache"
+    }
+    fn fields(&self) -> Vec<(String, Value)> {
+        kv_fields(&self.layers)
+    }
+    fn string_type(&self, fmt: &dyn Fn(&Value) -> String) -> String {
+        kv_string("StaticCache", &self.layers, false, fmt)
+    }
+}
+
+/// `SlidingWindowCache` (transformers 4.x): a static cache whose layers all slide.
+#[derive(Clone, Debug, Default)]
+pub struct SlidingWindowCache(pub StaticCache);
+
+impl CustomObject for SlidingWindowCache {
+    fn class_name(&self) -> &str {
+        "SlidingWindowCache"
+    }
+    fn fields(&self) -> Vec<(String, Value)> {
+        kv_fields(&self.0.layers)
+    }
+    fn string_type(&self, fmt: &dyn Fn(&Value) -> String) -> String {
+        kv_string("SlidingWindowCache", &self.0.layers, false, fmt)
+    }
+}
+
+/// `HybridCache` (transformers 4.x, Gemma 2/3): a static cache mixing sliding-window and full
+/// layers.
+#[derive(Clone, Debug, Default)]
+pub struct HybridCache(pub StaticCache);
+
+impl CustomObject for HybridCache {
+    fn class_name(&self) -> &str {
+        "HybridCache"
+    }
+    fn fields(&self) -> Vec<(String, Value)> {
+        kv_fields(&self.0.layers)
+    }
+    fn string_type(&self, fmt: &dyn Fn(&Value) -> String) -> String {
+        kv_string("HybridCache", &self.0.layers, false, fmt)
+    }
+}
+
+/// `EncoderDecoderCache`: the decoder's self-attention cache and the cross-attention cache over
+/// the encoder's states.
+#[derive(Clone, Debug, Default)]
+pub struct EncoderDecoderCache {
+    /// Self-attention cache (grows with the generated tokens).
+    pub self_attention_cache: DynamicCache,
+    /// Cross-attention cache (fixed by the encoder's output).
+    pub cross_attention_cache: DynamicCache,
+}
+
+impl CustomObject for EncoderDecoderCache {
+    fn class_name(&self) -> &str {
+        "EncoderDecoderCache"
+    }
+    fn fields(&self) -> Vec<(String, Value)> {
+        vec![
+            (
+                "self_attention_cache".to_owned(),
+                Value::custom(self.self_attention_cache.clone()),
+            ),
+            (
+                "cross_attention_cache".to_owned(),
+                Value::custom(self.cross_attention_cache.clone()),
+            ),
+        ]
+    }
+    fn string_type(&self, fmt: &dyn Fn(&Value) -> String) -> String {
+        let f = self.fields();
+        format!(
+            "EncoderDecoderCache(self_attention_cache={}, cross_attention_cache={})",
+            fmt(&f[0].1),
+            fmt(&f[1].1)
+        )
+    }
+}
+
+/// `MambaCache` (transformers 4.x): per layer, the convolution state and the SSM state.
+#[derive(Clone, Debug, Default)]
+pub struct MambaCache {
+    /// Convolution states `[batch, intermediate, conv_kernel]`, one per layer.
+    pub conv_states: Vec<Tensor>,
+    /// SSM states `[batch, intermediate, state_size]`, one per layer.
+    pub ssm_states: Vec<Tensor>,
+}
+
+impl CustomObject for MambaCache {
+    fn class_name(&self) -> &str {
+        "MambaCache"
+    }
+    fn fields(&self) -> Vec<(String, Value)> {
+        let list = |ts: &[Tensor]| Value::List(ts.iter().cloned().map(Value::Tensor).collect());
+        vec![
+            ("conv_states".to_owned(), list(&self.conv_states)),
+            ("ssm_states".to_owned(), list(&self.ssm_states)),
+        ]
+    }
+    fn string_type(&self, fmt: &dyn Fn(&Value) -> String) -> String {
+        let f = self.fields();
+        format!(
+            "MambaCache(conv_states={}, ssm_states={})",
+            fmt(&f[0].1),
+            fmt(&f[1].1)
+        )
+    }
+}
+
+/// `make_dynamic_cache`: a [`DynamicCache`] of [`DynamicLayer`]s from `(key, value)` pairs.
+pub fn make_dynamic_cache(pairs: Vec<(Tensor, Tensor)>) -> DynamicCache {
+    DynamicCache::from_pairs(pairs)
+}
+
+/// `make_dynamic_cache(..., cls_layers=...)`: a [`DynamicCache`] whose layer `i` is of kind
+/// `kinds[i]`, holding `pairs[i]` as they are.
+///
+/// # Errors
+/// [`Error::Core`] when the numbers of pairs and kinds differ or a kind is not dynamic.
+pub fn make_dynamic_cache_with_layers(
+    pairs: Vec<(Tensor, Tensor)>,
+    kinds: &[LayerKind],
+) -> Result<DynamicCache> {
+    if pairs.len() != kinds.len() {
+        return Err(input_error(
+            "make_dynamic_cache",
+            format!("{} pairs for {} layer kinds", pairs.len(), kinds.len()),
+        ));
+    }
+    let layers = pairs
+        .into_iter()
+        .zip(kinds)
+        .map(|((k, v), kind)| match kind {
+            LayerKind::Dynamic | LayerKind::DynamicSlidingWindow(_) => {
+                CacheLayer::filled(*kind, k, v)
+            }
+            other => Err(input_error(
+                "make_dynamic_cache",
+                format!("a DynamicCache cannot hold a {}", other.class_name()),
+            )),
+        })
+        .collect::<Result<_>>()?;
+    Ok(DynamicCache { layers })
+}
+
+/// `make_static_cache`: a [`StaticCache`] of `max_cache_len` positions per layer, `pairs`
+/// written from position 0.
+///
+/// # Errors
+/// [`Error::Core`] when a pair is longer than `max_cache_len`; any error of the ops.
+pub fn make_static_cache(pairs: Vec<(Tensor, Tensor)>, max_cache_len: i64) -> Result<StaticCache> {
+    check_len(&pairs, max_cache_len, "make_static_cache")?;
+    let kinds = vec![LayerKind::Static(max_cache_len); pairs.len()];
+    make_static_layers(pairs, &kinds)
+}
+
+/// `make_sliding_window_cache`: a [`SlidingWindowCache`] whose window is the length of the
+/// pairs (as the Python helper does), the pairs written in.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn make_sliding_window_cache(pairs: Vec<(Tensor, Tensor)>) -> Result<SlidingWindowCache> {
+    let window = match pairs.first() {
+        Some((k, _)) => k.size(-2)?.hint(),
+        None => 0,
+    };
+    let kinds = vec![LayerKind::StaticSlidingWindow(window, window); pairs.len()];
+    Ok(SlidingWindowCache(make_static_layers(pairs, &kinds)?))
+}
+
+/// `make_hybrid_cache`: a [`HybridCache`] with layer `i` of kind `kinds[i]` (static, full or
+/// sliding), `pairs[i]` written from position 0.
+///
+/// # Errors
+/// [`Error::Core`] when the numbers differ, a kind is dynamic, or a pair is longer than its
+/// layer.
+pub fn make_hybrid_cache(
+    pairs: Vec<(Tensor, Tensor)>,
+    kinds: &[LayerKind],
+) -> Result<HybridCache> {
+    if pairs.len() != kinds.len() {
+        return Err(input_error(
+            "make_hybrid_cache",
+            format!("{} pairs for {} layer kinds", pairs.len(), kinds.len()),
+        ));
+    }
+    for (i, ((k, _), kind)) in pairs.iter().zip(kinds).enumerate() {
+        let cap = match kind {
+            LayerKind::Static(m) => *m,
+            LayerKind::StaticSlidingWindow(m, w) => (*m).min(*w),
+            other => {
+                return Err(input_error(
+                    "make_hybrid_cache",
+                    format!("layer {i}: a HybridCache cannot hold a {}", other.class_name()),
+                ));
+            }
+        };
+        if k.size(-2)?.hint() > cap {
+            return Err(input_error(
+                "make_hybrid_cache",
+                format!("layer {i}: {} positions for a layer of {cap}", k.size(-2)?.hint()),
+            ));
+        }
+    }
+    Ok(HybridCache(make_static_layers(pairs, kinds)?))
+}
+
+/// `make_encoder_decoder_cache`.
+pub fn make_encoder_decoder_cache(
+    self_attention_cache: DynamicCache,
+    cross_attention_cache: DynamicCache,
+) -> EncoderDecoderCache {
+    EncoderDecoderCache {
+        self_attention_cache,
+        cross_attention_cache,
+    }
+}
+
+/// `make_mamba_cache`: a [`MambaCache`] from `(conv_state, ssm_state)` pairs, one per layer.
+pub fn make_mamba_cache(states: Vec<(Tensor, Tensor)>) -> MambaCache {
+    let (conv_states, ssm_states) = states.into_iter().unzip();
+    MambaCache {
+        conv_states,
+        ssm_states,
+    }
+}
+
+fn check_len(pairs: &[(Tensor, Tensor)], max_cache_len: i64, what: &str) -> Result<()> {
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        let n = k.size(-2)?.hint();
+        if n > max_cache_len {
+            return Err(input_error(
+                what,
+                format!("layer {i}: {n} positions but max_cache_len={max_cache_len}"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`models::llama`]: `LlamaForCausalLM` and its pieces, numerically checked against
 //!   transformers 5.23 (tests/parity).
-//! - [`cache_utils::DynamicCache`]: the explicit KV cache, input and output of the models.
+//! - [`cache_utils`]: the KV caches (`DynamicCache`, `StaticCache`, ...), explicit inputs and
+//!   outputs of the models; [`modeling_outputs`]: the output classes (`CausalLMOutputWithPast`).
 //! - [`catalog`]: model ids → configs, offline; [`tasks`]: the text-generation input sets.
 //! - [`weights`]: checkpoint loading (one safetensors file or a sharded index) and untrained
 //!   initialisation from a seed.
@@ -12,9 +13,17 @@
 pub mod cache_utils;
 pub mod catalog;
 pub mod error;
+pub mod modeling_outputs;
 pub mod models;
 pub mod tasks;
 pub mod weights;
 
-pub use cache_utils::{DynamicCache, DynamicLayer};
+pub use cache_utils::{
+    CacheLayer, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer, EncoderDecoderCache,
+    HybridCache, LayerKind, MambaCache, SlidingWindowCache, StaticCache, StaticLayer,
+    StaticSlidingWindowLayer, make_dynamic_cache, make_dynamic_cache_with_layers,
+    make_encoder_decoder_cache, make_hybrid_cache, make_mamba_cache, make_sliding_window_cache,
+    make_static_cache,
+};
+pub use modeling_outputs::{BaseModelOutput, CausalLMOutputWithPast, Seq2SeqLMOutput};
 pub use error::{Error, Result};

@@ -70,7 +70,7 @@ pub fn text_generation_inputs(
         ),
         (
             "past_key_values".to_owned(),
-            DynamicCache::from_pairs(pairs).to_value(),
+            Value::custom(DynamicCache::from_pairs(pairs)),
         ),
     ]
 }
@@ -82,16 +82,10 @@ pub fn text_generation_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
         Dim::new("seq_length"),
         Dim::new("cache_length"),
     );
-    let cache_spec = DynSpec::Dict(
-        (0..d.num_layers)
-            .flat_map(|i| {
-                ["key", "value"].map(|k| {
-                    (
-                        format!("{k}_{i}"),
-                        DynSpec::dims([(0, batch.clone()), (2, cache.clone())]),
-                    )
-                })
-            })
+    // The cache follows its flattened form: key_0, value_0, key_1, ...
+    let cache_spec = DynSpec::Seq(
+        (0..2 * d.num_layers)
+            .map(|_| DynSpec::dims([(0, batch.clone()), (2, cache.clone())]))
             .collect(),
     );
     DynamicShapes {

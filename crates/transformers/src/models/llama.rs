@@ -15,6 +15,7 @@ use super::{Linear, activation};
 use crate::{
     cache_utils::DynamicCache,
     error::{Error, Result},
+    modeling_outputs::CausalLMOutputWithPast,
     weights::Weights,
 };
 
@@ -713,7 +714,7 @@ impl Module for LlamaForCausalLM {
         )]
     }
 
-    /// `CausalLMOutputWithPast` as a dict: `logits`, `past_key_values`.
+    /// `CausalLMOutputWithPast` with `logits` and `past_key_values` (a `DynamicCache`).
     fn forward(&self, inputs: &Inputs) -> CoreResult<Value> {
         let cache =
             DynamicCache::from_value(inputs.get("past_key_values")).map_err(|e| match e {
@@ -729,9 +730,10 @@ impl Module for LlamaForCausalLM {
             inputs.opt_tensor("position_ids")?,
             cache,
         )?;
-        Ok(Value::Dict(vec![
-            ("logits".to_owned(), Value::Tensor(logits)),
-            ("past_key_values".to_owned(), cache.to_value()),
-        ]))
+        Ok(Value::custom(CausalLMOutputWithPast {
+            logits: Some(Value::Tensor(logits)),
+            past_key_values: Some(Value::custom(cache)),
+            ..CausalLMOutputWithPast::default()
+        }))
     }
 }
