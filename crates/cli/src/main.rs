@@ -4,6 +4,7 @@
 //! - `validate`: export a model, run it in ONNX Runtime, report discrepancies (see `validate.rs`).
 //! - `doctor`: checks that libtorch and ONNX Runtime load in this process and agree on a small
 //!   computation, and prints where each library comes from.
+//! - `caches`: the classes with a serializer, one per line, sorted (the list of seed `002`).
 
 mod validate;
 
@@ -30,12 +31,20 @@ enum Command {
     Doctor,
     /// Exports a model, runs it with ONNX Runtime and reports discrepancies.
     Validate(Box<validate::ValidateArgs>),
+    /// Lists the cache and output classes that have a serializer, one per line, sorted.
+    Caches,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor => doctor(),
+        Command::Caches => {
+            for class in onnx_diagnostic_serialization::supported_classes() {
+                println!("{class}");
+            }
+            Ok(())
+        }
         Command::Validate(args) => validate::validate(&args).and_then(|ok| {
             if ok {
                 Ok(())

@@ -263,6 +263,13 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         bail!("task {task} is not supported yet (text-generation is)");
     }
     let atol = a.atol.unwrap_or(1e-4);
+    // The cache and output classes cross the export boundary through their serializers,
+    // registered for this run (what `torch_export_patches` does first in the Python package).
+    let _serialization = onnx_diagnostic_serialization::register_cache_serialization(
+        true,
+        true,
+        u8::from(a.verbose > 1),
+    );
     let total = Instant::now();
     let mut s = Summary::default();
     s.s("version_onnx_diagnostic", env!("CARGO_PKG_VERSION"));
@@ -405,13 +412,13 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         for ((name, set), exp) in sets.iter().zip(&expected) {
             let mut feeds = Vec::new();
             for (k, v) in set {
-                feeds.extend(v.flatten(k).0.into_iter().map(|(n, t)| (n, t.into_tch())));
+                feeds.extend(v.flatten(k)?.0.into_iter().map(|(n, t)| (n, t.into_tch())));
             }
             write_safetensors(&dir.join(format!("{name}.safetensors")), &feeds)?;
             let outs: Vec<(String, tch::Tensor)> = out_names
                 .iter()
                 .cloned()
-                .zip(exp.flatten("o").0.into_iter().map(|(_, t)| t.into_tch()))
+                .zip(exp.flatten("o")?.0.into_iter().map(|(_, t)| t.into_tch()))
                 .collect();
             let file = format!(
                 "expected{}.safetensors",
@@ -477,10 +484,11 @@ fn describe_task(task: &str) -> Result<()> {
         catalog::config_json("arnir0/Tiny-LLM").ok_or_else(|| anyhow!("catalog is empty"))?,
     )?;
     let dims = cfg.decoder_dims();
+    let _serialization = onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     for (name, (b, q, c)) in INPUT_SETS {
         println!("{name}:");
         for (k, v) in text_generation_inputs(&dims, *b, *q, *c) {
-            for (leaf, t) in v.flatten(&k).0 {
+            for (leaf, t) in v.flatten(&k)?.0 {
                 let kind = onnx_diagnostic_core::graph::kind_short(t.kind());
                 let shape: Vec<String> = t.concrete_shape().iter().map(i64::to_string).collect();
                 println!("    {leaf}: {kind}[{}]", shape.join(", "));

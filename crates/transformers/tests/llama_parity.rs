@@ -61,6 +61,17 @@ fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
     let model = check_parity("llama_export", TINY);
     let dims = model.config.decoder_dims();
     let ds = text_generation_dynamic_shapes(&dims);
+    // Without registration, the cache cannot cross the export boundary, and the error says
+    // how to fix it.
+    let example = text_generation_inputs(&dims, 2, 3, 30);
+    let err = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("DynamicCache")
+            && err.to_string().contains("register_cache_serialization"),
+        "{err}"
+    );
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let example = text_generation_inputs(&dims, 2, 3, 30);
     let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
     let text = ep.to_string();

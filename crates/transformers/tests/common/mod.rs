@@ -66,6 +66,7 @@ pub(crate) fn t(io: &HashMap<String, tch::Tensor>, k: &str) -> Tensor {
 /// NaN). Returns the ONNX model.
 pub(crate) fn export_and_check_in_ort(model: &dyn Module, dims: &DecoderDims) -> proto::ModelProto {
     let name = model.class_name();
+    let _serialization = onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let ds = text_generation_dynamic_shapes(dims);
     let example = text_generation_inputs(dims, 2, 3, 30);
     let ep = export(model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
@@ -110,9 +111,9 @@ fn check_cache(
     cropped: bool,
 ) {
     for (i, l) in cache.layers.iter().enumerate() {
-        for (kind, t) in [("key", &l.keys), ("value", &l.values)] {
+        for (kind, t) in [("key", l.keys()), ("value", l.values())] {
             let theirs = &io[&format!("present_{kind}{suffix}_{i}")];
-            let d = cache_diff(t.as_ref().unwrap(), theirs, cropped);
+            let d = cache_diff(t.unwrap(), theirs, cropped);
             assert!(d <= 1e-4, "{name}: {kind} {i}{suffix} differs by {d}");
         }
     }

@@ -1,0 +1,37 @@
+//! `onnx-diagnostic caches`: the classes with a serializer, as seed `002` lists them (one per
+//! line, sorted), plus the output classes of the models.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::process::Command;
+
+#[test]
+fn caches_lists_the_seed_classes_sorted() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .arg("caches")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let mut sorted = lines.clone();
+    sorted.sort_unstable();
+    assert_eq!(lines, sorted);
+    // Seed 002's list, every class of it.
+    for class in [
+        "BaseModelOutput",
+        "DynamicCache",
+        "EncoderDecoderCache",
+        "HybridCache",
+        "MambaCache",
+        "SlidingWindowCache",
+        "StaticCache",
+        "UNet2DConditionOutput",
+    ] {
+        assert!(lines.contains(&class), "{class} missing from {lines:?}");
+    }
+    // And the output classes our models return.
+    assert!(lines.contains(&"CausalLMOutputWithPast"));
+    assert!(lines.contains(&"Seq2SeqLMOutput"));
+    assert_eq!(lines.len(), 10);
+}
