@@ -484,7 +484,8 @@ fn describe_task(task: &str) -> Result<()> {
         catalog::config_json("arnir0/Tiny-LLM").ok_or_else(|| anyhow!("catalog is empty"))?,
     )?;
     let dims = cfg.decoder_dims();
-    let _serialization = onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     for (name, (b, q, c)) in INPUT_SETS {
         println!("{name}:");
         for (k, v) in text_generation_inputs(&dims, *b, *q, *c) {

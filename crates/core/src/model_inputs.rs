@@ -139,7 +139,10 @@ fn guess(values: &[&Value], path: &str, dim: &Dim) -> Result<DynSpec> {
                         "the input sets differ in structure: {class} flattens to [{}] in set 0, \
                          [{}] in another",
                         keys.join(", "),
-                        bad.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+                        bad.iter()
+                            .map(|(k, _)| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }

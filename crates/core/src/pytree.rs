@@ -99,6 +99,42 @@ impl From<tch::Tensor> for Value {
     }
 }
 
+impl From<Vec<Tensor>> for Value {
+    fn from(ts: Vec<Tensor>) -> Self {
+        Value::List(ts.into_iter().map(Value::Tensor).collect())
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Str(v.to_owned())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::None, Into::into)
+    }
+}
+
 /// The structure of a [`Value`] with tensors replaced by slots.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TreeSpec {
@@ -388,18 +424,12 @@ impl TreeSpec {
             TreeSpec::Bool(v) => Value::Bool(*v),
             TreeSpec::Str(v) => Value::Str(v.clone()),
             TreeSpec::None => Value::None,
-            TreeSpec::List(items) => Value::List(
-                items
-                    .iter()
-                    .map(|s| s.build(it))
-                    .collect::<Result<_>>()?,
-            ),
-            TreeSpec::Tuple(items) => Value::Tuple(
-                items
-                    .iter()
-                    .map(|s| s.build(it))
-                    .collect::<Result<_>>()?,
-            ),
+            TreeSpec::List(items) => {
+                Value::List(items.iter().map(|s| s.build(it)).collect::<Result<_>>()?)
+            }
+            TreeSpec::Tuple(items) => {
+                Value::Tuple(items.iter().map(|s| s.build(it)).collect::<Result<_>>()?)
+            }
             TreeSpec::Dict(items) => Value::Dict(
                 items
                     .iter()

@@ -14,12 +14,7 @@
 //! - Flattening or rebuilding an unregistered class is [`Error::Serialization`] naming the class
 //!   and how to register it.
 
-use std::{
-    cell::RefCell,
-    collections::BTreeMap,
-    fmt,
-    sync::Arc,
-};
+use std::{cell::RefCell, collections::BTreeMap, fmt, sync::Arc};
 
 use crate::{
     error::{Error, Result},
@@ -79,7 +74,11 @@ pub trait Serializer: Send + Sync + 'static {
     /// # Errors
     /// As [`Serializer::flatten_with_keys`].
     fn flatten(&self, obj: &dyn CustomObject) -> Result<(Vec<Value>, Vec<String>)> {
-        Ok(self.flatten_with_keys(obj)?.into_iter().map(|(k, v)| (v, k)).unzip())
+        Ok(self
+            .flatten_with_keys(obj)?
+            .into_iter()
+            .map(|(k, v)| (v, k))
+            .unzip())
     }
 
     /// Rebuilds an object from its children and the context.
@@ -110,8 +109,10 @@ macro_rules! register_serializer {
 
 /// Every serializer declared in the linked crates, by class name.
 pub fn available_serializers() -> Vec<&'static dyn Serializer> {
-    let mut all: Vec<&'static dyn Serializer> =
-        inventory::iter::<SerializerEntry>.into_iter().map(|e| e.0).collect();
+    let mut all: Vec<&'static dyn Serializer> = inventory::iter::<SerializerEntry>
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     all.sort_by_key(|s| s.class_name());
     all
 }

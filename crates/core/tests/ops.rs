@@ -14,7 +14,12 @@ fn case(name: &str) -> Case {
 }
 
 fn leaves(v: &Value) -> Vec<onnx_diagnostic_core::Tensor> {
-    v.flatten("out").unwrap().0.into_iter().map(|(_, t)| t).collect()
+    v.flatten("out")
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// Exports the case, then checks that the graph gives the eager result, exactly in shape and

@@ -92,10 +92,7 @@ fn parse_tag(class: &str, tag: &str, len: i64) -> Result<LayerKind> {
 }
 
 /// The children of a key/value cache; `usual` is the kind whose layers need no tag.
-fn flatten_kv(
-    layers: &[CacheLayer],
-    usual: &dyn Fn(LayerKind) -> bool,
-) -> Vec<(String, Value)> {
+fn flatten_kv(layers: &[CacheLayer], usual: &dyn Fn(LayerKind) -> bool) -> Vec<(String, Value)> {
     let tagged = !layers.iter().all(|l| usual(l.kind()));
     let mut out = Vec::with_capacity(2 * layers.len());
     for (i, l) in layers.iter().enumerate() {
@@ -119,7 +116,7 @@ fn unflatten_kv(
     context: &[String],
     usual: &dyn Fn(i64) -> LayerKind,
 ) -> Result<Vec<CacheLayer>> {
-    if values.len() != context.len() || values.len() % 2 != 0 {
+    if values.len() != context.len() || !values.len().is_multiple_of(2) {
         return Err(fail(
             class,
             format!(
@@ -135,12 +132,18 @@ fn unflatten_kv(
         let (k, v) = (it.next(), it.next());
         let parse = |key: &str, prefix: &str| -> Result<Option<String>> {
             let rest = key.strip_prefix(prefix).ok_or_else(|| {
-                fail(class, format!("key {key:?} at layer {i}: expected {prefix}..."))
+                fail(
+                    class,
+                    format!("key {key:?} at layer {i}: expected {prefix}..."),
+                )
             })?;
             match rest.rsplit_once('_') {
                 Some((tag, idx)) if idx == i.to_string() => Ok(Some(tag.to_owned())),
                 None if rest == i.to_string() => Ok(None),
-                _ => Err(fail(class, format!("key {key:?} is not the one of layer {i}"))),
+                _ => Err(fail(
+                    class,
+                    format!("key {key:?} is not the one of layer {i}"),
+                )),
             }
         };
         let tag = parse(&pair[0], "key_")?;
@@ -191,10 +194,12 @@ impl Serializer for DynamicCacheSerializer {
     }
     fn unflatten(&self, values: Vec<Value>, context: &[String]) -> Result<Box<dyn CustomObject>> {
         let layers = unflatten_kv("DynamicCache", values, context, &|_| LayerKind::Dynamic)?;
-        if let Some(l) = layers
-            .iter()
-            .find(|l| !matches!(l.kind(), LayerKind::Dynamic | LayerKind::DynamicSlidingWindow(_)))
-        {
+        if let Some(l) = layers.iter().find(|l| {
+            !matches!(
+                l.kind(),
+                LayerKind::Dynamic | LayerKind::DynamicSlidingWindow(_)
+            )
+        }) {
             return Err(fail(
                 "DynamicCache",
                 format!("a DynamicCache cannot hold a {}", l.kind().class_name()),
@@ -235,7 +240,9 @@ impl Serializer for StaticCacheSerializer {
     }
     fn flatten_with_keys(&self, obj: &dyn CustomObject) -> Result<Vec<(String, Value)>> {
         let c = downcast::<StaticCache>(obj, "StaticCache")?;
-        Ok(flatten_kv(&c.layers, &|k| matches!(k, LayerKind::Static(_))))
+        Ok(flatten_kv(&c.layers, &|k| {
+            matches!(k, LayerKind::Static(_))
+        }))
     }
     fn unflatten(&self, values: Vec<Value>, context: &[String]) -> Result<Box<dyn CustomObject>> {
         Ok(Box::new(StaticCache {
@@ -257,9 +264,10 @@ impl Serializer for SlidingWindowCacheSerializer {
     fn flatten_with_keys(&self, obj: &dyn CustomObject) -> Result<Vec<(String, Value)>> {
         let c = downcast::<SlidingWindowCache>(obj, "SlidingWindowCache")?;
         // Untagged when every layer's window is its stored length (how it is rebuilt).
-        Ok(flatten_kv(&c.0.layers, &|k| {
-            matches!(k, LayerKind::StaticSlidingWindow(m, w) if m == w)
-        }))
+        Ok(flatten_kv(
+            &c.0.layers,
+            &|k| matches!(k, LayerKind::StaticSlidingWindow(m, w) if m == w),
+        ))
     }
     fn unflatten(&self, values: Vec<Value>, context: &[String]) -> Result<Box<dyn CustomObject>> {
         Ok(Box::new(SlidingWindowCache(StaticCache {

@@ -5,24 +5,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use onnx_diagnostic_core::{
-    Error, ExportOptions, Family, FnModule, Inputs, Module, ModelInputs, StringTypeOptions, Tensor,
-    Value, export, serialization::is_registered, serialization_functions,
-    string_dynamic_shapes, string_type,
+    Error, ExportOptions, Family, FnModule, Inputs, ModelInputs, Module, StringTypeOptions, Tensor,
+    Value, export, serialization::is_registered, serialization_functions, string_dynamic_shapes,
+    string_type,
 };
 use onnx_diagnostic_diffusers::UNet2DConditionOutput;
 use onnx_diagnostic_serialization::{register_cache_serialization, supported_classes};
 use onnx_diagnostic_testing::randn;
 use onnx_diagnostic_transformers::{
-    BaseModelOutput, CacheLayer, CausalLMOutputWithPast, DynamicCache, LayerKind,
-    Seq2SeqLMOutput, make_dynamic_cache, make_dynamic_cache_with_layers,
-    make_encoder_decoder_cache, make_hybrid_cache, make_mamba_cache,
-    make_sliding_window_cache, make_static_cache,
+    BaseModelOutput, CacheLayer, CausalLMOutputWithPast, DynamicCache, LayerKind, Seq2SeqLMOutput,
+    make_dynamic_cache, make_dynamic_cache_with_layers, make_encoder_decoder_cache,
+    make_hybrid_cache, make_mamba_cache, make_sliding_window_cache, make_static_cache,
 };
 
 fn pairs(n: usize, shape: &[i64]) -> Vec<(Tensor, Tensor)> {
-    (0..n)
-        .map(|_| (Tensor::from(randn(shape)), Tensor::from(randn(shape))))
-        .collect()
+    (0..n).map(|_| (randn(shape), randn(shape))).collect()
 }
 
 fn shape_string(v: &Value) -> String {
@@ -142,7 +139,10 @@ fn key_value_caches_round_trip() {
         )
         .unwrap(),
     );
-    let back = round_trip(&h, &["x_key_X4_0", "x_value_X4_0", "x_key_S_1", "x_value_S_1"]);
+    let back = round_trip(
+        &h,
+        &["x_key_X4_0", "x_value_X4_0", "x_key_S_1", "x_value_S_1"],
+    );
     let layers = &back
         .downcast_ref::<onnx_diagnostic_transformers::HybridCache>()
         .unwrap()
@@ -194,7 +194,7 @@ fn a_cache_mixing_full_and_sliding_layers_keeps_kinds_and_windows() {
     );
     // The rebuilt layers behave as their kind: two more positions, the window-4 layer keeps
     // the last 3, the others keep all 5; attention reads all 5 everywhere.
-    let new = Tensor::from(randn(&[1, 2, 2, 4]));
+    let new = randn(&[1, 2, 2, 4]);
     for i in 0..3 {
         let (k, _) = back.update(&new, &new, i).unwrap();
         assert_eq!(k.concrete_shape(), [1, 2, 5, 4]);
@@ -251,8 +251,8 @@ fn nested_caches_and_outputs_round_trip() {
     );
 
     let mamba = Value::custom(make_mamba_cache(vec![
-        (Tensor::from(randn(&[1, 8, 4])), Tensor::from(randn(&[1, 8, 16]))),
-        (Tensor::from(randn(&[1, 8, 4])), Tensor::from(randn(&[1, 8, 16]))),
+        (randn(&[1, 8, 4]), randn(&[1, 8, 16])),
+        (randn(&[1, 8, 4]), randn(&[1, 8, 16])),
     ]));
     assert_eq!(
         shape_string(&mamba),
@@ -272,7 +272,10 @@ fn nested_caches_and_outputs_round_trip() {
         last_hidden_state: Some(randn(&[2, 3, 8]).into()),
         ..BaseModelOutput::default()
     });
-    assert_eq!(shape_string(&base), "BaseModelOutput(last_hidden_state:T1s2x3x8)");
+    assert_eq!(
+        shape_string(&base),
+        "BaseModelOutput(last_hidden_state:T1s2x3x8)"
+    );
     round_trip(&base, &["x_last_hidden_state"]);
 
     let causal = Value::custom(CausalLMOutputWithPast {
@@ -282,7 +285,11 @@ fn nested_caches_and_outputs_round_trip() {
     });
     round_trip(
         &causal,
-        &["x_logits", "x_past_key_values_key_0", "x_past_key_values_value_0"],
+        &[
+            "x_logits",
+            "x_past_key_values_key_0",
+            "x_past_key_values_value_0",
+        ],
     );
     let (_, spec) = causal.flatten("out").unwrap();
     assert_eq!(
@@ -300,7 +307,10 @@ fn nested_caches_and_outputs_round_trip() {
     let unet = Value::custom(UNet2DConditionOutput {
         sample: Some(randn(&[1, 4, 8, 8]).into()),
     });
-    assert_eq!(shape_string(&unet), "UNet2DConditionOutput(sample:T1s1x4x8x8)");
+    assert_eq!(
+        shape_string(&unet),
+        "UNet2DConditionOutput(sample:T1s1x4x8x8)"
+    );
     round_trip(&unet, &["x_sample"]);
 }
 
@@ -376,7 +386,14 @@ fn the_seed_cache_model_exports_with_guessed_dynamic_shapes() {
         string_dynamic_shapes(&ds),
         format!("((#4[{t},{t},{t},{t}],{{3:DYNAMIC}}),{{}})")
     );
-    let ep = export(&model, &inputs[0].0, &[], Some(&ds), &ExportOptions::default()).unwrap();
+    let ep = export(
+        &model,
+        &inputs[0].0,
+        &[],
+        Some(&ds),
+        &ExportOptions::default(),
+    )
+    .unwrap();
     let names: Vec<String> = ep
         .user_inputs()
         .iter()
@@ -402,11 +419,39 @@ fn the_seed_cache_model_exports_with_guessed_dynamic_shapes() {
         .forward(&Inputs::bind_for(&model, &inputs[1].0, &[]).unwrap())
         .unwrap();
     let got = ep.run(&inputs[1].0, &[]).unwrap();
-    assert!(
-        eager
-            .as_tensor()
-            .unwrap()
-            .as_tch()
-            .allclose(got.as_tensor().unwrap().as_tch(), 1e-6, 1e-6, false)
-    );
+    assert!(eager.as_tensor().unwrap().as_tch().allclose(
+        got.as_tensor().unwrap().as_tch(),
+        1e-6,
+        1e-6,
+        false
+    ));
+}
+
+#[test]
+fn tree_specs_serialize_to_json_and_back() {
+    let _g = register_cache_serialization(true, false, 0);
+    let v = Value::Tuple(vec![
+        Value::custom(
+            make_dynamic_cache_with_layers(
+                pairs(2, &[1, 2, 3, 4]),
+                &[LayerKind::Dynamic, LayerKind::DynamicSlidingWindow(8)],
+            )
+            .unwrap(),
+        ),
+        Value::Dict(vec![
+            ("n".to_owned(), 3i64.into()),
+            ("mask".to_owned(), Option::<Tensor>::None.into()),
+            ("ids".to_owned(), vec![randn(&[2])].into()),
+        ]),
+    ]);
+    let (leaves, spec) = v.flatten("inputs").unwrap();
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.contains(r#""class":"DynamicCache""#), "{json}");
+    assert!(json.contains(r#""key_W8_1""#), "{json}");
+    let back: onnx_diagnostic_core::TreeSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec);
+    let rebuilt = back
+        .unflatten(leaves.into_iter().map(|(_, t)| t).collect())
+        .unwrap();
+    assert_eq!(shape_string(&rebuilt), shape_string(&v));
 }

@@ -176,7 +176,9 @@ impl CacheLayer {
     pub fn kind(&self) -> LayerKind {
         match self {
             CacheLayer::Dynamic(_) => LayerKind::Dynamic,
-            CacheLayer::DynamicSlidingWindow(l) => LayerKind::DynamicSlidingWindow(l.sliding_window),
+            CacheLayer::DynamicSlidingWindow(l) => {
+                LayerKind::DynamicSlidingWindow(l.sliding_window)
+            }
             CacheLayer::Static(l) => LayerKind::Static(l.max_cache_len),
             CacheLayer::StaticSlidingWindow(l) => {
                 LayerKind::StaticSlidingWindow(l.max_cache_len, l.sliding_window)
@@ -329,7 +331,9 @@ impl CacheLayer {
                 cut(&mut l.keys)?;
                 cut(&mut l.values)
             }
-            CacheLayer::DynamicSlidingWindow(l) if l.cumulative_length.hint() < l.sliding_window => {
+            CacheLayer::DynamicSlidingWindow(l)
+                if l.cumulative_length.hint() < l.sliding_window =>
+            {
                 cut(&mut l.keys)?;
                 cut(&mut l.values)?;
                 l.cumulative_length = &l.cumulative_length - tokens;
@@ -358,7 +362,9 @@ impl CacheLayer {
         };
         match self {
             CacheLayer::Dynamic(DynamicLayer { keys, values })
-            | CacheLayer::DynamicSlidingWindow(DynamicSlidingWindowLayer { keys, values, .. })
+            | CacheLayer::DynamicSlidingWindow(DynamicSlidingWindowLayer {
+                keys, values, ..
+            })
             | CacheLayer::Static(StaticLayer { keys, values, .. })
             | CacheLayer::StaticSlidingWindow(StaticSlidingWindowLayer { keys, values, .. }) => {
                 sel(keys)?;
@@ -496,7 +502,8 @@ impl DynamicCache {
         layer: usize,
     ) -> Result<(Tensor, Tensor)> {
         while self.layers.len() <= layer {
-            self.layers.push(CacheLayer::Dynamic(DynamicLayer::default()));
+            self.layers
+                .push(CacheLayer::Dynamic(DynamicLayer::default()));
         }
         self.layers[layer]
             .update(keys, values)
@@ -548,12 +555,16 @@ impl DynamicCache {
     pub fn from_value(value: &Value) -> Result<Option<Self>> {
         match value {
             Value::None => Ok(None),
-            v => v.downcast_ref::<DynamicCache>().cloned().map(Some).ok_or_else(|| {
-                input_error(
-                    "past_key_values",
-                    format!("expected a DynamicCache or None, got {}", v.kind_name()),
-                )
-            }),
+            v => v
+                .downcast_ref::<DynamicCache>()
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| {
+                    input_error(
+                        "past_key_values",
+                        format!("expected a DynamicCache or None, got {}", v.kind_name()),
+                    )
+                }),
         }
     }
 }
@@ -799,10 +810,7 @@ pub fn make_sliding_window_cache(pairs: Vec<(Tensor, Tensor)>) -> Result<Sliding
 /// # Errors
 /// [`Error::Core`] when the numbers differ, a kind is dynamic, or a pair is longer than its
 /// layer.
-pub fn make_hybrid_cache(
-    pairs: Vec<(Tensor, Tensor)>,
-    kinds: &[LayerKind],
-) -> Result<HybridCache> {
+pub fn make_hybrid_cache(pairs: Vec<(Tensor, Tensor)>, kinds: &[LayerKind]) -> Result<HybridCache> {
     if pairs.len() != kinds.len() {
         return Err(input_error(
             "make_hybrid_cache",
@@ -816,14 +824,20 @@ pub fn make_hybrid_cache(
             other => {
                 return Err(input_error(
                     "make_hybrid_cache",
-                    format!("layer {i}: a HybridCache cannot hold a {}", other.class_name()),
+                    format!(
+                        "layer {i}: a HybridCache cannot hold a {}",
+                        other.class_name()
+                    ),
                 ));
             }
         };
         if k.size(-2)?.hint() > cap {
             return Err(input_error(
                 "make_hybrid_cache",
-                format!("layer {i}: {} positions for a layer of {cap}", k.size(-2)?.hint()),
+                format!(
+                    "layer {i}: {} positions for a layer of {cap}",
+                    k.size(-2)?.hint()
+                ),
             ));
         }
     }

@@ -25,5 +25,5 @@ pub use cache_utils::{
     make_encoder_decoder_cache, make_hybrid_cache, make_mamba_cache, make_sliding_window_cache,
     make_static_cache,
 };
-pub use modeling_outputs::{BaseModelOutput, CausalLMOutputWithPast, Seq2SeqLMOutput};
 pub use error::{Error, Result};
+pub use modeling_outputs::{BaseModelOutput, CausalLMOutputWithPast, Seq2SeqLMOutput};

@@ -3,9 +3,10 @@
 //! names) with one difference, the sliding-window causal mask (`kv_idx > q_idx -
 //! sliding_window` on top of the causal mask) when the config sets `sliding_window`.
 //!
-//! The cache stays a full [`crate::DynamicCache`]: transformers crops a sliding-window layer to
-//! its window, which gives the same attention results; the cropping cache layer arrives with
-//! the pytree issue's `DynamicSlidingWindowLayer`.
+//! The cache stays a [`crate::DynamicCache`] of full layers: transformers gives a
+//! sliding-window model `DynamicSlidingWindowLayer`s (in crate::cache_utils, checked against
+//! transformers), which keep only the window and give the same attention results; using them
+//! here needs the mask to take the layer's offset (`get_mask_sizes`), left to the models issue.
 
 use std::path::Path;
 

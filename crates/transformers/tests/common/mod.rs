@@ -66,7 +66,8 @@ pub(crate) fn t(io: &HashMap<String, tch::Tensor>, k: &str) -> Tensor {
 /// NaN). Returns the ONNX model.
 pub(crate) fn export_and_check_in_ort(model: &dyn Module, dims: &DecoderDims) -> proto::ModelProto {
     let name = model.class_name();
-    let _serialization = onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let ds = text_generation_dynamic_shapes(dims);
     let example = text_generation_inputs(dims, 2, 3, 30);
     let ep = export(model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
