@@ -59,6 +59,16 @@ impl TensorKey {
     }
 }
 
+/// A graph being recorded inside another one (a branch of `cond`, the body of `scan`): the
+/// saved state of the enclosing frame while the inner one records.
+pub(crate) struct Frame {
+    pub(crate) id: u64,
+    pub(crate) graph: Graph,
+    lifted: HashMap<TensorKey, ValueId>,
+    /// Values of the enclosing frame read by this one: (outer id, inner placeholder).
+    pub(crate) captures: Vec<(ValueId, ValueId)>,
+}
+
 pub(crate) struct Recorder {
     pub(crate) id: u64,
     pub(crate) graph: Graph,
@@ -66,6 +76,15 @@ pub(crate) struct Recorder {
     /// Parameters and buffers of the module, not lifted yet.
     known: HashMap<TensorKey, (String, InputKind)>,
     lifted: HashMap<TensorKey, ValueId>,
+    /// Values of the enclosing frame read by the current sub-graph (empty at the top).
+    pub(crate) captures: Vec<(ValueId, ValueId)>,
+    /// The enclosing frames, innermost last (empty at the top).
+    parents: Vec<Frame>,
+    /// Symbols created by control flow (sizes of `cond` outputs that differ between the
+    /// branches), torch's unbacked `u0`, `u1`, ...
+    pub(crate) unbacked: Vec<(String, i64, Loc)>,
+    /// Range refinements from `check` on sizes: (symbol, min, max).
+    pub(crate) refinements: Vec<(String, Option<i64>, Option<i64>)>,
     /// Lifted tensors: (placeholder kind, tensor), in lifting order.
     pub(crate) captured: Vec<(InputKind, tch::Tensor)>,
     pub(crate) guards: Vec<Guard>,
@@ -126,14 +145,23 @@ pub(crate) fn start(
             stop_if_static,
             scope: Vec::new(),
             n_constants: 0,
+            captures: Vec::new(),
+            parents: Vec::new(),
+            unbacked: Vec::new(),
+            refinements: Vec::new(),
         });
         Ok(RecordingGuard(()))
     })
 }
 
-/// Takes the recorder out (the end of an export).
+/// Takes the recorder out (the end of an export, or a pause).
 pub(crate) fn take() -> Option<Recorder> {
     RECORDER.with_borrow_mut(Option::take)
+}
+
+/// Puts back a recorder taken by [`take`] to pause the recording.
+pub(crate) fn restore(r: Recorder) {
+    RECORDER.with_borrow_mut(|slot| *slot = Some(r));
 }
 
 impl Recorder {
@@ -162,12 +190,65 @@ impl Recorder {
         id
     }
 
+    /// Starts recording a sub-graph; values of the enclosing graphs it reads become its
+    /// inputs (captures).
+    pub(crate) fn push_frame(&mut self) {
+        let outer = Frame {
+            id: std::mem::replace(
+                &mut self.id,
+                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ),
+            graph: std::mem::take(&mut self.graph),
+            lifted: std::mem::take(&mut self.lifted),
+            captures: std::mem::take(&mut self.captures),
+        };
+        self.parents.push(outer);
+    }
+
+    /// Ends the current sub-graph and returns it; the enclosing frame records again.
+    pub(crate) fn pop_frame(&mut self) -> Option<Frame> {
+        let outer = self.parents.pop()?;
+        Some(Frame {
+            id: std::mem::replace(&mut self.id, outer.id),
+            graph: std::mem::replace(&mut self.graph, outer.graph),
+            lifted: std::mem::replace(&mut self.lifted, outer.lifted),
+            captures: std::mem::replace(&mut self.captures, outer.captures),
+        })
+    }
+
+    /// Runs `f` with the enclosing frame as the current one.
+    fn in_parent<R>(&mut self, f: impl FnOnce(&mut Recorder) -> R) -> Option<R> {
+        let inner = self.pop_frame()?;
+        let r = f(self);
+        self.parents.push(Frame {
+            id: std::mem::replace(&mut self.id, inner.id),
+            graph: std::mem::replace(&mut self.graph, inner.graph),
+            lifted: std::mem::replace(&mut self.lifted, inner.lifted),
+            captures: std::mem::replace(&mut self.captures, inner.captures),
+        });
+        Some(r)
+    }
+
+    /// The symbolic shape of a traced value of this frame or of an enclosing one.
+    pub(crate) fn find_shape(&self, graph: u64, id: ValueId) -> Option<Vec<SymInt>> {
+        if graph == self.id {
+            return Some(self.shape_of(id).to_vec());
+        }
+        self.parents
+            .iter()
+            .find(|f| f.id == graph)
+            .map(|f| f.graph.value(id).shape.clone())
+    }
+
     /// The value of a tensor in this graph, lifting it to an input when the graph has not seen it.
     pub(crate) fn value_of(&mut self, t: &Tensor) -> ValueId {
         if let Some(tr) = t.traced
             && tr.graph == self.id
         {
             return tr.id;
+        }
+        if !self.parents.is_empty() {
+            return self.capture(t);
         }
         let key = TensorKey::of(&t.t);
         if let Some(id) = self.lifted.get(&key) {
@@ -195,6 +276,59 @@ impl Recorder {
         self.captured.push((kind, t.t.shallow_clone()));
         self.lifted.insert(key, id);
         id
+    }
+
+    /// A value of an enclosing frame (or a weight) read by the current sub-graph: resolved in
+    /// the enclosing frame, then passed in as an input of the sub-graph.
+    fn capture(&mut self, t: &Tensor) -> ValueId {
+        let Some((outer, name, kind, shape)) = self.in_parent(|r| {
+            let id = r.value_of(t);
+            let v = r.graph.value(id);
+            (id, v.name.clone(), v.kind, v.shape.clone())
+        }) else {
+            return ValueId(0);
+        };
+        if let Some((_, inner)) = self.captures.iter().find(|(o, _)| *o == outer) {
+            return *inner;
+        }
+        let name = self.fresh_name(&name);
+        let id = self.add_value(name, kind, shape);
+        self.graph.inputs.push((id, InputKind::User));
+        self.captures.push((outer, id));
+        id
+    }
+
+    /// Appends a node whose outputs are already computed (control flow).
+    pub(crate) fn push_node(
+        &mut self,
+        op: &'static OpDef,
+        inputs: Vec<Option<ValueId>>,
+        attrs: Vec<Attr>,
+        outputs: Vec<(tch::Tensor, Vec<SymInt>)>,
+        location: Loc,
+    ) -> Vec<Tensor> {
+        let module = self.scope.join(".");
+        let base = op.short_name();
+        let mut out_ids = Vec::with_capacity(outputs.len());
+        let mut traced = Vec::with_capacity(outputs.len());
+        for (t, shape) in outputs {
+            let name = self.fresh_name(base);
+            let id = self.add_value(name, t.kind(), shape);
+            out_ids.push(id);
+            traced.push(Tensor {
+                t,
+                traced: Some(Traced { graph: self.id, id }),
+            });
+        }
+        self.graph.nodes.push(Node {
+            op,
+            inputs,
+            attrs,
+            outputs: out_ids,
+            location,
+            module,
+        });
+        traced
     }
 
     /// Records a guard; with `stop_if_static >= 1`, a guard fixing a symbolic expression to a
@@ -303,8 +437,7 @@ pub(crate) fn record(
 /// The symbolic shape of a tensor: from the graph while recording, else static.
 pub(crate) fn shape_of(t: &Tensor) -> Vec<SymInt> {
     if let Some(tr) = t.traced {
-        let found =
-            with_recorder(|r| (r.id == tr.graph).then(|| r.shape_of(tr.id).to_vec())).flatten();
+        let found = with_recorder(|r| r.find_shape(tr.graph, tr.id)).flatten();
         if let Some(shape) = found {
             return shape;
         }

@@ -124,6 +124,26 @@ pub enum Error {
         /// Shapes libtorch computed.
         eager: String,
     },
+    /// `cond` or `scan` was given something it cannot express (branches whose outputs differ
+    /// in count, dtype or rank, a predicate that is not a boolean scalar, sequences of
+    /// different lengths).
+    #[error("{op} at {location}: {reason}")]
+    ControlFlow {
+        /// `cond` or `scan`.
+        op: &'static str,
+        /// Where the model code called it.
+        location: Loc,
+        /// What is wrong, naming the branch, output or operand.
+        reason: String,
+    },
+    /// A `check` does not hold.
+    #[error("check failed at {location}: {message}")]
+    CheckFailed {
+        /// The message given to `check`.
+        message: String,
+        /// Where the model code called it.
+        location: Loc,
+    },
     /// A custom class could not be flattened or rebuilt (not registered, or a structure its
     /// serializer refuses).
     #[error("serialization of {class}: {reason}")]

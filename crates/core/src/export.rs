@@ -656,6 +656,27 @@ pub fn export(
         message: "the recording ended during forward".to_owned(),
     })?;
     recorder.graph.outputs = outputs;
+    // Sizes created by control flow, and ranges refined by `check_size`.
+    for (name, hint, location) in &recorder.unbacked {
+        symbols.infos.push(SymbolInfo {
+            name: name.clone(),
+            min: 0,
+            max: None,
+            hint: *hint,
+            source: format!("an output size of cond at {location}"),
+            auto: false,
+        });
+    }
+    for (name, min, max) in &recorder.refinements {
+        if let Some(info) = symbols.infos.iter_mut().find(|s| &s.name == name) {
+            if let Some(m) = min {
+                info.min = info.min.max(*m);
+            }
+            if let Some(m) = max {
+                info.max = Some(info.max.map_or(*m, |x| x.min(*m)));
+            }
+        }
+    }
     unify_symbols(
         &mut recorder.graph,
         &mut symbols.infos,

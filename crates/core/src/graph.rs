@@ -2,10 +2,10 @@
 //!
 //! A node names its op (an [`OpDef`] of the op table), its tensor inputs (optional ones may be
 //! absent, as `bias=None`), its non-tensor arguments ([`Attr`], sizes as [`SymInt`]s), its
-//! outputs, the Rust location of the call and the module path. Room is left for sub-graphs
-//! (`cond`, `scan`): they will be attributes holding a [`Graph`].
+//! outputs, the Rust location of the call and the module path. Sub-graphs (`cond`, `scan`) are
+//! attributes holding a [`Graph`] ([`SubGraph`]).
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use tch::Kind;
 
@@ -50,6 +50,25 @@ pub enum Attr {
     None,
     /// A string (an approximation mode, a reduction).
     Str(&'static str),
+    /// A message (of an assertion).
+    Text(String),
+    /// A sub-graph (a branch of `cond`, the body of `scan`).
+    Graph(SubGraph),
+}
+
+/// A sub-graph attribute: its name in the printed program (`true_graph_0`) and the graph.
+#[derive(Clone, Debug)]
+pub struct SubGraph {
+    /// The name torch gives it (`true_graph_0`, `false_graph_0`, `scan_combine_graph_0`).
+    pub name: String,
+    /// The graph; its inputs are the node's operands then the captured outer values.
+    pub graph: Arc<Graph>,
+}
+
+impl PartialEq for SubGraph {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.graph, &other.graph)
+    }
 }
 
 impl Attr {
@@ -158,6 +177,8 @@ impl fmt::Display for Attr {
             Attr::Kind(k) => write!(f, "torch.{}", kind_name(*k)),
             Attr::None => write!(f, "None"),
             Attr::Str(s) => write!(f, "'{s}'"),
+            Attr::Text(s) => write!(f, "{s:?}"),
+            Attr::Graph(g) => write!(f, "{}", g.name),
         }
     }
 }
@@ -247,5 +268,15 @@ impl Graph {
     /// The value behind an id.
     pub fn value(&self, id: ValueId) -> &ValueInfo {
         &self.values[id.index()]
+    }
+
+    /// The sub-graphs of the nodes (not recursively).
+    pub fn subgraphs(&self) -> impl Iterator<Item = &SubGraph> {
+        self.nodes.iter().flat_map(|n| {
+            n.attrs.iter().filter_map(|a| match a {
+                Attr::Graph(g) => Some(g),
+                _ => None,
+            })
+        })
     }
 }

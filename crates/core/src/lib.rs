@@ -10,6 +10,7 @@
 //! - [`ops`]: the op table (name, eager kernel, shape rule), one registration per op.
 
 pub mod context;
+pub mod control_flow;
 pub mod error;
 pub mod export;
 pub mod graph;
@@ -23,6 +24,7 @@ pub mod sym;
 pub mod tensor;
 
 pub use context::{Guard, ScopeGuard, scope};
+pub use control_flow::{Pred, check, check_size, cond, scan};
 pub use error::{Error, Loc, Result};
 pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, FnModule, Inputs, Module, export};
 pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};

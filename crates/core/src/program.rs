@@ -247,28 +247,73 @@ impl ExportedProgram {
         }
 
         // Evaluate.
-        let mut env: Vec<Option<tch::Tensor>> =
-            (0..self.graph.values.len()).map(|_| None).collect();
         let mut captured = self.captured.iter();
         let mut users = leaves.iter();
-        for (id, kind) in &self.graph.inputs {
+        let mut inputs = Vec::with_capacity(self.graph.inputs.len());
+        for (_, kind) in &self.graph.inputs {
             let t = match kind {
                 InputKind::User => users.next().map(|(_, t)| t.as_tch().shallow_clone()),
                 _ => captured.next().map(|(_, t)| t.shallow_clone()),
             };
-            env[id.index()] = t;
+            inputs.push(t.ok_or_else(|| Error::Model {
+                model: self.class_name.clone(),
+                message: "fewer tensors than graph inputs".to_owned(),
+            })?);
         }
-        for node in &self.graph.nodes {
-            let torch_err = |message: String| Error::Torch {
-                op: node.op.name,
-                location: node.location,
-                message,
-            };
+        let outputs = eval_graph(&self.graph, inputs, &mut bindings)
+            .map_err(|e| match e {
+                Error::Model { message, .. } => Error::Model {
+                    model: self.class_name.clone(),
+                    message,
+                },
+                other => other,
+            })?
+            .into_iter()
+            .map(Tensor::from)
+            .collect();
+        self.output_spec.unflatten(outputs)
+    }
+}
+
+/// Evaluates `graph` with libtorch on `inputs` (in the order of `graph.inputs`); `bindings`
+/// holds the symbol values and receives those of the sizes control flow creates.
+pub(crate) fn eval_graph(
+    graph: &Graph,
+    inputs: Vec<tch::Tensor>,
+    bindings: &mut Bindings,
+) -> Result<Vec<tch::Tensor>> {
+    let mut env: Vec<Option<tch::Tensor>> = (0..graph.values.len()).map(|_| None).collect();
+    for ((id, _), t) in graph.inputs.iter().zip(inputs) {
+        env[id.index()] = Some(t);
+    }
+    for node in &graph.nodes {
+        let torch_err = |message: String| Error::Torch {
+            op: node.op.name,
+            location: node.location,
+            message,
+        };
+        let inputs: Vec<Option<&tch::Tensor>> = node
+            .inputs
+            .iter()
+            .map(|i| match i {
+                Some(id) => env[id.index()].as_ref().map(Some).ok_or_else(|| {
+                    torch_err(format!("input {} was not computed", graph.value(*id).name))
+                }),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        let outs = if std::ptr::eq(node.op, &crate::ops::COND) {
+            let outs = crate::control_flow::eval_cond(node, &inputs, bindings)?;
+            crate::control_flow::bind_cond_outputs(node, graph, &outs, bindings);
+            outs
+        } else if std::ptr::eq(node.op, &crate::ops::SCAN) {
+            crate::control_flow::eval_scan(graph, node, &inputs, bindings)?
+        } else {
             let mut eval = |s: &SymInt| -> Result<SymInt, String> {
                 if s.is_static() {
                     return Ok(s.clone());
                 }
-                s.expr().eval(&bindings).map(SymInt::new)
+                s.expr().eval(bindings).map(SymInt::new)
             };
             let attrs = node
                 .attrs
@@ -276,40 +321,25 @@ impl ExportedProgram {
                 .map(|a| a.map_syms(&mut eval))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(torch_err)?;
-            let inputs: Vec<Option<&tch::Tensor>> = node
-                .inputs
-                .iter()
-                .map(|i| match i {
-                    Some(id) => env[id.index()].as_ref().map(Some).ok_or_else(|| {
-                        torch_err(format!(
-                            "input {} was not computed",
-                            self.graph.value(*id).name
-                        ))
-                    }),
-                    None => Ok(None),
-                })
-                .collect::<Result<_>>()?;
-            let outs = (node.op.kernel)(&inputs, &attrs).map_err(torch_err)?;
-            for (id, t) in node.outputs.iter().zip(outs) {
-                env[id.index()] = Some(t);
-            }
+            (node.op.kernel)(&inputs, &attrs).map_err(torch_err)?
+        };
+        for (id, t) in node.outputs.iter().zip(outs) {
+            env[id.index()] = Some(t);
         }
-        let outputs = self
-            .graph
-            .outputs
-            .iter()
-            .map(|id| {
-                env[id.index()]
-                    .as_ref()
-                    .map(|t| Tensor::from(t.shallow_clone()))
-                    .ok_or_else(|| Error::Model {
-                        model: self.class_name.clone(),
-                        message: format!("output {} was not computed", self.graph.value(*id).name),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.output_spec.unflatten(outputs)
     }
+    graph
+        .outputs
+        .iter()
+        .map(|id| {
+            env[id.index()]
+                .as_ref()
+                .map(tch::Tensor::shallow_clone)
+                .ok_or_else(|| Error::Model {
+                    model: String::new(),
+                    message: format!("output {} was not computed", graph.value(*id).name),
+                })
+        })
+        .collect()
 }
 
 fn range_str(s: &SymbolInfo) -> String {
@@ -318,6 +348,119 @@ fn range_str(s: &SymbolInfo) -> String {
         s.min,
         s.max.map_or("int_oo".to_owned(), |m| m.to_string())
     )
+}
+
+/// One graph as torch prints a `GraphModule` class, indented by `indent`, its sub-graphs as
+/// nested classes after its `return` (torch's `true_graph_0`, `false_graph_0`).
+fn write_module(f: &mut fmt::Formatter<'_>, g: &Graph, class: &str, indent: usize) -> fmt::Result {
+    let pad = " ".repeat(indent);
+    let name = |id: ValueId| g.value(id).name.clone();
+    writeln!(f, "{pad}class {class}(torch.nn.Module):")?;
+    let params: Vec<String> = g
+        .inputs
+        .iter()
+        .map(|(id, _)| format!("{}: {}", name(*id), type_str(g, *id)))
+        .collect();
+    writeln!(f, "{pad}    def forward(self, {}):", params.join(", "))?;
+
+    // Last use of every value, for torch's `x = y = None` suffix.
+    let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+    for (i, node) in g.nodes.iter().enumerate() {
+        for id in node.inputs.iter().flatten() {
+            last_use.insert(*id, i);
+        }
+    }
+    let mut last_location = None;
+    for (i, node) in g.nodes.iter().enumerate() {
+        let here = (node.location, node.module.clone());
+        if last_location.as_ref() != Some(&here) {
+            let module = if node.module.is_empty() {
+                "forward".to_owned()
+            } else {
+                node.module.clone()
+            };
+            writeln!(f, "{pad}         # File: {} in {module}", node.location)?;
+            last_location = Some(here);
+        }
+        let targets: Vec<String> = node.outputs.iter().map(|id| name(*id)).collect();
+        let tensors: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|i| i.map_or("None".to_owned(), name))
+            .collect();
+        let mut args: Vec<String> = Vec::new();
+        if std::ptr::eq(node.op, &crate::ops::COND) {
+            // cond(pred, true_graph_0, false_graph_0, (operands..., lifted...))
+            args.push(tensors.first().cloned().unwrap_or_default());
+            args.extend(node.attrs.iter().map(ToString::to_string));
+            args.push(tuple_str(&tensors[1.min(tensors.len())..]));
+        } else if std::ptr::eq(node.op, &crate::ops::SCAN) {
+            // scan(scan_combine_graph_0, [init...], [xs...], (lifted...))
+            let count = |k: usize| match node.attrs.get(k) {
+                Some(crate::graph::Attr::Int(v)) => usize::try_from(v.hint()).unwrap_or(0),
+                _ => 0,
+            };
+            let (n_init, n_xs) = (count(1), count(2).min(tensors.len()));
+            let n_init = n_init.min(tensors.len());
+            args.push(node.attrs.first().map(ToString::to_string).unwrap_or_default());
+            args.push(format!("[{}]", tensors[..n_init].join(", ")));
+            args.push(format!("[{}]", tensors[n_init..(n_init + n_xs).min(tensors.len())].join(", ")));
+            args.push(tuple_str(&tensors[(n_init + n_xs).min(tensors.len())..]));
+        } else {
+            if node.op.list_input {
+                args.push(format!("[{}]", tensors.join(", ")));
+            } else {
+                args.extend(tensors);
+            }
+            args.extend(node.attrs.iter().map(ToString::to_string));
+        }
+        let call = format!("torch.ops.{}({})", node.op.name, args.join(", "));
+        let lhs = match node.outputs.len() {
+            0 => String::new(),
+            1 => format!("{}: {} = ", targets[0], type_str(g, node.outputs[0])),
+            _ => format!("{}_result = ", targets[0]),
+        };
+        let mut freed: Vec<String> = Vec::new();
+        for id in node.inputs.iter().flatten() {
+            let n = name(*id);
+            if last_use.get(id) == Some(&i) && !g.outputs.contains(id) && !freed.contains(&n) {
+                freed.push(n);
+            }
+        }
+        let suffix = if freed.is_empty() {
+            String::new()
+        } else {
+            format!(";  {} = None", freed.join(" = "))
+        };
+        writeln!(f, "{pad}        {lhs}{call}{suffix}")?;
+        if node.outputs.len() > 1 {
+            for (k, id) in node.outputs.iter().enumerate() {
+                writeln!(
+                    f,
+                    "{pad}        {}: {} = {}_result[{k}]",
+                    name(*id),
+                    type_str(g, *id),
+                    targets[0]
+                )?;
+            }
+        }
+    }
+    let outs: Vec<String> = g.outputs.iter().map(|id| name(*id)).collect();
+    writeln!(f, "{pad}        return ({},)", outs.join(", "))?;
+    for sub in g.subgraphs() {
+        writeln!(f, "{pad}        ")?;
+        write_module(f, &sub.graph, &sub.name, indent + 4)?;
+    }
+    Ok(())
+}
+
+/// `(a,)`, `(a, b)`, `()`: torch's printing of a tuple of operands.
+fn tuple_str(items: &[String]) -> String {
+    match items.len() {
+        0 => "()".to_owned(),
+        1 => format!("({},)", items[0]),
+        _ => format!("({})", items.join(", ")),
+    }
 }
 
 fn type_str(graph: &Graph, id: ValueId) -> String {
@@ -333,79 +476,7 @@ impl fmt::Display for ExportedProgram {
         let g = &self.graph;
         let name = |id: ValueId| g.value(id).name.clone();
         writeln!(f, "ExportedProgram:")?;
-        writeln!(f, "    class GraphModule(torch.nn.Module):")?;
-        let params: Vec<String> = g
-            .inputs
-            .iter()
-            .map(|(id, _)| format!("{}: {}", name(*id), type_str(g, *id)))
-            .collect();
-        writeln!(f, "        def forward(self, {}):", params.join(", "))?;
-
-        // Last use of every value, for torch's `x = y = None` suffix.
-        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
-        for (i, node) in g.nodes.iter().enumerate() {
-            for id in node.inputs.iter().flatten() {
-                last_use.insert(*id, i);
-            }
-        }
-        let mut last_location = None;
-        for (i, node) in g.nodes.iter().enumerate() {
-            let here = (node.location, node.module.clone());
-            if last_location.as_ref() != Some(&here) {
-                let module = if node.module.is_empty() {
-                    "forward".to_owned()
-                } else {
-                    node.module.clone()
-                };
-                writeln!(f, "             # File: {} in {module}", node.location)?;
-                last_location = Some(here);
-            }
-            let targets: Vec<String> = node.outputs.iter().map(|id| name(*id)).collect();
-            let mut args: Vec<String> = Vec::new();
-            let tensors: Vec<String> = node
-                .inputs
-                .iter()
-                .map(|i| i.map_or("None".to_owned(), name))
-                .collect();
-            if node.op.list_input {
-                args.push(format!("[{}]", tensors.join(", ")));
-            } else {
-                args.extend(tensors);
-            }
-            args.extend(node.attrs.iter().map(ToString::to_string));
-            let call = format!("torch.ops.{}({})", node.op.name, args.join(", "));
-            let lhs = if node.outputs.len() == 1 {
-                format!("{}: {}", targets[0], type_str(g, node.outputs[0]))
-            } else {
-                let name = format!("{}_result", targets[0]);
-                name
-            };
-            let mut freed: Vec<String> = Vec::new();
-            for id in node.inputs.iter().flatten() {
-                let n = name(*id);
-                if last_use.get(id) == Some(&i) && !g.outputs.contains(id) && !freed.contains(&n) {
-                    freed.push(n);
-                }
-            }
-            let suffix = if freed.is_empty() {
-                String::new()
-            } else {
-                format!(";  {} = None", freed.join(" = "))
-            };
-            writeln!(f, "            {lhs} = {call}{suffix}")?;
-            if node.outputs.len() > 1 {
-                for (k, id) in node.outputs.iter().enumerate() {
-                    writeln!(
-                        f,
-                        "            {}: {} = {lhs}[{k}]",
-                        name(*id),
-                        type_str(g, *id)
-                    )?;
-                }
-            }
-        }
-        let outs: Vec<String> = g.outputs.iter().map(|id| name(*id)).collect();
-        writeln!(f, "            return ({},)", outs.join(", "))?;
+        write_module(f, g, "GraphModule", 4)?;
         writeln!(f, "            ")?;
         writeln!(f, "Graph signature: ")?;
         writeln!(f, "    # inputs")?;

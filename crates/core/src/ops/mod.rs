@@ -15,12 +15,14 @@ use crate::{
     sym::{SymExpr, SymInt},
 };
 
+mod control;
 mod creation;
 mod elementwise;
 mod nn;
 mod reduce;
 mod shape;
 
+pub(crate) use control::*;
 pub(crate) use creation::*;
 pub(crate) use elementwise::*;
 pub(crate) use nn::*;
@@ -49,7 +51,11 @@ pub struct OpDef {
 impl OpDef {
     /// The name without namespace and overload (`add`), used to name output values.
     pub fn short_name(&self) -> &'static str {
-        let rest = self.name.strip_prefix("aten.").unwrap_or(self.name);
+        let rest = self
+            .name
+            .strip_prefix("aten.")
+            .or_else(|| self.name.strip_prefix("higher_order."))
+            .unwrap_or(self.name);
         rest.split('.').next().unwrap_or(rest)
     }
 }
