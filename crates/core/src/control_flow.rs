@@ -142,7 +142,12 @@ fn trace_sub(
 
 /// Reorders a sub-graph's inputs to `n_args` placeholders then one per `all` capture (an
 /// unused placeholder for a capture this sub-graph does not read).
-fn align_captures(t: &mut Traced_, n_args: usize, all: &[ValueId], name_of: &dyn Fn(ValueId) -> (String, tch::Kind, Vec<SymInt>)) {
+fn align_captures(
+    t: &mut Traced_,
+    n_args: usize,
+    all: &[ValueId],
+    name_of: &dyn Fn(ValueId) -> (String, tch::Kind, Vec<SymInt>),
+) {
     let own: Vec<(ValueId, ValueId)> = t
         .captures
         .iter()
@@ -360,7 +365,10 @@ pub fn check(condition: &Tensor, message: &str) -> Result<()> {
         return Err(cf_error(
             "check",
             location,
-            format!("the condition must be a boolean tensor, got {:?}", condition.kind()),
+            format!(
+                "the condition must be a boolean tensor, got {:?}",
+                condition.kind()
+            ),
         ));
     }
     let holds = condition
@@ -403,7 +411,11 @@ pub fn check_size(a: &SymInt, rel: Rel, b: impl Into<SymInt>, message: &str) -> 
     let b = b.into();
     if !rel.holds(a.hint(), b.hint()) {
         return Err(Error::CheckFailed {
-            message: format!("{message} ({a} {rel} {b} is false: {} {rel} {})", a.hint(), b.hint()),
+            message: format!(
+                "{message} ({a} {rel} {b} is false: {} {rel} {})",
+                a.hint(),
+                b.hint()
+            ),
             location,
         });
     }
@@ -412,7 +424,12 @@ pub fn check_size(a: &SymInt, rel: Rel, b: impl Into<SymInt>, message: &str) -> 
     }
     with_recorder(|r| {
         // Symbol on the left, constant on the right.
-        let (sym, rel, c) = match (a.expr().as_symbol(), b.as_static(), b.expr().as_symbol(), a.as_static()) {
+        let (sym, rel, c) = match (
+            a.expr().as_symbol(),
+            b.as_static(),
+            b.expr().as_symbol(),
+            a.as_static(),
+        ) {
             (Some(s), Some(c), _, _) => (Some(s.to_owned()), rel, c),
             (_, _, Some(s), Some(c)) => (Some(s.to_owned()), flip(rel), c),
             _ => (None, rel, 0),
@@ -468,12 +485,20 @@ where
     F: Fn(&[Tensor], &[Tensor]) -> Result<(Vec<Tensor>, Vec<Tensor>)>,
 {
     let location = Loc::caller();
-    let first = xs
-        .first()
-        .ok_or_else(|| cf_error("scan", location, "no tensor to scan over (xs is empty)".to_owned()))?;
+    let first = xs.first().ok_or_else(|| {
+        cf_error(
+            "scan",
+            location,
+            "no tensor to scan over (xs is empty)".to_owned(),
+        )
+    })?;
     let shapes: Vec<Vec<SymInt>> = xs.iter().map(context::shape_of).collect();
     let len = shapes[0].first().cloned().ok_or_else(|| {
-        cf_error("scan", location, "xs[0] is a scalar, it has no dimension to scan".to_owned())
+        cf_error(
+            "scan",
+            location,
+            "xs[0] is a scalar, it has no dimension to scan".to_owned(),
+        )
     })?;
     for (i, s) in shapes.iter().enumerate().skip(1) {
         match s.first() {
@@ -513,7 +538,11 @@ where
             return Err(cf_error(
                 "scan",
                 location,
-                format!("the body returns {} carries for {} initial ones", carries.len(), n_init),
+                format!(
+                    "the body returns {} carries for {} initial ones",
+                    carries.len(),
+                    n_init
+                ),
             ));
         }
         for (i, (c, p)) in carries.iter().zip(&ph[..n_init]).enumerate() {
@@ -593,7 +622,10 @@ where
     let mut carries = init.to_vec();
     let mut steps: Vec<Vec<tch::Tensor>> = Vec::new();
     for i in 0..n {
-        let slices: Vec<Tensor> = xs.iter().map(|x| Tensor::from(x.as_tch().select(0, i))).collect();
+        let slices: Vec<Tensor> = xs
+            .iter()
+            .map(|x| Tensor::from(x.as_tch().select(0, i)))
+            .collect();
         let (c, ys) = body(&carries, &slices)?;
         carries = c;
         steps.push(ys.into_iter().map(Tensor::into_tch).collect());
@@ -602,7 +634,12 @@ where
         // No step: run the body once on zeros to learn the outputs' shapes, stack none.
         let slices: Vec<Tensor> = xs
             .iter()
-            .map(|x| Tensor::from(tch::Tensor::zeros(&x.as_tch().size()[1..], (x.kind(), x.as_tch().device()))))
+            .map(|x| {
+                Tensor::from(tch::Tensor::zeros(
+                    &x.as_tch().size()[1..],
+                    (x.kind(), x.as_tch().device()),
+                ))
+            })
             .collect();
         let (_, ys) = body(init, &slices)?;
         ys.iter()
@@ -675,7 +712,10 @@ pub(crate) fn eval_cond(
     let g = subgraph(node, if taken { 0 } else { 1 })?;
     let args: Vec<tch::Tensor> = inputs[1..]
         .iter()
-        .map(|t| t.map(tch::Tensor::shallow_clone).ok_or_else(|| err("missing operand".to_owned())))
+        .map(|t| {
+            t.map(tch::Tensor::shallow_clone)
+                .ok_or_else(|| err("missing operand".to_owned()))
+        })
         .collect::<Result<_>>()?;
     eval_graph(g, args, bindings)
 }
@@ -702,7 +742,10 @@ pub(crate) fn eval_scan(
     let (n_init, n_xs) = (count(1)?, count(2)?);
     let tensors: Vec<tch::Tensor> = inputs
         .iter()
-        .map(|t| t.map(tch::Tensor::shallow_clone).ok_or_else(|| err("missing input".to_owned())))
+        .map(|t| {
+            t.map(tch::Tensor::shallow_clone)
+                .ok_or_else(|| err("missing input".to_owned()))
+        })
         .collect::<Result<_>>()?;
     let (init, rest) = tensors.split_at(n_init);
     let (xs, captures) = rest.split_at(n_xs);

@@ -402,9 +402,17 @@ fn write_module(f: &mut fmt::Formatter<'_>, g: &Graph, class: &str, indent: usiz
             };
             let (n_init, n_xs) = (count(1), count(2).min(tensors.len()));
             let n_init = n_init.min(tensors.len());
-            args.push(node.attrs.first().map(ToString::to_string).unwrap_or_default());
+            args.push(
+                node.attrs
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
             args.push(format!("[{}]", tensors[..n_init].join(", ")));
-            args.push(format!("[{}]", tensors[n_init..(n_init + n_xs).min(tensors.len())].join(", ")));
+            args.push(format!(
+                "[{}]",
+                tensors[n_init..(n_init + n_xs).min(tensors.len())].join(", ")
+            ));
             args.push(tuple_str(&tensors[(n_init + n_xs).min(tensors.len())..]));
         } else {
             if node.op.list_input {

@@ -54,8 +54,14 @@ fn branchy() -> impl Module {
 fn cond_exports_both_branches_and_runs_the_right_one() {
     let m = branchy();
     let x = randn(&[4, 3]).abs().unwrap(); // positive: the true branch at export
-    let ep = export(&m, &[x.clone().into()], &[], Some(&rows("batch")), &ExportOptions::default())
-        .unwrap();
+    let ep = export(
+        &m,
+        &[x.clone().into()],
+        &[],
+        Some(&rows("batch")),
+        &ExportOptions::default(),
+    )
+    .unwrap();
     let text = ep.to_string();
     for expected in [
         "torch.ops.higher_order.cond(gt, true_graph_0, false_graph_0, (x, p_w, mul))",
@@ -99,7 +105,14 @@ fn nested_cond_and_branches_of_different_sizes() {
         Ok(out[0].clone().into())
     });
     let x = randn(&[5, 2]).abs().unwrap();
-    let ep = export(&m, &[x.into()], &[], Some(&rows("n")), &ExportOptions::default()).unwrap();
+    let ep = export(
+        &m,
+        &[x.into()],
+        &[],
+        Some(&rows("n")),
+        &ExportOptions::default(),
+    )
+    .unwrap();
     let text = ep.to_string();
     assert!(text.contains(r#"cond_1: "f32[u0, 2]""#), "{text}");
     assert!(text.contains("u0: VR[0, int_oo]"), "{text}");
@@ -131,8 +144,14 @@ fn cond_error(then_out: fn(&Tensor) -> Vec<Tensor>, else_out: fn(&Tensor) -> Vec
         )?;
         Ok(out[0].clone().into())
     });
-    export(&m, &[randn(&[3, 2]).into()], &[], Some(&rows("n")), &ExportOptions::default())
-        .unwrap_err()
+    export(
+        &m,
+        &[randn(&[3, 2]).into()],
+        &[],
+        Some(&rows("n")),
+        &ExportOptions::default(),
+    )
+    .unwrap_err()
 }
 
 #[test]
@@ -142,16 +161,44 @@ fn branches_that_disagree_are_typed_errors_naming_the_difference() {
         matches!(&e, Error::ControlFlow { op: "cond", reason, location } if reason.contains("true branch returns 2 tensors, the false branch 1") && location.file.ends_with("control_flow.rs")),
         "{e}"
     );
-    let e = cond_error(|x| vec![x.clone()], |x| vec![x.to_kind(Kind::Double).unwrap()]);
-    assert!(e.to_string().contains("output 0: the true branch returns Float, the false branch Double"), "{e}");
+    let e = cond_error(
+        |x| vec![x.clone()],
+        |x| vec![x.to_kind(Kind::Double).unwrap()],
+    );
+    assert!(
+        e.to_string()
+            .contains("output 0: the true branch returns Float, the false branch Double"),
+        "{e}"
+    );
     let e = cond_error(|x| vec![x.clone()], |x| vec![x.sum(&[1], false).unwrap()]);
-    assert!(e.to_string().contains("output 0: the true branch returns a tensor of rank 2, the false branch of rank 1"), "{e}");
+    assert!(
+        e.to_string().contains(
+            "output 0: the true branch returns a tensor of rank 2, the false branch of rank 1"
+        ),
+        "{e}"
+    );
     // A predicate that is not a boolean scalar.
     let x = randn(&[3]);
-    let e = cond(&x, |o: &[Tensor]| Ok(o.to_vec()), |o: &[Tensor]| Ok(o.to_vec()), &[]).unwrap_err();
-    assert!(e.to_string().contains("the predicate must be a boolean scalar tensor"), "{e}");
+    let e = cond(
+        &x,
+        |o: &[Tensor]| Ok(o.to_vec()),
+        |o: &[Tensor]| Ok(o.to_vec()),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the predicate must be a boolean scalar tensor"),
+        "{e}"
+    );
     // A plain bool records nothing and runs the branch.
-    let out = cond(false, |_: &[Tensor]| Ok(vec![randn(&[1])]), |o: &[Tensor]| Ok(o.to_vec()), std::slice::from_ref(&x)).unwrap();
+    let out = cond(
+        false,
+        |_: &[Tensor]| Ok(vec![randn(&[1])]),
+        |o: &[Tensor]| Ok(o.to_vec()),
+        std::slice::from_ref(&x),
+    )
+    .unwrap();
     assert!(out[0].as_tch().equal(x.as_tch()));
 }
 
@@ -165,20 +212,41 @@ fn check_size_refines_the_range_and_check_asserts_at_run_time() {
         Ok(x.sqrt()?.into())
     });
     let x = randn(&[4, 3]).abs().unwrap();
-    let ep = export(&m, &[x.into()], &[], Some(&rows("batch")), &ExportOptions::default())
-        .unwrap();
+    let ep = export(
+        &m,
+        &[x.into()],
+        &[],
+        Some(&rows("batch")),
+        &ExportOptions::default(),
+    )
+    .unwrap();
     let text = ep.to_string();
-    assert!(text.contains("Range constraints: {batch: VR[2, int_oo]}"), "{text}");
+    assert!(
+        text.contains("Range constraints: {batch: VR[2, int_oo]}"),
+        "{text}"
+    );
     assert!(
         text.contains(r#"torch.ops.aten._assert_async.msg(all, "x must be non-negative")"#),
         "{text}"
     );
     // The range holds at run time...
-    let e = ep.run(&[randn(&[1, 3]).abs().unwrap().into()], &[]).unwrap_err();
-    assert!(e.to_string().contains("batch = 1 is outside its range VR[2, int_oo]"), "{e}");
+    let e = ep
+        .run(&[randn(&[1, 3]).abs().unwrap().into()], &[])
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("batch = 1 is outside its range VR[2, int_oo]"),
+        "{e}"
+    );
     // ... and so does the assertion.
-    let e = ep.run(&[randn(&[3, 3]).abs().unwrap().neg().unwrap().into()], &[]).unwrap_err();
-    assert!(e.to_string().contains("check failed: x must be non-negative"), "{e}");
+    let e = ep
+        .run(&[randn(&[3, 3]).abs().unwrap().neg().unwrap().into()], &[])
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("check failed: x must be non-negative"),
+        "{e}"
+    );
     let ok = randn(&[5, 3]).abs().unwrap();
     let got = ep.run(&[ok.clone().into()], &[]).unwrap();
     assert!(close(&got, &eager(&m, &ok)));
@@ -200,11 +268,7 @@ fn check_size_refines_the_range_and_check_asserts_at_run_time() {
 fn cumprod() -> impl Module {
     FnModule::new("CumProd", &["x"], |i: &Inputs| {
         let x = i.tensor("x")?;
-        let init = Tensor::ones(
-            x.shape()[1..].to_vec(),
-            x.kind(),
-            Device::Cpu,
-        )?;
+        let init = Tensor::ones(x.shape()[1..].to_vec(), x.kind(), Device::Cpu)?;
         let (carry, ys) = scan(
             |c: &[Tensor], xs: &[Tensor]| {
                 let next = c[0].mul(&xs[0])?;
@@ -213,18 +277,33 @@ fn cumprod() -> impl Module {
             &[init],
             std::slice::from_ref(x),
         )?;
-        Ok(Value::Tuple(vec![carry[0].clone().into(), ys[0].clone().into()]))
+        Ok(Value::Tuple(vec![
+            carry[0].clone().into(),
+            ys[0].clone().into(),
+        ]))
     })
 }
 
 #[test]
 fn scan_computes_a_cumulative_product_over_a_dynamic_dim() {
     let m = cumprod();
-    let ep = export(&m, &[randn(&[5, 3]).into()], &[], Some(&rows("steps")), &ExportOptions::default())
-        .unwrap();
+    let ep = export(
+        &m,
+        &[randn(&[5, 3]).into()],
+        &[],
+        Some(&rows("steps")),
+        &ExportOptions::default(),
+    )
+    .unwrap();
     let text = ep.to_string();
-    assert!(text.contains("torch.ops.higher_order.scan(scan_combine_graph_0, [ones], [x], ())"), "{text}");
-    assert!(text.contains("class scan_combine_graph_0(torch.nn.Module):"), "{text}");
+    assert!(
+        text.contains("torch.ops.higher_order.scan(scan_combine_graph_0, [ones], [x], ())"),
+        "{text}"
+    );
+    assert!(
+        text.contains("class scan_combine_graph_0(torch.nn.Module):"),
+        "{text}"
+    );
     assert!(text.contains(r#""f32[steps, 3]""#), "{text}");
     for n in [1, 2, 7] {
         let x = randn(&[n, 3]);
@@ -236,7 +315,12 @@ fn scan_computes_a_cumulative_product_over_a_dynamic_dim() {
         assert!(close(&g[0], &w[0]) && close(&g[1], &w[1]), "n={n}");
         // And it is torch's cumprod.
         let reference = x.as_tch().cumprod(0, Kind::Float);
-        assert!(g[1].as_tensor().unwrap().as_tch().allclose(&reference, 1e-5, 1e-6, false));
+        assert!(
+            g[1].as_tensor()
+                .unwrap()
+                .as_tch()
+                .allclose(&reference, 1e-5, 1e-6, false)
+        );
     }
 }
 
@@ -250,7 +334,8 @@ fn scan_refuses_sequences_of_different_lengths_and_carries_that_change() {
     )
     .unwrap_err();
     assert!(
-        e.to_string().contains("xs[1] has leading dimension 4, xs[0] has 3"),
+        e.to_string()
+            .contains("xs[1] has leading dimension 4, xs[0] has 3"),
         "{e}"
     );
     let e = scan(
@@ -269,7 +354,17 @@ fn scan_refuses_sequences_of_different_lengths_and_carries_that_change() {
         )?;
         Ok(c[0].clone().into())
     });
-    let e = export(&m, &[randn(&[3, 2]).into()], &[], Some(&rows("n")), &ExportOptions::default())
-        .unwrap_err();
-    assert!(e.to_string().contains("carry 0: the body returns Float[] for an initial Float[2]"), "{e}");
+    let e = export(
+        &m,
+        &[randn(&[3, 2]).into()],
+        &[],
+        Some(&rows("n")),
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("carry 0: the body returns Float[] for an initial Float[2]"),
+        "{e}"
+    );
 }

@@ -19,14 +19,57 @@ fn name(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("")
 }
 
+/// The names the sub-graphs of `node` (If branches, Loop bodies, recursively) read from the
+/// enclosing scope.
+fn implicit_inputs(node: &proto::NodeProto) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for a in &node.attribute {
+        let graphs = a.g.iter().chain(a.graphs.iter());
+        for g in graphs {
+            let mut defined: HashSet<String> = g
+                .input
+                .iter()
+                .map(|i| name(&i.name).to_owned())
+                .chain(g.initializer.iter().map(|t| name(&t.name).to_owned()))
+                .collect();
+            for n in &g.node {
+                for i in n.input.iter().filter(|i| !i.is_empty()) {
+                    if !defined.contains(i) {
+                        out.insert(i.clone());
+                    }
+                }
+                for i in implicit_inputs(n) {
+                    if !defined.contains(&i) {
+                        out.insert(i);
+                    }
+                }
+                defined.extend(n.output.iter().cloned());
+            }
+            for o in &g.output {
+                if !defined.contains(name(&o.name)) {
+                    out.insert(name(&o.name).to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every name the sub-graphs of the graph's nodes read from it.
+fn read_by_subgraphs(graph: &proto::GraphProto) -> HashSet<String> {
+    graph.node.iter().flat_map(implicit_inputs).collect()
+}
+
 /// Removes Identity nodes: readers of the copy read the original. When the copy is a graph
 /// output, the producer of the original writes the output name directly (if the original is
 /// produced by a node and is not itself a graph input or output).
 pub fn remove_identities(graph: &mut proto::GraphProto) {
+    // Values read by sub-graphs keep their names (the passes do not rewrite sub-graphs).
     let outputs: HashSet<String> = graph
         .output
         .iter()
         .map(|o| name(&o.name).to_owned())
+        .chain(read_by_subgraphs(graph))
         .collect();
     let graph_inputs: HashSet<String> = graph
         .input
@@ -101,6 +144,7 @@ pub fn remove_dead_nodes(graph: &mut proto::GraphProto) {
         if node.output.iter().any(|o| needed.contains(o)) {
             alive[k] = true;
             needed.extend(node.input.iter().filter(|i| !i.is_empty()).cloned());
+            needed.extend(implicit_inputs(node));
         }
     }
     let mut k = 0;
@@ -118,7 +162,8 @@ pub fn remove_unused_initializers(graph: &mut proto::GraphProto) {
         .flat_map(|n| n.input.iter().map(String::as_str))
         .chain(graph.output.iter().map(|o| name(&o.name)))
         .collect();
-    let used: HashSet<String> = used.into_iter().map(str::to_owned).collect();
+    let mut used: HashSet<String> = used.into_iter().map(str::to_owned).collect();
+    used.extend(read_by_subgraphs(graph));
     graph.initializer.retain(|t| used.contains(name(&t.name)));
 }
 

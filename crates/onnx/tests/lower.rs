@@ -266,3 +266,95 @@ fn external_data_round_trips_and_files_are_byte_identical() {
     assert!(max_diff(&eager, &got).abs < 1e-5);
     assert!(!dir.join("model.onnx.partial").exists());
 }
+
+/// `if x.sum() > 0 { x.sin() * w } else { x.cos() + 3x }` (a weight and an outer value read by
+/// the branches), nested in a second `cond`, and a `check`: If nodes, run on both branches.
+#[test]
+fn cond_lowers_to_if_and_runs_both_branches_in_ort() {
+    use onnx_diagnostic_core::cond;
+    let w = randn(&[3]);
+    let m = FnModule::new("Branchy", &["x"], {
+        let w = w.clone();
+        move |i: &Inputs| {
+            let x = i.tensor("x")?;
+            onnx_diagnostic_core::check(&x.ne(x)?.logical_not()?.all(&[], false)?, "no NaN")?;
+            let y = x.mul_scalar(3.0)?;
+            let pred = x.sum(&[], false)?.gt_scalar(0.0)?;
+            let out = cond(
+                &pred,
+                |ops: &[Tensor]| {
+                    let inner = ops[0].select(1, 0)?.sum(&[], false)?.gt_scalar(1.0)?;
+                    cond(
+                        &inner,
+                        |o: &[Tensor]| Ok(vec![o[0].sin()?.mul(&w)?]),
+                        |o: &[Tensor]| Ok(vec![o[0].mul_scalar(-1.0)?]),
+                        ops,
+                    )
+                },
+                |ops: &[Tensor]| Ok(vec![ops[0].cos()?.add(&y)?]),
+                std::slice::from_ref(x),
+            )?;
+            Ok(out[0].add_scalar(1.0)?.into())
+        }
+    })
+    .with_parameters(vec![("w".to_owned(), w)]);
+    let pos = |n: i64| randn(&[n, 3]).abs().unwrap().add_scalar(0.5).unwrap();
+    let neg = |n: i64| pos(n).neg().unwrap();
+    let small = |n: i64| pos(n).mul_scalar(0.01).unwrap();
+    let model = check(
+        "cond",
+        &m,
+        vec![pos(4)],
+        &[(0, 0, "batch")],
+        vec![vec![pos(6)], vec![neg(2)], vec![small(1)], vec![neg(5)]],
+        1e-5,
+    );
+    let g = model.graph.as_ref().unwrap();
+    let counts = passes::node_counts(g);
+    assert_eq!(counts.get("If"), Some(&1), "{counts:?}");
+    let meta: Vec<_> = model
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone().unwrap(), p.value.clone().unwrap()))
+        .collect();
+    assert!(
+        meta.contains(&("checks".to_owned(), "no NaN".to_owned())),
+        "{meta:?}"
+    );
+}
+
+/// A cumulative product with `scan` over a dynamic dimension: a Loop, lengths 1, 2, 7.
+#[test]
+fn scan_lowers_to_loop_and_matches_eager() {
+    use onnx_diagnostic_core::scan;
+    let m = FnModule::new("CumProd", &["x"], |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let init = Tensor::ones(x.shape()[1..].to_vec(), x.kind(), tch::Device::Cpu)?;
+        let (carry, ys) = scan(
+            |c: &[Tensor], xs: &[Tensor]| {
+                let next = c[0].mul(&xs[0])?;
+                Ok((vec![next.clone()], vec![next.mul_scalar(2.0)?]))
+            },
+            &[init],
+            std::slice::from_ref(x),
+        )?;
+        Ok(Value::Tuple(vec![
+            carry[0].clone().into(),
+            ys[0].clone().into(),
+        ]))
+    });
+    let model = check(
+        "scan",
+        &m,
+        vec![randn(&[5, 3])],
+        &[(0, 0, "steps")],
+        vec![
+            vec![randn(&[1, 3])],
+            vec![randn(&[2, 3])],
+            vec![randn(&[7, 3])],
+        ],
+        1e-5,
+    );
+    let counts = passes::node_counts(model.graph.as_ref().unwrap());
+    assert_eq!(counts.get("Loop"), Some(&1), "{counts:?}");
+}

@@ -10,24 +10,24 @@ fn higher_order(_: &[Option<&tch::Tensor>], _: &[Attr]) -> Result<Vec<tch::Tenso
     Err("a higher-order op runs its sub-graphs through the graph evaluator".to_owned())
 }
 
-fn higher_order_shape(_: &[Option<&[SymInt]>], _: &[Attr], _: &mut ShapeCtx) -> Result<Shapes, String> {
+fn higher_order_shape(
+    _: &[Option<&[SymInt]>],
+    _: &[Attr],
+    _: &mut ShapeCtx,
+) -> Result<Shapes, String> {
     Err("the shapes of a higher-order op come from its sub-graphs".to_owned())
 }
 
-op!(
-    COND = "higher_order.cond",
-    higher_order,
-    higher_order_shape
-);
-op!(
-    SCAN = "higher_order.scan",
-    higher_order,
-    higher_order_shape
-);
+op!(COND = "higher_order.cond", higher_order, higher_order_shape);
+op!(SCAN = "higher_order.scan", higher_order, higher_order_shape);
 
 /// `aten._assert_async.msg(cond, message)`: fails with the message when `cond` is false.
 fn assert_kernel(i: &[Option<&tch::Tensor>], a: &[Attr]) -> Result<Vec<tch::Tensor>, String> {
-    let c = i.first().copied().flatten().ok_or("assert without a condition")?;
+    let c = i
+        .first()
+        .copied()
+        .flatten()
+        .ok_or("assert without a condition")?;
     let holds = c
         .f_all()
         .and_then(|x| x.f_int64_value(&[]))

@@ -19,6 +19,7 @@ pub(crate) enum A {
     Float(f32),
     Str(&'static str),
     Tensor(Box<proto::TensorProto>),
+    Graph(Box<proto::GraphProto>),
 }
 
 fn attribute(name: &str, value: A) -> proto::AttributeProto {
@@ -47,6 +48,10 @@ fn attribute(name: &str, value: A) -> proto::AttributeProto {
         A::Tensor(v) => {
             a.r#type = Some(T::Tensor as i32);
             a.t = Some(*v);
+        }
+        A::Graph(v) => {
+            a.r#type = Some(T::Graph as i32);
+            a.g = Some(*v);
         }
     }
     a
@@ -96,6 +101,17 @@ impl Builder {
             opset,
             weights: HashMap::new(),
         }
+    }
+
+    /// The cache of run-time sizes, to restore after a sub-graph (sizes computed inside a
+    /// sub-graph are not visible outside it).
+    pub(crate) fn save_syms(&self) -> BTreeMap<String, String> {
+        self.syms.clone()
+    }
+
+    /// Restores the cache saved by [`Builder::save_syms`].
+    pub(crate) fn restore_syms(&mut self, syms: BTreeMap<String, String>) {
+        self.syms = syms;
     }
 
     /// Reserves a name (graph input, value, initializer) so that no fresh name takes it.

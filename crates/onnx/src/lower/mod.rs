@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use onnx_diagnostic_core::Graph;
 use onnx_diagnostic_core::{ExportedProgram, InputKind, SymInt, ValueInfo};
 
 use crate::{convert, passes, proto};
@@ -243,41 +244,7 @@ pub fn lower(
         }
     }
 
-    let table: HashMap<&str, &ops::Entry> = ops::TABLE.iter().map(|e| (e.op, e)).collect();
-    for node in &graph.nodes {
-        b.prefix = module_prefix(&node.module);
-        let first = node
-            .outputs
-            .first()
-            .map_or("?", |id| graph.value(*id).name.as_str());
-        b.current = if node.module.is_empty() {
-            first.to_owned()
-        } else {
-            format!("{first} in {}", node.module)
-        };
-        let entry = table
-            .get(node.op.name)
-            .ok_or_else(|| LowerError::NoLowering {
-                op: node.op.name.to_owned(),
-                node: b.current.clone(),
-                opset: options.opset,
-            })?;
-        if options.opset < entry.min_opset {
-            return Err(LowerError::OpsetTooOld {
-                op: node.op.name.to_owned(),
-                node: b.current.clone(),
-                opset: options.opset,
-                min: entry.min_opset,
-            });
-        }
-        let mut ctx = ops::Ctx {
-            b: &mut b,
-            graph,
-            node,
-            names: &names,
-        };
-        (entry.lower)(&mut ctx)?;
-    }
+    lower_nodes(&mut b, graph, &names)?;
 
     // Outputs are named from the output structure (`logits`, `present_key_values_key_0`):
     // each is an Identity of the computed value, which the clean-up folds into its producer.
@@ -332,10 +299,125 @@ pub fn lower(
         metadata_props: vec![
             metadata("patches", options.patches.join(",")),
             metadata("guards", guards.join("; ")),
+            metadata("checks", checks(graph).join("; ")),
         ],
         graph: Some(graph_proto),
         ..Default::default()
     })
+}
+
+/// The messages of the `check`s of the graph and its sub-graphs (dropped from the ONNX graph).
+fn checks(graph: &Graph) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in &graph.nodes {
+        for a in &node.attrs {
+            match a {
+                onnx_diagnostic_core::Attr::Text(m) if node.op.name == "aten._assert_async.msg" => {
+                    out.push(m.clone());
+                }
+                onnx_diagnostic_core::Attr::Graph(g) => out.extend(checks(&g.graph)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Lowers the nodes of `graph` (whose values have the ONNX names `names`) into the builder.
+fn lower_nodes(b: &mut Builder, graph: &Graph, names: &[String]) -> Result<(), LowerError> {
+    let table: HashMap<&str, &ops::Entry> = ops::TABLE.iter().map(|e| (e.op, e)).collect();
+    for node in &graph.nodes {
+        b.prefix = module_prefix(&node.module);
+        let first = node
+            .outputs
+            .first()
+            .map_or("?", |id| graph.value(*id).name.as_str());
+        b.current = if node.module.is_empty() {
+            first.to_owned()
+        } else {
+            format!("{first} in {}", node.module)
+        };
+        let entry = table
+            .get(node.op.name)
+            .ok_or_else(|| LowerError::NoLowering {
+                op: node.op.name.to_owned(),
+                node: b.current.clone(),
+                opset: b.opset,
+            })?;
+        if b.opset < entry.min_opset {
+            return Err(LowerError::OpsetTooOld {
+                op: node.op.name.to_owned(),
+                node: b.current.clone(),
+                opset: b.opset,
+                min: entry.min_opset,
+            });
+        }
+        let mut ctx = ops::Ctx {
+            b,
+            graph,
+            node,
+            names,
+        };
+        (entry.lower)(&mut ctx)?;
+    }
+    Ok(())
+}
+
+/// Lowers a sub-graph (a branch of `cond`, the body of `scan`) into an ONNX graph attribute:
+/// its inputs take the names `inputs` (outer-scope values, or the body's own inputs), its
+/// nodes are lowered with the enclosing graph's builder (sizes computed inside stay inside),
+/// and each output is an Identity named after the value.
+pub(crate) fn lower_subgraph(
+    b: &mut Builder,
+    name: &str,
+    sub: &Graph,
+    inputs: &[String],
+    body_inputs: Vec<proto::ValueInfoProto>,
+    prologue: &mut dyn FnMut(&mut Builder) -> Result<(), LowerError>,
+    extra_outputs: Vec<proto::ValueInfoProto>,
+) -> Result<proto::GraphProto, LowerError> {
+    let mut names: Vec<String> = sub.values.iter().map(|v| v.name.clone()).collect();
+    for v in &sub.values {
+        b.reserve(&v.name);
+    }
+    for ((id, _), n) in sub.inputs.iter().zip(inputs) {
+        names[id.index()] = n.clone();
+    }
+    let outer_nodes = std::mem::take(&mut b.nodes);
+    let outer_syms = b.save_syms();
+    let (prefix, current) = (b.prefix.clone(), b.current.clone());
+    let result = (|| {
+        prologue(b)?;
+        lower_nodes(b, sub, &names)?;
+        let mut outputs = extra_outputs;
+        for id in &sub.outputs {
+            let out = b.fresh(&format!("{}_{name}", names[id.index()]));
+            b.emit(
+                "Identity",
+                &[&names[id.index()]],
+                std::slice::from_ref(&out),
+                Vec::new(),
+            );
+            outputs.push(value_info(&out, sub.value(*id))?);
+        }
+        Ok(outputs)
+    })();
+    let body = std::mem::replace(&mut b.nodes, outer_nodes);
+    b.restore_syms(outer_syms);
+    b.prefix = prefix;
+    b.current = current;
+    Ok(proto::GraphProto {
+        name: Some(name.to_owned()),
+        node: body,
+        input: body_inputs,
+        output: result?,
+        ..Default::default()
+    })
+}
+
+/// The type of a value for a sub-graph's declared inputs.
+pub(crate) fn typed(name: &str, info: &ValueInfo) -> Result<proto::ValueInfoProto, LowerError> {
+    value_info(name, info)
 }
 
 impl Builder {

@@ -11,8 +11,11 @@
 //!   GroupNormalization-18 scales per group, not per channel.
 //! - `upsample_nearest2d` is Resize with `asymmetric` coordinates and `floor` rounding, which
 //!   is torch's legacy nearest mode.
+//! - `cond` is `If` (its branches read the operands from the enclosing scope), `scan` is `Loop`
+//!   (the body gathers the slice of the step; the step outputs are the Loop's scan outputs),
+//!   `check` on a tensor is dropped (ONNX has no assertion; the messages go to the metadata).
 
-use onnx_diagnostic_core::{Attr, Graph, Node, SymInt, ValueInfo};
+use onnx_diagnostic_core::{Attr, Graph, Node, SymInt, ValueInfo, graph::SubGraph};
 use tch::Kind;
 
 use super::{
@@ -1047,6 +1050,9 @@ macro_rules! table {
 }
 
 table! {
+    "higher_order.cond", 16 => cond;
+    "higher_order.scan", 16 => scan;
+    "aten._assert_async.msg", 1 => assert_dropped;
     "aten.add.Tensor", 14 => |c| arith(c, "Add");
     "aten.sub.Tensor", 14 => |c| arith(c, "Sub");
     "aten.mul.Tensor", 14 => |c| arith(c, "Mul");
@@ -1144,4 +1150,153 @@ table! {
     "aten.zeros.default", 9 => |c| filled(c, Some(0.0));
     "aten.ones.default", 9 => |c| filled(c, Some(1.0));
     "aten.full.default", 9 => |c| filled(c, None);
+}
+
+// ---- control flow ----
+
+fn subgraph<'a>(c: &Ctx<'a>, k: usize) -> Result<&'a SubGraph, LowerError> {
+    match c.node.attrs.get(k) {
+        Some(Attr::Graph(g)) => Ok(g),
+        _ => Err(c.fail(format!("attribute {k} is not a sub-graph"))),
+    }
+}
+
+/// `cond` → `If`: each branch a sub-graph reading the operands and the captured values from
+/// the enclosing scope.
+fn cond(c: &mut Ctx<'_>) -> Result<(), LowerError> {
+    let (t, e) = (subgraph(c, 0)?, subgraph(c, 1)?);
+    let pred = c.input(0)?;
+    let inputs = (1..c.node.inputs.len())
+        .map(|i| c.input(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let then_g = super::lower_subgraph(
+        c.b,
+        &t.name,
+        &t.graph,
+        &inputs,
+        Vec::new(),
+        &mut |_| Ok(()),
+        Vec::new(),
+    )?;
+    let else_g = super::lower_subgraph(
+        c.b,
+        &e.name,
+        &e.graph,
+        &inputs,
+        Vec::new(),
+        &mut |_| Ok(()),
+        Vec::new(),
+    )?;
+    let outs = (0..c.node.outputs.len())
+        .map(|i| c.out(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    c.b.emit(
+        "If",
+        &[&pred],
+        &outs,
+        vec![
+            ("then_branch", A::Graph(Box::new(then_g))),
+            ("else_branch", A::Graph(Box::new(else_g))),
+        ],
+    );
+    Ok(())
+}
+
+/// `scan` → `Loop` over the leading dimension: the body gathers slice `i` of each scanned
+/// tensor, carries the state, and its step outputs are stacked by the Loop (ONNX's scan
+/// outputs).
+fn scan(c: &mut Ctx<'_>) -> Result<(), LowerError> {
+    let body = subgraph(c, 0)?;
+    let count = |k: usize| match c.node.attrs.get(k) {
+        Some(Attr::Int(v)) => usize::try_from(v.hint()).map_err(|e| c.fail(e.to_string())),
+        _ => Err(c.fail(format!("attribute {k} is not a count"))),
+    };
+    let (n_init, n_xs) = (count(1)?, count(2)?);
+    let len = c
+        .shape(n_init)?
+        .first()
+        .cloned()
+        .ok_or_else(|| c.fail("the scanned tensor is a scalar"))?;
+    let trip = c.b.sym_scalar(&len)?;
+    let keep_going = c.b.constant(&tch::Tensor::from(true), "const_true")?;
+    let all = (0..c.node.inputs.len())
+        .map(|i| c.input(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let g = &body.graph;
+    let iter = c.b.fresh(&format!("{}_iter", body.name));
+    let cond_in = c.b.fresh(&format!("{}_cond_in", body.name));
+    let cond_out = c.b.fresh(&format!("{}_cond_out", body.name));
+    let scalar = |kind: Kind| ValueInfo {
+        name: String::new(),
+        kind,
+        shape: Vec::new(),
+    };
+    let mut body_inputs = vec![
+        super::typed(&iter, &scalar(Kind::Int64))?,
+        super::typed(&cond_in, &scalar(Kind::Bool))?,
+    ];
+    let mut names: Vec<String> = Vec::new();
+    for (id, _) in &g.inputs[..n_init] {
+        let info = g.value(*id);
+        let n = c.b.fresh(&info.name);
+        body_inputs.push(super::typed(&n, info)?);
+        names.push(n);
+    }
+    let mut slices = Vec::new();
+    for _ in 0..n_xs {
+        slices.push(c.b.fresh(&format!("{}_slice", body.name)));
+    }
+    names.extend(slices.iter().cloned());
+    names.extend(all[n_init + n_xs..].iter().cloned());
+    let xs: Vec<String> = all[n_init..n_init + n_xs].to_vec();
+    let (iter_p, cond_in_p, cond_out_p, slices_p) = (
+        iter.clone(),
+        cond_in.clone(),
+        cond_out.clone(),
+        slices.clone(),
+    );
+    let body_g = super::lower_subgraph(
+        c.b,
+        &body.name,
+        g,
+        &names,
+        body_inputs,
+        &mut |b| {
+            for (x, s) in xs.iter().zip(&slices_p) {
+                b.emit(
+                    "Gather",
+                    &[x, &iter_p],
+                    std::slice::from_ref(s),
+                    vec![("axis", A::Int(0))],
+                );
+            }
+            b.emit(
+                "Identity",
+                &[&cond_in_p],
+                std::slice::from_ref(&cond_out_p),
+                Vec::new(),
+            );
+            Ok(())
+        },
+        vec![super::typed(&cond_out, &scalar(Kind::Bool))?],
+    )?;
+    let mut inputs: Vec<&str> = vec![&trip, &keep_going];
+    inputs.extend(all[..n_init].iter().map(String::as_str));
+    let outs = (0..c.node.outputs.len())
+        .map(|i| c.out(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    c.b.emit(
+        "Loop",
+        &inputs,
+        &outs,
+        vec![("body", A::Graph(Box::new(body_g)))],
+    );
+    Ok(())
+}
+
+/// `check` on a tensor: ONNX has no assertion op; the check is dropped from the ONNX graph
+/// (torch.onnx drops `_assert_async` too) and its message kept in the model's metadata
+/// (`checks`), like the guards.
+fn assert_dropped(_: &mut Ctx<'_>) -> Result<(), LowerError> {
+    Ok(())
 }
