@@ -336,6 +336,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     };
     if let Some(dir) = &a.dump {
         std::fs::write(dir.join("exported_program.txt"), ep.to_string())?;
+        ep.save(&dir.join("exported_program.json"))?;
     }
     if a.run {
         for ((name, set), exp) in sets.iter().zip(&expected) {

@@ -65,6 +65,8 @@ fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
     for f in [
         "model.onnx",
         "exported_program.txt",
+        "exported_program.json",
+        "exported_program.safetensors",
         "summary.json",
         "inputs.safetensors",
         "inputs2.safetensors",
@@ -77,6 +79,13 @@ fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
     ] {
         assert!(dump.join(f).exists(), "{f} missing");
     }
+    // The saved program loads back and prints as the exported one.
+    let loaded =
+        onnx_diagnostic_core::ExportedProgram::load(&dump.join("exported_program.json")).unwrap();
+    assert_eq!(
+        loaded.to_string(),
+        std::fs::read_to_string(dump.join("exported_program.txt")).unwrap()
+    );
     // The dumped inputs are named as the ONNX inputs, the expected outputs as its outputs.
     let inputs = tch::Tensor::read_safetensors(dump.join("inputs2.safetensors")).unwrap();
     let mut names: Vec<_> = inputs.iter().map(|(n, _)| n.clone()).collect();

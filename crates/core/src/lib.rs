@@ -18,6 +18,7 @@ pub mod helpers;
 pub mod model_inputs;
 pub mod ops;
 pub mod program;
+mod program_file;
 pub mod pytree;
 pub mod serialization;
 pub mod sym;

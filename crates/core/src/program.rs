@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// A symbol of the export.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SymbolInfo {
     /// Name (`s0`, `batch`).
     pub name: String,
@@ -42,16 +42,16 @@ pub struct UserInput {
 /// The result of [`crate::export`].
 #[derive(Debug)]
 pub struct ExportedProgram {
-    class_name: String,
-    signature: Vec<String>,
-    graph: Graph,
-    user_inputs: Vec<UserInput>,
-    input_specs: Vec<(String, TreeSpec)>,
-    output_spec: TreeSpec,
+    pub(crate) class_name: String,
+    pub(crate) signature: Vec<String>,
+    pub(crate) graph: Graph,
+    pub(crate) user_inputs: Vec<UserInput>,
+    pub(crate) input_specs: Vec<(String, TreeSpec)>,
+    pub(crate) output_spec: TreeSpec,
     /// Parameters, buffers and constants, in the order of the graph's non-user inputs.
-    captured: Vec<(InputKind, tch::Tensor)>,
-    symbols: Vec<SymbolInfo>,
-    guards: Vec<Guard>,
+    pub(crate) captured: Vec<(InputKind, tch::Tensor)>,
+    pub(crate) symbols: Vec<SymbolInfo>,
+    pub(crate) guards: Vec<Guard>,
 }
 
 impl ExportedProgram {

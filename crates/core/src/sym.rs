@@ -17,7 +17,9 @@ use std::{
 };
 
 /// A non-polynomial factor of a monomial.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Atom {
     /// A symbol, by name.
     Sym(Arc<str>),
@@ -31,8 +33,21 @@ pub enum Atom {
     Max(SymExpr, SymExpr),
 }
 
-/// A symbolic integer expression in canonical form (see the module doc).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// A symbolic integer expression in canonical form (see the module doc). Serialised as its list
+/// of `(monomial, coefficient)` terms.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(into = "Vec<(Vec<Atom>, i64)>", from = "Vec<(Vec<Atom>, i64)>")]
 pub struct SymExpr {
     /// monomial (sorted atoms, repeated for powers) -> coefficient; the empty monomial is the
     /// constant term. No zero coefficient is stored.
@@ -455,8 +470,22 @@ impl fmt::Display for SymExpr {
     }
 }
 
+impl From<SymExpr> for Vec<(Vec<Atom>, i64)> {
+    fn from(e: SymExpr) -> Self {
+        e.terms.into_iter().collect()
+    }
+}
+
+impl From<Vec<(Vec<Atom>, i64)>> for SymExpr {
+    fn from(terms: Vec<(Vec<Atom>, i64)>) -> Self {
+        Self {
+            terms: terms.into_iter().filter(|(_, c)| *c != 0).collect(),
+        }
+    }
+}
+
 /// A size: a symbolic expression and its value for the example inputs (the hint).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SymInt {
     expr: SymExpr,
     hint: i64,

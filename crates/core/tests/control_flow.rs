@@ -368,3 +368,73 @@ fn scan_refuses_sequences_of_different_lengths_and_carries_that_change() {
         "{e}"
     );
 }
+
+/// Saved, loaded, run: the same outputs and the same printed form, sub-graphs, weights,
+/// symbols, refined ranges and guards included.
+#[test]
+fn exported_programs_round_trip_through_json_and_safetensors() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ep_json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let checked = FnModule::new("Checked", &["x"], |i: &Inputs| {
+        let x = i.tensor("x")?;
+        check_size(&x.size(0)?, Rel::Ge, 2, "at least two rows")?;
+        check(&x.ge_scalar(0.0)?.all(&[], false)?, "non-negative")?;
+        Ok(x.sqrt()?
+            .masked_fill(&x.eq_scalar(0.0)?, f64::NEG_INFINITY)?
+            .into())
+    });
+    let models: Vec<(&str, Box<dyn Module>, Tensor, Vec<Tensor>)> = vec![
+        (
+            "branchy",
+            Box::new(branchy()),
+            randn(&[4, 3]).abs().unwrap(),
+            vec![
+                randn(&[6, 3]).abs().unwrap(),
+                randn(&[2, 3]).abs().unwrap().neg().unwrap(),
+            ],
+        ),
+        (
+            "cumprod",
+            Box::new(cumprod()),
+            randn(&[5, 3]),
+            vec![randn(&[1, 3]), randn(&[7, 3])],
+        ),
+        (
+            "checked",
+            Box::new(checked),
+            randn(&[4, 3]).abs().unwrap(),
+            vec![randn(&[3, 3]).abs().unwrap()],
+        ),
+    ];
+    for (name, m, example, others) in models {
+        let ep = export(
+            m.as_ref(),
+            &[example.into()],
+            &[],
+            Some(&rows("n")),
+            &ExportOptions::default(),
+        )
+        .unwrap();
+        let path = dir.join(format!("{name}.json"));
+        ep.save(&path).unwrap();
+        assert!(path.with_extension("safetensors").exists());
+        assert!(!dir.join(format!("{name}.json.partial")).exists());
+        let loaded = onnx_diagnostic_core::ExportedProgram::load(&path).unwrap();
+        assert_eq!(loaded.to_string(), ep.to_string(), "{name}: printed form");
+        assert_eq!(loaded.symbols(), ep.symbols());
+        for x in others {
+            let a = ep.run(&[x.clone().into()], &[]).unwrap();
+            let b = loaded.run(&[x.clone().into()], &[]).unwrap();
+            let (la, lb) = (a.leaves().unwrap(), b.leaves().unwrap());
+            assert_eq!(la.len(), lb.len());
+            for (p, q) in la.iter().zip(&lb) {
+                assert!(p.as_tch().equal(q.as_tch()), "{name}: outputs differ");
+            }
+        }
+    }
+    // A file of another format is refused with the file's name.
+    let bogus = dir.join("bogus.json");
+    std::fs::write(&bogus, r#"{"format":"something else"}"#).unwrap();
+    let e = onnx_diagnostic_core::ExportedProgram::load(&bogus).unwrap_err();
+    assert!(e.to_string().contains("bogus.json"), "{e}");
+}

@@ -88,12 +88,23 @@ fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
     let n: usize = counts.values().sum();
     eprintln!("tiny llama (2 layers): {n} ONNX nodes: {counts:?}");
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    // Saved and loaded back (JSON + safetensors), the program runs as the exported one.
+    let saved = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("llama_ep.json");
+    ep.save(&saved).unwrap();
+    let loaded = onnx_diagnostic_core::ExportedProgram::load(&saved).unwrap();
+    assert_eq!(loaded.to_string(), ep.to_string());
     for (b, s, c) in [(2, 3, 30), (3, 4, 31), (1, 1, 5), (2, 5, 0)] {
         let set = text_generation_inputs(&dims, b, s, c);
         let eager = model
             .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
             .unwrap();
         let exported = ep.run(&[], &set).unwrap();
+        let reloaded = loaded.run(&[], &set).unwrap();
+        assert_eq!(
+            max_diff(&exported, &reloaded).abs,
+            0.0,
+            "{b}x{s}+{c}: reloaded program"
+        );
         let got = session.run(&[], &set).unwrap();
         let d_ep = max_diff(&eager, &exported);
         let d_ort = max_diff(&eager, &got);

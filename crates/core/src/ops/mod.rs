@@ -114,7 +114,7 @@ macro_rules! op {
 pub(crate) use op;
 
 /// A relation between two symbolic sizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Rel {
     /// `==`
     Eq,
