@@ -383,7 +383,8 @@ fn exported_programs_round_trip_through_json_and_safetensors() {
             .masked_fill(&x.eq_scalar(0.0)?, f64::NEG_INFINITY)?
             .into())
     });
-    let models: Vec<(&str, Box<dyn Module>, Tensor, Vec<Tensor>)> = vec![
+    type Case = (&'static str, Box<dyn Module>, Tensor, Vec<Tensor>);
+    let models: Vec<Case> = vec![
         (
             "branchy",
             Box::new(branchy()),
