@@ -28,8 +28,10 @@ use onnx_diagnostic_onnx::{
 use onnx_diagnostic_transformers::{
     catalog,
     models::{
+        gemma::GemmaForCausalLM,
         llama::{Config, LlamaForCausalLM},
         mistral::MistralForCausalLM,
+        qwen2::Qwen2ForCausalLM,
     },
     tasks::{DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
     weights::Weights,
@@ -182,20 +184,24 @@ fn load_model(id: &str, s: &mut Summary) -> Result<(Box<dyn Module>, DecoderDims
     let arch = json["architectures"][0].as_str().unwrap_or("?").to_owned();
     let cfg = Config::from_json(&config_text)?;
     let dims = cfg.decoder_dims();
-    let model: Box<dyn Module> = match (arch.as_str(), from_dir) {
-        ("LlamaForCausalLM", true) => Box::new(LlamaForCausalLM::from_pretrained(path)?),
-        ("MistralForCausalLM", true) => Box::new(MistralForCausalLM::from_pretrained(path)?),
-        ("LlamaForCausalLM", false) => {
-            let mut w = Weights::untrained(&arch, 42, cfg.initializer_range);
-            Box::new(LlamaForCausalLM::new(cfg, &mut w)?)
-        }
-        ("MistralForCausalLM", false) => {
-            let mut w = Weights::untrained(&arch, 42, cfg.initializer_range);
-            Box::new(MistralForCausalLM::new(cfg, &mut w)?)
-        }
+    let mut untrained = Weights::untrained(&arch, 42, cfg.initializer_range);
+    macro_rules! build {
+        ($ty:ty) => {
+            if from_dir {
+                Box::new(<$ty>::from_pretrained(path)?) as Box<dyn Module>
+            } else {
+                Box::new(<$ty>::new(cfg, &mut untrained)?)
+            }
+        };
+    }
+    let model: Box<dyn Module> = match arch.as_str() {
+        "LlamaForCausalLM" => build!(LlamaForCausalLM),
+        "MistralForCausalLM" => build!(MistralForCausalLM),
+        "Qwen2ForCausalLM" => build!(Qwen2ForCausalLM),
+        "GemmaForCausalLM" => build!(GemmaForCausalLM),
         _ => bail!(
             "architecture {arch} of {id} is not implemented yet \
-             (LlamaForCausalLM and MistralForCausalLM are)"
+             (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and GemmaForCausalLM are)"
         ),
     };
     s.f("time_create", ms(t));
@@ -385,10 +391,13 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         s.i(&format!("n_node_{op}"), *n as i64);
     }
     s.i("n_node", counts.values().sum::<usize>() as i64);
-    let dir = a
-        .dump
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("onnx-diagnostic-validate"));
+    // Without -o, the model goes to a directory of this process only (two runs at once must
+    // not overwrite each other's file), removed at the end.
+    let scratch = a.dump.is_none().then(|| {
+        std::env::temp_dir().join(format!("onnx-diagnostic-validate-{}", std::process::id()))
+    });
+    let _cleanup = scratch.clone().map(RemoveOnDrop);
+    let dir = a.dump.clone().or(scratch).unwrap_or_default();
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("model.onnx");
     let t = Instant::now();
@@ -464,6 +473,15 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         ));
     }
     Ok(true)
+}
+
+/// Removes a scratch directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn finish(s: &Summary, dump: Option<&Path>) -> Result<()> {

@@ -75,7 +75,8 @@ impl Weights {
     }
 
     /// Untrained weights: matrices and embeddings drawn from N(0, `std`) with libtorch's
-    /// generator seeded by `seed`, norms at one, biases at zero (transformers' `_init_weights`).
+    /// generator seeded by `seed`, norms at one (zero for Gemma, whose norms scale by
+    /// `1 + weight`), biases at zero (transformers' `_init_weights`).
     pub fn untrained(model: &str, seed: i64, std: f64) -> Self {
         tch::manual_seed(seed);
         Self {
@@ -119,7 +120,10 @@ impl Weights {
             });
         };
         let opts = (Kind::Float, Device::Cpu);
-        let t = if name.ends_with("norm.weight") {
+        let t = if name.ends_with("norm.weight") && self.model.starts_with("Gemma") {
+            // Gemma's norms scale by 1 + weight: transformers initialises them at zero.
+            tch::Tensor::zeros(shape, opts)
+        } else if name.ends_with("norm.weight") {
             tch::Tensor::ones(shape, opts)
         } else if name.ends_with(".bias") {
             tch::Tensor::zeros(shape, opts)

@@ -110,6 +110,48 @@ pub struct Config {
     /// Attention window (Mistral; Llama ignores it, as transformers does).
     #[serde(default)]
     pub sliding_window: Option<i64>,
+    /// Qwen2: whether `sliding_window` applies (to the layers from `max_window_layers` on).
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    /// The architecture family, from `model_type` (what differs from Llama, see [`Arch`]).
+    #[serde(skip)]
+    pub arch: Arch,
+}
+
+/// The families sharing Llama's decoder, and what each changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arch {
+    /// `llama`.
+    #[default]
+    Llama,
+    /// `mistral`: the sliding-window mask.
+    Mistral,
+    /// `qwen2`: biases on q/k/v (not on o).
+    Qwen2,
+    /// `gemma`: embeddings scaled by `sqrt(hidden_size)`, RMSNorm by `1 + weight`, tanh GELU,
+    /// tied embeddings and `head_dim` 256 by default.
+    Gemma,
+}
+
+impl Arch {
+    fn from_model_type(model_type: Option<&str>) -> Self {
+        match model_type {
+            Some("mistral") => Arch::Mistral,
+            Some("qwen2") => Arch::Qwen2,
+            Some("gemma") => Arch::Gemma,
+            _ => Arch::Llama,
+        }
+    }
+
+    /// The transformers class of the causal LM.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Mistral => "MistralForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+            Arch::Gemma => "GemmaForCausalLM",
+        }
+    }
 }
 
 impl Config {
@@ -118,10 +160,47 @@ impl Config {
     /// # Errors
     /// [`Error::Config`] with serde's message.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::Config {
-            path: "<memory>".into(),
-            message: e.to_string(),
-        })
+        Self::parse(text, Path::new("<memory>"))
+    }
+
+    /// Parses a `config.json` with the defaults of its `model_type` (transformers' config
+    /// classes differ: `GemmaConfig` ties the embeddings and uses `head_dim` 256 unless told
+    /// otherwise, and turns `hidden_act="gelu"` into the tanh approximation).
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let fail = |message: String| Error::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let mut raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let arch = Arch::from_model_type(raw.get("model_type").and_then(|v| v.as_str()));
+        if let (Arch::Gemma, Some(obj)) = (arch, raw.as_object_mut()) {
+            for (k, v) in [
+                ("tie_word_embeddings", serde_json::json!(true)),
+                ("head_dim", serde_json::json!(256)),
+                ("hidden_act", serde_json::json!("gelu_pytorch_tanh")),
+            ] {
+                if obj.get(k).is_none_or(serde_json::Value::is_null) {
+                    obj.insert(k.to_owned(), v);
+                }
+            }
+            if obj.get("hidden_act").and_then(|v| v.as_str()) == Some("gelu") {
+                obj.insert(
+                    "hidden_act".to_owned(),
+                    serde_json::json!("gelu_pytorch_tanh"),
+                );
+            }
+        }
+        let mut cfg: Config = serde_json::from_value(raw).map_err(|e| fail(e.to_string()))?;
+        cfg.arch = arch;
+        if arch == Arch::Qwen2 && cfg.use_sliding_window {
+            return Err(Error::Unsupported {
+                model: arch.class_name().to_owned(),
+                feature: "use_sliding_window=true (sliding layers from max_window_layers on)"
+                    .to_owned(),
+            });
+        }
+        Ok(cfg)
     }
 
     /// The sizes the text-generation input sets need.
@@ -143,10 +222,7 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        Self::parse(&text, path)
     }
 
     fn kv_heads(&self) -> i64 {
@@ -172,18 +248,21 @@ impl Config {
 
 const MODEL: &str = "LlamaForCausalLM";
 
-/// `LlamaRMSNorm`: `weight * x / sqrt(mean(x^2) + eps)`, computed in float32.
+/// `LlamaRMSNorm`: `weight * x / sqrt(mean(x^2) + eps)`, computed in float32
+/// (`GemmaRMSNorm`: `(1 + weight) * ...`, the product also in float32).
 #[derive(Clone, Debug)]
 pub struct LlamaRMSNorm {
     weight: Tensor,
     eps: f64,
+    one_centered: bool,
 }
 
 impl LlamaRMSNorm {
-    fn load(w: &mut Weights, name: &str, size: i64, eps: f64) -> Result<Self> {
+    fn load(w: &mut Weights, name: &str, size: i64, cfg: &Config) -> Result<Self> {
         Ok(Self {
             weight: w.get(&format!("{name}.weight"), &[size])?,
-            eps,
+            eps: cfg.rms_norm_eps,
+            one_centered: cfg.arch == Arch::Gemma,
         })
     }
 
@@ -196,6 +275,11 @@ impl LlamaRMSNorm {
         let h = x.to_kind(Kind::Float)?;
         let variance = h.pow_scalar(2.0)?.mean(&[-1], true)?;
         let h = h.mul(&variance.add_scalar(self.eps)?.rsqrt()?)?;
+        if self.one_centered {
+            return h
+                .mul(&self.weight.to_kind(Kind::Float)?.add_scalar(1.0)?)?
+                .to_kind(input_kind);
+        }
         self.weight.mul(&h.to_kind(input_kind)?)
     }
 }
@@ -390,11 +474,17 @@ impl LlamaAttention {
     fn load(w: &mut Weights, p: &str, cfg: &Config, layer: usize) -> Result<Self> {
         let (h, d, b) = (cfg.hidden_size, cfg.head_size(), cfg.attention_bias);
         let (nq, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        // Qwen2: biases on q, k and v always, never on o.
+        let (bqkv, bo) = if cfg.arch == Arch::Qwen2 {
+            (true, false)
+        } else {
+            (b, b)
+        };
         Ok(Self {
-            q_proj: Linear::load(w, p, "q_proj", h, nq * d, b)?,
-            k_proj: Linear::load(w, p, "k_proj", h, nkv * d, b)?,
-            v_proj: Linear::load(w, p, "v_proj", h, nkv * d, b)?,
-            o_proj: Linear::load(w, p, "o_proj", nq * d, h, b)?,
+            q_proj: Linear::load(w, p, "q_proj", h, nq * d, bqkv)?,
+            k_proj: Linear::load(w, p, "k_proj", h, nkv * d, bqkv)?,
+            v_proj: Linear::load(w, p, "v_proj", h, nkv * d, bqkv)?,
+            o_proj: Linear::load(w, p, "o_proj", nq * d, h, bo)?,
             heads: nq,
             kv_heads: nkv,
             head_dim: d,
@@ -466,13 +556,14 @@ pub struct LlamaModel {
     norm: LlamaRMSNorm,
     rotary_emb: LlamaRotaryEmbedding,
     params: Vec<(String, Tensor)>,
+    /// Gemma's embedding scale, `sqrt(hidden_size)`.
+    embed_scale: Option<f64>,
     /// Positions further back than this are masked (Mistral's sliding window).
     pub(crate) sliding_window: Option<i64>,
 }
 
 impl LlamaModel {
     fn load(w: &mut Weights, cfg: &Config) -> Result<Self> {
-        let eps = cfg.rms_norm_eps;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -481,14 +572,14 @@ impl LlamaModel {
                     w,
                     &format!("{p}.input_layernorm"),
                     cfg.hidden_size,
-                    eps,
+                    cfg,
                 )?,
                 self_attn: LlamaAttention::load(w, &format!("{p}.self_attn"), cfg, i)?,
                 post_attention_layernorm: LlamaRMSNorm::load(
                     w,
                     &format!("{p}.post_attention_layernorm"),
                     cfg.hidden_size,
-                    eps,
+                    cfg,
                 )?,
                 mlp: LlamaMLP::load(w, &format!("{p}.mlp"), cfg)?,
             });
@@ -498,7 +589,8 @@ impl LlamaModel {
                 "model.embed_tokens.weight",
                 &[cfg.vocab_size, cfg.hidden_size],
             )?,
-            norm: LlamaRMSNorm::load(w, "model.norm", cfg.hidden_size, eps)?,
+            norm: LlamaRMSNorm::load(w, "model.norm", cfg.hidden_size, cfg)?,
+            embed_scale: (cfg.arch == Arch::Gemma).then(|| (cfg.hidden_size as f64).sqrt()),
             rotary_emb: LlamaRotaryEmbedding::new(cfg)?,
             layers,
             params: Vec::new(),
@@ -580,7 +672,12 @@ impl LlamaModel {
         let _s = scope("model");
         let mut h = {
             let _e = scope("embed_tokens");
-            Tensor::embedding(&self.embed_tokens, input_ids)?
+            let h = Tensor::embedding(&self.embed_tokens, input_ids)?;
+            match self.embed_scale {
+                // transformers multiplies by a float32 tensor holding sqrt(hidden_size).
+                Some(scale) => h.mul_scalar(f64::from(scale as f32))?,
+                None => h,
+            }
         };
         let past = cache
             .get_seq_length()
@@ -632,7 +729,10 @@ impl LlamaForCausalLM {
     /// [`Error::Weight`] for a missing or misshaped weight, [`Error::Unsupported`] for a rope
     /// type not implemented yet.
     pub fn new(config: Config, weights: &mut Weights) -> Result<Self> {
-        let model = LlamaModel::load(weights, &config)?;
+        let mut model = LlamaModel::load(weights, &config)?;
+        if config.arch == Arch::Mistral {
+            model.sliding_window = config.sliding_window;
+        }
         let lm_head = if config.tie_word_embeddings && !weights.contains("lm_head.weight") {
             model.embed_tokens.clone()
         } else {
@@ -645,19 +745,13 @@ impl LlamaForCausalLM {
         })
     }
 
-    /// The same model with Mistral's sliding-window mask.
-    pub(crate) fn with_sliding_window(mut self, window: Option<i64>) -> Self {
-        self.model.sliding_window = window;
-        self
-    }
-
     /// Loads a checkpoint directory (`config.json` + safetensors).
     ///
     /// # Errors
     /// As [`Config::from_file`], [`Weights::from_dir`] and [`LlamaForCausalLM::new`].
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
         let config = Config::from_file(&dir.join("config.json"))?;
-        let mut weights = Weights::from_dir(dir, MODEL)?;
+        let mut weights = Weights::from_dir(dir, config.arch.class_name())?;
         Self::new(config, &mut weights)
     }
 

@@ -1,7 +1,9 @@
 //! Model definitions, one file per architecture (candle's layout), and the pieces they share.
 
+pub mod gemma;
 pub mod llama;
 pub mod mistral;
+pub mod qwen2;
 
 use onnx_diagnostic_core::{Result, Tensor, scope};
 
@@ -73,3 +75,86 @@ pub fn activation(name: &str, x: &Tensor) -> Result<Tensor> {
         _ => x.silu(),
     }
 }
+
+/// Declares a causal LM of the Llama family under its transformers class name: the same
+/// decoder as [`llama::LlamaForCausalLM`] with the differences of its [`llama::Arch`] (set on
+/// the config, so that a config without `model_type` still builds this architecture).
+macro_rules! causal_lm {
+    ($(#[$doc:meta])* $name:ident, $arch:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            inner: super::llama::LlamaForCausalLM,
+        }
+
+        impl $name {
+            /// Builds the model from a config and weights (a checkpoint or untrained).
+            ///
+            /// # Errors
+            /// As [`super::llama::LlamaForCausalLM::new`].
+            pub fn new(
+                mut config: super::llama::Config,
+                weights: &mut crate::weights::Weights,
+            ) -> crate::Result<Self> {
+                config.arch = $arch;
+                Ok(Self {
+                    inner: super::llama::LlamaForCausalLM::new(config, weights)?,
+                })
+            }
+
+            /// Loads a checkpoint directory (`config.json` + safetensors).
+            ///
+            /// # Errors
+            /// As [`super::llama::LlamaForCausalLM::from_pretrained`].
+            pub fn from_pretrained(dir: &std::path::Path) -> crate::Result<Self> {
+                let config = super::llama::Config::from_file(&dir.join("config.json"))?;
+                let mut weights = crate::weights::Weights::from_dir(dir, stringify!($name))?;
+                Self::new(config, &mut weights)
+            }
+
+            /// The configuration.
+            pub fn config(&self) -> &super::llama::Config {
+                &self.inner.config
+            }
+
+            /// Logits and the grown cache (see
+            /// [`super::llama::LlamaForCausalLM::forward_with_cache`]).
+            ///
+            /// # Errors
+            /// Any error of the ops.
+            pub fn forward_with_cache(
+                &self,
+                input_ids: &onnx_diagnostic_core::Tensor,
+                attention_mask: Option<&onnx_diagnostic_core::Tensor>,
+                position_ids: Option<&onnx_diagnostic_core::Tensor>,
+                cache: Option<crate::DynamicCache>,
+            ) -> onnx_diagnostic_core::Result<(onnx_diagnostic_core::Tensor, crate::DynamicCache)>
+            {
+                self.inner
+                    .forward_with_cache(input_ids, attention_mask, position_ids, cache)
+            }
+        }
+
+        impl onnx_diagnostic_core::Module for $name {
+            fn class_name(&self) -> String {
+                stringify!($name).to_owned()
+            }
+            fn forward_signature(&self) -> Vec<String> {
+                self.inner.forward_signature()
+            }
+            fn named_parameters(&self) -> Vec<(String, onnx_diagnostic_core::Tensor)> {
+                self.inner.named_parameters()
+            }
+            fn named_buffers(&self) -> Vec<(String, onnx_diagnostic_core::Tensor)> {
+                self.inner.named_buffers()
+            }
+            fn forward(
+                &self,
+                inputs: &onnx_diagnostic_core::Inputs,
+            ) -> onnx_diagnostic_core::Result<onnx_diagnostic_core::Value> {
+                self.inner.forward(inputs)
+            }
+        }
+    };
+}
+pub(crate) use causal_lm;

@@ -1,0 +1,84 @@
+//! Parity of `Qwen2ForCausalLM` and `GemmaForCausalLM` with transformers 5.23 (the protocol of
+//! `llama_parity.rs`: the same checkpoint, a prompt step then a cached step, logits and cache
+//! within 1e-4), and their catalog models exported to ONNX with a KV cache and checked in ONNX
+//! Runtime on the four validate input sets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use common::{check_two_steps, export_and_check_in_ort, reference};
+use onnx_diagnostic_core::{Module, Tensor};
+use onnx_diagnostic_transformers::{
+    catalog,
+    models::{gemma::GemmaForCausalLM, llama::Config, qwen2::Qwen2ForCausalLM},
+    weights::Weights,
+};
+
+#[test]
+fn qwen2_matches_transformers_and_exports() {
+    let config = r#"{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2",
+    "vocab_size":128,"hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,
+    "num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu",
+    "max_position_embeddings":64,"rms_norm_eps":1e-6,"rope_theta":1000000.0,
+    "sliding_window":4,"use_sliding_window":false,"max_window_layers":1,
+    "tie_word_embeddings":false}"#;
+    let (dir, io) = reference("qwen2", config);
+    let model = Qwen2ForCausalLM::from_pretrained(&dir).unwrap();
+    // The q/k/v biases are read from the checkpoint (o_proj has none).
+    let names: Vec<String> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"model.layers.0.self_attn.q_proj.bias".to_owned()));
+    assert!(!names.contains(&"model.layers.0.self_attn.o_proj.bias".to_owned()));
+    let step = |ids: &Tensor, mask: &Tensor, cache| {
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
+    };
+    check_two_steps("qwen2", &io, &step, false);
+
+    let cfg = Config::from_json(catalog::config_json("fxmarty/tiny-dummy-qwen2").unwrap()).unwrap();
+    let mut w = Weights::untrained("Qwen2ForCausalLM", 42, cfg.initializer_range);
+    let tiny = Qwen2ForCausalLM::new(cfg, &mut w).unwrap();
+    export_and_check_in_ort(&tiny, &tiny.config().decoder_dims());
+}
+
+#[test]
+fn qwen2_with_sliding_layers_is_refused_with_a_typed_error() {
+    let e = Config::from_json(
+        r#"{"model_type":"qwen2","vocab_size":8,"hidden_size":8,"intermediate_size":8,
+        "num_hidden_layers":1,"num_attention_heads":2,"use_sliding_window":true,
+        "sliding_window":4}"#,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("use_sliding_window=true"), "{e}");
+}
+
+#[test]
+fn gemma_matches_transformers_and_exports() {
+    // hidden_act "gelu" is the tanh approximation for Gemma; embeddings are tied by default.
+    let config = r#"{"architectures":["GemmaForCausalLM"],"model_type":"gemma",
+    "vocab_size":128,"hidden_size":32,"intermediate_size":40,"num_hidden_layers":2,
+    "num_attention_heads":4,"num_key_value_heads":1,"head_dim":16,"hidden_act":"gelu",
+    "max_position_embeddings":64,"rms_norm_eps":1e-6,"rope_theta":10000.0}"#;
+    let (dir, io) = reference("gemma", config);
+    let model = GemmaForCausalLM::from_pretrained(&dir).unwrap();
+    assert!(model.config().tie_word_embeddings);
+    assert_eq!(model.config().hidden_act, "gelu_pytorch_tanh");
+    let step = |ids: &Tensor, mask: &Tensor, cache| {
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
+    };
+    check_two_steps("gemma", &io, &step, false);
+
+    let cfg =
+        Config::from_json(catalog::config_json("fxmarty/tiny-random-GemmaForCausalLM").unwrap())
+            .unwrap();
+    let mut w = Weights::untrained("GemmaForCausalLM", 42, cfg.initializer_range);
+    let tiny = GemmaForCausalLM::new(cfg, &mut w).unwrap();
+    export_and_check_in_ort(&tiny, &tiny.config().decoder_dims());
+}
