@@ -31,6 +31,7 @@ use onnx_diagnostic_transformers::{
         gemma::GemmaForCausalLM,
         llama::{Config, LlamaForCausalLM},
         mistral::MistralForCausalLM,
+        phi3::Phi3ForCausalLM,
         qwen2::Qwen2ForCausalLM,
     },
     tasks::{DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
@@ -199,9 +200,11 @@ fn load_model(id: &str, s: &mut Summary) -> Result<(Box<dyn Module>, DecoderDims
         "MistralForCausalLM" => build!(MistralForCausalLM),
         "Qwen2ForCausalLM" => build!(Qwen2ForCausalLM),
         "GemmaForCausalLM" => build!(GemmaForCausalLM),
+        "Phi3ForCausalLM" => build!(Phi3ForCausalLM),
         _ => bail!(
             "architecture {arch} of {id} is not implemented yet \
-             (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and GemmaForCausalLM are)"
+             (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, GemmaForCausalLM and \
+             Phi3ForCausalLM are)"
         ),
     };
     s.f("time_create", ms(t));

@@ -62,6 +62,18 @@ const CONFIGS: &[(&str, &str)] = &[
         "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
         "tie_word_embeddings": false, "use_cache": true, "vocab_size": 32000}"#,
     ),
+    (
+        "xenova/tiny-random-Phi3ForCausalLM",
+        r#"{"architectures": ["Phi3ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
+        "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 32,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": 4096,
+        "model_type": "phi3", "num_attention_heads": 4, "num_hidden_layers": 2,
+        "num_key_value_heads": 4, "original_max_position_embeddings": 4096,
+        "pad_token_id": 32000, "partial_rotary_factor": 1.0, "resid_pdrop": 0.0,
+        "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0,
+        "sliding_window": 2047, "tie_word_embeddings": false, "torch_dtype": "float32",
+        "use_cache": true, "vocab_size": 32064}"#,
+    ),
 ];
 
 /// The `config.json` of a catalog model id.

@@ -150,3 +150,48 @@ fn tiny_llm_exports_within_142_nodes_and_matches_on_the_validate_input_sets() {
         ]
     );
 }
+
+#[test]
+fn yarn_longrope_and_dynamic_ropes_match_transformers() {
+    let with = |scaling: &str| {
+        TINY.replace(
+            r#""rope_theta":10000.0,"#,
+            &format!(r#""rope_theta":10000.0,"rope_scaling":{scaling},"#),
+        )
+    };
+    check_parity(
+        "llama_yarn",
+        &with(r#"{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":16}"#),
+    );
+    // The prompt (5 positions) stays within the original 6, the cached step (up to 8) goes
+    // beyond: the short then the long factors.
+    check_parity(
+        "llama_longrope",
+        &with(
+            r#"{"rope_type":"longrope","short_factor":[1.0,1.1,1.2,1.3],
+            "long_factor":[2.0,3.0,4.0,5.0],"original_max_position_embeddings":6}"#,
+        ),
+    );
+    // Beyond max_position_embeddings (4), the base grows with the length.
+    let dynamic = with(r#"{"rope_type":"dynamic","factor":2.0}"#).replace(
+        r#""max_position_embeddings":64"#,
+        r#""max_position_embeddings":4"#,
+    );
+    let model = check_parity("llama_dynamic", &dynamic);
+    // transformers' dynamic update branches on the data (max(position_ids) + 1): exporting it
+    // as written is a data-dependent error naming the place (what the seeds patch).
+    let _g = onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    let dims = model.config.decoder_dims();
+    let err = export(
+        &model,
+        &[],
+        &text_generation_inputs(&dims, 2, 3, 5),
+        Some(&text_generation_dynamic_shapes(&dims)),
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, onnx_diagnostic_core::Error::DataDependent { location, .. } if location.file.ends_with("llama.rs")),
+        "{err}"
+    );
+}

@@ -22,7 +22,8 @@ use crate::{
 /// The rope parameters: transformers 5 `rope_parameters`, or the legacy `rope_scaling`.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RopeParameters {
-    /// `default`, `linear`, `llama3` (`dynamic`, `yarn`, `longrope`: not yet).
+    /// `default`, `linear`, `llama3`, `dynamic`, `yarn`, `longrope` (`su` is longrope's old
+    /// name).
     #[serde(default, alias = "type")]
     pub rope_type: Option<String>,
     /// Base of the frequencies (transformers 5 keeps it here).
@@ -37,9 +38,33 @@ pub struct RopeParameters {
     /// `llama3`.
     #[serde(default)]
     pub high_freq_factor: Option<f64>,
-    /// `llama3`.
+    /// `llama3`, `yarn`, `longrope`.
     #[serde(default)]
     pub original_max_position_embeddings: Option<i64>,
+    /// `yarn`, `longrope`: the scale of cos/sin (inferred from `factor` when absent).
+    #[serde(default)]
+    pub attention_factor: Option<f64>,
+    /// `yarn` (default 32).
+    #[serde(default)]
+    pub beta_fast: Option<f64>,
+    /// `yarn` (default 1).
+    #[serde(default)]
+    pub beta_slow: Option<f64>,
+    /// `yarn`.
+    #[serde(default)]
+    pub mscale: Option<f64>,
+    /// `yarn`.
+    #[serde(default)]
+    pub mscale_all_dim: Option<f64>,
+    /// `yarn`: round the correction range (default true).
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// `longrope`: per-frequency factors beyond the original length.
+    #[serde(default)]
+    pub long_factor: Option<Vec<f64>>,
+    /// `longrope`: per-frequency factors within the original length.
+    #[serde(default)]
+    pub short_factor: Option<Vec<f64>>,
 }
 
 fn default_theta() -> f64 {
@@ -113,6 +138,13 @@ pub struct Config {
     /// Qwen2: whether `sliding_window` applies (to the layers from `max_window_layers` on).
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Phi3: the part of the head the rotary embedding applies to (1.0 only, so far).
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
+    /// The pretraining length (Phi3 keeps it at the top level; `longrope` and `yarn` read it
+    /// when their parameters do not give it).
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<i64>,
     /// The architecture family, from `model_type` (what differs from Llama, see [`Arch`]).
     #[serde(skip)]
     pub arch: Arch,
@@ -131,6 +163,9 @@ pub enum Arch {
     /// `gemma`: embeddings scaled by `sqrt(hidden_size)`, RMSNorm by `1 + weight`, tanh GELU,
     /// tied embeddings and `head_dim` 256 by default.
     Gemma,
+    /// `phi3`: fused `qkv_proj` and `gate_up_proj`, no biases, the sliding-window mask when
+    /// `sliding_window` is set.
+    Phi3,
 }
 
 impl Arch {
@@ -139,6 +174,7 @@ impl Arch {
             Some("mistral") => Arch::Mistral,
             Some("qwen2") => Arch::Qwen2,
             Some("gemma") => Arch::Gemma,
+            Some("phi3") => Arch::Phi3,
             _ => Arch::Llama,
         }
     }
@@ -150,6 +186,7 @@ impl Arch {
             Arch::Mistral => "MistralForCausalLM",
             Arch::Qwen2 => "Qwen2ForCausalLM",
             Arch::Gemma => "GemmaForCausalLM",
+            Arch::Phi3 => "Phi3ForCausalLM",
         }
     }
 }
@@ -193,6 +230,15 @@ impl Config {
         }
         let mut cfg: Config = serde_json::from_value(raw).map_err(|e| fail(e.to_string()))?;
         cfg.arch = arch;
+        if arch == Arch::Phi3 && cfg.partial_rotary_factor.is_some_and(|f| f != 1.0) {
+            return Err(Error::Unsupported {
+                model: arch.class_name().to_owned(),
+                feature: format!(
+                    "partial_rotary_factor={} (rotary embedding on part of the head)",
+                    cfg.partial_rotary_factor.unwrap_or(1.0)
+                ),
+            });
+        }
         if arch == Arch::Qwen2 && cfg.use_sliding_window {
             return Err(Error::Unsupported {
                 model: arch.class_name().to_owned(),
@@ -289,56 +335,183 @@ impl LlamaRMSNorm {
 pub struct LlamaRotaryEmbedding {
     inv_freq: Tensor,
     attention_scaling: f64,
+    update: RopeUpdate,
+}
+
+/// What `dynamic_rope_update` does before the forward, per rope type.
+#[derive(Clone, Debug)]
+enum RopeUpdate {
+    /// Nothing: the frequencies are fixed.
+    None,
+    /// `dynamic`: beyond `max_position_embeddings`, the frequencies of a larger base computed
+    /// for the current length (transformers' Python `if` on `max(position_ids) + 1`).
+    Dynamic {
+        factor: f64,
+        max_pos: i64,
+        dim: i64,
+        base: f64,
+    },
+    /// `longrope`: the long factors when `max(position_ids) + 1` exceeds the original length
+    /// (a `torch.where`, as transformers 5 writes it).
+    LongRope {
+        long_inv_freq: Tensor,
+        original: i64,
+    },
+}
+
+/// `1 / (base^(arange(0, dim, 2) / dim))`, in float32 as transformers computes it.
+fn default_inv_freq(base: f64, dim: i64) -> std::result::Result<tch::Tensor, tch::TchError> {
+    let exponents = tch::Tensor::f_arange_start_step(0, dim, 2, (Kind::Int64, Device::Cpu))?
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(dim as f64)?;
+    tch::Tensor::f_pow_scalar(base, &exponents)?.f_reciprocal()
 }
 
 impl LlamaRotaryEmbedding {
-    /// The frequencies of the config's rope type (`default`, `linear`, `llama3`).
+    /// The frequencies of the config's rope type (`default`, `linear`, `llama3`, `dynamic`,
+    /// `yarn`, `longrope`).
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for the rope types not implemented yet.
+    /// [`Error::Unsupported`] for another rope type, [`Error::Config`] for missing parameters.
     pub fn new(cfg: &Config) -> Result<Self> {
         let dim = cfg.head_size();
         let (p, base) = cfg.rope();
+        let model = cfg.arch.class_name();
         let tch_err = |e: tch::TchError| Error::Unsupported {
-            model: MODEL.to_owned(),
+            model: model.to_owned(),
             feature: format!("rope initialisation ({e})"),
         };
-        // 1 / base^(arange(0, dim, 2) / dim), in float32 as transformers computes it.
-        let exponents = tch::Tensor::f_arange_start_step(0, dim, 2, (Kind::Int64, Device::Cpu))
-            .and_then(|t| t.f_to_kind(Kind::Float))
-            .and_then(|t| t.f_div_scalar(dim as f64))
-            .map_err(tch_err)?;
-        let inv_freq = tch::Tensor::f_pow_scalar(base, &exponents)
-            .and_then(|t| t.f_reciprocal())
-            .map_err(tch_err)?;
+        let inv_freq = default_inv_freq(base, dim).map_err(tch_err)?;
         let rope_type = p.rope_type.clone().unwrap_or_else(|| "default".to_owned());
+        let original = p
+            .original_max_position_embeddings
+            .or(cfg.original_max_position_embeddings);
+        let need_original = |what: &str| {
+            original.ok_or_else(|| Error::Config {
+                path: "<config>".into(),
+                message: format!("rope_type '{what}' needs original_max_position_embeddings"),
+            })
+        };
+        let mut attention_scaling = 1.0;
+        let mut update = RopeUpdate::None;
         let inv_freq = match rope_type.as_str() {
             "default" => inv_freq,
             "linear" => inv_freq
                 .f_div_scalar(p.factor.unwrap_or(1.0))
                 .map_err(tch_err)?,
             "llama3" => llama3_inv_freq(&inv_freq, &p).map_err(tch_err)?,
+            "dynamic" => {
+                update = RopeUpdate::Dynamic {
+                    factor: p.factor.unwrap_or(1.0),
+                    max_pos: cfg.max_position_embeddings,
+                    dim,
+                    base,
+                };
+                inv_freq
+            }
+            "yarn" => {
+                let original = need_original("yarn")?;
+                let (f, scaling) =
+                    yarn_inv_freq(&p, base, dim, cfg.max_position_embeddings, original)
+                        .map_err(tch_err)?;
+                attention_scaling = scaling;
+                f
+            }
+            "longrope" | "su" => {
+                let original = need_original("longrope")?;
+                let factors = |v: &Option<Vec<f64>>, which: &str| {
+                    v.clone()
+                        .filter(|f| f.len() as i64 == dim / 2)
+                        .ok_or_else(|| Error::Config {
+                            path: "<config>".into(),
+                            message: format!(
+                                "rope_type 'longrope' needs {which} with {} values",
+                                dim / 2
+                            ),
+                        })
+                };
+                let (short, long) = (
+                    factors(&p.short_factor, "short_factor")?,
+                    factors(&p.long_factor, "long_factor")?,
+                );
+                let factor = p
+                    .factor
+                    .unwrap_or(cfg.max_position_embeddings as f64 / original as f64);
+                attention_scaling = match p.attention_factor {
+                    Some(a) => a,
+                    None if factor <= 1.0 => 1.0,
+                    None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+                };
+                let scaled = |f: &[f64]| -> std::result::Result<tch::Tensor, tch::TchError> {
+                    let ext = tch::Tensor::from_slice(f).f_to_kind(Kind::Float)?;
+                    inv_freq.f_div(&ext)
+                };
+                update = RopeUpdate::LongRope {
+                    long_inv_freq: Tensor::from(scaled(&long).map_err(tch_err)?),
+                    original,
+                };
+                scaled(&short).map_err(tch_err)?
+            }
             other => {
                 return Err(Error::Unsupported {
-                    model: MODEL.to_owned(),
+                    model: model.to_owned(),
                     feature: format!("rope_type '{other}'"),
                 });
             }
         };
         Ok(Self {
             inv_freq: Tensor::from(inv_freq),
-            attention_scaling: 1.0,
+            attention_scaling,
+            update,
         })
+    }
+
+    /// The frequencies for these positions (`dynamic_rope_update`).
+    fn frequencies(&self, position_ids: &Tensor) -> CoreResult<Tensor> {
+        match &self.update {
+            RopeUpdate::None => Ok(self.inv_freq.clone()),
+            RopeUpdate::LongRope {
+                long_inv_freq,
+                original,
+            } => {
+                let seq_len = position_ids.amax(&[], false)?.add_scalar(1.0)?;
+                long_inv_freq.where_cond(&seq_len.gt_scalar(*original as f64)?, &self.inv_freq)
+            }
+            RopeUpdate::Dynamic {
+                factor,
+                max_pos,
+                dim,
+                base,
+            } => {
+                // transformers: `if seq_len > max_seq_len_cached:` on a tensor, a data-dependent
+                // branch (the seeds patch it).
+                let seq_len = position_ids.amax(&[], false)?.item_f64()? + 1.0;
+                if seq_len <= *max_pos as f64 {
+                    return Ok(self.inv_freq.clone());
+                }
+                let d = *dim as f64;
+                let base = base
+                    * ((factor * seq_len / *max_pos as f64) - (factor - 1.0)).powf(d / (d - 2.0));
+                default_inv_freq(base, *dim).map(Tensor::from).map_err(|e| {
+                    onnx_diagnostic_core::Error::Model {
+                        model: MODEL.to_owned(),
+                        message: e.to_string(),
+                    }
+                })
+            }
+        }
     }
 
     /// `(cos, sin)` of shape `[batch, seq, head_dim]` for `position_ids` `[batch, seq]`.
     ///
     /// # Errors
-    /// Any error of the ops.
+    /// Any error of the ops; [`onnx_diagnostic_core::Error::DataDependent`] during an export
+    /// with the `dynamic` rope type (its update reads the largest position).
     pub fn forward(&self, position_ids: &Tensor) -> CoreResult<(Tensor, Tensor)> {
         let _s = scope("rotary_emb");
+        let inv_freq = self.frequencies(position_ids)?;
         let pos = position_ids.unsqueeze(-1)?.to_kind(Kind::Float)?;
-        let freqs = pos.mul(&self.inv_freq)?;
+        let freqs = pos.mul(&inv_freq)?;
         let emb = Tensor::cat(&[&freqs, &freqs], -1)?;
         let (cos, sin) = (emb.cos()?, emb.sin()?);
         if self.attention_scaling == 1.0 {
@@ -349,6 +522,59 @@ impl LlamaRotaryEmbedding {
             sin.mul_scalar(self.attention_scaling)?,
         ))
     }
+}
+
+/// transformers' `_compute_yarn_parameters`: the blend of interpolated and extrapolated
+/// frequencies, and the cos/sin scale.
+fn yarn_inv_freq(
+    p: &RopeParameters,
+    base: f64,
+    dim: i64,
+    max_pos: i64,
+    original: i64,
+) -> std::result::Result<(tch::Tensor, f64), tch::TchError> {
+    let factor = p.factor.unwrap_or(max_pos as f64 / original as f64);
+    let get_mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let attention = match (p.attention_factor, p.mscale, p.mscale_all_dim) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+            get_mscale(factor, m) / get_mscale(factor, all)
+        }
+        _ => get_mscale(factor, 1.0),
+    };
+    let beta_fast = p.beta_fast.filter(|b| *b != 0.0).unwrap_or(32.0);
+    let beta_slow = p.beta_slow.filter(|b| *b != 0.0).unwrap_or(1.0);
+    let d = dim as f64;
+    let correction = |rot: f64| {
+        (d * (original as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * base.ln())
+    };
+    let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
+    if p.truncate.unwrap_or(true) {
+        low = low.floor();
+        high = high.ceil();
+    }
+    let (low, mut high) = (low.max(0.0), high.min(d - 1.0));
+    if low == high {
+        high += 0.001;
+    }
+    let pos_freqs = default_inv_freq(base, dim)?.f_reciprocal()?;
+    let extrapolation = pos_freqs.f_reciprocal()?;
+    let interpolation = pos_freqs.f_mul_scalar(factor)?.f_reciprocal()?;
+    let ramp = tch::Tensor::f_arange(dim / 2, (Kind::Float, Device::Cpu))?
+        .f_sub_scalar(low)?
+        .f_div_scalar(high - low)?
+        .f_clamp(0.0, 1.0)?;
+    let extrapolation_factor = ramp.f_rsub_scalar(1.0)?;
+    let inv = interpolation
+        .f_mul(&extrapolation_factor.f_rsub_scalar(1.0)?)?
+        .f_add(&extrapolation.f_mul(&extrapolation_factor)?)?;
+    Ok((inv, attention))
 }
 
 /// transformers' `_compute_llama3_parameters` applied to the default frequencies.
@@ -428,18 +654,65 @@ fn repeat_kv(x: &Tensor, n_rep: i64) -> CoreResult<Tensor> {
 /// `LlamaMLP`: `down(act(gate(x)) * up(x))`.
 #[derive(Clone, Debug)]
 pub struct LlamaMLP {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// `gate_proj` and `up_proj`, or Phi3's fused `gate_up_proj`.
+    gate_up: Projections,
     down_proj: Linear,
     act: String,
+}
+
+/// Projections stored separately (`q_proj`, `k_proj`, `v_proj`) or fused into one matrix whose
+/// output is split along the last dim (Phi3's `qkv_proj`, `gate_up_proj`).
+#[derive(Clone, Debug)]
+enum Projections {
+    Separate(Vec<Linear>),
+    Fused(Linear, Vec<i64>),
+}
+
+impl Projections {
+    fn forward(&self, x: &Tensor) -> CoreResult<Vec<Tensor>> {
+        match self {
+            Projections::Separate(ps) => ps.iter().map(|p| p.forward(x)).collect(),
+            Projections::Fused(p, sizes) => {
+                let y = p.forward(x)?;
+                let mut start = 0;
+                let mut out = Vec::with_capacity(sizes.len());
+                for n in sizes {
+                    out.push(y.narrow(-1, start, *n)?);
+                    start += n;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn named_parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        match self {
+            Projections::Separate(ps) => {
+                for p in ps {
+                    p.named_parameters(prefix, out);
+                }
+            }
+            Projections::Fused(p, _) => p.named_parameters(prefix, out),
+        }
+    }
 }
 
 impl LlamaMLP {
     fn load(w: &mut Weights, p: &str, cfg: &Config) -> Result<Self> {
         let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        let gate_up = if cfg.arch == Arch::Phi3 {
+            Projections::Fused(
+                Linear::load(w, p, "gate_up_proj", h, 2 * i, false)?,
+                vec![i, i],
+            )
+        } else {
+            Projections::Separate(vec![
+                Linear::load(w, p, "gate_proj", h, i, b)?,
+                Linear::load(w, p, "up_proj", h, i, b)?,
+            ])
+        };
         Ok(Self {
-            gate_proj: Linear::load(w, p, "gate_proj", h, i, b)?,
-            up_proj: Linear::load(w, p, "up_proj", h, i, b)?,
+            gate_up,
             down_proj: Linear::load(w, p, "down_proj", i, h, b)?,
             act: cfg.hidden_act.clone(),
         })
@@ -451,18 +724,17 @@ impl LlamaMLP {
     /// Any error of the ops.
     pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
         let _s = scope("mlp");
-        let gate = activation(&self.act, &self.gate_proj.forward(x)?)?;
-        self.down_proj
-            .forward(&gate.mul(&self.up_proj.forward(x)?)?)
+        let gu = self.gate_up.forward(x)?;
+        let gate = activation(&self.act, &gu[0])?;
+        self.down_proj.forward(&gate.mul(&gu[1])?)
     }
 }
 
 /// `LlamaAttention`: grouped-query attention with rotary embeddings and a KV cache.
 #[derive(Clone, Debug)]
 pub struct LlamaAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj`, or Phi3's fused `qkv_proj`.
+    qkv: Projections,
     o_proj: Linear,
     heads: i64,
     kv_heads: i64,
@@ -480,10 +752,20 @@ impl LlamaAttention {
         } else {
             (b, b)
         };
+        let qkv = if cfg.arch == Arch::Phi3 {
+            Projections::Fused(
+                Linear::load(w, p, "qkv_proj", h, (nq + 2 * nkv) * d, false)?,
+                vec![nq * d, nkv * d, nkv * d],
+            )
+        } else {
+            Projections::Separate(vec![
+                Linear::load(w, p, "q_proj", h, nq * d, bqkv)?,
+                Linear::load(w, p, "k_proj", h, nkv * d, bqkv)?,
+                Linear::load(w, p, "v_proj", h, nkv * d, bqkv)?,
+            ])
+        };
         Ok(Self {
-            q_proj: Linear::load(w, p, "q_proj", h, nq * d, bqkv)?,
-            k_proj: Linear::load(w, p, "k_proj", h, nkv * d, bqkv)?,
-            v_proj: Linear::load(w, p, "v_proj", h, nkv * d, bqkv)?,
+            qkv,
             o_proj: Linear::load(w, p, "o_proj", nq * d, h, bo)?,
             heads: nq,
             kv_heads: nkv,
@@ -514,9 +796,17 @@ impl LlamaAttention {
             ])?
             .transpose(1, 2)
         };
-        let q = split(self.q_proj.forward(x)?, self.heads)?;
-        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        let mut qkv = self.qkv.forward(x)?.into_iter();
+        let mut next = || {
+            qkv.next()
+                .ok_or_else(|| onnx_diagnostic_core::Error::Model {
+                    model: MODEL.to_owned(),
+                    message: "the q/k/v projections gave fewer than three tensors".to_owned(),
+                })
+        };
+        let q = split(next()?, self.heads)?;
+        let k = split(next()?, self.kv_heads)?;
+        let v = split(next()?, self.kv_heads)?;
         let (q, k) = apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?;
         let (k, v) = cache.update(&k, &v, self.layer).map_err(|e| match e {
             Error::Core(c) => c,
@@ -610,21 +900,22 @@ impl LlamaModel {
                 format!("{p}.input_layernorm.weight"),
                 l.input_layernorm.weight.clone(),
             ));
-            for lin in [
-                &l.self_attn.q_proj,
-                &l.self_attn.k_proj,
-                &l.self_attn.v_proj,
-                &l.self_attn.o_proj,
-            ] {
-                lin.named_parameters(&format!("{p}.self_attn"), &mut out);
-            }
+            l.self_attn
+                .qkv
+                .named_parameters(&format!("{p}.self_attn"), &mut out);
+            l.self_attn
+                .o_proj
+                .named_parameters(&format!("{p}.self_attn"), &mut out);
             out.push((
                 format!("{p}.post_attention_layernorm.weight"),
                 l.post_attention_layernorm.weight.clone(),
             ));
-            for lin in [&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj] {
-                lin.named_parameters(&format!("{p}.mlp"), &mut out);
-            }
+            l.mlp
+                .gate_up
+                .named_parameters(&format!("{p}.mlp"), &mut out);
+            l.mlp
+                .down_proj
+                .named_parameters(&format!("{p}.mlp"), &mut out);
         }
         out.push(("model.norm.weight".to_owned(), self.norm.weight.clone()));
         self.params = out;
@@ -730,7 +1021,7 @@ impl LlamaForCausalLM {
     /// type not implemented yet.
     pub fn new(config: Config, weights: &mut Weights) -> Result<Self> {
         let mut model = LlamaModel::load(weights, &config)?;
-        if config.arch == Arch::Mistral {
+        if matches!(config.arch, Arch::Mistral | Arch::Phi3) {
             model.sliding_window = config.sliding_window;
         }
         let lm_head = if config.tie_word_embeddings && !weights.contains("lm_head.weight") {

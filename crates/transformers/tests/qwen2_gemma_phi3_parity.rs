@@ -1,4 +1,4 @@
-//! Parity of `Qwen2ForCausalLM` and `GemmaForCausalLM` with transformers 5.23 (the protocol of
+//! Parity of `Qwen2ForCausalLM`, `GemmaForCausalLM` and `Phi3ForCausalLM` with transformers 5.23 (the protocol of
 //! `llama_parity.rs`: the same checkpoint, a prompt step then a cached step, logits and cache
 //! within 1e-4), and their catalog models exported to ONNX with a KV cache and checked in ONNX
 //! Runtime on the four validate input sets.
@@ -11,7 +11,9 @@ use common::{check_two_steps, export_and_check_in_ort, reference};
 use onnx_diagnostic_core::{Module, Tensor};
 use onnx_diagnostic_transformers::{
     catalog,
-    models::{gemma::GemmaForCausalLM, llama::Config, qwen2::Qwen2ForCausalLM},
+    models::{
+        gemma::GemmaForCausalLM, llama::Config, phi3::Phi3ForCausalLM, qwen2::Qwen2ForCausalLM,
+    },
     weights::Weights,
 };
 
@@ -80,5 +82,38 @@ fn gemma_matches_transformers_and_exports() {
             .unwrap();
     let mut w = Weights::untrained("GemmaForCausalLM", 42, cfg.initializer_range);
     let tiny = GemmaForCausalLM::new(cfg, &mut w).unwrap();
+    export_and_check_in_ort(&tiny, &tiny.config().decoder_dims());
+}
+
+#[test]
+fn phi3_fused_projections_and_window_match_transformers_and_export() {
+    // A window shorter than the prompt, so that the mask matters; GQA with fused q/k/v.
+    let config = r#"{"architectures":["Phi3ForCausalLM"],"model_type":"phi3",
+    "vocab_size":128,"hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,
+    "num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu",
+    "max_position_embeddings":64,"original_max_position_embeddings":64,"rms_norm_eps":1e-5,
+    "rope_theta":10000.0,"sliding_window":3,"partial_rotary_factor":1.0,
+    "tie_word_embeddings":false,"pad_token_id":0}"#;
+    let (dir, io) = reference("phi3", config);
+    let model = Phi3ForCausalLM::from_pretrained(&dir).unwrap();
+    let names: Vec<String> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"model.layers.1.self_attn.qkv_proj.weight".to_owned()));
+    assert!(names.contains(&"model.layers.1.mlp.gate_up_proj.weight".to_owned()));
+    let step = |ids: &Tensor, mask: &Tensor, cache| {
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
+    };
+    check_two_steps("phi3", &io, &step, true);
+
+    let cfg =
+        Config::from_json(catalog::config_json("xenova/tiny-random-Phi3ForCausalLM").unwrap())
+            .unwrap();
+    let mut w = Weights::untrained("Phi3ForCausalLM", 42, cfg.initializer_range);
+    let tiny = Phi3ForCausalLM::new(cfg, &mut w).unwrap();
     export_and_check_in_ort(&tiny, &tiny.config().decoder_dims());
 }
