@@ -34,7 +34,10 @@ use onnx_diagnostic_transformers::{
         phi3::Phi3ForCausalLM,
         qwen2::Qwen2ForCausalLM,
     },
-    tasks::{DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
+    tasks::{
+        DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs,
+        text_generation_prompt,
+    },
     weights::Weights,
 };
 
@@ -295,6 +298,13 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         .collect();
     let mut ok = true;
 
+    // The prompt set runs eagerly only, as in the Python validate (the exported model takes a
+    // cache; a prompt needs a generation loop).
+    {
+        tch::manual_seed(0);
+        let prompt = text_generation_prompt(&dims);
+        model.forward(&Inputs::bind_for(model, &[], &prompt)?)?;
+    }
     // Eager runs.
     let mut expected = Vec::new();
     for (name, set) in &sets {
@@ -508,19 +518,19 @@ fn describe_task(task: &str) -> Result<()> {
     let dims = cfg.decoder_dims();
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    let opts = onnx_diagnostic_core::StringTypeOptions::with_shape();
     for (name, (b, q, c)) in INPUT_SETS {
-        println!("{name}:");
-        for (k, v) in text_generation_inputs(&dims, *b, *q, *c) {
-            for (leaf, t) in v.flatten(&k)?.0 {
-                let kind = onnx_diagnostic_core::graph::kind_short(t.kind());
-                let shape: Vec<String> = t.concrete_shape().iter().map(i64::to_string).collect();
-                println!("    {leaf}: {kind}[{}]", shape.join(", "));
-            }
-        }
+        let set = Value::Dict(text_generation_inputs(&dims, *b, *q, *c));
+        println!("{name}: {}", onnx_diagnostic_core::string_type(&set, &opts));
     }
+    let prompt = Value::Dict(text_generation_prompt(&dims));
     println!(
-        "dynamic shapes: {:?}",
-        text_generation_dynamic_shapes(&dims)
+        "inputs_prompt: {}",
+        onnx_diagnostic_core::string_type(&prompt, &opts)
+    );
+    println!(
+        "dynamic_shapes: {}",
+        onnx_diagnostic_core::string_dynamic_shapes(&text_generation_dynamic_shapes(&dims))
     );
     Ok(())
 }

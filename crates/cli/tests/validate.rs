@@ -161,3 +161,34 @@ fn every_catalog_model_validates() {
         }
     }
 }
+
+/// `validate` alone lists the tasks; `-t TASK` prints its input sets and dynamic shapes in the
+/// format of the Python package's `string_type`.
+#[test]
+fn tasks_and_their_inputs_are_described() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "text-generation"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "-t", "text-generation"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "inputs2: dict(input_ids:T7s3x4,attention_mask:T7s3x35,past_key_values:DynamicCache(key_cache=#1[T1s3x1x31x96], value_cache=#1[T1s3x1x31x96]))",
+        "inputs_prompt: dict(input_ids:T7s1x11)",
+        "dynamic_shapes: ((),dict(input_ids:{0:DYN(batch),1:DYN(seq_length)},attention_mask:{0:DYN(batch),1:DYN(total_length)},past_key_values:#2[{0:DYN(batch),2:DYN(cache_length)},{0:DYN(batch),2:DYN(cache_length)}]))",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from\n{text}"
+        );
+    }
+}

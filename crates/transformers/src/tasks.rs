@@ -1,7 +1,10 @@
 //! Input sets of the text-generation task, as the Python validate makes them: `inputs` (batch 2,
 //! sequence 3, cache 30), `inputs2` (batch 3, sequence 4, cache 31), `inputs_empty_cache`
 //! (cache 0), `inputs_batch1` (batch 1), with their dynamic shapes named `batch`, `seq_length`,
-//! `cache_length` (the attention mask spans cache + sequence: `total_length`).
+//! `cache_length` (the attention mask spans cache + sequence: `total_length`); and
+//! `inputs_prompt`, a prompt of 11 tokens for batch 1 without cache or mask, which the Python
+//! validate runs eagerly only (the exported model takes a cache; a prompt needs a generation
+//! loop).
 
 use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
 use tch::{Device, Kind};
@@ -28,6 +31,28 @@ pub const INPUT_SETS: &[(&str, (i64, i64, i64))] = &[
     ("inputs_empty_cache", (2, 3, 0)),
     ("inputs_batch1", (1, 3, 30)),
 ];
+
+/// Length of the `inputs_prompt` set.
+pub const PROMPT_LENGTH: i64 = 11;
+
+/// `inputs_prompt`: `input_ids` `[1, 11]` only, tokens drawn in `[1000, 30000)` as the Python
+/// package draws them (within the vocabulary when it is smaller).
+pub fn text_generation_prompt(d: &DecoderDims) -> Vec<(String, Value)> {
+    let (low, high) = if d.vocab_size > 30000 {
+        (1000, 30000)
+    } else {
+        (0, d.vocab_size)
+    };
+    vec![(
+        "input_ids".to_owned(),
+        Value::from(tch::Tensor::randint_low(
+            low,
+            high,
+            [1, PROMPT_LENGTH],
+            (Kind::Int64, Device::Cpu),
+        )),
+    )]
+}
 
 /// Keyword inputs `input_ids`, `attention_mask`, `past_key_values` of the given sizes, drawn
 /// from libtorch's generator.

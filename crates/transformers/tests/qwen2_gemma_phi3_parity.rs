@@ -117,3 +117,74 @@ fn phi3_fused_projections_and_window_match_transformers_and_export() {
     let tiny = Phi3ForCausalLM::new(cfg, &mut w).unwrap();
     export_and_check_in_ort(&tiny, &tiny.config().decoder_dims());
 }
+
+/// The second config of each architecture: a non-default rope (Mistral linear, Qwen2 yarn,
+/// Gemma linear, Phi3 longrope crossing its original length between the two steps).
+#[test]
+fn non_default_ropes_match_transformers_for_every_architecture() {
+    use onnx_diagnostic_transformers::models::mistral::MistralForCausalLM;
+    let base = |model_type: &str, arch: &str, extra: &str| {
+        format!(
+            r#"{{"architectures":["{arch}"],"model_type":"{model_type}","vocab_size":128,
+            "hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"hidden_act":"silu",
+            "max_position_embeddings":64,"rms_norm_eps":1e-6,"rope_theta":10000.0,
+            "tie_word_embeddings":false,{extra}}}"#
+        )
+    };
+    macro_rules! check {
+        ($name:literal, $ty:ty, $config:expr, $cropped:expr) => {{
+            let (dir, io) = reference($name, &$config);
+            let model = <$ty>::from_pretrained(&dir).unwrap();
+            let step = |ids: &Tensor, mask: &Tensor, cache| {
+                model
+                    .forward_with_cache(ids, Some(mask), None, cache)
+                    .unwrap()
+            };
+            check_two_steps($name, &io, &step, $cropped);
+        }};
+    }
+    check!(
+        "mistral_linear",
+        MistralForCausalLM,
+        base(
+            "mistral",
+            "MistralForCausalLM",
+            r#""sliding_window":4,"rope_scaling":{"rope_type":"linear","factor":2.0}"#
+        ),
+        true
+    );
+    check!(
+        "qwen2_yarn",
+        Qwen2ForCausalLM,
+        base(
+            "qwen2",
+            "Qwen2ForCausalLM",
+            r#""use_sliding_window":false,
+            "rope_scaling":{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":16}"#
+        ),
+        false
+    );
+    check!(
+        "gemma_linear",
+        GemmaForCausalLM,
+        base(
+            "gemma",
+            "GemmaForCausalLM",
+            r#""head_dim":8,"rope_scaling":{"rope_type":"linear","factor":3.0}"#
+        ),
+        false
+    );
+    check!(
+        "phi3_longrope",
+        Phi3ForCausalLM,
+        base(
+            "phi3",
+            "Phi3ForCausalLM",
+            r#""original_max_position_embeddings":6,"pad_token_id":0,
+            "rope_scaling":{"rope_type":"longrope","short_factor":[1.0,1.1,1.2,1.3],
+            "long_factor":[2.0,3.0,4.0,5.0]}"#
+        ),
+        false
+    );
+}
