@@ -30,6 +30,9 @@ fn tiny_llm(c: &mut Criterion) {
         b.iter(|| model.forward(&no_cache).unwrap())
     });
 
+    // The cache crosses the export boundary through its serializer.
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let ds = text_generation_dynamic_shapes(&dims);
     let example = text_generation_inputs(&dims, 2, 3, 30);
     c.bench_function("tiny_llm/export", |b| {
