@@ -405,27 +405,8 @@ pub(crate) fn record(
         for a in ctx.assumptions {
             r.add_guard(a, location)?;
         }
-        let module = r.scope.join(".");
-        let base = op.short_name();
-        let mut out_ids = Vec::with_capacity(outputs.len());
-        let mut traced = Vec::with_capacity(outputs.len());
-        for (t, shape) in outputs.into_iter().zip(rule) {
-            let name = r.fresh_name(base);
-            let id = r.add_value(name, t.kind(), shape);
-            out_ids.push(id);
-            traced.push(Tensor {
-                t,
-                traced: Some(Traced { graph: r.id, id }),
-            });
-        }
-        r.graph.nodes.push(Node {
-            op,
-            inputs: ids,
-            attrs,
-            outputs: out_ids,
-            location,
-            module,
-        });
+        let outs: Vec<(tch::Tensor, Vec<SymInt>)> = outputs.into_iter().zip(rule).collect();
+        let traced = r.push_node(op, ids, attrs, outs, location);
         Ok(traced)
     });
     match recorded {

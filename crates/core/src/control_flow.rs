@@ -688,17 +688,33 @@ fn bind_outputs(node: &Node, graph: &Graph, outs: &[tch::Tensor], bindings: &mut
     }
 }
 
+/// The error of a control-flow node at run time.
+fn node_error(node: &Node, message: String) -> Error {
+    Error::Torch {
+        op: node.op.name,
+        location: node.location,
+        message,
+    }
+}
+
+/// Owned copies (shallow) of a node's inputs, all present.
+fn owned_inputs(node: &Node, inputs: &[Option<&tch::Tensor>]) -> Result<Vec<tch::Tensor>> {
+    inputs
+        .iter()
+        .map(|t| {
+            t.map(tch::Tensor::shallow_clone)
+                .ok_or_else(|| node_error(node, "missing input".to_owned()))
+        })
+        .collect()
+}
+
 /// Runs a `cond` node: the chosen branch on the operands and captures.
 pub(crate) fn eval_cond(
     node: &Node,
     inputs: &[Option<&tch::Tensor>],
     bindings: &mut Bindings,
 ) -> Result<Vec<tch::Tensor>> {
-    let err = |message: String| Error::Torch {
-        op: node.op.name,
-        location: node.location,
-        message,
-    };
+    let err = |message: String| node_error(node, message);
     let pred = inputs
         .first()
         .copied()
@@ -710,14 +726,7 @@ pub(crate) fn eval_cond(
         .map_err(|e| err(e.to_string()))?
         != 0;
     let g = subgraph(node, if taken { 0 } else { 1 })?;
-    let args: Vec<tch::Tensor> = inputs[1..]
-        .iter()
-        .map(|t| {
-            t.map(tch::Tensor::shallow_clone)
-                .ok_or_else(|| err("missing operand".to_owned()))
-        })
-        .collect::<Result<_>>()?;
-    eval_graph(g, args, bindings)
+    eval_graph(g, owned_inputs(node, &inputs[1..])?, bindings)
 }
 
 /// Runs a `scan` node: the body once per slice of the leading dimension.
@@ -727,11 +736,7 @@ pub(crate) fn eval_scan(
     inputs: &[Option<&tch::Tensor>],
     bindings: &mut Bindings,
 ) -> Result<Vec<tch::Tensor>> {
-    let err = |message: String| Error::Torch {
-        op: node.op.name,
-        location: node.location,
-        message,
-    };
+    let err = |message: String| node_error(node, message);
     let body = subgraph(node, 0)?;
     let count = |k: usize| -> Result<usize> {
         match node.attrs.get(k) {
@@ -740,13 +745,7 @@ pub(crate) fn eval_scan(
         }
     };
     let (n_init, n_xs) = (count(1)?, count(2)?);
-    let tensors: Vec<tch::Tensor> = inputs
-        .iter()
-        .map(|t| {
-            t.map(tch::Tensor::shallow_clone)
-                .ok_or_else(|| err("missing input".to_owned()))
-        })
-        .collect::<Result<_>>()?;
+    let tensors = owned_inputs(node, inputs)?;
     let (init, rest) = tensors.split_at(n_init);
     let (xs, captures) = rest.split_at(n_xs);
     let len = xs.first().map_or(0, |x| x.size()[0]);

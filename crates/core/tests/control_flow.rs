@@ -267,20 +267,7 @@ fn check_size_refines_the_range_and_check_asserts_at_run_time() {
 /// A cumulative product over a dynamic leading dimension, written with `scan`.
 fn cumprod() -> impl Module {
     FnModule::new("CumProd", &["x"], |i: &Inputs| {
-        let x = i.tensor("x")?;
-        let init = Tensor::ones(x.shape()[1..].to_vec(), x.kind(), Device::Cpu)?;
-        let (carry, ys) = scan(
-            |c: &[Tensor], xs: &[Tensor]| {
-                let next = c[0].mul(&xs[0])?;
-                Ok((vec![next.clone()], vec![next]))
-            },
-            &[init],
-            std::slice::from_ref(x),
-        )?;
-        Ok(Value::Tuple(vec![
-            carry[0].clone().into(),
-            ys[0].clone().into(),
-        ]))
+        onnx_diagnostic_testing::scan_cumprod(i.tensor("x")?, 1.0)
     })
 }
 

@@ -326,22 +326,8 @@ fn cond_lowers_to_if_and_runs_both_branches_in_ort() {
 /// A cumulative product with `scan` over a dynamic dimension: a Loop, lengths 1, 2, 7.
 #[test]
 fn scan_lowers_to_loop_and_matches_eager() {
-    use onnx_diagnostic_core::scan;
     let m = FnModule::new("CumProd", &["x"], |i: &Inputs| {
-        let x = i.tensor("x")?;
-        let init = Tensor::ones(x.shape()[1..].to_vec(), x.kind(), tch::Device::Cpu)?;
-        let (carry, ys) = scan(
-            |c: &[Tensor], xs: &[Tensor]| {
-                let next = c[0].mul(&xs[0])?;
-                Ok((vec![next.clone()], vec![next.mul_scalar(2.0)?]))
-            },
-            &[init],
-            std::slice::from_ref(x),
-        )?;
-        Ok(Value::Tuple(vec![
-            carry[0].clone().into(),
-            ys[0].clone().into(),
-        ]))
+        onnx_diagnostic_testing::scan_cumprod(i.tensor("x")?, 2.0)
     });
     let model = check(
         "scan",

@@ -404,3 +404,29 @@ impl Module for ToyTransformer {
         Ok(h.into())
     }
 }
+
+/// A cumulative product over the leading dimension of `x` written with `scan`: the last product
+/// (the final carry) and every step's product times `scale` (the stacked outputs), as a tuple.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn scan_cumprod(x: &Tensor, scale: f64) -> Result<Value> {
+    let init = Tensor::ones(x.shape()[1..].to_vec(), x.kind(), Device::Cpu)?;
+    let (carry, ys) = onnx_diagnostic_core::scan(
+        |c: &[Tensor], xs: &[Tensor]| {
+            let next = c[0].mul(&xs[0])?;
+            let y = if scale == 1.0 {
+                next.clone()
+            } else {
+                next.mul_scalar(scale)?
+            };
+            Ok((vec![next], vec![y]))
+        },
+        &[init],
+        std::slice::from_ref(x),
+    )?;
+    Ok(Value::Tuple(vec![
+        carry[0].clone().into(),
+        ys[0].clone().into(),
+    ]))
+}
