@@ -12,5 +12,13 @@ use super::{causal_lm, llama::Arch};
 causal_lm!(
     /// `GemmaForCausalLM`.
     GemmaForCausalLM,
-    Arch::Gemma
+    Arch::Gemma,
+    [
+        GemmaModel,
+        GemmaDecoderLayer,
+        GemmaAttention,
+        GemmaMLP,
+        GemmaRMSNorm,
+        GemmaRotaryEmbedding
+    ]
 );

@@ -13,5 +13,13 @@ use super::{causal_lm, llama::Arch};
 causal_lm!(
     /// `MistralForCausalLM`.
     MistralForCausalLM,
-    Arch::Mistral
+    Arch::Mistral,
+    [
+        MistralModel,
+        MistralDecoderLayer,
+        MistralAttention,
+        MistralMLP,
+        MistralRMSNorm,
+        MistralRotaryEmbedding
+    ]
 );

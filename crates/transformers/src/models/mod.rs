@@ -81,7 +81,24 @@ pub fn activation(name: &str, x: &Tensor) -> Result<Tensor> {
 /// decoder as [`llama::LlamaForCausalLM`] with the differences of its [`llama::Arch`] (set on
 /// the config, so that a config without `model_type` still builds this architecture).
 macro_rules! causal_lm {
-    ($(#[$doc:meta])* $name:ident, $arch:expr) => {
+    (
+        $(#[$doc:meta])* $name:ident, $arch:expr,
+        [$model:ident, $layer:ident, $attn:ident, $mlp:ident, $norm:ident, $rope:ident]
+    ) => {
+        /// The decoder stack under its transformers name (the same struct as
+        /// [`super::llama::LlamaModel`], configured by the architecture of the config).
+        pub type $model = super::llama::LlamaModel;
+        /// The decoder layer under its transformers name.
+        pub type $layer = super::llama::LlamaDecoderLayer;
+        /// The attention under its transformers name.
+        pub type $attn = super::llama::LlamaAttention;
+        /// The MLP under its transformers name.
+        pub type $mlp = super::llama::LlamaMLP;
+        /// The RMSNorm under its transformers name.
+        pub type $norm = super::llama::LlamaRMSNorm;
+        /// The rotary embedding under its transformers name.
+        pub type $rope = super::llama::LlamaRotaryEmbedding;
+
         $(#[$doc])*
         #[derive(Clone, Debug)]
         pub struct $name {

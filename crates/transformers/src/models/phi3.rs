@@ -11,5 +11,13 @@ use super::{causal_lm, llama::Arch};
 causal_lm!(
     /// `Phi3ForCausalLM`.
     Phi3ForCausalLM,
-    Arch::Phi3
+    Arch::Phi3,
+    [
+        Phi3Model,
+        Phi3DecoderLayer,
+        Phi3Attention,
+        Phi3MLP,
+        Phi3RMSNorm,
+        Phi3RotaryEmbedding
+    ]
 );

@@ -10,5 +10,13 @@ use super::{causal_lm, llama::Arch};
 causal_lm!(
     /// `Qwen2ForCausalLM`.
     Qwen2ForCausalLM,
-    Arch::Qwen2
+    Arch::Qwen2,
+    [
+        Qwen2Model,
+        Qwen2DecoderLayer,
+        Qwen2Attention,
+        Qwen2MLP,
+        Qwen2RMSNorm,
+        Qwen2RotaryEmbedding
+    ]
 );
