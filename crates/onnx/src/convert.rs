@@ -53,7 +53,8 @@ pub fn tensor_proto(t: &tch::Tensor, name: &str) -> Result<proto::TensorProto, S
     })
 }
 
-/// A host tensor from a libtorch tensor (float16/bfloat16 are not fed yet).
+/// A host tensor from a libtorch tensor (float32/64, float16, bfloat16, int64/32/8, uint8,
+/// bool).
 ///
 /// # Errors
 /// A message when the element type is not one the runner feeds.
@@ -71,6 +72,21 @@ pub fn host_tensor(t: &tch::Tensor) -> Result<HostTensor, String> {
         Kind::Int64 => TensorData::I64(Vec::<i64>::try_from(&flat).map_err(err)?),
         Kind::Int => TensorData::I32(Vec::<i32>::try_from(&flat).map_err(err)?),
         Kind::Bool => TensorData::Bool(Vec::<bool>::try_from(&flat).map_err(err)?),
+        // Through the raw bits: tch 0.26 declares `half::bf16` as Kind::Half.
+        Kind::Half => TensorData::F16(
+            raw_u16(&flat)?
+                .into_iter()
+                .map(half::f16::from_bits)
+                .collect(),
+        ),
+        Kind::BFloat16 => TensorData::BF16(
+            raw_u16(&flat)?
+                .into_iter()
+                .map(half::bf16::from_bits)
+                .collect(),
+        ),
+        Kind::Int8 => TensorData::I8(Vec::<i8>::try_from(&flat).map_err(err)?),
+        Kind::Uint8 => TensorData::U8(Vec::<u8>::try_from(&flat).map_err(err)?),
         other => {
             return Err(format!(
                 "element type {other:?} is not fed to ONNX Runtime yet"
@@ -78,6 +94,28 @@ pub fn host_tensor(t: &tch::Tensor) -> Result<HostTensor, String> {
         }
     };
     Ok(HostTensor { shape, data })
+}
+
+/// The elements of a 2-byte tensor as their bits.
+fn raw_u16(flat: &tch::Tensor) -> Result<Vec<u16>, String> {
+    let n = flat.numel();
+    let mut bytes = vec![0u8; 2 * n];
+    flat.f_copy_data_u8(&mut bytes, n)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect())
+}
+
+/// A 2-byte tensor of `kind` from the bits of its elements.
+fn from_u16(
+    bits: impl Iterator<Item = u16>,
+    shape: &[i64],
+    kind: Kind,
+) -> Result<tch::Tensor, String> {
+    let bytes: Vec<u8> = bits.flat_map(u16::to_le_bytes).collect();
+    tch::Tensor::f_from_data_size(&bytes, shape, kind).map_err(|e| e.to_string())
 }
 
 /// A libtorch tensor from a host tensor.
@@ -91,6 +129,10 @@ pub fn from_host(h: &HostTensor) -> Result<tch::Tensor, String> {
         TensorData::I64(v) => tch::Tensor::from_slice(v),
         TensorData::I32(v) => tch::Tensor::from_slice(v),
         TensorData::Bool(v) => tch::Tensor::from_slice(v),
+        TensorData::F16(v) => from_u16(v.iter().map(|x| x.to_bits()), &h.shape, Kind::Half)?,
+        TensorData::BF16(v) => from_u16(v.iter().map(|x| x.to_bits()), &h.shape, Kind::BFloat16)?,
+        TensorData::I8(v) => tch::Tensor::from_slice(v),
+        TensorData::U8(v) => tch::Tensor::from_slice(v),
     };
     t.f_reshape(h.shape.as_slice()).map_err(|e| e.to_string())
 }

@@ -16,7 +16,7 @@ pub mod selfcheck;
 pub use diff::{Diff, max_diff};
 pub use lower::{LowerError, LowerOptions, lower};
 pub use program::OnnxProgram;
-pub use runtime::{OrtError, Session, environment};
+pub use runtime::{OrtError, Provider, Session, available_providers, environment};
 pub use save::{ExternalData, SaveError, save_model};
 
 /// The IR version that goes with an opset of the default domain (the pairs of ONNX's

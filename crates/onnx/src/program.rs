@@ -9,7 +9,7 @@ use prost::Message;
 
 use crate::{
     convert, proto,
-    runtime::{OrtError, Session},
+    runtime::{OrtError, Provider, Session},
 };
 
 /// A lowered program in an ONNX Runtime session.
@@ -38,8 +38,21 @@ impl OnnxProgram {
     /// # Errors
     /// [`OrtError::Session`] with ONNX Runtime's message and the path.
     pub fn from_file(path: &Path, ep: &ExportedProgram) -> Result<Self, OrtError> {
+        Self::from_file_on(path, ep, Provider::Cpu)
+    }
+
+    /// A session over a saved model file on `provider` (CUDA when the runtime has it).
+    ///
+    /// # Errors
+    /// [`OrtError::Provider`] when the runtime lacks the provider; [`OrtError::Session`] with
+    /// ONNX Runtime's message and the path.
+    pub fn from_file_on(
+        path: &Path,
+        ep: &ExportedProgram,
+        provider: Provider,
+    ) -> Result<Self, OrtError> {
         Ok(Self {
-            session: Session::from_file(path)?,
+            session: Session::from_file_on(path, provider)?,
             signature: ep.signature().to_vec(),
             output_spec: ep.output_spec().clone(),
         })

@@ -38,6 +38,19 @@ pub enum OrtError {
     /// The process-wide environment could not be created.
     #[error("cannot create the ONNX Runtime environment: {0}")]
     Environment(String),
+    /// The execution provider asked for is not in this ONNX Runtime build.
+    #[error(
+        "ONNX Runtime at {library} has no {provider} (its providers: {available}); install the \
+         onnxruntime-gpu wheel and run on a machine with an NVIDIA GPU, or use the CPU provider"
+    )]
+    Provider {
+        /// The provider asked for (`CUDAExecutionProvider`).
+        provider: &'static str,
+        /// The providers this build has.
+        available: String,
+        /// The runtime library in use.
+        library: String,
+    },
     /// A session could not be created from a model.
     #[error("ONNX Runtime cannot load the model {origin}: {message}")]
     Session {
@@ -88,6 +101,13 @@ pub fn environment() -> Result<&'static Environment, OrtError> {
     .map_err(Clone::clone)
 }
 
+/// Where a model comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
 /// Element data of a [`HostTensor`]: the element types the runner feeds and fetches.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
@@ -101,6 +121,14 @@ pub enum TensorData {
     I32(Vec<i32>),
     /// `tensor(bool)`
     Bool(Vec<bool>),
+    /// `tensor(float16)`
+    F16(Vec<half::f16>),
+    /// `tensor(bfloat16)`
+    BF16(Vec<half::bf16>),
+    /// `tensor(int8)`
+    I8(Vec<i8>),
+    /// `tensor(uint8)`
+    U8(Vec<u8>),
 }
 
 /// A tensor in host memory: a shape and its elements in row-major order.
@@ -126,38 +154,97 @@ impl fmt::Debug for Session {
     }
 }
 
+/// Where a session runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Provider {
+    /// The CPU provider (every build has it).
+    #[default]
+    Cpu,
+    /// The CUDA provider, when the runtime is the onnxruntime-gpu build and a GPU is present;
+    /// a session that cannot use it is an error, never a silent fall-back to the CPU.
+    Cuda,
+}
+
+/// The execution providers of the loaded runtime build (`CPUExecutionProvider`, ...).
+///
+/// # Errors
+/// [`OrtError::Load`] / [`OrtError::Environment`] when the runtime cannot be loaded.
+pub fn available_providers() -> Result<Vec<&'static str>, OrtError> {
+    use ort::ep::ExecutionProvider;
+    environment()?;
+    let mut out = Vec::new();
+    if ort::ep::CPU::is_available().unwrap_or(true) {
+        out.push(ort::ep::CPU::NAME);
+    }
+    if ort::ep::CUDA::is_available().unwrap_or(false) {
+        out.push(ort::ep::CUDA::NAME);
+    }
+    Ok(out)
+}
+
 impl Session {
-    /// Loads a model file.
+    /// Loads a model file (CPU provider).
     ///
     /// # Errors
     /// [`OrtError::Session`] with ONNX Runtime's message and the path.
     pub fn from_file(path: &Path) -> Result<Self, OrtError> {
-        let origin = path.display().to_string();
-        let session_error = |e: ort::Error| OrtError::Session {
-            origin: origin.clone(),
-            message: e.to_string(),
-        };
-        let inner = OrtSession::builder(environment()?)
-            .map_err(session_error)?
-            .commit_from_file(path)
-            .map_err(session_error)?;
-        Ok(Self { inner, origin })
+        Self::load(Source::File(path), Provider::Cpu)
     }
 
-    /// Loads a serialized model (`ModelProto` bytes).
+    /// Loads a model file on `provider`.
+    ///
+    /// # Errors
+    /// [`OrtError::Provider`] when the runtime lacks the provider; [`OrtError::Session`] with
+    /// ONNX Runtime's message and the path.
+    pub fn from_file_on(path: &Path, provider: Provider) -> Result<Self, OrtError> {
+        Self::load(Source::File(path), provider)
+    }
+
+    /// Loads a serialized model (`ModelProto` bytes), CPU provider.
     ///
     /// # Errors
     /// [`OrtError::Session`] with ONNX Runtime's message.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, OrtError> {
-        let origin = "<memory>".to_owned();
+        Self::load(Source::Bytes(bytes), Provider::Cpu)
+    }
+
+    /// Loads a serialized model on `provider`.
+    ///
+    /// # Errors
+    /// As [`Session::from_file_on`].
+    pub fn from_bytes_on(bytes: &[u8], provider: Provider) -> Result<Self, OrtError> {
+        Self::load(Source::Bytes(bytes), provider)
+    }
+
+    fn load(source: Source<'_>, provider: Provider) -> Result<Self, OrtError> {
+        let origin = match source {
+            Source::File(p) => p.display().to_string(),
+            Source::Bytes(_) => "<memory>".to_owned(),
+        };
         let session_error = |e: ort::Error| OrtError::Session {
             origin: origin.clone(),
             message: e.to_string(),
         };
-        let inner = OrtSession::builder(environment()?)
-            .map_err(session_error)?
-            .commit_from_memory(bytes)
-            .map_err(session_error)?;
+        let mut builder = OrtSession::builder(environment()?).map_err(session_error)?;
+        if provider == Provider::Cuda {
+            let available = available_providers()?;
+            if !available.contains(&"CUDAExecutionProvider") {
+                return Err(OrtError::Provider {
+                    provider: "CUDAExecutionProvider",
+                    available: available.join(", "),
+                    library: runtime_library_path()
+                        .map_or_else(|| "?".to_owned(), |p| p.display().to_string()),
+                });
+            }
+            builder = builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| session_error(e.into()))?;
+        }
+        let inner = match source {
+            Source::File(p) => builder.commit_from_file(p),
+            Source::Bytes(b) => builder.commit_from_memory(b),
+        }
+        .map_err(session_error)?;
         Ok(Self { inner, origin })
     }
 
@@ -221,6 +308,10 @@ fn to_ort(tensor: &HostTensor) -> ort::Result<DynValue> {
         TensorData::I64(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
         TensorData::I32(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
         TensorData::Bool(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::F16(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::BF16(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::I8(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
+        TensorData::U8(v) => Tensor::from_array((shape, v.clone()))?.into_dyn(),
     })
 }
 
@@ -241,6 +332,14 @@ fn from_ort(value: &DynValue) -> Result<HostTensor, String> {
         TensorElementType::Int64 => take::<i64>(value).map(|(s, d)| (s, TensorData::I64(d)))?,
         TensorElementType::Int32 => take::<i32>(value).map(|(s, d)| (s, TensorData::I32(d)))?,
         TensorElementType::Bool => take::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
+        TensorElementType::Float16 => {
+            take::<half::f16>(value).map(|(s, d)| (s, TensorData::F16(d)))?
+        }
+        TensorElementType::Bfloat16 => {
+            take::<half::bf16>(value).map(|(s, d)| (s, TensorData::BF16(d)))?
+        }
+        TensorElementType::Int8 => take::<i8>(value).map(|(s, d)| (s, TensorData::I8(d)))?,
+        TensorElementType::Uint8 => take::<u8>(value).map(|(s, d)| (s, TensorData::U8(d)))?,
         other => {
             return Err(format!(
                 "has element type {other}, which the runner does not fetch yet"

@@ -344,3 +344,43 @@ fn scan_lowers_to_loop_and_matches_eager() {
     let counts = passes::node_counts(model.graph.as_ref().unwrap());
     assert_eq!(counts.get("Loop"), Some(&1), "{counts:?}");
 }
+
+/// float16, bfloat16, int8 and uint8 inputs and outputs go through ONNX Runtime unchanged.
+#[test]
+fn half_precision_and_byte_tensors_are_fed_and_fetched() {
+    use tch::Kind;
+    let m = FnModule::new("Casts", &["h", "b", "i", "u"], |i: &Inputs| {
+        let h = i.tensor("h")?;
+        let b = i.tensor("b")?;
+        Ok(Value::Tuple(vec![
+            h.to_kind(Kind::Float)?
+                .mul_scalar(2.0)?
+                .to_kind(Kind::Half)?
+                .into(),
+            b.to_kind(Kind::Float)?
+                .add_scalar(1.0)?
+                .to_kind(Kind::BFloat16)?
+                .into(),
+            i.tensor("i")?.to_kind(Kind::Float)?.into(),
+            i.tensor("u")?.to_kind(Kind::Int64)?.into(),
+        ]))
+    });
+    let set = |n: i64| {
+        vec![
+            randn(&[n, 3]).to_kind(Kind::Half).unwrap(),
+            randn(&[n, 3]).to_kind(Kind::BFloat16).unwrap(),
+            Tensor::from(tch::Tensor::randint(
+                100,
+                [n, 3],
+                (Kind::Int8, tch::Device::Cpu),
+            )),
+            Tensor::from(tch::Tensor::randint(
+                200,
+                [n, 3],
+                (Kind::Uint8, tch::Device::Cpu),
+            )),
+        ]
+    };
+    let all_rows: Vec<(usize, usize, &str)> = (0..4).map(|k| (k, 0, "n")).collect();
+    check("casts", &m, set(4), &all_rows, vec![set(2), set(7)], 0.0);
+}

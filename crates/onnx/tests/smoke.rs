@@ -22,3 +22,35 @@ fn one_environment_per_process() {
     // A second session in the same process reuses it.
     selfcheck::run().expect("second self-check runs");
 }
+
+/// The CPU provider is always there; asking for CUDA from a runtime without it (the CPU wheel
+/// of this project's venv) is a typed error saying what to install, never a silent CPU run.
+#[test]
+fn providers_are_listed_and_a_missing_cuda_is_a_typed_error() {
+    let providers = onnx_diagnostic_onnx::available_providers().unwrap();
+    assert!(providers.contains(&"CPUExecutionProvider"), "{providers:?}");
+    // The provider is checked before the model is read: any bytes do.
+    let bytes = b"not a model";
+    let r =
+        onnx_diagnostic_onnx::Session::from_bytes_on(bytes, onnx_diagnostic_onnx::Provider::Cuda);
+    if providers.contains(&"CUDAExecutionProvider") {
+        // A GPU build: the provider registers, the bytes are refused as a model.
+        assert!(matches!(
+            r,
+            Err(onnx_diagnostic_onnx::OrtError::Session { .. })
+        ));
+    } else {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                onnx_diagnostic_onnx::OrtError::Provider {
+                    provider: "CUDAExecutionProvider",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("onnxruntime-gpu"), "{e}");
+    }
+}
