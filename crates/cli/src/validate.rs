@@ -235,6 +235,7 @@ fn step<T>(
     name: &str,
     f: impl FnOnce(&mut Summary) -> Result<T>,
 ) -> Result<Option<T>> {
+    let _progress = Progress::start(name);
     match f(s) {
         Ok(v) => Ok(Some(v)),
         Err(e) if q => {
@@ -245,6 +246,44 @@ fn step<T>(
             Ok(None)
         }
         Err(e) => Err(e.context(format!("step {name}"))),
+    }
+}
+
+/// A spinner on stderr for a step, drawn only when stderr is a terminal and only once the
+/// step has lasted a moment (300 ms); cleared when the step ends. Nothing in pipes.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn start(name: &str) -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(name.to_owned());
+        // Shown only if the step is still running after a moment.
+        let later = bar.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            if !later.is_finished() {
+                later.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                later.enable_steady_tick(std::time::Duration::from_millis(120));
+            }
+        });
+        Self(Some(bar))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
     }
 }
 
