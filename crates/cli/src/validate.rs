@@ -89,6 +89,29 @@ pub(crate) struct ValidateArgs {
     /// Report failing steps as ERR_* keys instead of stopping.
     #[arg(short, long)]
     quiet: bool,
+    /// Model options: `KEY=VALUE` overriding the config (`num_hidden_layers=2`); the value is
+    /// read as JSON when it parses (numbers, booleans, null), else as a string.
+    #[arg(long = "mop", value_name = "KEY=VALUE")]
+    mop: Vec<String>,
+}
+
+/// The config text with `KEY=VALUE` overrides applied.
+fn override_config(text: &str, mop: &[String]) -> Result<String> {
+    if mop.is_empty() {
+        return Ok(text.to_owned());
+    }
+    let mut json: serde_json::Value = serde_json::from_str(text)?;
+    let obj = json
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("the config is not a JSON object"))?;
+    for kv in mop {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--mop {kv:?}: expected KEY=VALUE"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::json!(v));
+        obj.insert(k.to_owned(), value);
+    }
+    Ok(serde_json::to_string(&json)?)
 }
 
 /// A value of the summary.
@@ -168,7 +191,7 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn load_model(id: &str, s: &mut Summary) -> Result<(Box<dyn Module>, DecoderDims)> {
+fn load_model(id: &str, mop: &[String], s: &mut Summary) -> Result<(Box<dyn Module>, DecoderDims)> {
     let path = Path::new(id);
     let t = Instant::now();
     let (config_text, from_dir) = if path.is_dir() {
@@ -184,18 +207,19 @@ fn load_model(id: &str, s: &mut Summary) -> Result<(Box<dyn Module>, DecoderDims
             catalog::model_ids().join(", ")
         );
     };
+    let config_text = override_config(&config_text, mop)?;
     let json: serde_json::Value = serde_json::from_str(&config_text)?;
     let arch = json["architectures"][0].as_str().unwrap_or("?").to_owned();
     let cfg = Config::from_json(&config_text)?;
     let dims = cfg.decoder_dims();
-    let mut untrained = Weights::untrained(&arch, 42, cfg.initializer_range);
+    let mut weights = if from_dir {
+        Weights::from_dir(path, &arch)?
+    } else {
+        Weights::untrained(&arch, 42, cfg.initializer_range)
+    };
     macro_rules! build {
         ($ty:ty) => {
-            if from_dir {
-                Box::new(<$ty>::from_pretrained(path)?) as Box<dyn Module>
-            } else {
-                Box::new(<$ty>::new(cfg, &mut untrained)?)
-            }
+            Box::new(<$ty>::new(cfg, &mut weights)?) as Box<dyn Module>
         };
     }
     let model: Box<dyn Module> = match arch.as_str() {
@@ -326,7 +350,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     s.s("version_onnx_diagnostic", env!("CARGO_PKG_VERSION"));
     s.i("version_opset", a.opset);
     s.s("model_task", "text-generation");
-    let (model, dims) = load_model(id, &mut s)?;
+    let (model, dims) = load_model(id, &a.mop, &mut s)?;
     let model = model.as_ref();
     let sets: Vec<(&str, Vec<(String, Value)>)> = INPUT_SETS
         .iter()

@@ -192,3 +192,27 @@ fn tasks_and_their_inputs_are_described() {
         );
     }
 }
+
+/// `--mop KEY=VALUE` overrides the config: two layers instead of one, a linear rope.
+#[test]
+fn model_options_override_the_config() {
+    let (_, one) = validate_ok(&["-m".as_ref(), "arnir0/Tiny-LLM".as_ref()]);
+    let (_, two) = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--mop".as_ref(),
+        "num_hidden_layers=2".as_ref(),
+        "--mop".as_ref(),
+        r#"rope_scaling={"rope_type":"linear","factor":2.0}"#.as_ref(),
+    ]);
+    let n = |s: &HashMap<String, String>, k: &str| s[k].parse::<i64>().unwrap();
+    // One more decoder layer of weights: q, k, v, o, gate, up, down and two norms.
+    let per_layer = 192 * 192 + 2 * 192 * 96 + 192 * 192 + 3 * 192 * 1024 + 2 * 192;
+    assert_eq!(
+        n(&two, "model_nweights") - n(&one, "model_nweights"),
+        per_layer
+    );
+    assert!(n(&two, "n_node") > n(&one, "n_node"));
+    let abs: f64 = two["disc_onnx_ort_run_abs"].parse().unwrap();
+    assert!(abs <= 1e-4, "{abs}");
+}
