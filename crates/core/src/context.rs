@@ -327,6 +327,7 @@ impl Recorder {
             outputs: out_ids,
             location,
             module,
+            patch: crate::patches::running_patch(),
         });
         traced
     }

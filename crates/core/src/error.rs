@@ -153,6 +153,14 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A patch cannot be applied (two patches of one target in a guard, an unknown target).
+    #[error("patch {patch}: {reason}")]
+    Patch {
+        /// The patch's name.
+        patch: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// A model-level failure (missing input, wrong configuration ...).
     #[error("model {model}: {message}")]
     Model {

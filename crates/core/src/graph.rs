@@ -236,6 +236,8 @@ pub struct Node {
     pub location: Loc,
     /// The module path (`model.layers.0.self_attn`), empty at the top.
     pub module: String,
+    /// The patch whose code recorded the node, if any (`patched_LlamaRotaryEmbedding.forward`).
+    pub patch: Option<Arc<str>>,
 }
 
 /// What a graph input is.

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod helpers;
 pub mod model_inputs;
 pub mod ops;
+pub mod patches;
 pub mod program;
 mod program_file;
 pub mod pytree;
@@ -32,6 +33,9 @@ pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};
 pub use helpers::{StringTypeOptions, string_dynamic_shapes, string_type};
 pub use model_inputs::ModelInputs;
 pub use ops::{OpDef, Rel};
+pub use patches::{
+    CustomPatch, DiffFormat, PatchDetails, PatchGuard, PatchOptions, torch_export_patches,
+};
 pub use program::{ExportedProgram, SymbolInfo, UserInput};
 pub use pytree::{CloneCustom, CustomObject, TreeSpec, Value};
 pub use serialization::{

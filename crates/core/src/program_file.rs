@@ -75,6 +75,8 @@ struct NodeDto {
     outputs: Vec<u32>,
     location: LocDto,
     module: String,
+    #[serde(default)]
+    patch: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -232,6 +234,7 @@ fn graph_dto(g: &Graph) -> GraphDto {
                 outputs: n.outputs.iter().map(|v| v.0).collect(),
                 location: loc_dto(&n.location),
                 module: n.module.clone(),
+                patch: n.patch.as_deref().map(str::to_owned),
             })
             .collect(),
         inputs: g.inputs.iter().map(|(id, k)| (id.0, kind_dto(k))).collect(),
@@ -303,6 +306,7 @@ fn graph_from(g: GraphDto) -> Result<Graph> {
             outputs: n.outputs.into_iter().map(id).collect::<Result<_>>()?,
             location: loc_from(n.location),
             module: n.module,
+            patch: n.patch.map(|p| Arc::from(p.as_str())),
         });
     }
     Ok(Graph {

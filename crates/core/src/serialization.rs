@@ -36,6 +36,8 @@ pub enum Family {
     Diffusers,
     /// User classes (plugins, `custom_patches`).
     Custom,
+    /// Methods rewritten by the control-flow rewriting (patches only).
+    Rewrite,
 }
 
 impl fmt::Display for Family {
@@ -45,6 +47,7 @@ impl fmt::Display for Family {
             Family::Transformers => "transformers",
             Family::Diffusers => "diffusers",
             Family::Custom => "custom",
+            Family::Rewrite => "rewrite",
         })
     }
 }

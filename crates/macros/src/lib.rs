@@ -1,2 +1,273 @@
-//! Procedural macros of onnx-diagnostic: `#[patchable]` and `#[patch]` (DESIGN.md section 3,
-//! "Patches"). Nothing is implemented yet; the patches issue fills this crate.
+//! The proc macros of onnx-diagnostic: `#[patchable]` and `#[patch]` (DESIGN.md §3, "Patches").
+//!
+//! - `#[patchable]` on a function or a method keeps its body and lets an active patch replace
+//!   it: the function first asks `onnx_diagnostic_core::patches` whether a patch of its target
+//!   (`Type.method`, or the function name) is active in the calling thread; when none is (one
+//!   thread-local read), the original body runs. It also records the source of the function
+//!   (`__patchable_source_<name>`), which diffs show.
+//! - `#[patch(target = Type::method, family = "transformers")]` on a function registers it as
+//!   the patch `patched_Type.method` of that target. A compile-time check makes the patch's
+//!   signature the target's (the target's `self` becomes the patch's first argument), and the
+//!   entry carries both sources and the patch's doc, without the author naming `inventory`.
+//!
+//! Supported signatures: arguments bound to plain names, no generics, no explicit lifetimes,
+//! no `impl Trait` (a patch is stored as a plain function pointer).
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::{format_ident, quote};
+use syn::{
+    Expr, FnArg, ItemFn, Lit, Meta, Pat, Path, ReturnType, Type, parse::Parser,
+    punctuated::Punctuated, spanned::Spanned, token::Comma,
+};
+
+/// The source text of an item as written: each top-level token's own text (a body keeps its
+/// lines), joined, continuation lines dedented by the item's first column.
+fn source_text(item: &TokenStream) -> String {
+    let mut out = String::new();
+    let mut column = None;
+    let mut after_attr = false;
+    for tt in item.clone() {
+        let span = tt.span();
+        if column.is_none() {
+            column = Some(span.start().column().saturating_sub(1));
+        }
+        let text = span.source_text().unwrap_or_else(|| tt.to_string());
+        if !out.is_empty() {
+            out.push(if after_attr { '\n' } else { ' ' });
+        }
+        after_attr = matches!(&tt, proc_macro::TokenTree::Group(g)
+            if g.delimiter() == proc_macro::Delimiter::Bracket);
+        out.push_str(&text);
+    }
+    let indent = column.unwrap_or(0);
+    out.lines()
+        .map(|l| {
+            let spaces = l.len() - l.trim_start_matches(' ').len();
+            &l[spaces.min(indent)..]
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn error(span: Span, message: &str) -> TokenStream {
+    syn::Error::new(span, message).to_compile_error().into()
+}
+
+/// The argument names and types of a signature (the receiver excluded), or an error.
+fn plain_args(f: &ItemFn) -> Result<Vec<(syn::Ident, Type)>, syn::Error> {
+    if !f.sig.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            f.sig.generics.span(),
+            "a patchable function cannot be generic or have explicit lifetimes (it is stored as a \
+             plain function pointer)",
+        ));
+    }
+    let mut out = Vec::new();
+    for arg in &f.sig.inputs {
+        if let FnArg::Typed(t) = arg {
+            let Pat::Ident(id) = &*t.pat else {
+                return Err(syn::Error::new(
+                    t.pat.span(),
+                    "bind each argument to a plain name in a patchable function",
+                ));
+            };
+            if matches!(&*t.ty, Type::ImplTrait(_)) {
+                return Err(syn::Error::new(
+                    t.ty.span(),
+                    "`impl Trait` arguments cannot be patched (use a concrete type)",
+                ));
+            }
+            out.push((id.ident.clone(), (*t.ty).clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Marks a function or method as replaceable by a registered patch while a patch guard is
+/// active in the calling thread (see the crate doc).
+#[proc_macro_attribute]
+pub fn patchable(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return error(Span::call_site(), "#[patchable] takes no arguments");
+    }
+    let source = source_text(&item);
+    let f: ItemFn = match syn::parse(item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let args = match plain_args(&f) {
+        Ok(a) => a,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let name = &f.sig.ident;
+    let method = name.to_string();
+    let receiver = f.sig.inputs.iter().find_map(|a| match a {
+        FnArg::Receiver(r) => Some(r.clone()),
+        FnArg::Typed(_) => None,
+    });
+    let ret = match &f.sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, t) => quote!(#t),
+    };
+    let names: Vec<&syn::Ident> = args.iter().map(|(n, _)| n).collect();
+    let types: Vec<&Type> = args.iter().map(|(_, t)| t).collect();
+    let source_const = format_ident!("__patchable_source_{}", name);
+    let (fn_ty, class, call) = match &receiver {
+        Some(r) => {
+            let self_ty = if r.mutability.is_some() {
+                quote!(&mut Self)
+            } else {
+                quote!(&Self)
+            };
+            (
+                quote!(fn(#self_ty, #(#types),*) -> #ret),
+                quote!(::onnx_diagnostic_core::patches::short_type_name::<Self>()),
+                quote!((__patch)(self, #(#names),*)),
+            )
+        }
+        None => (
+            quote!(fn(#(#types),*) -> #ret),
+            quote!(""),
+            quote!((__patch)(#(#names),*)),
+        ),
+    };
+    let attrs = &f.attrs;
+    let vis = &f.vis;
+    let sig = &f.sig;
+    let block = &f.block;
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        pub const #source_const: &'static str = #source;
+        #(#attrs)*
+        #vis #sig {
+            if ::onnx_diagnostic_core::patches::any_active() {
+                if let Some((__patch, __name)) =
+                    ::onnx_diagnostic_core::patches::lookup::<#fn_ty>(#class, #method)
+                {
+                    return ::onnx_diagnostic_core::patches::run_patch(&__name, || #call);
+                }
+            }
+            #block
+        }
+    }
+    .into()
+}
+
+/// Registers a function as the patch of a `#[patchable]` target (see the crate doc):
+/// `#[patch(target = LlamaRotaryEmbedding::forward, family = "transformers")]`.
+#[proc_macro_attribute]
+pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let source = source_text(&item);
+    let metas = match Punctuated::<Meta, Comma>::parse_terminated.parse(attr) {
+        Ok(m) => m,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let mut target: Option<Path> = None;
+    let mut family = "custom".to_owned();
+    for m in metas {
+        let Meta::NameValue(nv) = &m else {
+            return error(
+                m.span(),
+                "expected `target = Type::method` or `family = \"...\"`",
+            );
+        };
+        if nv.path.is_ident("target") {
+            match &nv.value {
+                Expr::Path(p) => target = Some(p.path.clone()),
+                other => return error(other.span(), "target must be a path: Type::method"),
+            }
+        } else if nv.path.is_ident("family") {
+            match &nv.value {
+                Expr::Lit(l) => match &l.lit {
+                    Lit::Str(s) => family = s.value(),
+                    other => return error(other.span(), "family must be a string"),
+                },
+                other => return error(other.span(), "family must be a string"),
+            }
+        } else {
+            return error(nv.path.span(), "unknown argument (target, family)");
+        }
+    }
+    let Some(target) = target else {
+        return error(Span::call_site(), "#[patch] needs `target = Type::method`");
+    };
+    let family_ident = match family.as_str() {
+        "torch" => quote!(Torch),
+        "transformers" => quote!(Transformers),
+        "diffusers" => quote!(Diffusers),
+        "custom" => quote!(Custom),
+        "rewrite" => quote!(Rewrite),
+        _ => {
+            return error(
+                Span::call_site(),
+                "family is one of torch, transformers, diffusers, custom, rewrite",
+            );
+        }
+    };
+    let f: ItemFn = match syn::parse(item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let args = match plain_args(&f) {
+        Ok(a) => a,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let types: Vec<&Type> = args.iter().map(|(_, t)| t).collect();
+    let ret = match &f.sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, t) => quote!(#t),
+    };
+    let segments: Vec<String> = target
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let target_id = match segments.len() {
+        0 => return error(target.span(), "empty target"),
+        1 => segments[0].clone(),
+        n => format!("{}.{}", segments[n - 2], segments[n - 1]),
+    };
+    let mut source_path = target.clone();
+    if let Some(last) = source_path.segments.last_mut() {
+        last.ident = format_ident!("__patchable_source_{}", last.ident);
+        last.arguments = syn::PathArguments::None;
+    }
+    let doc: Vec<String> = f
+        .attrs
+        .iter()
+        .filter_map(|a| match &a.meta {
+            Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
+                Expr::Lit(l) => match &l.lit {
+                    Lit::Str(s) => Some(s.value().trim().to_owned()),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let doc = doc.join("\n");
+    let name = &f.sig.ident;
+    let patch_name = format!("patched_{target_id}");
+    quote! {
+        #f
+        // The patch has the target's signature (checked by the compiler).
+        const _: () = {
+            let _check: fn(#(#types),*) -> #ret = #target;
+        };
+        ::onnx_diagnostic_core::patches::__inventory::submit! {
+            ::onnx_diagnostic_core::patches::PatchEntry {
+                name: #patch_name,
+                target: #target_id,
+                family: ::onnx_diagnostic_core::patches::PatchFamily::#family_ident,
+                doc: #doc,
+                patch_source: #source,
+                target_source: #source_path,
+                func: &(#name as fn(#(#types),*) -> #ret),
+            }
+        }
+    }
+    .into()
+}

@@ -503,15 +503,50 @@ impl LlamaRotaryEmbedding {
     }
 
     /// `(cos, sin)` of shape `[batch, seq, head_dim]` for `position_ids` `[batch, seq]`.
+    /// Patchable: the seeds' `patched_LlamaRotaryEmbedding.forward` (crates/patch-transformers)
+    /// replaces the data-dependent `dynamic` update.
     ///
     /// # Errors
     /// Any error of the ops; [`onnx_diagnostic_core::Error::DataDependent`] during an export
     /// with the `dynamic` rope type (its update reads the largest position).
+    #[onnx_diagnostic_macros::patchable]
     pub fn forward(&self, position_ids: &Tensor) -> CoreResult<(Tensor, Tensor)> {
         let _s = scope("rotary_emb");
         let inv_freq = self.frequencies(position_ids)?;
+        self.cos_sin(position_ids, &inv_freq)
+    }
+
+    /// The parameters of the `dynamic` rope update, `(factor, max_position_embeddings,
+    /// rotary dim, base)`, when the rope type is `dynamic`.
+    pub fn dynamic_parameters(&self) -> Option<(f64, i64, i64, f64)> {
+        match &self.update {
+            RopeUpdate::Dynamic {
+                factor,
+                max_pos,
+                dim,
+                base,
+            } => Some((*factor, *max_pos, *dim, *base)),
+            _ => None,
+        }
+    }
+
+    /// The frequencies of the config, before any update.
+    pub fn inv_freq(&self) -> &Tensor {
+        &self.inv_freq
+    }
+
+    /// `(cos, sin)` for `position_ids` and the frequencies `inv_freq`, scaled by the rope's
+    /// attention factor.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn cos_sin(
+        &self,
+        position_ids: &Tensor,
+        inv_freq: &Tensor,
+    ) -> CoreResult<(Tensor, Tensor)> {
         let pos = position_ids.unsqueeze(-1)?.to_kind(Kind::Float)?;
-        let freqs = pos.mul(&inv_freq)?;
+        let freqs = pos.mul(inv_freq)?;
         let emb = Tensor::cat(&[&freqs, &freqs], -1)?;
         let (cos, sin) = (emb.cos()?, emb.sin()?);
         if self.attention_scaling == 1.0 {

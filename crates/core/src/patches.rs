@@ -1,0 +1,564 @@
+//! Patches: export-friendly replacements of `#[patchable]` functions, applied together inside
+//! a scoped guard, [`torch_export_patches`], as the seeds' `with torch_export_patches(...)`.
+//!
+//! - A `#[patchable]` function (crates/macros) asks [`lookup`] whether a patch of its target
+//!   is active in the calling thread; with no guard alive this is one thread-local read.
+//! - A `#[patch(target = ...)]` function is a [`PatchEntry`] collected at link time; run-time
+//!   patches ([`CustomPatch`]: the API's `custom_patches`, and later rewritten methods and
+//!   plugins) go through the same path.
+//! - The guard registers the serializers of its families, then activates the patches of its
+//!   families plus the custom ones, and undoes everything when dropped: on success, on error
+//!   and on panic. It is scoped to the calling thread (two threads exporting at once get what
+//!   each asked for) and nests (an inner guard's patches win while it lives). The Python
+//!   package patches globally and leaves patches in place when a step fails; this does not.
+//! - [`PatchDetails`] lists what a guard applied and gives the diffs (`format_diff`) and the
+//!   nodes each patch produced in an exported graph (`patches_involved_in_graph`, from the
+//!   node provenance the engine records while a patch runs).
+
+use std::{
+    any::Any,
+    cell::{Cell, RefCell},
+    fmt::Write as _,
+    sync::Arc,
+};
+
+use crate::{
+    error::{Error, Result},
+    program::ExportedProgram,
+    serialization::{SerializationGuard, register_families},
+};
+
+#[doc(hidden)]
+pub use inventory as __inventory;
+
+pub use crate::serialization::Family as PatchFamily;
+
+/// A patch declared with `#[patch]` (collected at link time).
+pub struct PatchEntry {
+    /// `patched_LlamaRotaryEmbedding.forward`.
+    pub name: &'static str,
+    /// `LlamaRotaryEmbedding.forward` (`Type.method`, or a function's name).
+    pub target: &'static str,
+    /// The family that applies it.
+    pub family: PatchFamily,
+    /// What it replaces, why export needs it, when it can go.
+    pub doc: &'static str,
+    /// The patch's source.
+    pub patch_source: &'static str,
+    /// The target's source.
+    pub target_source: &'static str,
+    /// The patch, a function pointer with the target's signature.
+    pub func: &'static (dyn Any + Sync),
+}
+
+inventory::collect!(PatchEntry);
+
+/// Every patch declared in the linked crates, sorted by name.
+pub fn registered_patches() -> Vec<&'static PatchEntry> {
+    let mut all: Vec<&'static PatchEntry> = inventory::iter::<PatchEntry>.into_iter().collect();
+    all.sort_by_key(|p| p.name);
+    all
+}
+
+/// A patch supplied at run time (the seeds' `custom_patches`): the same fields as a
+/// [`PatchEntry`], owned.
+#[derive(Clone)]
+pub struct CustomPatch {
+    /// Its name (`patched_MyModel.forward`).
+    pub name: String,
+    /// The `#[patchable]` target (`MyModel.forward`).
+    pub target: String,
+    /// Usually [`PatchFamily::Custom`] (or `Rewrite` for rewritten methods).
+    pub family: PatchFamily,
+    /// What it does and why.
+    pub doc: String,
+    /// Its source, for diffs.
+    pub patch_source: String,
+    /// The target's source (the `__patchable_source_<name>` constant of the target).
+    pub target_source: String,
+    /// The function pointer, of the target's signature (`fn(&MyModel, &Tensor) -> ...`).
+    pub func: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for CustomPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomPatch")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A patch of a guard, whatever its origin.
+#[derive(Clone)]
+struct Active {
+    name: Arc<str>,
+    target: Arc<str>,
+    func: Arc<dyn Any + Send + Sync>,
+    /// The guard that activated it.
+    guard: u64,
+}
+
+/// A link-time function pointer behind an `Arc` (copied out of the entry).
+struct StaticFn(&'static (dyn Any + Sync));
+
+thread_local! {
+    static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
+    static N_ACTIVE: Cell<usize> = const { Cell::new(0) };
+    static RUNNING: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+    static NEXT_GUARD: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Whether any patch is active in this thread (the fast path of `#[patchable]`).
+#[inline]
+pub fn any_active() -> bool {
+    N_ACTIVE.with(Cell::get) != 0
+}
+
+/// The last segment of a type's path (`LlamaRotaryEmbedding`).
+pub fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+/// The active patch of `class.method` (or of `method` for a function) in this thread, with
+/// its name; the innermost guard's wins.
+pub fn lookup<F: Any + Copy>(class: &str, method: &str) -> Option<(F, Arc<str>)> {
+    ACTIVE.with(|a| {
+        a.borrow().iter().rev().find_map(|p| {
+            let matches = if class.is_empty() {
+                &*p.target == method
+            } else {
+                p.target.len() == class.len() + 1 + method.len()
+                    && p.target.starts_with(class)
+                    && p.target.ends_with(method)
+                    && p.target.as_bytes()[class.len()] == b'.'
+            };
+            if !matches {
+                return None;
+            }
+            let func: &dyn Any = match p.func.downcast_ref::<StaticFn>() {
+                Some(s) => s.0,
+                None => &*p.func,
+            };
+            func.downcast_ref::<F>().map(|f| (*f, p.name.clone()))
+        })
+    })
+}
+
+/// Runs a patch, recording its name as the provenance of the nodes it records.
+pub fn run_patch<R>(name: &Arc<str>, f: impl FnOnce() -> R) -> R {
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            RUNNING.with(|r| r.borrow_mut().pop());
+        }
+    }
+    RUNNING.with(|r| r.borrow_mut().push(name.clone()));
+    let _pop = Pop;
+    f()
+}
+
+/// The innermost patch running in this thread (node provenance).
+pub(crate) fn running_patch() -> Option<Arc<str>> {
+    RUNNING.with(|r| r.borrow().last().cloned())
+}
+
+/// The options of [`torch_export_patches`], named and defaulted as in the seeds.
+#[derive(Clone, Debug)]
+pub struct PatchOptions {
+    /// Patches of the engine's own behaviour (family `torch`).
+    pub patch_torch: bool,
+    /// Serializers and patches of the transformers classes.
+    pub patch_transformers: bool,
+    /// Serializers and patches of the diffusers classes.
+    pub patch_diffusers: bool,
+    /// Keep the constraints the export discovers (passed to the export options).
+    pub catch_constraints: bool,
+    /// 0: specialisations are guards; 1: errors; 2: errors, stricter (passed to the export).
+    pub stop_if_static: u8,
+    /// Print each patch applied and removed.
+    pub verbose: u8,
+    /// `false`: serialization only, no patch.
+    pub patch: bool,
+    /// Patches supplied at run time.
+    pub custom_patches: Vec<CustomPatch>,
+    /// Methods to rewrite (the control-flow rewriting issue; accepted and kept, unused so far).
+    pub rewrite: Vec<String>,
+    /// Where to dump the rewritten code (rewriting issue).
+    pub dump_rewriting: Option<std::path::PathBuf>,
+}
+
+impl Default for PatchOptions {
+    fn default() -> Self {
+        Self {
+            patch_torch: true,
+            patch_transformers: false,
+            patch_diffusers: false,
+            catch_constraints: true,
+            stop_if_static: 0,
+            verbose: 0,
+            patch: true,
+            custom_patches: Vec::new(),
+            rewrite: Vec::new(),
+            dump_rewriting: None,
+        }
+    }
+}
+
+/// One patch a guard applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppliedPatch {
+    /// The family.
+    pub family: PatchFamily,
+    /// The target (`LlamaRotaryEmbedding.forward`).
+    pub target: String,
+    /// The patch (`patched_LlamaRotaryEmbedding.forward`).
+    pub name: String,
+    /// Its doc.
+    pub doc: String,
+    /// The target's source.
+    pub target_source: String,
+    /// The patch's source.
+    pub patch_source: String,
+}
+
+/// How [`PatchDetails::format_diff`] prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffFormat {
+    /// `title` then the unified diff.
+    Raw,
+    /// A reStructuredText section with a `code-block:: diff`, as the seeds' documentation.
+    Rst,
+    /// A Markdown section with a fenced `diff` block.
+    Markdown,
+}
+
+impl AppliedPatch {
+    /// The title of its diff: `transformers: LlamaRotaryEmbedding.forward ->
+    /// patched_LlamaRotaryEmbedding.forward`.
+    pub fn title(&self) -> String {
+        format!("{}: {} -> {}", self.family, self.target, self.name)
+    }
+
+    /// The unified diff between the target's and the patch's sources
+    /// (`--- original` / `+++ rewritten`, as the seeds' `make_diff_code`).
+    pub fn diff(&self) -> String {
+        unified_diff(&self.target_source, &self.patch_source)
+    }
+
+    /// The diff in `format` (see [`DiffFormat`]).
+    pub fn format_diff(&self, format: DiffFormat) -> String {
+        let title = self.title();
+        let diff = self.diff();
+        match format {
+            DiffFormat::Raw => format!("{title}\n{diff}"),
+            DiffFormat::Rst => {
+                let refid = format!("patch-{}-{}", self.family, self.name.replace('.', "-"));
+                let body: Vec<String> = diff.lines().map(|l| format!("    {l}")).collect();
+                format!(
+                    "\n.. _{refid}:\n\n{title}\n{}\n\n.. code-block:: diff\n    :linenos:\n\n{}",
+                    "=".repeat(title.chars().count()),
+                    body.join("\n")
+                )
+            }
+            DiffFormat::Markdown => format!("### {title}\n\n```diff\n{diff}\n```"),
+        }
+    }
+}
+
+/// What a guard applied (the seeds' `PatchDetails`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PatchDetails {
+    /// The patches, in application order.
+    pub patched: Vec<AppliedPatch>,
+}
+
+impl PatchDetails {
+    /// The number of patches.
+    pub fn n_patches(&self) -> usize {
+        self.patched.len()
+    }
+
+    /// The patch of this name (`patched_LlamaRotaryEmbedding.forward`) or target.
+    pub fn find(&self, name: &str) -> Option<&AppliedPatch> {
+        self.patched
+            .iter()
+            .find(|p| p.name == name || p.target == name)
+    }
+
+    /// The diffs of every patch, one after the other.
+    pub fn format_diff(&self, format: DiffFormat) -> String {
+        self.patched
+            .iter()
+            .map(|p| p.format_diff(format))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+
+    /// For each patch that produced nodes of the program (sub-graphs included), the names of
+    /// the values those nodes compute.
+    pub fn patches_involved_in_graph(
+        &self,
+        ep: &ExportedProgram,
+    ) -> Vec<(AppliedPatch, Vec<String>)> {
+        fn walk(g: &crate::graph::Graph, out: &mut Vec<(String, String)>) {
+            for n in &g.nodes {
+                if let Some(p) = &n.patch {
+                    for o in &n.outputs {
+                        out.push((p.to_string(), g.value(*o).name.clone()));
+                    }
+                }
+                for a in &n.attrs {
+                    if let crate::graph::Attr::Graph(s) = a {
+                        walk(&s.graph, out);
+                    }
+                }
+            }
+        }
+        let mut produced = Vec::new();
+        walk(ep.graph(), &mut produced);
+        self.patched
+            .iter()
+            .filter_map(|p| {
+                let values: Vec<String> = produced
+                    .iter()
+                    .filter(|(n, _)| *n == p.name)
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                (!values.is_empty()).then(|| (p.clone(), values))
+            })
+            .collect()
+    }
+}
+
+/// The guard of [`torch_export_patches`]: everything it did is undone when it drops.
+#[must_use = "the patches end when the guard is dropped"]
+pub struct PatchGuard {
+    id: u64,
+    details: PatchDetails,
+    options: PatchOptions,
+    _serialization: SerializationGuard,
+}
+
+impl PatchGuard {
+    /// What it applied.
+    pub fn details(&self) -> &PatchDetails {
+        &self.details
+    }
+
+    /// The export options its `stop_if_static` asks for.
+    pub fn export_options(&self) -> crate::export::ExportOptions {
+        crate::export::ExportOptions {
+            stop_if_static: self.options.stop_if_static,
+        }
+    }
+}
+
+impl std::fmt::Debug for PatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchGuard")
+            .field("patches", &self.details.n_patches())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PatchGuard {
+    fn drop(&mut self) {
+        let id = self.id;
+        let removed = ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            let before = a.len();
+            a.retain(|p| p.guard != id);
+            before - a.len()
+        });
+        N_ACTIVE.with(|n| n.set(n.get().saturating_sub(removed)));
+        if self.options.verbose > 0 {
+            for p in self.details.patched.iter().rev() {
+                println!("[torch_export_patches] remove {}", p.name);
+            }
+        }
+    }
+}
+
+/// Applies the serializers and the patches the options ask for, in the calling thread, until
+/// the returned guard is dropped (see the module doc).
+///
+/// # Errors
+/// [`Error::Patch`] when two patches of this guard target one function (naming both), or a
+/// custom patch's target is not a `#[patchable]` function known to the registry or given with
+/// its source.
+pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
+    let mut families = Vec::new();
+    if options.patch_transformers {
+        families.push(PatchFamily::Transformers);
+    }
+    if options.patch_diffusers {
+        families.push(PatchFamily::Diffusers);
+    }
+    families.push(PatchFamily::Custom);
+    let serialization = register_families(&families, options.verbose);
+
+    let mut applied: Vec<(AppliedPatch, Arc<dyn Any + Send + Sync>)> = Vec::new();
+    if options.patch {
+        for e in registered_patches() {
+            let on = match e.family {
+                PatchFamily::Torch => options.patch_torch,
+                PatchFamily::Transformers => options.patch_transformers,
+                PatchFamily::Diffusers => options.patch_diffusers,
+                PatchFamily::Custom | PatchFamily::Rewrite => false,
+            };
+            if on {
+                applied.push((
+                    AppliedPatch {
+                        family: e.family,
+                        target: e.target.to_owned(),
+                        name: e.name.to_owned(),
+                        doc: e.doc.to_owned(),
+                        target_source: e.target_source.to_owned(),
+                        patch_source: e.patch_source.to_owned(),
+                    },
+                    Arc::new(StaticFn(e.func)),
+                ));
+            }
+        }
+        for c in &options.custom_patches {
+            if c.target.is_empty() || c.target_source.is_empty() {
+                return Err(Error::Patch {
+                    patch: c.name.clone(),
+                    reason: format!(
+                        "custom patch target {:?} is unknown: give the `#[patchable]` target \
+                         (`Type.method`) and its source (`Type::__patchable_source_method`)",
+                        c.target
+                    ),
+                });
+            }
+            applied.push((
+                AppliedPatch {
+                    family: c.family,
+                    target: c.target.clone(),
+                    name: c.name.clone(),
+                    doc: c.doc.clone(),
+                    target_source: c.target_source.clone(),
+                    patch_source: c.patch_source.clone(),
+                },
+                c.func.clone(),
+            ));
+        }
+    }
+    for (i, (a, _)) in applied.iter().enumerate() {
+        if let Some((b, _)) = applied[..i].iter().find(|(b, _)| b.target == a.target) {
+            return Err(Error::Patch {
+                patch: a.name.clone(),
+                reason: format!(
+                    "{} and {} both patch {} in one guard; keep one",
+                    b.name, a.name, a.target
+                ),
+            });
+        }
+    }
+    let id = NEXT_GUARD.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    ACTIVE.with(|active| {
+        let mut active = active.borrow_mut();
+        for (a, func) in &applied {
+            if options.verbose > 0 {
+                println!("[torch_export_patches] patch {} ({})", a.name, a.family);
+            }
+            active.push(Active {
+                name: Arc::from(a.name.as_str()),
+                target: Arc::from(a.target.as_str()),
+                func: func.clone(),
+                guard: id,
+            });
+        }
+    });
+    N_ACTIVE.with(|n| n.set(n.get() + applied.len()));
+    Ok(PatchGuard {
+        id,
+        details: PatchDetails {
+            patched: applied.into_iter().map(|(a, _)| a).collect(),
+        },
+        options,
+        _serialization: serialization,
+    })
+}
+
+/// A unified diff of two texts (`--- original`, `+++ rewritten`, hunks with 3 lines of
+/// context), as Python's `difflib.unified_diff` prints it.
+pub fn unified_diff(a: &str, b: &str) -> String {
+    let a: Vec<&str> = a.trim().lines().collect();
+    let b: Vec<&str> = b.trim().lines().collect();
+    // Longest common subsequence table.
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    // Edit script: (' ' | '-' | '+', line, index in a, index in b).
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            ops.push(('+', b[j]));
+            j += 1;
+        } else {
+            ops.push(('-', a[i]));
+            i += 1;
+        }
+    }
+    if ops.iter().all(|(c, _)| *c == ' ') {
+        return String::new();
+    }
+    // Hunks: changed lines with 3 lines of context, merged when close.
+    let changed: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, (c, _))| *c != ' ')
+        .map(|(k, _)| k)
+        .collect();
+    let mut hunks: Vec<(usize, usize)> = Vec::new();
+    for k in changed {
+        let (lo, hi) = (k.saturating_sub(3), (k + 4).min(ops.len()));
+        match hunks.last_mut() {
+            Some(h) if lo <= h.1 => h.1 = hi,
+            _ => hunks.push((lo, hi)),
+        }
+    }
+    let mut out = String::from("--- original\n+++ rewritten");
+    for (lo, hi) in hunks {
+        let before = |k: usize, c: char| {
+            ops[..k]
+                .iter()
+                .filter(|(o, _)| *o == ' ' || *o == c)
+                .count()
+        };
+        let (a0, b0) = (before(lo, '-'), before(lo, '+'));
+        let a_len = ops[lo..hi].iter().filter(|(o, _)| *o != '+').count();
+        let b_len = ops[lo..hi].iter().filter(|(o, _)| *o != '-').count();
+        let range = |start: usize, len: usize| match len {
+            0 => format!("{start},0"),
+            1 => format!("{}", start + 1),
+            _ => format!("{},{len}", start + 1),
+        };
+        let _ = write!(out, "\n@@ -{} +{} @@", range(a0, a_len), range(b0, b_len));
+        for (c, l) in &ops[lo..hi] {
+            let _ = write!(out, "\n{c}{l}");
+        }
+    }
+    out
+}
