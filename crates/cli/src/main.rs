@@ -5,6 +5,8 @@
 //! - `doctor`: checks that libtorch and ONNX Runtime load in this process and agree on a small
 //!   computation, and prints where each library comes from.
 //! - `caches`: the classes with a serializer, one per line, sorted (the list of seed `002`).
+//! - `patches`: the registered patches as seed `002` lists them (`LlamaRotaryEmbedding:
+//!   forward`), or their diffs (`--diff`, as seed `000` prints them).
 
 mod validate;
 
@@ -33,12 +35,29 @@ enum Command {
     Validate(Box<validate::ValidateArgs>),
     /// Lists the cache and output classes that have a serializer, one per line, sorted.
     Caches,
+    /// Lists the patches (`Class: method, ...`), or prints their diffs.
+    Patches {
+        /// Only this family (torch, transformers, diffusers, custom, rewrite).
+        #[arg(long)]
+        family: Option<String>,
+        /// Print the diff of each patch against its target.
+        #[arg(long)]
+        diff: bool,
+        /// Format of the diffs.
+        #[arg(long, default_value = "raw", value_parser = ["raw", "rst", "markdown"])]
+        format: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor => doctor(),
+        Command::Patches {
+            family,
+            diff,
+            format,
+        } => list_patches(family.as_deref(), diff, &format),
         Command::Caches => {
             for class in onnx_diagnostic_serialization::supported_classes() {
                 println!("{class}");
@@ -60,6 +79,49 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `patches`: one line per class (`LlamaRotaryEmbedding: forward`), in registry order, or the
+/// diffs.
+fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
+    use onnx_diagnostic_core::patches::{AppliedPatch, DiffFormat, registered_patches};
+    // Keep the patch crates' registrations linked.
+    let _ = onnx_diagnostic_patch_transformers::patches();
+    let entries: Vec<_> = registered_patches()
+        .into_iter()
+        .filter(|p| family.is_none_or(|f| p.family.to_string() == f))
+        .collect();
+    if diff {
+        let format = match format {
+            "rst" => DiffFormat::Rst,
+            "markdown" => DiffFormat::Markdown,
+            _ => DiffFormat::Raw,
+        };
+        for e in entries {
+            let p = AppliedPatch {
+                family: e.family,
+                target: e.target.to_owned(),
+                name: e.name.to_owned(),
+                doc: e.doc.to_owned(),
+                target_source: e.target_source.to_owned(),
+                patch_source: e.patch_source.to_owned(),
+            };
+            println!("{}\n", p.format_diff(format));
+        }
+        return Ok(());
+    }
+    let mut classes: Vec<(String, Vec<String>)> = Vec::new();
+    for e in entries {
+        let (class, method) = e.target.rsplit_once('.').unwrap_or((e.target, ""));
+        match classes.iter_mut().find(|(c, _)| c == class) {
+            Some((_, methods)) => methods.push(method.to_owned()),
+            None => classes.push((class.to_owned(), vec![method.to_owned()])),
+        }
+    }
+    for (class, methods) in classes {
+        println!("{class}: {}", methods.join(", "));
+    }
+    Ok(())
 }
 
 fn doctor() -> Result<()> {

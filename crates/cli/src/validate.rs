@@ -7,8 +7,10 @@
 //! Decisions: the exit status is 0 only when every step ran and every discrepancy is within the
 //! tolerance (1e-4 for float32, or `--atol`); without `-q` the first failing step stops the run
 //! with its error; with `-q` a failing step becomes an `ERR_<step>` key and the summary is still
-//! printed (the exit status stays non-zero). Patches are accepted on the command line but none
-//! exist yet (the patches issue): the summary says so (`export_patch`).
+//! printed (the exit status stays non-zero). The export runs inside `torch_export_patches`
+//! (transformers and diffusers patches on unless `--no-patch`; `--patch KEY=VALUE` sets the
+//! guard's options `patch_torch`, `patch_transformers`, `patch_diffusers`); the eager runs do
+//! not, as in the Python package. `export_patch` lists the patches applied.
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +22,8 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use onnx_diagnostic_core::{
-    ExportOptions, ExportedProgram, Inputs, Module, Value, export, helpers::py_float,
+    ExportOptions, ExportedProgram, Inputs, Module, PatchOptions, Value, export, helpers::py_float,
+    torch_export_patches,
 };
 use onnx_diagnostic_onnx::{
     Diff, ExternalData, LowerOptions, OnnxProgram, lower, max_diff, passes, proto, save_model,
@@ -68,7 +71,8 @@ pub(crate) struct ValidateArgs {
     /// Folder where the model, the inputs, the expected outputs and the summary are written.
     #[arg(short = 'o', long = "dump-folder")]
     dump: Option<PathBuf>,
-    /// Apply the export patches (none exist yet).
+    /// Apply the export patches (the default); `KEY=VALUE` sets an option of the guard
+    /// (`patch_transformers=False`).
     #[arg(long, num_args = 0.., value_name = "KEY=VALUE")]
     patch: Option<Vec<String>>,
     /// Do not apply the export patches.
@@ -93,6 +97,40 @@ pub(crate) struct ValidateArgs {
     /// read as JSON when it parses (numbers, booleans, null), else as a string.
     #[arg(long = "mop", value_name = "KEY=VALUE")]
     mop: Vec<String>,
+}
+
+/// The options of the patch guard around the export: transformers and diffusers patches unless
+/// `--no-patch`, then the `--patch KEY=VALUE` settings.
+fn patch_options(a: &ValidateArgs) -> Result<PatchOptions> {
+    let mut o = PatchOptions {
+        patch_transformers: true,
+        patch_diffusers: true,
+        patch: !a.no_patch,
+        stop_if_static: a.stop_if_static,
+        verbose: u8::from(a.verbose > 1),
+        ..PatchOptions::default()
+    };
+    for kv in a.patch.iter().flatten() {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--patch {kv:?}: expected KEY=VALUE"))?;
+        let on = match v {
+            "1" | "True" | "true" => true,
+            "0" | "False" | "false" => false,
+            other => bail!("--patch {k}={other}: expected True or False"),
+        };
+        match k {
+            "patch_torch" => o.patch_torch = on,
+            "patch_transformers" => o.patch_transformers = on,
+            "patch_diffusers" => o.patch_diffusers = on,
+            "patch" => o.patch = on,
+            other => bail!(
+                "--patch {other}: unknown option (patch, patch_torch, patch_transformers, \
+                 patch_diffusers)"
+            ),
+        }
+    }
+    Ok(o)
 }
 
 /// The config text with `KEY=VALUE` overrides applied.
@@ -395,23 +433,38 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
             "onnx-dynamo"
         },
     );
-    s.s(
-        "export_patch",
-        if a.no_patch { "none" } else { "none exist yet" },
-    );
     s.i("export_stop_if_static", i64::from(a.stop_if_static));
+    let patch_options = patch_options(a)?;
     let ds = text_generation_dynamic_shapes(&dims);
     let opts = ExportOptions {
         stop_if_static: a.stop_if_static,
     };
+    let mut applied: Vec<String> = Vec::new();
     let ep: Option<ExportedProgram> = step(a.quiet, &mut s, "export_export", |s| {
         let t = Instant::now();
-        let ep = export(model, &[], &sets[0].1, Some(&ds), &opts)?;
+        let guard = torch_export_patches(patch_options)?;
+        let ep = export(model, &[], &sets[0].1, Some(&ds), &opts);
+        applied = guard
+            .details()
+            .patched
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        drop(guard);
+        let ep = ep?;
         s.f("time_export_export", ms(t));
         s.i("export_graph_nodes", ep.graph().nodes.len() as i64);
         s.i("export_guards", ep.guards().len() as i64);
         Ok(ep)
     })?;
+    s.s(
+        "export_patch",
+        if applied.is_empty() {
+            "none".to_owned()
+        } else {
+            applied.join(",")
+        },
+    );
     let Some(ep) = ep else {
         s.print();
         return Ok(false);
@@ -451,7 +504,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
             &LowerOptions {
                 opset: a.opset,
                 optimize: a.opt != "none",
-                patches: Vec::new(),
+                patches: applied.clone(),
             },
         )?;
         s.f("time_export_onnx", ms(t));

@@ -35,3 +35,34 @@ fn caches_lists_the_seed_classes_sorted() {
     assert!(lines.contains(&"Seq2SeqLMOutput"));
     assert_eq!(lines.len(), 10);
 }
+
+/// `onnx-diagnostic patches` lists `Class: method` as seed `002` does; `--diff` prints real
+/// diffs (target's lines removed, the patch's added), `--format rst` as the seeds' pages.
+#[test]
+fn patches_are_listed_and_diffed() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+            .arg("patches")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(
+        run(&[])
+            .lines()
+            .any(|l| l == "LlamaRotaryEmbedding: forward")
+    );
+    assert!(run(&["--family", "diffusers"]).trim().is_empty());
+    let diff = run(&["--diff"]);
+    assert!(
+        diff.starts_with(
+            "transformers: LlamaRotaryEmbedding.forward -> patched_LlamaRotaryEmbedding.forward\n--- original\n+++ rewritten\n@@ -"
+        ),
+        "{diff}"
+    );
+    assert!(diff.contains("\n-    let inv_freq = self.frequencies(position_ids)?;"));
+    assert!(diff.contains("\n+    let inv_freq = grown.where_cond("));
+    assert!(run(&["--diff", "--format", "rst"]).contains(".. code-block:: diff"));
+}

@@ -216,3 +216,35 @@ fn model_options_override_the_config() {
     let abs: f64 = two["disc_onnx_ort_run_abs"].parse().unwrap();
     assert!(abs <= 1e-4, "{abs}");
 }
+
+/// A dynamic rope (`--mop`) exports only with the patches: with them every discrepancy is
+/// within 1e-4 and `export_patch` names the patch; with `--no-patch` the run stops on the
+/// data-dependent branch, naming the line.
+#[test]
+fn the_dynamic_rope_validates_with_the_patches_only() {
+    let dynamic: [&std::ffi::OsStr; 6] = [
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--mop".as_ref(),
+        r#"rope_scaling={"rope_type":"dynamic","factor":2.0}"#.as_ref(),
+        "--mop".as_ref(),
+        "max_position_embeddings=16".as_ref(),
+    ];
+    let (_, s) = validate_ok(&dynamic);
+    assert_eq!(s["export_patch"], "patched_LlamaRotaryEmbedding.forward");
+    for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "--run", "--export", "onnx", "--no-patch"])
+        .args(dynamic)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("data-dependent") && err.contains("llama.rs"),
+        "{err}"
+    );
+}

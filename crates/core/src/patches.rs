@@ -505,7 +505,7 @@ pub fn unified_diff(a: &str, b: &str) -> String {
             };
         }
     }
-    // Edit script: (' ' | '-' | '+', line, index in a, index in b).
+    // Edit script: (' ' | '-' | '+', line); deletions before insertions, as difflib.
     let mut ops: Vec<(char, &str)> = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < n || j < m {
@@ -513,12 +513,12 @@ pub fn unified_diff(a: &str, b: &str) -> String {
             ops.push((' ', a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             ops.push(('-', a[i]));
             i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
         }
     }
     if ops.iter().all(|(c, _)| *c == ' ') {
@@ -561,4 +561,27 @@ pub fn unified_diff(a: &str, b: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unified_diff;
+
+    #[test]
+    fn unified_diffs_follow_difflib() {
+        // Expected texts printed by Python's difflib.unified_diff(..., lineterm="").
+        let a = "a\nb\nc\nd\ne\nf\ng\nh\ni";
+        let b = "a\nb\nc\nD\ne\nf\ng\nh\ni\nj";
+        assert_eq!(
+            unified_diff(a, b),
+            "--- original\n+++ rewritten\n@@ -1,9 +1,10 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n h\n i\n+j"
+        );
+        let a2 = "a\nb\nc\nd\ne\nf\ng\nh\ni\nk\nl\nm";
+        let b2 = "a\nb\nc\nD\ne\nf\ng\nh\ni\nk\nl\nm\nj";
+        assert_eq!(
+            unified_diff(a2, b2),
+            "--- original\n+++ rewritten\n@@ -1,7 +1,7 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n@@ -10,3 +10,4 @@\n k\n l\n m\n+j"
+        );
+        assert_eq!(unified_diff(a, a), "");
+    }
 }

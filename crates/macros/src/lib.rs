@@ -21,33 +21,33 @@ use syn::{
     punctuated::Punctuated, spanned::Spanned, token::Comma,
 };
 
-/// The source text of an item as written: each top-level token's own text (a body keeps its
-/// lines), joined, continuation lines dedented by the item's first column.
+/// The source text of an item as written: the lines of its file from its first token to its
+/// last, dedented by the first token's column (a method keeps its body's shape). Falls back to
+/// the tokens' text when the file cannot be read.
 fn source_text(item: &TokenStream) -> String {
-    let mut out = String::new();
-    let mut column = None;
-    let mut after_attr = false;
-    for tt in item.clone() {
-        let span = tt.span();
-        if column.is_none() {
-            column = Some(span.start().column().saturating_sub(1));
+    let tokens: Vec<proc_macro::TokenTree> = item.clone().into_iter().collect();
+    let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
+        return String::new();
+    };
+    let (start, end) = (first.span().start(), last.span().end());
+    let from_file = first.span().local_file().and_then(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        let (l0, l1) = (start.line().checked_sub(1)?, end.line().checked_sub(1)?);
+        let indent = start.column().saturating_sub(1);
+        let mut out = Vec::new();
+        for (k, line) in lines.get(l0..=l1)?.iter().enumerate() {
+            let line = if k == l1 - l0 {
+                line.get(..end.column().saturating_sub(1)).unwrap_or(line)
+            } else {
+                line
+            };
+            let spaces = line.len() - line.trim_start_matches(' ').len();
+            out.push(&line[spaces.min(indent)..]);
         }
-        let text = span.source_text().unwrap_or_else(|| tt.to_string());
-        if !out.is_empty() {
-            out.push(if after_attr { '\n' } else { ' ' });
-        }
-        after_attr = matches!(&tt, proc_macro::TokenTree::Group(g)
-            if g.delimiter() == proc_macro::Delimiter::Bracket);
-        out.push_str(&text);
-    }
-    let indent = column.unwrap_or(0);
-    out.lines()
-        .map(|l| {
-            let spaces = l.len() - l.trim_start_matches(' ').len();
-            &l[spaces.min(indent)..]
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+        Some(out.join("\n"))
+    });
+    from_file.unwrap_or_else(|| item.to_string())
 }
 
 fn error(span: Span, message: &str) -> TokenStream {
