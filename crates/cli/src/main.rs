@@ -98,15 +98,7 @@ fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
             _ => DiffFormat::Raw,
         };
         for e in entries {
-            let p = AppliedPatch {
-                family: e.family,
-                target: e.target.to_owned(),
-                name: e.name.to_owned(),
-                doc: e.doc.to_owned(),
-                target_source: e.target_source.to_owned(),
-                patch_source: e.patch_source.to_owned(),
-            };
-            println!("{}\n", p.format_diff(format));
+            println!("{}\n", AppliedPatch::from(e).format_diff(format));
         }
         return Ok(());
     }

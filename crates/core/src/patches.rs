@@ -235,6 +235,19 @@ pub enum DiffFormat {
     Markdown,
 }
 
+impl From<&PatchEntry> for AppliedPatch {
+    fn from(e: &PatchEntry) -> Self {
+        Self {
+            family: e.family,
+            target: e.target.to_owned(),
+            name: e.name.to_owned(),
+            doc: e.doc.to_owned(),
+            target_source: e.target_source.to_owned(),
+            patch_source: e.patch_source.to_owned(),
+        }
+    }
+}
+
 impl AppliedPatch {
     /// The title of its diff: `transformers: LlamaRotaryEmbedding.forward ->
     /// patched_LlamaRotaryEmbedding.forward`.
@@ -410,17 +423,7 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
                 PatchFamily::Custom | PatchFamily::Rewrite => false,
             };
             if on {
-                applied.push((
-                    AppliedPatch {
-                        family: e.family,
-                        target: e.target.to_owned(),
-                        name: e.name.to_owned(),
-                        doc: e.doc.to_owned(),
-                        target_source: e.target_source.to_owned(),
-                        patch_source: e.patch_source.to_owned(),
-                    },
-                    Arc::new(StaticFn(e.func)),
-                ));
+                applied.push((AppliedPatch::from(e), Arc::new(StaticFn(e.func))));
             }
         }
         for c in &options.custom_patches {

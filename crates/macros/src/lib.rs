@@ -54,6 +54,13 @@ fn error(span: Span, message: &str) -> TokenStream {
     syn::Error::new(span, message).to_compile_error().into()
 }
 
+/// The function and its plain arguments (see [`plain_args`]).
+fn parse_fn(item: TokenStream) -> Result<(ItemFn, Vec<(syn::Ident, Type)>), syn::Error> {
+    let f: ItemFn = syn::parse(item)?;
+    let args = plain_args(&f)?;
+    Ok((f, args))
+}
+
 /// The argument names and types of a signature (the receiver excluded), or an error.
 fn plain_args(f: &ItemFn) -> Result<Vec<(syn::Ident, Type)>, syn::Error> {
     if !f.sig.generics.params.is_empty() {
@@ -92,12 +99,8 @@ pub fn patchable(attr: TokenStream, item: TokenStream) -> TokenStream {
         return error(Span::call_site(), "#[patchable] takes no arguments");
     }
     let source = source_text(&item);
-    let f: ItemFn = match syn::parse(item) {
-        Ok(f) => f,
-        Err(e) => return e.to_compile_error().into(),
-    };
-    let args = match plain_args(&f) {
-        Ok(a) => a,
+    let (f, args) = match parse_fn(item) {
+        Ok(x) => x,
         Err(e) => return e.to_compile_error().into(),
     };
     let name = &f.sig.ident;
@@ -206,12 +209,8 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
             );
         }
     };
-    let f: ItemFn = match syn::parse(item) {
-        Ok(f) => f,
-        Err(e) => return e.to_compile_error().into(),
-    };
-    let args = match plain_args(&f) {
-        Ok(a) => a,
+    let (f, args) = match parse_fn(item) {
+        Ok(x) => x,
         Err(e) => return e.to_compile_error().into(),
     };
     let types: Vec<&Type> = args.iter().map(|(_, t)| t).collect();
