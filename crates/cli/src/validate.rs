@@ -38,8 +38,8 @@ use onnx_diagnostic_transformers::{
         qwen2::Qwen2ForCausalLM,
     },
     tasks::{
-        DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs,
-        text_generation_prompt,
+        DecoderDims, INPUT_SETS, input_sets, text_generation_dynamic_shapes,
+        text_generation_inputs, text_generation_prompt,
     },
     weights::Weights,
 };
@@ -93,6 +93,10 @@ pub(crate) struct ValidateArgs {
     /// Report failing steps as ERR_* keys instead of stopping.
     #[arg(short, long)]
     quiet: bool,
+    /// The increment of the second input set over the first (batch, sequence and cache each
+    /// this much larger); 0 validates on `inputs` alone.
+    #[arg(long, default_value_t = 1)]
+    inputs2: i64,
     /// Model options: `KEY=VALUE` overriding the config (`num_hidden_layers=2`); the value is
     /// read as JSON when it parses (numbers, booleans, null), else as a string.
     #[arg(long = "mop", value_name = "KEY=VALUE")]
@@ -390,7 +394,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     s.s("model_task", "text-generation");
     let (model, dims) = load_model(id, &a.mop, &mut s)?;
     let model = model.as_ref();
-    let sets: Vec<(&str, Vec<(String, Value)>)> = INPUT_SETS
+    let sets: Vec<(&str, Vec<(String, Value)>)> = input_sets(a.inputs2)
         .iter()
         .map(|(name, (b, q, c))| {
             tch::manual_seed(0);

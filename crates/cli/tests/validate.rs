@@ -248,3 +248,28 @@ fn the_dynamic_rope_validates_with_the_patches_only() {
         "{err}"
     );
 }
+
+/// `--inputs2 N` grows the second set by N in batch, sequence and cache; 0 keeps `inputs` only.
+#[test]
+fn the_second_input_set_follows_inputs2() {
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--inputs2".as_ref(),
+        "3".as_ref(),
+    ]);
+    // inputs2 is batch 5, sequence 6, cache 33: logits 5*6*32000, cache 2 * 5*1*39*96.
+    let n: f64 = s["disc_onnx_ort_run22_n"].parse().unwrap();
+    assert_eq!(n, (5 * 6 * 32000 + 2 * 5 * 39 * 96) as f64);
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--inputs2".as_ref(),
+        "0".as_ref(),
+    ]);
+    assert!(s.contains_key("disc_onnx_ort_run_abs"));
+    assert!(
+        !s.keys().any(|k| k.starts_with("disc_onnx_ort_run2")),
+        "{s:?}"
+    );
+}

@@ -54,6 +54,22 @@ pub fn text_generation_prompt(d: &DecoderDims) -> Vec<(String, Value)> {
     )]
 }
 
+/// The input sets with the second one grown by `increment` (the Python validate's
+/// `--inputs2 N`: `inputs2` is `inputs` with batch, sequence and cache each `N` larger); with
+/// 0, `inputs` alone.
+pub fn input_sets(increment: i64) -> Vec<(&'static str, (i64, i64, i64))> {
+    if increment <= 0 {
+        return INPUT_SETS[..1].to_vec();
+    }
+    INPUT_SETS
+        .iter()
+        .map(|(name, (b, s, c))| match *name {
+            "inputs2" => (*name, (2 + increment, 3 + increment, 30 + increment)),
+            _ => (*name, (*b, *s, *c)),
+        })
+        .collect()
+}
+
 /// Keyword inputs `input_ids`, `attention_mask`, `past_key_values` of the given sizes, drawn
 /// from libtorch's generator.
 pub fn text_generation_inputs(
