@@ -371,12 +371,7 @@ pub fn check(condition: &Tensor, message: &str) -> Result<()> {
             ),
         ));
     }
-    let holds = condition
-        .as_tch()
-        .f_all()
-        .and_then(|x| x.f_int64_value(&[]))
-        .map_err(|e| cf_error("check", location, e.to_string()))?
-        != 0;
+    let holds = ops::all_true(condition.as_tch()).map_err(|e| cf_error("check", location, e))?;
     if !holds {
         return Err(Error::CheckFailed {
             message: message.to_owned(),
@@ -720,11 +715,7 @@ pub(crate) fn eval_cond(
         .copied()
         .flatten()
         .ok_or_else(|| err("no predicate".to_owned()))?;
-    let taken = pred
-        .f_all()
-        .and_then(|x| x.f_int64_value(&[]))
-        .map_err(|e| err(e.to_string()))?
-        != 0;
+    let taken = ops::all_true(pred).map_err(err)?;
     let g = subgraph(node, if taken { 0 } else { 1 })?;
     eval_graph(g, owned_inputs(node, &inputs[1..])?, bindings)
 }
@@ -748,7 +739,13 @@ pub(crate) fn eval_scan(
     let tensors = owned_inputs(node, inputs)?;
     let (init, rest) = tensors.split_at(n_init);
     let (xs, captures) = rest.split_at(n_xs);
-    let len = xs.first().map_or(0, |x| x.size()[0]);
+    let len = match xs.first().map(tch::Tensor::size) {
+        Some(size) => size
+            .first()
+            .copied()
+            .ok_or_else(|| err("xs[0] is a scalar".to_owned()))?,
+        None => 0,
+    };
     let mut carries: Vec<tch::Tensor> = init.iter().map(tch::Tensor::shallow_clone).collect();
     let mut steps: Vec<Vec<tch::Tensor>> = Vec::new();
     for i in 0..len {

@@ -202,6 +202,26 @@ pub fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
+/// The element type of torch's name (`float32`), the inverse of [`kind_name`].
+pub fn kind_from_name(name: &str) -> Option<Kind> {
+    [
+        Kind::Uint8,
+        Kind::Int8,
+        Kind::Int16,
+        Kind::Int,
+        Kind::Int64,
+        Kind::Half,
+        Kind::Float,
+        Kind::Double,
+        Kind::Bool,
+        Kind::BFloat16,
+        Kind::ComplexFloat,
+        Kind::ComplexDouble,
+    ]
+    .into_iter()
+    .find(|k| kind_name(*k) == name)
+}
+
 /// torch's short name of an element type in printed shapes (`f32`, `i64`, `b8`).
 pub fn kind_short(kind: Kind) -> &'static str {
     match kind {

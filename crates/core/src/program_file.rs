@@ -22,7 +22,9 @@ use tch::Kind;
 use crate::{
     context::Guard,
     error::{Error, Loc, Result},
-    graph::{Attr, Graph, InputKind, Node, SubGraph, ValueId, ValueInfo, kind_name},
+    graph::{
+        Attr, Graph, InputKind, Node, SubGraph, ValueId, ValueInfo, kind_from_name, kind_name,
+    },
     ops::{Rel, op_by_name},
     program::{ExportedProgram, SymbolInfo, UserInput},
     pytree::TreeSpec,
@@ -172,21 +174,7 @@ fn loc_from(l: LocDto) -> Loc {
 }
 
 fn kind_parse(name: &str) -> Result<Kind> {
-    Ok(match name {
-        "uint8" => Kind::Uint8,
-        "int8" => Kind::Int8,
-        "int16" => Kind::Int16,
-        "int32" => Kind::Int,
-        "int64" => Kind::Int64,
-        "float16" => Kind::Half,
-        "float32" => Kind::Float,
-        "float64" => Kind::Double,
-        "bool" => Kind::Bool,
-        "bfloat16" => Kind::BFloat16,
-        "complex64" => Kind::ComplexFloat,
-        "complex128" => Kind::ComplexDouble,
-        other => return Err(bad(format!("unknown element type {other:?}"))),
-    })
+    kind_from_name(name).ok_or_else(|| bad(format!("unknown element type {name:?}")))
 }
 
 fn bad(reason: String) -> Error {

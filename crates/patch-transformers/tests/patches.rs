@@ -98,7 +98,6 @@ fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
         let eager = model
             .forward(&Inputs::bind_for(&model, &[], set).unwrap())
             .unwrap_or_else(|e| panic!("{e}"));
-        let _s = onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
         let d = max_diff(&eager, got);
         assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{d:?}");
     }

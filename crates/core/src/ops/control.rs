@@ -21,6 +21,14 @@ fn higher_order_shape(
 op!(COND = "higher_order.cond", higher_order, higher_order_shape);
 op!(SCAN = "higher_order.scan", higher_order, higher_order_shape);
 
+/// Whether every element of a boolean tensor is true (the truth of a predicate or a check).
+pub(crate) fn all_true(t: &tch::Tensor) -> Result<bool, String> {
+    t.f_all()
+        .and_then(|x| x.f_int64_value(&[]))
+        .map(|v| v != 0)
+        .map_err(super::err)
+}
+
 /// `aten._assert_async.msg(cond, message)`: fails with the message when `cond` is false.
 fn assert_kernel(i: &[Option<&tch::Tensor>], a: &[Attr]) -> Result<Vec<tch::Tensor>, String> {
     let c = i
@@ -28,11 +36,7 @@ fn assert_kernel(i: &[Option<&tch::Tensor>], a: &[Attr]) -> Result<Vec<tch::Tens
         .copied()
         .flatten()
         .ok_or("assert without a condition")?;
-    let holds = c
-        .f_all()
-        .and_then(|x| x.f_int64_value(&[]))
-        .map_err(super::err)?;
-    if holds == 0 {
+    if !all_true(c)? {
         let msg = match a.first() {
             Some(Attr::Text(m)) => m.clone(),
             _ => "assertion failed".to_owned(),

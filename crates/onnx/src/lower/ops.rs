@@ -76,6 +76,18 @@ impl Ctx<'_> {
         Ok(self.info(i)?.shape.clone())
     }
 
+    /// The ONNX names of the inputs from `from` on.
+    fn inputs_from(&self, from: usize) -> Result<Vec<String>, LowerError> {
+        (from..self.node.inputs.len())
+            .map(|i| self.input(i))
+            .collect()
+    }
+
+    /// The ONNX names of every output.
+    fn outs(&self) -> Result<Vec<String>, LowerError> {
+        (0..self.node.outputs.len()).map(|i| self.out(i)).collect()
+    }
+
     fn out(&self, i: usize) -> Result<String, LowerError> {
         self.node
             .outputs
@@ -520,9 +532,7 @@ fn split_with_sizes(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let sizes = c.syms(0)?;
     let split = c.b.shape(&sizes)?;
     let x = c.input(0)?;
-    let outs = (0..c.node.outputs.len())
-        .map(|i| c.out(i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let outs = c.outs()?;
     c.b.emit("Split", &[&x, &split], &outs, vec![("axis", A::Int(axis))]);
     Ok(())
 }
@@ -1166,9 +1176,7 @@ fn subgraph<'a>(c: &Ctx<'a>, k: usize) -> Result<&'a SubGraph, LowerError> {
 fn cond(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let (t, e) = (subgraph(c, 0)?, subgraph(c, 1)?);
     let pred = c.input(0)?;
-    let inputs = (1..c.node.inputs.len())
-        .map(|i| c.input(i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = c.inputs_from(1)?;
     let then_g = super::lower_subgraph(
         c.b,
         &t.name,
@@ -1187,9 +1195,7 @@ fn cond(c: &mut Ctx<'_>) -> Result<(), LowerError> {
         &mut |_| Ok(()),
         Vec::new(),
     )?;
-    let outs = (0..c.node.outputs.len())
-        .map(|i| c.out(i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let outs = c.outs()?;
     c.b.emit(
         "If",
         &[&pred],
@@ -1219,9 +1225,7 @@ fn scan(c: &mut Ctx<'_>) -> Result<(), LowerError> {
         .ok_or_else(|| c.fail("the scanned tensor is a scalar"))?;
     let trip = c.b.sym_scalar(&len)?;
     let keep_going = c.b.constant(&tch::Tensor::from(true), "const_true")?;
-    let all = (0..c.node.inputs.len())
-        .map(|i| c.input(i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let all = c.inputs_from(0)?;
     let g = &body.graph;
     let iter = c.b.fresh(&format!("{}_iter", body.name));
     let cond_in = c.b.fresh(&format!("{}_cond_in", body.name));
@@ -1282,9 +1286,7 @@ fn scan(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     )?;
     let mut inputs: Vec<&str> = vec![&trip, &keep_going];
     inputs.extend(all[..n_init].iter().map(String::as_str));
-    let outs = (0..c.node.outputs.len())
-        .map(|i| c.out(i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let outs = c.outs()?;
     c.b.emit(
         "Loop",
         &inputs,
