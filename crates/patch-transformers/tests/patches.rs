@@ -19,10 +19,12 @@ use onnx_diagnostic_transformers::{
 
 /// A tiny Llama with the `dynamic` rope: beyond 8 positions the base grows with the length.
 fn dynamic_llama() -> LlamaForCausalLM {
+    // Both crates the guard draws on are linked (their link-time entries are kept).
     assert_eq!(
         onnx_diagnostic_patch_transformers::patches(),
         ["patched_LlamaRotaryEmbedding.forward"]
     );
+    assert!(onnx_diagnostic_serialization::supported_classes().contains(&"DynamicCache"));
     let cfg = Config::from_json(
         r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":64,
         "hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,
