@@ -86,6 +86,7 @@ fn main() -> ExitCode {
 fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
     use onnx_diagnostic_core::patches::{AppliedPatch, DiffFormat, registered_patches};
     // Keep the patch crates' registrations linked.
+    let _ = onnx_diagnostic_patch_torch::patches();
     let _ = onnx_diagnostic_patch_transformers::patches();
     let entries: Vec<_> = registered_patches()
         .into_iter()
@@ -97,10 +98,11 @@ fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
             "markdown" => DiffFormat::Markdown,
             _ => DiffFormat::Raw,
         };
-        for e in entries {
-            println!("{}\n", AppliedPatch::from(e).format_diff(format));
-        }
-        return Ok(());
+        let text: String = entries
+            .into_iter()
+            .map(|e| format!("{}\n\n", AppliedPatch::from(e).format_diff(format)))
+            .collect();
+        return emit(&text);
     }
     let mut classes: Vec<(String, Vec<String>)> = Vec::new();
     for e in entries {
@@ -110,10 +112,32 @@ fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
             None => classes.push((class.to_owned(), vec![method.to_owned()])),
         }
     }
+    let mut text = String::new();
     for (class, methods) in classes {
-        println!("{class}: {}", methods.join(", "));
+        if methods == [""] {
+            // A free function (`infer_size`).
+            text.push_str(&format!("{class}\n"));
+            continue;
+        }
+        text.push_str(&format!("{class}: {}\n", methods.join(", ")));
+        // The architectures sharing the struct share its patch, listed under their names as
+        // the seeds list them.
+        for (alias, shared) in onnx_diagnostic_patch_transformers::shared_classes() {
+            if *shared == class {
+                text.push_str(&format!("{alias}: {}\n", methods.join(", ")));
+            }
+        }
     }
-    Ok(())
+    emit(&text)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 fn doctor() -> Result<()> {

@@ -49,10 +49,19 @@ fn patches_are_listed_and_diffed() {
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap()
     };
-    assert!(
-        run(&[])
-            .lines()
-            .any(|l| l == "LlamaRotaryEmbedding: forward")
+    let listed = run(&[]);
+    for line in [
+        "LlamaRotaryEmbedding: forward",
+        "MistralRotaryEmbedding: forward",
+        "GemmaRotaryEmbedding: forward",
+        "ShapeEnv: log_guard",
+        "infer_size",
+    ] {
+        assert!(listed.lines().any(|l| l == line), "{line}: {listed}");
+    }
+    assert_eq!(
+        run(&["--family", "torch"]),
+        "ShapeEnv: log_guard\ninfer_size\nproduce_guards_and_solve_constraints\n"
     );
     assert!(run(&["--family", "diffusers"]).trim().is_empty());
     let diff = run(&["--diff"]);
@@ -63,6 +72,7 @@ fn patches_are_listed_and_diffed() {
         "{diff}"
     );
     assert!(diff.contains("\n-    let inv_freq = self.frequencies(position_ids)?;"));
-    assert!(diff.contains("\n+    let inv_freq = grown.where_cond("));
+    assert!(diff.contains("\n+    let inv_freq = onnx_diagnostic_core::cond("));
+    assert!(diff.contains("torch: infer_size -> patched_infer_size\n--- original\n"));
     assert!(run(&["--diff", "--format", "rst"]).contains(".. code-block:: diff"));
 }

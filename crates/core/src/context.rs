@@ -88,7 +88,7 @@ pub(crate) struct Recorder {
     /// Lifted tensors: (placeholder kind, tensor), in lifting order.
     pub(crate) captured: Vec<(InputKind, tch::Tensor)>,
     pub(crate) guards: Vec<Guard>,
-    pub(crate) stop_if_static: u8,
+    pub(crate) shape_env: crate::shape_env::ShapeEnv,
     pub(crate) scope: Vec<String>,
     n_constants: usize,
 }
@@ -142,7 +142,7 @@ pub(crate) fn start(
             lifted: HashMap::new(),
             captured: Vec::new(),
             guards: Vec::new(),
-            stop_if_static,
+            shape_env: crate::shape_env::ShapeEnv { stop_if_static },
             scope: Vec::new(),
             n_constants: 0,
             captures: Vec::new(),
@@ -332,8 +332,8 @@ impl Recorder {
         traced
     }
 
-    /// Records a guard; with `stop_if_static >= 1`, a guard fixing a symbolic expression to a
-    /// constant is an error.
+    /// Records a guard, after the patchable [`ShapeEnv::log_guard`](crate::shape_env::ShapeEnv)
+    /// accepted it (crates/patch-torch's `stop_if_static` refuses some).
     pub(crate) fn add_guard(&mut self, a: Assumption, location: Loc) -> Result<()> {
         let guard = Guard {
             lhs: a.lhs,
@@ -342,24 +342,11 @@ impl Recorder {
             location,
             reason: a.reason,
         };
-        if guard.rel == Rel::Eq && self.stop_if_static >= 1 {
-            let fixed = match (guard.lhs.as_const(), guard.rhs.as_const()) {
-                (None, Some(c)) => Some((&guard.lhs, c)),
-                (Some(c), None) => Some((&guard.rhs, c)),
-                _ => None,
-            };
-            if let Some((expr, value)) = fixed {
-                return Err(Error::Specialized {
-                    symbol: expr.to_string(),
-                    value,
-                    location,
-                    reason: guard.reason,
-                });
-            }
+        if self.guards.contains(&guard) {
+            return Ok(());
         }
-        if !self.guards.contains(&guard) {
-            self.guards.push(guard);
-        }
+        self.shape_env.log_guard(&guard)?;
+        self.guards.push(guard);
         Ok(())
     }
 
@@ -450,8 +437,9 @@ impl Drop for ScopeGuard {
 
 impl SymInt {
     /// The value as a plain integer. For a symbolic size this *specialises* the graph to the
-    /// example value: a guard `expr == value` is recorded, and with `stop_if_static >= 1` it is
-    /// an error naming the symbol, the value and the caller's location.
+    /// example value: a guard `expr == value` is recorded; with crates/patch-torch's
+    /// `stop_if_static >= 1` it is an error naming the symbol, the value and the caller's
+    /// location.
     ///
     /// # Errors
     /// [`Error::Specialized`] as said above.
@@ -477,7 +465,7 @@ impl SymInt {
     /// checked by `ExportedProgram::run`.
     ///
     /// # Errors
-    /// None today; the `Result` leaves room for a stricter `stop_if_static` level.
+    /// [`Error::StopIfStatic`] with crates/patch-torch's `stop_if_static >= 2`.
     #[track_caller]
     pub fn compare(&self, rel: Rel, other: impl Into<SymInt>) -> Result<bool> {
         let other = other.into();
@@ -493,18 +481,14 @@ impl SymInt {
             reason: "model code compared dynamic sizes (SymInt::compare)".to_owned(),
         };
         with_recorder(|r| {
-            if !r.guards.iter().any(|g| {
+            if r.guards.iter().any(|g| {
                 g.lhs == assumption.lhs && g.rel == assumption.rel && g.rhs == assumption.rhs
             }) {
-                r.guards.push(Guard {
-                    lhs: assumption.lhs,
-                    rel: assumption.rel,
-                    rhs: assumption.rhs,
-                    location,
-                    reason: assumption.reason,
-                });
+                return Ok(());
             }
-        });
+            r.add_guard(assumption, location)
+        })
+        .transpose()?;
         Ok(holds)
     }
 }

@@ -58,7 +58,7 @@ pub enum Error {
         /// Where the model code called it.
         location: Loc,
     },
-    /// A dynamic dimension was turned into a plain integer while `stop_if_static` is on.
+    /// A dynamic dimension was made static while `stop_if_static` is on (crates/patch-torch).
     #[error(
         "dynamic dimension {symbol} was specialised to {value} at {location}: {reason}; \
          keep it a SymInt (use the size in tensor ops), or declare the dimension static \
@@ -73,6 +73,36 @@ pub enum Error {
         location: Loc,
         /// What turned it into an integer.
         reason: String,
+    },
+    /// With `stop_if_static = 2` (crates/patch-torch): the model made the graph depend on a
+    /// relation between dynamic dimensions.
+    #[error(
+        "stop_if_static=2: the graph now depends on {guard} at {location}: {reason}; keep the \
+         sizes independent (compute with SymInt, or express a branch with core::cond), or \
+         lower stop_if_static to accept the guard (it is then checked by ExportedProgram::run)"
+    )]
+    StopIfStatic {
+        /// The guard (`s0 == s1`, `seq_length > 4`).
+        guard: String,
+        /// Where the model code did it.
+        location: Loc,
+        /// Why it was recorded.
+        reason: String,
+    },
+    /// torch's "Constraints violated": dimensions declared dynamic that the model made
+    /// constant, or named dimensions it made equal.
+    #[error(
+        "constraints violated ({dims}):{details}\nthe model does not keep these dimensions as \
+         declared: declare them Dim::STATIC, use one Dim for sizes that are always equal, change \
+         the model code at the locations given, or export inside \
+         torch_export_patches(PatchOptions {{ catch_constraints: true, .. }}) to go on with them \
+         static or tied"
+    )]
+    ConstraintViolation {
+        /// The dimensions, comma-separated.
+        dims: String,
+        /// One line a violation: what each became, the guard, where and why.
+        details: String,
     },
     /// Model code read the data of a tensor during an export.
     #[error(

@@ -38,7 +38,8 @@ pub enum Dim {
     },
     /// Dynamic if the model allows it; a specialisation by the model is accepted silently.
     Auto,
-    /// Dynamic; a specialisation by the model is recorded (an error with `stop_if_static`).
+    /// Dynamic: a specialisation by the model to a constant fails the export (torch's
+    /// "Constraints violated"; see `shape_env::produce_guards_and_solve_constraints`).
     Dynamic,
     /// Static: the example size.
     Static,
@@ -104,7 +105,11 @@ pub struct DynamicShapes {
 /// Options of [`export`].
 #[derive(Clone, Debug, Default)]
 pub struct ExportOptions {
-    /// 0: specialisations of dynamic dims are recorded as guards; 1 or more: they are errors.
+    /// The `stop_if_static` level handed to [`ShapeEnv::log_guard`](crate::ShapeEnv): 0, the
+    /// model's guards are recorded; 1, making a dynamic dimension static is an error; 2, also
+    /// tying dynamic dimensions together. Levels 1 and 2 are torch patches: the export must run
+    /// inside `torch_export_patches(PatchOptions { patch_torch: true, stop_if_static, .. })`
+    /// with crates/patch-torch linked (else [`Error::Patch`] says so).
     pub stop_if_static: u8,
 }
 
@@ -285,6 +290,8 @@ pub(crate) fn bind<T: Clone>(
 struct SymbolTable {
     infos: Vec<SymbolInfo>,
     auto_count: usize,
+    /// The dimensions declared dynamic: `true` for a named one, `false` for `Dim::DYNAMIC`.
+    declared: HashMap<String, bool>,
 }
 
 impl SymbolTable {
@@ -314,6 +321,9 @@ impl SymbolTable {
                     source,
                     auto: matches!(dim, Dim::Auto),
                 });
+                if matches!(dim, Dim::Dynamic) {
+                    self.declared.insert(name.clone(), false);
+                }
                 Ok(Some(SymExpr::symbol(&name)))
             }
             Dim::Named { name, min, max } => {
@@ -338,6 +348,7 @@ impl SymbolTable {
                         });
                     }
                 } else {
+                    self.declared.insert(name.clone(), true);
                     self.infos.push(SymbolInfo {
                         name: name.clone(),
                         min: lo,
@@ -589,6 +600,7 @@ pub fn export(
     let mut symbols = SymbolTable {
         infos: Vec::new(),
         auto_count: 0,
+        declared: HashMap::new(),
     };
     let mut placeholders = Vec::new();
     for (name, value) in &bound {
@@ -603,7 +615,19 @@ pub fn export(
     for (n, t) in module.named_buffers() {
         known.push((n.clone(), InputKind::Buffer(n), t.t.shallow_clone()));
     }
-    let _recording = context::start(options.stop_if_static, known)?;
+    let stop_if_static = options.stop_if_static.max(crate::patches::stop_if_static());
+    if stop_if_static > 0 && !crate::patches::is_patched(crate::shape_env::LOG_GUARD_TARGET) {
+        return Err(Error::Patch {
+            patch: "patched_ShapeEnv.log_guard".to_owned(),
+            reason: format!(
+                "stop_if_static={} is a torch patch: export inside \
+                 torch_export_patches(PatchOptions {{ patch_torch: true, stop_if_static: {}, .. }}) \
+                 and link crates/patch-torch (call onnx_diagnostic_patch_torch::patches() once)",
+                stop_if_static, stop_if_static
+            ),
+        });
+    }
+    let _recording = context::start(stop_if_static, known)?;
 
     // User inputs.
     let mut user_inputs = Vec::new();
@@ -677,11 +701,13 @@ pub fn export(
             }
         }
     }
-    unify_symbols(
+    let replaced = unify_symbols(
         &mut recorder.graph,
         &mut symbols.infos,
         &mut recorder.guards,
     );
+    let violations = constraint_violations(&replaced, &symbols.declared);
+    crate::shape_env::produce_guards_and_solve_constraints(&violations)?;
     // torch's placeholder order: parameters, buffers, constants, user inputs.
     let rank = |k: &InputKind| match k {
         InputKind::Parameter(_) => 0,
@@ -722,12 +748,14 @@ pub(crate) type Bindings = HashMap<Arc<str>, i64>;
 /// Applies the equalities the model established (`s2 == s1` from broadcasting, `s0 == 4` from
 /// a specialisation) as torch does: the later symbol is replaced by the earlier one (or by the
 /// constant) everywhere, its range is merged, and the guard that said so is dropped since the
-/// graph now encodes it (`run` checks that inputs agree).
+/// graph now encodes it (`run` checks that inputs agree). Returns each replaced symbol with
+/// what it finally became and the guard that replaced it.
 fn unify_symbols(
     graph: &mut crate::graph::Graph,
     symbols: &mut Vec<SymbolInfo>,
     guards: &mut Vec<Guard>,
-) {
+) -> Vec<(SymbolInfo, SymExpr, Guard)> {
+    let mut why: Vec<(String, Guard)> = Vec::new();
     let order = |name: &str, symbols: &[SymbolInfo]| {
         symbols
             .iter()
@@ -776,6 +804,7 @@ fn unify_symbols(
                 *v = v.substitute(&HashMap::from([(Arc::from(from.as_str()), to.clone())]));
             }
             map.insert(Arc::from(from.as_str()), to);
+            why.push((from, g.clone()));
             changed = true;
         }
         if !changed {
@@ -783,8 +812,16 @@ fn unify_symbols(
         }
     }
     if map.is_empty() {
-        return;
+        return Vec::new();
     }
+    let replaced = why
+        .into_iter()
+        .filter_map(|(from, g)| {
+            let info = symbols.iter().find(|s| s.name == from)?.clone();
+            let to = map.get(from.as_str())?.clone();
+            Some((info, to, g))
+        })
+        .collect();
     let sub = |s: &SymInt| SymInt::symbolic(s.expr().substitute(&map), s.hint());
     for v in &mut graph.values {
         for d in &mut v.shape {
@@ -808,4 +845,36 @@ fn unify_symbols(
     }
     *guards = kept;
     symbols.retain(|s| !map.contains_key(s.name.as_str()));
+    replaced
+}
+
+/// The declared dynamic dimensions the model did not keep (torch's constraint violations): a
+/// named or `Dim::DYNAMIC` dimension that became a constant, a named one that became an
+/// expression of another named one.
+fn constraint_violations(
+    replaced: &[(SymbolInfo, SymExpr, Guard)],
+    declared: &HashMap<String, bool>,
+) -> Vec<crate::shape_env::ConstraintViolation> {
+    replaced
+        .iter()
+        .filter(|(info, to, _)| match declared.get(&info.name) {
+            None => false,
+            Some(_) if to.as_const().is_some() => true,
+            Some(named) => {
+                *named
+                    && to
+                        .symbols()
+                        .iter()
+                        .any(|s| declared.get(&**s) == Some(&true))
+            }
+        })
+        .map(|(info, to, g)| crate::shape_env::ConstraintViolation {
+            dim: info.name.clone(),
+            source: info.source.clone(),
+            became: to.clone(),
+            guard: g.to_string(),
+            location: g.location,
+            reason: g.reason.clone(),
+        })
+        .collect()
 }

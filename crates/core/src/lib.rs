@@ -9,6 +9,9 @@
 //!   inputs and to find dynamic shapes from several input sets.
 //! - [`ops`]: the op table (name, eager kernel, shape rule), one registration per op.
 
+// `#[patchable]` (crates/macros) names this crate by its path, also inside it.
+extern crate self as onnx_diagnostic_core;
+
 pub mod context;
 pub mod control_flow;
 pub mod error;
@@ -22,6 +25,7 @@ pub mod program;
 mod program_file;
 pub mod pytree;
 pub mod serialization;
+pub mod shape_env;
 pub mod sym;
 pub mod tensor;
 
@@ -32,7 +36,7 @@ pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, FnModule, Inputs, M
 pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};
 pub use helpers::{StringTypeOptions, string_dynamic_shapes, string_type};
 pub use model_inputs::ModelInputs;
-pub use ops::{OpDef, Rel};
+pub use ops::{Assumption, OpDef, Rel};
 pub use patches::{
     CustomPatch, DiffFormat, PatchDetails, PatchGuard, PatchOptions, torch_export_patches,
 };
@@ -42,5 +46,6 @@ pub use serialization::{
     Family, SerializationGuard, Serializer, register_cache_serialization,
     register_class_serialization, serialization_functions, unregister_class_serialization,
 };
+pub use shape_env::{Broadcast, ConstraintViolation, ShapeEnv};
 pub use sym::{Atom, SymExpr, SymInt};
 pub use tensor::{IntoSizes, Scalar, Tensor};

@@ -49,6 +49,9 @@ pub struct PatchEntry {
     pub target_source: &'static str,
     /// The patch, a function pointer with the target's signature.
     pub func: &'static (dyn Any + Sync),
+    /// The option of [`PatchOptions`] that must also be on for the guard to apply it
+    /// (`catch_constraints`, `stop_if_static`), besides its family's.
+    pub when: Option<&'static str>,
 }
 
 inventory::collect!(PatchEntry);
@@ -107,6 +110,25 @@ thread_local! {
     static N_ACTIVE: Cell<usize> = const { Cell::new(0) };
     static RUNNING: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
     static NEXT_GUARD: Cell<u64> = const { Cell::new(1) };
+    /// The `verbose` and `stop_if_static` options of each live guard, innermost last.
+    static VERBOSE: RefCell<Vec<(u64, u8, u8)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether a patch of `target` (`Type.method`, or a function's name) is active in this thread.
+pub fn is_patched(target: &str) -> bool {
+    any_active() && ACTIVE.with(|a| a.borrow().iter().any(|p| &*p.target == target))
+}
+
+/// The `verbose` option of the innermost live guard of this thread (0 without one): what a
+/// patch reads to decide whether to print.
+pub fn verbosity() -> u8 {
+    VERBOSE.with(|v| v.borrow().last().map_or(0, |(_, level, _)| *level))
+}
+
+/// The `stop_if_static` option of the innermost live guard of this thread (0 without one):
+/// `export` runs with the larger of it and its own option.
+pub fn stop_if_static() -> u8 {
+    VERBOSE.with(|v| v.borrow().last().map_or(0, |(_, _, level)| *level))
 }
 
 /// Whether any patch is active in this thread (the fast path of `#[patchable]`).
@@ -387,6 +409,7 @@ impl Drop for PatchGuard {
             before - a.len()
         });
         N_ACTIVE.with(|n| n.set(n.get().saturating_sub(removed)));
+        VERBOSE.with(|v| v.borrow_mut().retain(|(g, _, _)| *g != id));
         if self.options.verbose > 0 {
             for p in self.details.patched.iter().rev() {
                 println!("[torch_export_patches] remove {}", p.name);
@@ -422,7 +445,21 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
                 PatchFamily::Diffusers => options.patch_diffusers,
                 PatchFamily::Custom | PatchFamily::Rewrite => false,
             };
-            if on {
+            let wanted = match e.when {
+                None => true,
+                Some("catch_constraints") => options.catch_constraints,
+                Some("stop_if_static") => options.stop_if_static > 0,
+                Some(other) => {
+                    return Err(Error::Patch {
+                        patch: e.name.to_owned(),
+                        reason: format!(
+                            "`when = {other:?}` is not an option of torch_export_patches \
+                             (catch_constraints, stop_if_static)"
+                        ),
+                    });
+                }
+            };
+            if on && wanted {
                 applied.push((AppliedPatch::from(e), Arc::new(StaticFn(e.func))));
             }
         }
@@ -481,6 +518,10 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
         }
     });
     N_ACTIVE.with(|n| n.set(n.get() + applied.len()));
+    VERBOSE.with(|v| {
+        v.borrow_mut()
+            .push((id, options.verbose, options.stop_if_static));
+    });
     Ok(PatchGuard {
         id,
         details: PatchDetails {

@@ -120,7 +120,7 @@ fn toy_transformer_matches_eager_on_other_shapes() {
         &[x.into()],
         &[],
         Some(&ds),
-        &ExportOptions { stop_if_static: 1 },
+        &ExportOptions::default(),
     )
     .unwrap();
     let text = ep.to_string();
@@ -162,40 +162,60 @@ fn specializes() -> impl Module {
 }
 
 #[test]
-fn specialisation_is_an_error_with_stop_if_static() {
+fn specialising_a_declared_dimension_violates_its_constraint() {
     let x = randn(&[3, 4]);
     let ds = DynamicShapes {
         args: vec![DynSpec::dims([(0, Dim::new("batch"))])],
         kwargs: Vec::new(),
     };
+    // torch's behaviour: the declared dimension became a constant, the export fails and
+    // says where.
     let err = export(
         &specializes(),
         &[x.clone().into()],
         &[],
         Some(&ds),
-        &ExportOptions { stop_if_static: 1 },
+        &ExportOptions::default(),
     )
     .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, Error::Specialized { value: 3, .. }), "{msg}");
+    assert!(matches!(err, Error::ConstraintViolation { .. }), "{msg}");
     assert!(
-        msg.contains("dynamic dimension batch was specialised to 3"),
+        msg.contains("constraints violated (batch)")
+            && msg.contains("batch = x.shape[0] was inferred to be a constant (3)")
+            && msg.contains("tests/export.rs:")
+            && msg.contains("catch_constraints"),
         "{msg}"
     );
-    assert!(msg.contains("tests/export.rs:"), "{msg}");
-
-    // Without stop_if_static the graph is specialised: batch becomes 3 and run checks it.
+    // With Dim::AUTO the specialisation is accepted: the graph is static and run checks it.
+    let auto = DynamicShapes {
+        args: vec![DynSpec::dims([(0, Dim::AUTO)])],
+        kwargs: Vec::new(),
+    };
     let ep = export(
         &specializes(),
-        &[x.into()],
+        &[x.clone().into()],
         &[],
-        Some(&ds),
+        Some(&auto),
         &ExportOptions::default(),
     )
     .unwrap();
     assert!(ep.to_string().contains(r#"x: "f32[3, 4]""#), "{ep}");
     let err = ep.run(&[randn(&[5, 4]).into()], &[]).unwrap_err();
     assert!(err.to_string().contains("static size 3"), "{err}");
+    // stop_if_static is a torch patch: asked for without it, the export says how to get it.
+    let err = export(
+        &specializes(),
+        &[x.into()],
+        &[],
+        Some(&ds),
+        &ExportOptions { stop_if_static: 1 },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Patch { .. }) && err.to_string().contains("patch_torch: true"),
+        "{err}"
+    );
 }
 
 fn reads_data() -> impl Module {
@@ -354,7 +374,7 @@ fn batch_and_sequence_of_one_stay_dynamic() {
         &[randn(&[1, 1, 8]).into()],
         &[],
         Some(&ds),
-        &ExportOptions { stop_if_static: 1 },
+        &ExportOptions::default(),
     )
     .unwrap();
     assert!(ep.to_string().contains(r#"x: "f32[s0, s1, 8]""#), "{ep}");

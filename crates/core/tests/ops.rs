@@ -28,14 +28,8 @@ fn check(case: Case) -> ExportedProgram {
     let m = case.module.as_ref();
     let ds = dynamic_shapes(case.example.len(), &case.dims);
     let args: Vec<Value> = case.example.into_iter().map(Value::from).collect();
-    let ep = export(
-        m,
-        &args,
-        &[],
-        Some(&ds),
-        &ExportOptions { stop_if_static: 1 },
-    )
-    .unwrap_or_else(|e| panic!("{}: export failed: {e}", case.name));
+    let ep = export(m, &args, &[], Some(&ds), &ExportOptions::default())
+        .unwrap_or_else(|e| panic!("{}: export failed: {e}", case.name));
     for set in case.others {
         let args: Vec<Value> = set.into_iter().map(Value::from).collect();
         let eager = m

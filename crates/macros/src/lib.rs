@@ -6,7 +6,9 @@
 //!   thread-local read), the original body runs. It also records the source of the function
 //!   (`__patchable_source_<name>`), which diffs show.
 //! - `#[patch(target = Type::method, family = "transformers")]` on a function registers it as
-//!   the patch `patched_Type.method` of that target. A compile-time check makes the patch's
+//!   the patch `patched_Type.method` of that target (`patched_function` for a free function
+//!   `module::function`; a type is told from a module by its capital letter); `when =
+//!   "catch_constraints"` or `"stop_if_static"` makes the guard apply it only with that option. A compile-time check makes the patch's
 //!   signature the target's (the target's `self` becomes the patch's first argument), and the
 //!   entry carries both sources and the patch's doc, without the author naming `inventory`.
 //!
@@ -169,6 +171,7 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let mut target: Option<Path> = None;
     let mut family = "custom".to_owned();
+    let mut when: Option<String> = None;
     for m in metas {
         let Meta::NameValue(nv) = &m else {
             return error(
@@ -189,8 +192,25 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
                 },
                 other => return error(other.span(), "family must be a string"),
             }
+        } else if nv.path.is_ident("when") {
+            match &nv.value {
+                Expr::Lit(l) => match &l.lit {
+                    Lit::Str(s)
+                        if ["catch_constraints", "stop_if_static"].contains(&&*s.value()) =>
+                    {
+                        when = Some(s.value());
+                    }
+                    other => {
+                        return error(
+                            other.span(),
+                            "when is \"catch_constraints\" or \"stop_if_static\"",
+                        );
+                    }
+                },
+                other => return error(other.span(), "when must be a string"),
+            }
         } else {
-            return error(nv.path.span(), "unknown argument (target, family)");
+            return error(nv.path.span(), "unknown argument (target, family, when)");
         }
     }
     let Some(target) = target else {
@@ -223,10 +243,18 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
         .iter()
         .map(|s| s.ident.to_string())
         .collect();
+    // `Type::method` (a type is capitalised) or `module::function`.
     let target_id = match segments.len() {
         0 => return error(target.span(), "empty target"),
         1 => segments[0].clone(),
-        n => format!("{}.{}", segments[n - 2], segments[n - 1]),
+        n if segments[n - 2].starts_with(char::is_uppercase) => {
+            format!("{}.{}", segments[n - 2], segments[n - 1])
+        }
+        n => segments[n - 1].clone(),
+    };
+    let when = match when {
+        Some(w) => quote!(Some(#w)),
+        None => quote!(None),
     };
     let mut source_path = target.clone();
     if let Some(last) = source_path.segments.last_mut() {
@@ -265,6 +293,7 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
                 patch_source: #source,
                 target_source: #source_path,
                 func: &(#name as fn(#(#types),*) -> #ret),
+                when: #when,
             }
         }
     }

@@ -49,14 +49,7 @@ fn export_with(
 ) -> ExportedProgram {
     let ds = dynamic_shapes(example.len(), dims);
     let args: Vec<Value> = example.into_iter().map(Value::from).collect();
-    export(
-        m,
-        &args,
-        &[],
-        Some(&ds),
-        &ExportOptions { stop_if_static: 1 },
-    )
-    .unwrap()
+    export(m, &args, &[], Some(&ds), &ExportOptions::default()).unwrap()
 }
 
 /// Export, lower, save, check, then run in ORT on `others` against eager (max abs ≤ `atol`).

@@ -5,7 +5,7 @@
 //!
 //! | patch | export problem |
 //! |---|---|
-//! | `patched_LlamaRotaryEmbedding.forward` (also Mistral, Qwen2, Phi3 and Gemma, which share the struct) | the `dynamic` rope update branches on `max(position_ids) + 1` |
+//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `Phi3RotaryEmbedding` and `GemmaRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
 
 use onnx_diagnostic_core::{Result, Tensor};
 use onnx_diagnostic_macros::patch;
@@ -15,9 +15,9 @@ use tch::Kind;
 /// Replaces `LlamaRotaryEmbedding.forward`, whose `dynamic` rope update (transformers'
 /// `dynamic_rope_update`) reads `max(position_ids) + 1` as a number and branches on it: a
 /// data-dependent branch that cannot be exported. The patch computes the frequencies of the
-/// grown base for the current length as tensors and selects them with a `where` on
-/// `seq_len > max_position_embeddings` (the seeds' `patched_dynamic_rope_update`), so the
-/// graph holds both and chooses at run time. Other rope types run the original code. It can go
+/// grown base for the current length as tensors and chooses between them and the original
+/// ones with `cond(seq_len > max_position_embeddings, ...)`, as the seeds'
+/// `patched_dynamic_rope_update` does with `torch.cond` (an `If` node in ONNX). Other rope types run the original code. It can go
 /// when the model code computes the update without reading the data.
 #[patch(target = LlamaRotaryEmbedding::forward, family = "transformers")]
 pub fn patched_rotary_forward(
@@ -44,8 +44,32 @@ pub fn patched_rotary_forward(
         .to_kind(Kind::Float)?
         .div_scalar(d)?;
     let grown = grown_base.pow(&exponents)?.pow_scalar(-1.0)?;
-    let inv_freq = grown.where_cond(&seq_len.gt_scalar(max_pos as f64)?, this.inv_freq())?;
-    this.cos_sin(position_ids, &inv_freq)
+    let inv_freq = onnx_diagnostic_core::cond(
+        &seq_len.gt_scalar(max_pos as f64)?,
+        |x| Ok(vec![x[0].copy()?]),
+        |x| Ok(vec![x[1].copy()?]),
+        &[grown, this.inv_freq().clone()],
+    )?;
+    this.cos_sin(position_ids, &inv_freq[0])
+}
+
+/// The HF class names whose Rust model shares a patched struct, with that struct: their
+/// patches are the struct's (`MistralRotaryEmbedding` is `LlamaRotaryEmbedding`).
+pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
+    // The compiler checks that each is the struct.
+    use onnx_diagnostic_transformers::models::{gemma, mistral, phi3, qwen2};
+    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 4] = [
+        |x: &gemma::GemmaRotaryEmbedding| x,
+        |x: &mistral::MistralRotaryEmbedding| x,
+        |x: &phi3::Phi3RotaryEmbedding| x,
+        |x: &qwen2::Qwen2RotaryEmbedding| x,
+    ];
+    &[
+        ("GemmaRotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("MistralRotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("Phi3RotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("Qwen2RotaryEmbedding", "LlamaRotaryEmbedding"),
+    ]
 }
 
 /// The patches of this crate, by name. Calling it (once, anywhere) also keeps the crate's

@@ -36,6 +36,20 @@ fn dynamic_llama() -> LlamaForCausalLM {
     LlamaForCausalLM::new(cfg, &mut w).unwrap()
 }
 
+/// The same tiny model for another architecture (`mistral`, `qwen2`, `phi3`, `gemma`): they
+/// share `LlamaRotaryEmbedding`, and so its patch.
+fn dynamic_model(model_type: &str) -> LlamaForCausalLM {
+    let cfg = Config::from_json(&format!(
+        r#"{{"model_type":"{model_type}","vocab_size":64,"hidden_size":16,"intermediate_size":32,
+        "num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":8,
+        "max_position_embeddings":8,"rope_theta":10000.0,
+        "rope_scaling":{{"rope_type":"dynamic","factor":2.0}}}}"#
+    ))
+    .unwrap();
+    let mut w = Weights::untrained(cfg.arch.class_name(), 11, 0.02);
+    LlamaForCausalLM::new(cfg, &mut w).unwrap()
+}
+
 fn try_export(model: &LlamaForCausalLM) -> Result<onnx_diagnostic_core::ExportedProgram> {
     let dims = model.config.decoder_dims();
     export(
@@ -79,7 +93,7 @@ fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
     let involved = details.patches_involved_in_graph(&ep);
     assert_eq!(involved.len(), 1);
     assert!(
-        involved[0].1.iter().any(|v| v.starts_with("where")),
+        involved[0].1.iter().any(|v| v.starts_with("cond")),
         "{involved:?}"
     );
     let onnx = lower(&ep, &LowerOptions::default()).unwrap();
@@ -102,6 +116,50 @@ fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
             .unwrap_or_else(|e| panic!("{e}"));
         let d = max_diff(&eager, got);
         assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{d:?}");
+    }
+}
+
+#[test]
+fn the_patch_covers_every_architecture_sharing_the_rotary_embedding() {
+    for model_type in ["mistral", "qwen2", "phi3", "gemma"] {
+        let model = dynamic_model(model_type);
+        let dims = model.config.decoder_dims();
+        {
+            let _g = torch_export_patches(PatchOptions {
+                patch_transformers: true,
+                patch: false,
+                ..PatchOptions::default()
+            })
+            .unwrap();
+            let e = try_export(&model).unwrap_err();
+            assert!(
+                matches!(e, Error::DataDependent { .. }),
+                "{model_type}: {e}"
+            );
+        }
+        let guard = torch_export_patches(PatchOptions {
+            patch_transformers: true,
+            ..PatchOptions::default()
+        })
+        .unwrap();
+        let ep = try_export(&model).unwrap_or_else(|e| panic!("{model_type}: {e}"));
+        let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+        let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+        // Total lengths 33 (beyond 8: the grown base) and 5 (the original frequencies).
+        let sets = [(3, 4, 29), (1, 2, 3)].map(|(b, s, c)| text_generation_inputs(&dims, b, s, c));
+        let got: Vec<_> = sets
+            .iter()
+            .map(|set| session.run(&[], set).unwrap())
+            .collect();
+        drop(guard);
+        // Eager without the patch is the reference.
+        for (set, got) in sets.iter().zip(&got) {
+            let eager = model
+                .forward(&Inputs::bind_for(&model, &[], set).unwrap())
+                .unwrap();
+            let d = max_diff(&eager, got);
+            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{model_type}: {d:?}");
+        }
     }
 }
 
@@ -235,7 +293,7 @@ fn diffs_show_the_target_and_the_patch() {
         "{raw}"
     );
     assert!(
-        raw.contains("\n+    let inv_freq = grown.where_cond("),
+        raw.contains("\n+    let inv_freq = onnx_diagnostic_core::cond("),
         "{raw}"
     );
     let rst = p.format_diff(DiffFormat::Rst);

@@ -128,6 +128,9 @@ pub enum Rel {
     Gt,
     /// `>=`
     Ge,
+    /// Broadcast: equal, or one of them is 1 (what the relaxed broadcasting rule of
+    /// crates/patch-torch assumes).
+    Broadcast,
 }
 
 impl Rel {
@@ -140,10 +143,12 @@ impl Rel {
             Rel::Le => a <= b,
             Rel::Gt => a > b,
             Rel::Ge => a >= b,
+            Rel::Broadcast => a == b || a == 1 || b == 1,
         }
     }
 
-    /// The relation that holds when this one does not.
+    /// The relation that holds when this one does not. `Broadcast` has no such relation: its
+    /// negation gives `!=`, which holds whenever it does not (a weaker guard).
     pub fn negate(self) -> Rel {
         match self {
             Rel::Eq => Rel::Ne,
@@ -152,6 +157,7 @@ impl Rel {
             Rel::Le => Rel::Gt,
             Rel::Gt => Rel::Le,
             Rel::Ge => Rel::Lt,
+            Rel::Broadcast => Rel::Ne,
         }
     }
 }
@@ -165,17 +171,23 @@ impl fmt::Display for Rel {
             Rel::Le => "<=",
             Rel::Gt => ">",
             Rel::Ge => ">=",
+            Rel::Broadcast => "broadcasts with",
         })
     }
 }
 
-/// An assumption a shape rule made (`s1 == s2` when broadcasting two equal symbolic sizes).
+/// An assumption a shape rule made (`s1 == s2` when broadcasting two equal symbolic sizes),
+/// recorded as a guard.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Assumption {
-    pub(crate) lhs: SymExpr,
-    pub(crate) rel: Rel,
-    pub(crate) rhs: SymExpr,
-    pub(crate) reason: String,
+pub struct Assumption {
+    /// Left side.
+    pub lhs: SymExpr,
+    /// Relation.
+    pub rel: Rel,
+    /// Right side.
+    pub rhs: SymExpr,
+    /// Why the rule assumed it.
+    pub reason: String,
 }
 
 /// What a shape rule can record besides its result.
@@ -252,8 +264,29 @@ pub(crate) fn norm_dim(d: i64, rank: usize) -> Result<usize, String> {
 }
 
 /// Broadcasts two sizes as libtorch does, recording an assumption when two different symbolic
-/// sizes meet (their hints must then be equal, or one is 1).
+/// sizes meet (their hints must then be equal, or one is 1). Used by `expand`, and by
+/// [`crate::shape_env::infer_size`] unpatched.
 pub(crate) fn broadcast_dim(x: &SymInt, y: &SymInt, ctx: &mut ShapeCtx) -> Result<SymInt, String> {
+    broadcast_dim_strict(x, y, &mut ctx.assumptions)
+}
+
+/// [`broadcast_dim`] on a list of assumptions: torch's rule (a size 1 specialises, two equal
+/// example sizes become one).
+pub(crate) fn broadcast_dim_strict(
+    x: &SymInt,
+    y: &SymInt,
+    assumptions: &mut Vec<Assumption>,
+) -> Result<SymInt, String> {
+    let mut assume_eq = |a: &SymInt, b: &SymInt, reason: &str| {
+        if a.expr() != b.expr() {
+            assumptions.push(Assumption {
+                lhs: a.expr().clone(),
+                rel: Rel::Eq,
+                rhs: b.expr().clone(),
+                reason: reason.to_owned(),
+            });
+        }
+    };
     if x.expr() == y.expr() {
         return Ok(x.clone());
     }
@@ -265,34 +298,30 @@ pub(crate) fn broadcast_dim(x: &SymInt, y: &SymInt, ctx: &mut ShapeCtx) -> Resul
     if x.hint() == y.hint() {
         // Prefer the symbolic side; both must stay equal.
         let (keep, other) = if x.is_static() { (y, x) } else { (x, y) };
-        ctx.assume_eq(keep, other, "broadcasting requires equal sizes");
+        assume_eq(keep, other, "broadcasting requires equal sizes");
         return Ok(keep.clone());
     }
     if x.hint() == 1 {
-        ctx.assume_eq(x, &SymInt::new(1), "broadcasting a dimension of size 1");
+        assume_eq(x, &SymInt::new(1), "broadcasting a dimension of size 1");
         return Ok(y.clone());
     }
     if y.hint() == 1 {
-        ctx.assume_eq(y, &SymInt::new(1), "broadcasting a dimension of size 1");
+        assume_eq(y, &SymInt::new(1), "broadcasting a dimension of size 1");
         return Ok(x.clone());
     }
     Err(format!("sizes {x} and {y} cannot be broadcast"))
 }
 
-/// Broadcasts shapes (right-aligned).
+/// Broadcasts shapes (right-aligned), pairwise through the patchable
+/// [`crate::shape_env::infer_size`].
 pub(crate) fn broadcast(shapes: &[&[SymInt]], ctx: &mut ShapeCtx) -> Result<Vec<SymInt>, String> {
-    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
-    let mut out = Vec::with_capacity(rank);
-    for i in 0..rank {
-        let mut acc = SymInt::new(1);
-        for sh in shapes {
-            if let Some(j) = (i + sh.len()).checked_sub(rank) {
-                acc = broadcast_dim(&acc, &sh[j], ctx)?;
-            }
-        }
-        out.push(acc);
+    let mut acc: Vec<SymInt> = Vec::new();
+    for sh in shapes {
+        let b = crate::shape_env::infer_size(&acc, sh)?;
+        ctx.assumptions.extend(b.assumptions);
+        acc = b.shape;
     }
-    Ok(out)
+    Ok(acc)
 }
 
 /// The product of sizes.
