@@ -791,3 +791,197 @@ pub(crate) fn bind_cond_outputs(
 ) {
     bind_outputs(node, graph, outs, bindings);
 }
+
+/// An owned predicate built from a condition of model code by crates/rewrite: a plain boolean
+/// (a test on non-tensors, decided while tracing) or a boolean scalar tensor. `&&`, `||` and
+/// `!` between them keep Rust's short-circuit on plain booleans ([`Cond::and`], [`Cond::or`],
+/// [`Cond::negate`]) and become `logical_and` / `logical_or` / `logical_not` between tensors.
+#[derive(Clone, Debug)]
+pub enum Cond {
+    /// Known while tracing.
+    Bool(bool),
+    /// A boolean tensor with one element.
+    Tensor(Tensor),
+}
+
+impl Cond {
+    /// A plain boolean, as a `Result` (the rewriter's uniform form).
+    ///
+    /// # Errors
+    /// None.
+    pub fn from_bool(b: bool) -> Result<Cond> {
+        Ok(Cond::Bool(b))
+    }
+
+    /// The truth of a one-element tensor, what `t.to_bool()?` tested (non-boolean tensors
+    /// are compared with 0, as Python's `bool(tensor)`).
+    ///
+    /// # Errors
+    /// Any error of the comparison.
+    #[track_caller]
+    pub fn tensor(t: &Tensor) -> Result<Cond> {
+        if t.kind() == tch::Kind::Bool {
+            Ok(Cond::Tensor(t.clone()))
+        } else {
+            Ok(Cond::Tensor(t.ne_scalar(0.0)?))
+        }
+    }
+
+    /// `self && other`; `other` is not evaluated when `self` is `false`.
+    ///
+    /// # Errors
+    /// Any error of `other` or of `logical_and`.
+    #[track_caller]
+    pub fn and(self, other: impl FnOnce() -> Result<Cond>) -> Result<Cond> {
+        match self {
+            Cond::Bool(false) => Ok(Cond::Bool(false)),
+            Cond::Bool(true) => other(),
+            Cond::Tensor(a) => match other()? {
+                Cond::Bool(true) => Ok(Cond::Tensor(a)),
+                Cond::Bool(false) => Ok(Cond::Bool(false)),
+                Cond::Tensor(b) => Ok(Cond::Tensor(a.logical_and(&b)?)),
+            },
+        }
+    }
+
+    /// `self || other`; `other` is not evaluated when `self` is `true`.
+    ///
+    /// # Errors
+    /// Any error of `other` or of `logical_or`.
+    #[track_caller]
+    pub fn or(self, other: impl FnOnce() -> Result<Cond>) -> Result<Cond> {
+        match self {
+            Cond::Bool(true) => Ok(Cond::Bool(true)),
+            Cond::Bool(false) => other(),
+            Cond::Tensor(a) => match other()? {
+                Cond::Bool(false) => Ok(Cond::Tensor(a)),
+                Cond::Bool(true) => Ok(Cond::Bool(true)),
+                Cond::Tensor(b) => Ok(Cond::Tensor(a.logical_or(&b)?)),
+            },
+        }
+    }
+
+    /// `!self`.
+    ///
+    /// # Errors
+    /// Any error of `logical_not`.
+    #[track_caller]
+    pub fn negate(self) -> Result<Cond> {
+        match self {
+            Cond::Bool(b) => Ok(Cond::Bool(!b)),
+            Cond::Tensor(t) => Ok(Cond::Tensor(t.logical_not()?)),
+        }
+    }
+}
+
+/// What a rewritten branch returns: a tensor, a tuple of tensors, or a list of them, turned
+/// into the list [`cond`] works on and back.
+pub trait CondValue: Sized {
+    /// The tensors, in order.
+    fn into_tensors(self) -> Vec<Tensor>;
+    /// Rebuilt from the tensors [`cond`] returned.
+    ///
+    /// # Errors
+    /// [`Error::ControlFlow`] when the count is not the expected one.
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self>;
+}
+
+fn count_error(want: usize, got: usize) -> Error {
+    Error::ControlFlow {
+        op: "cond",
+        location: Loc::caller(),
+        reason: format!("a rewritten branch returns {want} tensors but cond gave {got}"),
+    }
+}
+
+impl CondValue for Tensor {
+    fn into_tensors(self) -> Vec<Tensor> {
+        vec![self]
+    }
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self> {
+        let n = tensors.len();
+        let mut it = tensors.into_iter();
+        match (it.next(), it.next()) {
+            (Some(t), None) => Ok(t),
+            _ => Err(count_error(1, n)),
+        }
+    }
+}
+
+impl CondValue for Vec<Tensor> {
+    fn into_tensors(self) -> Vec<Tensor> {
+        self
+    }
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self> {
+        Ok(tensors)
+    }
+}
+
+macro_rules! cond_value_tuple {
+    ($n:literal; $($t:ident),+) => {
+        impl CondValue for ($(cond_value_tuple!(@ty $t),)+) {
+            fn into_tensors(self) -> Vec<Tensor> {
+                let ($($t,)+) = self;
+                vec![$($t),+]
+            }
+            fn from_tensors(tensors: Vec<Tensor>) -> Result<Self> {
+                let n = tensors.len();
+                let mut it = tensors.into_iter();
+                let out = ($(cond_value_tuple!(@next it, $t, n),)+);
+                if it.next().is_some() {
+                    return Err(count_error($n, n));
+                }
+                Ok(out)
+            }
+        }
+    };
+    (@ty $t:ident) => { Tensor };
+    (@next $it:ident, $t:ident, $n:ident) => {
+        $it.next().ok_or_else(|| count_error(0, $n))?
+    };
+}
+cond_value_tuple!(2; a, b);
+cond_value_tuple!(3; a, b, c);
+cond_value_tuple!(4; a, b, c, d);
+
+/// [`cond`] on a [`Cond`] with branches returning a [`CondValue`]: what crates/rewrite turns
+/// `if c { ...; return a } else { ...; return b }` into.
+///
+/// # Errors
+/// As [`cond`].
+#[track_caller]
+pub fn cond_value<T: CondValue>(
+    pred: Cond,
+    then_fn: impl FnOnce(&[Tensor]) -> Result<T>,
+    else_fn: impl FnOnce(&[Tensor]) -> Result<T>,
+    operands: &[Tensor],
+) -> Result<T> {
+    let out = match &pred {
+        Cond::Bool(b) => Pred::Bool(*b),
+        Cond::Tensor(t) => Pred::Tensor(t),
+    };
+    let tensors = cond(
+        out,
+        |ops| then_fn(ops).map(CondValue::into_tensors),
+        |ops| else_fn(ops).map(CondValue::into_tensors),
+        operands,
+    )?;
+    T::from_tensors(tensors)
+}
+
+/// `check(!pred, message)`: what crates/rewrite turns `if c { return Err(..) }` (or a
+/// `panic!`) into. A plain `true` fails at once, as the original code would.
+///
+/// # Errors
+/// [`Error::CheckFailed`] when the condition holds (eagerly, or for a plain boolean).
+#[track_caller]
+pub fn check_not(pred: Cond, message: &str) -> Result<()> {
+    match pred {
+        Cond::Bool(false) => Ok(()),
+        Cond::Bool(true) => Err(Error::CheckFailed {
+            message: message.to_owned(),
+            location: Loc::caller(),
+        }),
+        Cond::Tensor(t) => check(&t.logical_not()?, message),
+    }
+}

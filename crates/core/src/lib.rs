@@ -30,7 +30,9 @@ pub mod sym;
 pub mod tensor;
 
 pub use context::{Guard, ScopeGuard, scope};
-pub use control_flow::{Pred, check, check_size, cond, scan};
+pub use control_flow::{
+    Cond, CondValue, Pred, check, check_not, check_size, cond, cond_value, scan,
+};
 pub use error::{Error, Loc, Result};
 pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, FnModule, Inputs, Module, export};
 pub use graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo};

@@ -18,7 +18,6 @@
 use std::{
     any::Any,
     cell::{Cell, RefCell},
-    fmt::Write as _,
     sync::Arc,
 };
 
@@ -368,6 +367,41 @@ impl PatchDetails {
     }
 }
 
+/// Writes `<Class>.<method>.original.rs`, `.rewritten.rs` and `.diff` for each rewritten
+/// method (the seeds' `dump_rewriting`).
+fn dump_rewriting<'a>(
+    dir: &std::path::Path,
+    applied: impl Iterator<Item = &'a AppliedPatch>,
+) -> Result<()> {
+    let fail = |e: std::io::Error| Error::Patch {
+        patch: "dump_rewriting".to_owned(),
+        reason: format!("cannot write into {}: {e}", dir.display()),
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    for a in applied.filter(|a| a.family == PatchFamily::Rewrite) {
+        let base = dir.join(&a.target);
+        let write = |ext: &str, text: &str| {
+            std::fs::write(
+                base.with_extension(ext_of(&a.target, ext)),
+                format!("{text}\n"),
+            )
+        };
+        write("original.rs", &a.target_source).map_err(fail)?;
+        write("rewritten.rs", &a.patch_source).map_err(fail)?;
+        write("diff", &a.diff()).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// `Class.method` + `ext` as an extension that keeps the method (`with_extension` would
+/// replace `method`).
+fn ext_of(target: &str, ext: &str) -> String {
+    match target.rsplit_once('.') {
+        Some((_, method)) => format!("{method}.{ext}"),
+        None => ext.to_owned(),
+    }
+}
+
 /// The guard of [`torch_export_patches`]: everything it did is undone when it drops.
 #[must_use = "the patches end when the guard is dropped"]
 pub struct PatchGuard {
@@ -443,7 +477,11 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
                 PatchFamily::Torch => options.patch_torch,
                 PatchFamily::Transformers => options.patch_transformers,
                 PatchFamily::Diffusers => options.patch_diffusers,
-                PatchFamily::Custom | PatchFamily::Rewrite => false,
+                PatchFamily::Rewrite => options
+                    .rewrite
+                    .iter()
+                    .any(|t| t == e.target || e.target.split('.').next() == Some(t.as_str())),
+                PatchFamily::Custom => false,
             };
             let wanted = match e.when {
                 None => true,
@@ -486,6 +524,24 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
                 c.func.clone(),
             ));
         }
+    }
+    for t in &options.rewrite {
+        let known = registered_patches().iter().any(|e| {
+            e.family == PatchFamily::Rewrite
+                && (e.target == t || e.target.split('.').next() == Some(t.as_str()))
+        });
+        if !known {
+            return Err(Error::Patch {
+                patch: format!("rewrite {t}"),
+                reason: format!(
+                    "{t} has no rewritten form: put #[rewritable(method)] on its impl block \
+                     (crates/macros), and make sure its crate is linked"
+                ),
+            });
+        }
+    }
+    if let Some(dir) = &options.dump_rewriting {
+        dump_rewriting(dir, applied.iter().map(|(a, _)| a))?;
     }
     for (i, (a, _)) in applied.iter().enumerate() {
         if let Some((b, _)) = applied[..i].iter().find(|(b, _)| b.target == a.target) {
@@ -532,100 +588,4 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
     })
 }
 
-/// A unified diff of two texts (`--- original`, `+++ rewritten`, hunks with 3 lines of
-/// context), as Python's `difflib.unified_diff` prints it.
-pub fn unified_diff(a: &str, b: &str) -> String {
-    let a: Vec<&str> = a.trim().lines().collect();
-    let b: Vec<&str> = b.trim().lines().collect();
-    // Longest common subsequence table.
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    // Edit script: (' ' | '-' | '+', line); deletions before insertions, as difflib.
-    let mut ops: Vec<(char, &str)> = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
-    if ops.iter().all(|(c, _)| *c == ' ') {
-        return String::new();
-    }
-    // Hunks: changed lines with 3 lines of context, merged when close.
-    let changed: Vec<usize> = ops
-        .iter()
-        .enumerate()
-        .filter(|(_, (c, _))| *c != ' ')
-        .map(|(k, _)| k)
-        .collect();
-    let mut hunks: Vec<(usize, usize)> = Vec::new();
-    for k in changed {
-        let (lo, hi) = (k.saturating_sub(3), (k + 4).min(ops.len()));
-        match hunks.last_mut() {
-            Some(h) if lo <= h.1 => h.1 = hi,
-            _ => hunks.push((lo, hi)),
-        }
-    }
-    let mut out = String::from("--- original\n+++ rewritten");
-    for (lo, hi) in hunks {
-        let before = |k: usize, c: char| {
-            ops[..k]
-                .iter()
-                .filter(|(o, _)| *o == ' ' || *o == c)
-                .count()
-        };
-        let (a0, b0) = (before(lo, '-'), before(lo, '+'));
-        let a_len = ops[lo..hi].iter().filter(|(o, _)| *o != '+').count();
-        let b_len = ops[lo..hi].iter().filter(|(o, _)| *o != '-').count();
-        let range = |start: usize, len: usize| match len {
-            0 => format!("{start},0"),
-            1 => format!("{}", start + 1),
-            _ => format!("{},{len}", start + 1),
-        };
-        let _ = write!(out, "\n@@ -{} +{} @@", range(a0, a_len), range(b0, b_len));
-        for (c, l) in &ops[lo..hi] {
-            let _ = write!(out, "\n{c}{l}");
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unified_diff;
-
-    #[test]
-    fn unified_diffs_follow_difflib() {
-        // Expected texts printed by Python's difflib.unified_diff(..., lineterm="").
-        let a = "a\nb\nc\nd\ne\nf\ng\nh\ni";
-        let b = "a\nb\nc\nD\ne\nf\ng\nh\ni\nj";
-        assert_eq!(
-            unified_diff(a, b),
-            "--- original\n+++ rewritten\n@@ -1,9 +1,10 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n h\n i\n+j"
-        );
-        let a2 = "a\nb\nc\nd\ne\nf\ng\nh\ni\nk\nl\nm";
-        let b2 = "a\nb\nc\nD\ne\nf\ng\nh\ni\nk\nl\nm\nj";
-        assert_eq!(
-            unified_diff(a2, b2),
-            "--- original\n+++ rewritten\n@@ -1,7 +1,7 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n@@ -10,3 +10,4 @@\n k\n l\n m\n+j"
-        );
-        assert_eq!(unified_diff(a, a), "");
-    }
-}
+pub use onnx_diagnostic_rewrite::unified_diff;

@@ -390,6 +390,10 @@ impl Tensor {
         copy => CLONE;
         /// A contiguous tensor with the same values.
         contiguous => CONTIGUOUS;
+        /// Whether each element is infinite.
+        isinf => ISINF;
+        /// Whether each element is NaN.
+        isnan => ISNAN;
     }
 
     /// GELU: `approximate` is `"none"` (erf form) or `"tanh"`.

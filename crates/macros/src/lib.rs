@@ -299,3 +299,130 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     .into()
 }
+
+/// On an `impl` block: `#[rewritable(forward)]` (or `#[rewritable(forward, or_into_bitor)]`)
+/// rewrites the named methods' control flow with crates/rewrite at compile time. Each method
+/// stays as written and becomes `#[patchable]`; its rewritten form is generated next to it
+/// (`__rewritten_<method>`) and registered as the patch `rewritten_<Type>.<method>` of family
+/// `rewrite`, applied while a patch guard lists the target in its `rewrite` option. A method
+/// the rewriter cannot handle is a compile error giving the reason.
+#[proc_macro_attribute]
+pub fn rewritable(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let names = match Punctuated::<syn::Ident, Comma>::parse_terminated.parse(attr) {
+        Ok(n) => n,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let mut options = onnx_diagnostic_rewrite::RewriteOptions::default();
+    let mut methods: Vec<String> = Vec::new();
+    for n in names {
+        if n == "or_into_bitor" {
+            options.pre_rewriter = Some(onnx_diagnostic_rewrite::or_into_bitor);
+        } else {
+            methods.push(n.to_string());
+        }
+    }
+    let mut imp: syn::ItemImpl = match syn::parse(item) {
+        Ok(i) => i,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let self_ty = imp.self_ty.clone();
+    let class = match &*self_ty {
+        Type::Path(p) => match p.path.segments.last() {
+            Some(s) => s.ident.to_string(),
+            None => return error(self_ty.span(), "expected a type name"),
+        },
+        _ => return error(self_ty.span(), "#[rewritable] goes on `impl Type { ... }`"),
+    };
+    let mut extra = Vec::new();
+    let mut entries = Vec::new();
+    for it in &mut imp.items {
+        let syn::ImplItem::Fn(f) = it else { continue };
+        let name = f.sig.ident.to_string();
+        if !methods.contains(&name) {
+            continue;
+        }
+        methods.retain(|m| *m != name);
+        let original = f.clone();
+        let (mut rewritten, n) = match onnx_diagnostic_rewrite::transform_fn(f.clone(), &options) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    f.sig.ident.span(),
+                    &format!("#[rewritable] {class}::{name}: {e}"),
+                );
+            }
+        };
+        if n == 0 {
+            return error(
+                f.sig.ident.span(),
+                &format!(
+                    "#[rewritable] {class}::{name}: nothing to rewrite (no `if` on `.to_bool()`)"
+                ),
+            );
+        }
+        let args = match plain_args(&ItemFn {
+            attrs: Vec::new(),
+            vis: syn::Visibility::Inherited,
+            sig: f.sig.clone(),
+            block: Box::new(f.block.clone()),
+        }) {
+            Ok(a) => a,
+            Err(e) => return e.to_compile_error().into(),
+        };
+        let types: Vec<&Type> = args.iter().map(|(_, t)| t).collect();
+        let ret = match &f.sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, t) => quote!(#t),
+        };
+        let self_arg = match f.sig.inputs.first() {
+            Some(FnArg::Receiver(r)) if r.mutability.is_some() => quote!(&mut #self_ty,),
+            Some(FnArg::Receiver(_)) => quote!(&#self_ty,),
+            _ => quote!(),
+        };
+        let code = onnx_diagnostic_rewrite::print_method(&rewritten);
+        let original_text = onnx_diagnostic_rewrite::print_method(&original);
+        let new_name = format_ident!("__rewritten_{}", name);
+        rewritten.sig.ident = new_name.clone();
+        rewritten.attrs.retain(|a| !a.path().is_ident("doc"));
+        rewritten.attrs.push(syn::parse_quote!(#[doc(hidden)]));
+        rewritten
+            .attrs
+            .push(syn::parse_quote!(#[allow(unused_mut, unused_variables, clippy::all)]));
+        f.attrs
+            .push(syn::parse_quote!(#[::onnx_diagnostic_macros::patchable]));
+        extra.push(syn::ImplItem::Fn(rewritten));
+        let patch_name = format!("rewritten_{class}.{name}");
+        let target = format!("{class}.{name}");
+        let doc = format!(
+            "The control flow of {class}::{name} rewritten by crates/rewrite ({n} construct(s)): \
+             `if` on tensors into cond, error exits into check. Applied with the guard's \
+             `rewrite` option listing `{target}`."
+        );
+        entries.push(quote! {
+            ::onnx_diagnostic_core::patches::__inventory::submit! {
+                ::onnx_diagnostic_core::patches::PatchEntry {
+                    name: #patch_name,
+                    target: #target,
+                    family: ::onnx_diagnostic_core::patches::PatchFamily::Rewrite,
+                    doc: #doc,
+                    patch_source: #code,
+                    target_source: #original_text,
+                    func: &(<#self_ty>::#new_name as fn(#self_arg #(#types),*) -> #ret),
+                    when: None,
+                }
+            }
+        });
+    }
+    if let Some(m) = methods.first() {
+        return error(
+            Span::call_site(),
+            &format!("#[rewritable]: no method `{m}` in this impl block"),
+        );
+    }
+    imp.items.extend(extra);
+    quote! {
+        #imp
+        #(#entries)*
+    }
+    .into()
+}

@@ -85,6 +85,8 @@ unary! {
     LOGICAL_NOT = "aten.logical_not.default" => f_logical_not;
     BITWISE_NOT = "aten.bitwise_not.default" => f_bitwise_not;
     CONTIGUOUS = "aten.contiguous.default" => f_contiguous;
+    ISINF = "aten.isinf.default" => f_isinf;
+    ISNAN = "aten.isnan.default" => f_isnan;
 }
 
 // gelu(x, approximate='none'|'tanh')

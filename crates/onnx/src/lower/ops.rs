@@ -328,6 +328,16 @@ fn logical(c: &mut Ctx<'_>, op_type: &str) -> Result<(), LowerError> {
     c.emit_out(op_type, &[&x, &y], Vec::new())
 }
 
+/// `IsInf` / `IsNaN` on float or double (other float types are cast to double first: exact,
+/// and the opset-10/13 kernels of ONNX Runtime's CPU provider take no 2-byte floats).
+fn float_test(c: &mut Ctx<'_>, op_type: &str) -> Result<(), LowerError> {
+    let x = match c.kind(0)? {
+        Kind::Float | Kind::Double => c.input(0)?,
+        _ => c.input_as(0, Kind::Double)?,
+    };
+    c.emit_out(op_type, &[&x], Vec::new())
+}
+
 fn silu(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let x = c.input(0)?;
     let s = c.b.op("Sigmoid", &[&x], Vec::new());
@@ -1079,6 +1089,8 @@ table! {
     "aten.logical_and.default", 7 => |c| logical(c, "And");
     "aten.logical_or.default", 7 => |c| logical(c, "Or");
     "aten.logical_not.default", 1 => |c| logical(c, "Not");
+    "aten.isinf.default", 10 => |c| float_test(c, "IsInf");
+    "aten.isnan.default", 13 => |c| float_test(c, "IsNaN");
     "aten.bitwise_and.Tensor", 18 => |c| bitwise(c, "And", "BitwiseAnd");
     "aten.bitwise_or.Tensor", 18 => |c| bitwise(c, "Or", "BitwiseOr");
     "aten.bitwise_not.default", 18 => |c| bitwise(c, "Not", "BitwiseNot");
