@@ -7,6 +7,8 @@
 //! - `caches`: the classes with a serializer, one per line, sorted (the list of seed `002`).
 //! - `patches`: the registered patches as seed `002` lists them (`LlamaRotaryEmbedding:
 //!   forward`), or their diffs (`--diff`, as seed `000` prints them).
+//! - `rewrite`: the rewritings an architecture needs (`--known ARCH`, as seed `002` prints
+//!   `code_needing_rewriting`), or the rewritten code and diff of any method of a Rust file.
 
 mod validate;
 
@@ -47,6 +49,21 @@ enum Command {
         #[arg(long, default_value = "raw", value_parser = ["raw", "rst", "markdown"])]
         format: String,
     },
+    /// Rewrites the control flow of a method (`FILE.rs --method Type::method`), or lists the
+    /// rewritings an architecture needs (`--known ARCH`).
+    Rewrite {
+        /// A Rust source file.
+        file: Option<std::path::PathBuf>,
+        /// The method to rewrite, `Type::method`.
+        #[arg(long)]
+        method: Option<String>,
+        /// Join `||`/`&&` between tensor tests into one test first (`or_into_bitor`).
+        #[arg(long)]
+        or_into_bitor: bool,
+        /// The architecture (`BartForConditionalGeneration`) whose known rewritings to list.
+        #[arg(long)]
+        known: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +75,17 @@ fn main() -> ExitCode {
             diff,
             format,
         } => list_patches(family.as_deref(), diff, &format),
+        Command::Rewrite {
+            file,
+            method,
+            or_into_bitor,
+            known,
+        } => rewrite(
+            file.as_deref(),
+            method.as_deref(),
+            or_into_bitor,
+            known.as_deref(),
+        ),
         Command::Caches => {
             for class in onnx_diagnostic_serialization::supported_classes() {
                 println!("{class}");
@@ -138,6 +166,38 @@ fn emit(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// `rewrite`: see the module doc.
+fn rewrite(
+    file: Option<&std::path::Path>,
+    method: Option<&str>,
+    bitor: bool,
+    known: Option<&str>,
+) -> Result<()> {
+    use onnx_diagnostic_rewrite as rw;
+    if let Some(arch) = known {
+        let list: Vec<String> = rw::code_needing_rewriting(arch)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return emit(&format!("[{}]\n", list.join(",\n ")));
+    }
+    let (Some(file), Some(method)) = (file, method) else {
+        bail!("give FILE.rs --method Type::method, or --known ARCH");
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let source = rw::find_method(&text, &file.display().to_string(), method)?;
+    let options = rw::RewriteOptions {
+        pre_rewriter: bitor.then_some(rw::or_into_bitor as rw::ItemRewriter),
+        ..rw::RewriteOptions::default()
+    };
+    let r = rw::transform_method(&source, &options)?;
+    if r.n_rewritten == 0 {
+        bail!("{method}: nothing to rewrite (no `if` testing a tensor with `.to_bool()`)");
+    }
+    emit(&format!("{}\n\n{}\n", r.code, r.diff))
 }
 
 fn doctor() -> Result<()> {

@@ -774,3 +774,120 @@ mod tests {
         assert_eq!(unified_diff(a, a), "");
     }
 }
+
+/// The encoder layers whose `forward` clamps float16 overflows with a data-dependent test, by
+/// the transformers class that contains them (the seeds' `known_transformers_rewritings_
+/// clamp_float16`, transformers' model classes).
+pub fn known_transformers_rewritings_clamp_float16() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("AutoformerEncoder", "AutoformerEncoderLayer"),
+        ("AutoformerEncoderLayer", "AutoformerEncoderLayer"),
+        ("AutoformerForPrediction", "AutoformerEncoderLayer"),
+        ("AutoformerModel", "AutoformerEncoderLayer"),
+        ("BartEncoderLayer", "BartEncoderLayer"),
+        ("BartForConditionalGeneration", "BartEncoderLayer"),
+        ("BartModel", "BartEncoderLayer"),
+        ("BigBirdPegasusForCausalLM", "BigBirdPegasusEncoderLayer"),
+        (
+            "BigBirdPegasusForConditionalGeneration",
+            "BigBirdPegasusEncoderLayer",
+        ),
+        (
+            "BigBirdPegasusForQuestionAnswering",
+            "BigBirdPegasusEncoderLayer",
+        ),
+        ("BlenderbotSmallEncoderLayer", "BlenderbotSmallEncoderLayer"),
+        ("BlenderbotSmallForCausalLM", "BlenderbotSmallEncoderLayer"),
+        (
+            "BlenderbotSmallForConditionalGeneration",
+            "BlenderbotSmallEncoderLayer",
+        ),
+        ("InformerEncoderLayer", "InformerEncoderLayer"),
+        ("InformerForPrediction", "InformerEncoderLayer"),
+        ("LEDClassificationHead", "LEDEncoderLayer"),
+        ("LEDEncoderLayer", "LEDEncoderLayer"),
+        ("LEDForConditionalGeneration", "LEDEncoderLayer"),
+        ("MarianEncoder", "MarianEncoderLayer"),
+        ("MarianEncoderLayer", "MarianEncoderLayer"),
+        ("MarianMTModel", "MarianEncoderLayer"),
+        ("MarianModel", "MarianEncoderLayer"),
+        ("MvpEncoderLayer", "MvpEncoderLayer"),
+        ("MvpForCausalLM", "MvpEncoderLayer"),
+        ("MvpForConditionalGeneration", "MvpEncoderLayer"),
+        ("MvpForQuestionAnswering", "MvpEncoderLayer"),
+        ("MvpForSequenceClassification", "MvpEncoderLayer"),
+        ("MvpPrompt", "MvpEncoderLayer"),
+        ("NllbMoeEncoderLayer", "NllbMoeEncoderLayer"),
+        ("NllbMoeForConditionalGeneration", "NllbMoeEncoderLayer"),
+        ("PLBartEncoderLayer", "BartEncoderLayer"),
+        ("PLBartForConditionalGeneration", "BartEncoderLayer"),
+        (
+            "TimeSeriesTransformerEncoderLayer",
+            "TimeSeriesTransformerEncoderLayer",
+        ),
+        (
+            "TimeSeriesTransformerForPrediction",
+            "TimeSeriesTransformerEncoderLayer",
+        ),
+    ])
+}
+
+/// The classes sharing each clamping layer's code (the seeds' `_rewrite_forward_clamp_float16`).
+fn clamp_float16_classes(layer: &str) -> &'static [&'static str] {
+    match layer {
+        "AutoformerEncoderLayer" => &["AutoformerEncoderLayer"],
+        "BartEncoderLayer" => &["BartEncoderLayer", "PLBartEncoderLayer"],
+        "BigBirdPegasusEncoderLayer" => &["BigBirdPegasusEncoderLayer"],
+        "BlenderbotSmallEncoderLayer" => &["BlenderbotSmallEncoderLayer"],
+        "InformerEncoderLayer" => &["InformerEncoderLayer"],
+        "LEDEncoderLayer" => &["LEDEncoderLayer"],
+        "MarianEncoderLayer" => &["MarianEncoderLayer"],
+        "MvpEncoderLayer" => &["MvpEncoderLayer"],
+        "NllbMoeEncoderLayer" => &["NllbMoeEncoderLayer"],
+        "TimeSeriesTransformerEncoderLayer" => &["TimeSeriesTransformerEncoderLayer"],
+        _ => &[],
+    }
+}
+
+/// A rewriting an architecture needs (the seeds' `code_needing_rewriting` items).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownRewrite {
+    /// The method, `Class.method` (the guard's `rewrite` option takes it).
+    pub function: String,
+    /// Which tests to rewrite: `clamp_float16`, the float16 overflow test only.
+    pub filter_node: &'static str,
+    /// The pre-rewriter: [`or_into_bitor`].
+    pub pre_rewriter: Option<&'static str>,
+}
+
+impl std::fmt::Display for KnownRewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{{'filter_node': '{}', 'function': '{}', 'pre_rewriter': {}}}",
+            self.filter_node,
+            self.function,
+            self.pre_rewriter
+                .map_or_else(|| "None".to_owned(), |p| format!("'{p}'"))
+        )
+    }
+}
+
+/// The methods an architecture needs rewritten before export (the seeds'
+/// `code_needing_rewriting`): the float16 clamps of the encoder layers. The decoder-only
+/// architectures of crates/transformers (Llama, Mistral, Qwen2, Phi3, Gemma) need none: their
+/// only data-dependent code, the dynamic rope, is a patch.
+pub fn code_needing_rewriting(arch: &str) -> Vec<KnownRewrite> {
+    let known = known_transformers_rewritings_clamp_float16();
+    let Some(layer) = known.get(arch) else {
+        return Vec::new();
+    };
+    clamp_float16_classes(layer)
+        .iter()
+        .map(|c| KnownRewrite {
+            function: format!("{c}.forward"),
+            filter_node: "clamp_float16",
+            pre_rewriter: Some("or_into_bitor"),
+        })
+        .collect()
+}

@@ -1,0 +1,68 @@
+//! `onnx-diagnostic rewrite`: the known rewritings of an architecture (seed `002`'s
+//! `code_needing_rewriting`) and the rewritten code and diff of a method of any Rust file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .arg("rewrite")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn known_rewritings_are_listed_as_the_seeds_print_them() {
+    let (ok, out, _) = run(&["--known", "BartForConditionalGeneration"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "[{'filter_node': 'clamp_float16', 'function': 'BartEncoderLayer.forward', 'pre_rewriter': 'or_into_bitor'},\n {'filter_node': 'clamp_float16', 'function': 'PLBartEncoderLayer.forward', 'pre_rewriter': 'or_into_bitor'}]\n"
+    );
+    assert_eq!(run(&["--known", "LlamaForCausalLM"]).1, "[]\n");
+}
+
+#[test]
+fn a_method_of_a_file_is_rewritten_with_its_diff() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../rewrite/tests/rewrite.rs");
+    let (ok, out, err) = run(&[
+        file,
+        "--method",
+        "ToyEncoderLayer::forward",
+        "--or-into-bitor",
+    ]);
+    assert!(ok, "{err}");
+    let (code, diff) = out.split_once("\n\n--- original\n").unwrap();
+    assert!(
+        code.starts_with("pub fn forward(&self, h: &Tensor) -> Result<Tensor> {"),
+        "{code}"
+    );
+    assert!(
+        code.contains(
+            "::onnx_diagnostic_core::Cond::from_bool(\n            hidden_states.kind() == Kind::Half,"
+        ),
+        "{code}"
+    );
+    assert!(code.contains(".logical_or("), "{code}");
+    assert!(diff.starts_with("+++ rewritten\n@@ "), "{diff}");
+    assert!(
+        diff.contains("\n-    if hidden_states.kind() == Kind::Half"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("\n+    let hidden_states = ::onnx_diagnostic_core::cond_value::<"),
+        "{diff}"
+    );
+    let (ok, _, err) = run(&[file, "--method", "Toy::missing"]);
+    assert!(
+        !ok && err.contains("method Toy::missing not found"),
+        "{err}"
+    );
+}
