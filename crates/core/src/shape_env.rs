@@ -38,16 +38,24 @@ pub struct Broadcast {
 /// A message when the sizes cannot be broadcast.
 #[onnx_diagnostic_macros::patchable]
 pub fn infer_size(a: &[SymInt], b: &[SymInt]) -> std::result::Result<Broadcast, String> {
-    let rank = a.len().max(b.len());
-    let mut shape = Vec::with_capacity(rank);
+    let mut shape = Vec::new();
     let mut assumptions = Vec::new();
-    for i in 0..rank {
-        let one = SymInt::new(1);
-        let x = (i + a.len()).checked_sub(rank).map_or(&one, |j| &a[j]);
-        let y = (i + b.len()).checked_sub(rank).map_or(&one, |j| &b[j]);
-        shape.push(broadcast_dim_strict(x, y, &mut assumptions)?);
+    for (x, y) in aligned(a, b) {
+        shape.push(broadcast_dim_strict(&x, &y, &mut assumptions)?);
     }
     Ok(Broadcast { shape, assumptions })
+}
+
+/// The dimensions of two shapes paired right-aligned, the shorter padded with 1 on the left
+/// (what a broadcasting rule walks through).
+pub fn aligned(a: &[SymInt], b: &[SymInt]) -> Vec<(SymInt, SymInt)> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[SymInt], i: usize| {
+        (i + s.len())
+            .checked_sub(rank)
+            .map_or_else(|| SymInt::new(1), |j| s[j].clone())
+    };
+    (0..rank).map(|i| (at(a, i), at(b, i))).collect()
 }
 
 /// The target name of [`ShapeEnv::log_guard`], as patches name it.

@@ -30,13 +30,10 @@ use onnx_diagnostic_macros::patch;
 /// A message when two static sizes cannot be broadcast.
 #[patch(target = shape_env::infer_size, family = "torch")]
 pub fn patched_infer_size(a: &[SymInt], b: &[SymInt]) -> std::result::Result<Broadcast, String> {
-    let rank = a.len().max(b.len());
-    let mut shape = Vec::with_capacity(rank);
+    let mut shape = Vec::new();
     let mut assumptions = Vec::new();
-    for i in 0..rank {
-        let one = SymInt::new(1);
-        let x = (i + a.len()).checked_sub(rank).map_or(&one, |j| &a[j]);
-        let y = (i + b.len()).checked_sub(rank).map_or(&one, |j| &b[j]);
+    for (x, y) in shape_env::aligned(a, b) {
+        let (x, y) = (&x, &y);
         if x.expr() == y.expr() || y.as_static() == Some(1) {
             shape.push(x.clone());
         } else if x.as_static() == Some(1) {

@@ -279,7 +279,7 @@ fn the_torch_patches_have_diffs() {
     );
     assert!(d.contains("\n+            shape.push(x.max(y));"), "{d}");
     assert!(
-        d.contains("\n-        shape.push(broadcast_dim_strict(x, y, &mut assumptions)?);"),
+        d.contains("\n-        shape.push(broadcast_dim_strict(&x, &y, &mut assumptions)?);"),
         "{d}"
     );
 }

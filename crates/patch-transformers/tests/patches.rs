@@ -50,6 +50,18 @@ fn dynamic_model(model_type: &str) -> LlamaForCausalLM {
     LlamaForCausalLM::new(cfg, &mut w).unwrap()
 }
 
+/// With serialization only (no patch), the export stops on the data-dependent branch.
+fn fails_unpatched(model: &LlamaForCausalLM) {
+    let _g = torch_export_patches(PatchOptions {
+        patch_transformers: true,
+        patch: false,
+        ..PatchOptions::default()
+    })
+    .unwrap();
+    let e = try_export(model).unwrap_err();
+    assert!(matches!(e, Error::DataDependent { .. }), "{e}");
+}
+
 fn try_export(model: &LlamaForCausalLM) -> Result<onnx_diagnostic_core::ExportedProgram> {
     let dims = model.config.decoder_dims();
     export(
@@ -66,16 +78,7 @@ fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
     let model = dynamic_llama();
     let dims = model.config.decoder_dims();
     // Without the patch (serialization only): the data-dependent branch.
-    {
-        let _g = torch_export_patches(PatchOptions {
-            patch_transformers: true,
-            patch: false,
-            ..PatchOptions::default()
-        })
-        .unwrap();
-        let e = try_export(&model).unwrap_err();
-        assert!(matches!(e, Error::DataDependent { .. }), "{e}");
-    }
+    fails_unpatched(&model);
     // With it.
     let guard = torch_export_patches(PatchOptions {
         patch_transformers: true,
@@ -124,19 +127,7 @@ fn the_patch_covers_every_architecture_sharing_the_rotary_embedding() {
     for model_type in ["mistral", "qwen2", "phi3", "gemma"] {
         let model = dynamic_model(model_type);
         let dims = model.config.decoder_dims();
-        {
-            let _g = torch_export_patches(PatchOptions {
-                patch_transformers: true,
-                patch: false,
-                ..PatchOptions::default()
-            })
-            .unwrap();
-            let e = try_export(&model).unwrap_err();
-            assert!(
-                matches!(e, Error::DataDependent { .. }),
-                "{model_type}: {e}"
-            );
-        }
+        fails_unpatched(&model);
         let guard = torch_export_patches(PatchOptions {
             patch_transformers: true,
             ..PatchOptions::default()
