@@ -833,15 +833,7 @@ impl Cond {
     /// Any error of `other` or of `logical_and`.
     #[track_caller]
     pub fn and(self, other: impl FnOnce() -> Result<Cond>) -> Result<Cond> {
-        match self {
-            Cond::Bool(false) => Ok(Cond::Bool(false)),
-            Cond::Bool(true) => other(),
-            Cond::Tensor(a) => match other()? {
-                Cond::Bool(true) => Ok(Cond::Tensor(a)),
-                Cond::Bool(false) => Ok(Cond::Bool(false)),
-                Cond::Tensor(b) => Ok(Cond::Tensor(a.logical_and(&b)?)),
-            },
-        }
+        self.combine(other, false, |a, b| a.logical_and(b))
     }
 
     /// `self || other`; `other` is not evaluated when `self` is `true`.
@@ -850,13 +842,24 @@ impl Cond {
     /// Any error of `other` or of `logical_or`.
     #[track_caller]
     pub fn or(self, other: impl FnOnce() -> Result<Cond>) -> Result<Cond> {
+        self.combine(other, true, |a, b| a.logical_or(b))
+    }
+
+    /// `&&` (`absorbing` false) or `||` (true): a plain boolean equal to `absorbing` decides
+    /// alone, the other plain boolean leaves the other side; two tensors combine with `op`.
+    fn combine(
+        self,
+        other: impl FnOnce() -> Result<Cond>,
+        absorbing: bool,
+        op: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Cond> {
         match self {
-            Cond::Bool(true) => Ok(Cond::Bool(true)),
-            Cond::Bool(false) => other(),
+            Cond::Bool(b) if b == absorbing => Ok(Cond::Bool(b)),
+            Cond::Bool(_) => other(),
             Cond::Tensor(a) => match other()? {
-                Cond::Bool(false) => Ok(Cond::Tensor(a)),
-                Cond::Bool(true) => Ok(Cond::Bool(true)),
-                Cond::Tensor(b) => Ok(Cond::Tensor(a.logical_or(&b)?)),
+                Cond::Bool(b) if b == absorbing => Ok(Cond::Bool(b)),
+                Cond::Bool(_) => Ok(Cond::Tensor(a)),
+                Cond::Tensor(b) => Ok(Cond::Tensor(op(&a, &b)?)),
             },
         }
     }

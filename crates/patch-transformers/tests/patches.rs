@@ -7,8 +7,8 @@
 use std::sync::{Arc, Barrier};
 
 use onnx_diagnostic_core::{
-    CustomPatch, DiffFormat, Error, ExportOptions, Inputs, Module, PatchOptions, Result, Tensor,
-    export, patches::any_active, torch_export_patches,
+    CustomPatch, DiffFormat, Error, ExportOptions, ExportedProgram, Inputs, Module, PatchDetails,
+    PatchOptions, Result, Tensor, Value, export, patches::any_active, torch_export_patches,
 };
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
 use onnx_diagnostic_transformers::{
@@ -62,7 +62,7 @@ fn fails_unpatched(model: &LlamaForCausalLM) {
     assert!(matches!(e, Error::DataDependent { .. }), "{e}");
 }
 
-fn try_export(model: &LlamaForCausalLM) -> Result<onnx_diagnostic_core::ExportedProgram> {
+fn try_export(model: &LlamaForCausalLM) -> Result<ExportedProgram> {
     let dims = model.config.decoder_dims();
     export(
         model,
@@ -73,40 +73,22 @@ fn try_export(model: &LlamaForCausalLM) -> Result<onnx_diagnostic_core::Exported
     )
 }
 
-#[test]
-fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
-    let model = dynamic_llama();
-    let dims = model.config.decoder_dims();
-    // Without the patch (serialization only): the data-dependent branch.
-    fails_unpatched(&model);
-    // With it.
+/// Exports `model` under the transformers patches, runs the ONNX file on `sets` in ONNX
+/// Runtime and, once the guard is gone, compares with eager (unpatched) within 1e-4. Returns
+/// the program and what the guard applied.
+fn export_patched_and_compare(
+    model: &LlamaForCausalLM,
+    sets: &[Vec<(String, Value)>],
+) -> (ExportedProgram, PatchDetails) {
     let guard = torch_export_patches(PatchOptions {
         patch_transformers: true,
         ..PatchOptions::default()
     })
     .unwrap();
     let details = guard.details().clone();
-    let p = details
-        .find("patched_LlamaRotaryEmbedding.forward")
-        .unwrap();
-    assert_eq!(p.target, "LlamaRotaryEmbedding.forward");
-    assert!(p.doc.contains("dynamic_rope_update"));
-    let ep = try_export(&model).unwrap();
-    // The nodes the patch recorded are known.
-    let involved = details.patches_involved_in_graph(&ep);
-    assert_eq!(involved.len(), 1);
-    assert!(
-        involved[0].1.iter().any(|v| v.starts_with("cond")),
-        "{involved:?}"
-    );
+    let ep = try_export(model).unwrap();
     let onnx = lower(&ep, &LowerOptions::default()).unwrap();
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
-    // Eager without any patch is the reference; total lengths 33, 35, 3 and 33 cross 8 or not.
-    let sets: Vec<_> = INPUT_SETS
-        .iter()
-        .map(|(_, (b, s, c))| text_generation_inputs(&dims, *b, *s, *c))
-        .chain([text_generation_inputs(&dims, 2, 3, 2)])
-        .collect();
     let got: Vec<_> = sets
         .iter()
         .map(|set| session.run(&[], set).unwrap())
@@ -115,11 +97,43 @@ fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
     assert!(!any_active());
     for (set, got) in sets.iter().zip(&got) {
         let eager = model
-            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
+            .forward(&Inputs::bind_for(model, &[], set).unwrap())
             .unwrap_or_else(|e| panic!("{e}"));
         let d = max_diff(&eager, got);
-        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{d:?}");
+        assert!(
+            d.abs <= 1e-4 && d.dnan == 0.0,
+            "{:?}: {d:?}",
+            model.config.arch
+        );
     }
+    (ep, details)
+}
+
+#[test]
+fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
+    let model = dynamic_llama();
+    let dims = model.config.decoder_dims();
+    // Without the patch (serialization only): the data-dependent branch.
+    fails_unpatched(&model);
+    // With it; total lengths 33, 35, 3 and 33 cross 8 or not.
+    let sets: Vec<_> = INPUT_SETS
+        .iter()
+        .map(|(_, (b, s, c))| text_generation_inputs(&dims, *b, *s, *c))
+        .chain([text_generation_inputs(&dims, 2, 3, 2)])
+        .collect();
+    let (ep, details) = export_patched_and_compare(&model, &sets);
+    let p = details
+        .find("patched_LlamaRotaryEmbedding.forward")
+        .unwrap();
+    assert_eq!(p.target, "LlamaRotaryEmbedding.forward");
+    assert!(p.doc.contains("dynamic_rope_update"));
+    // The nodes the patch recorded are known.
+    let involved = details.patches_involved_in_graph(&ep);
+    assert_eq!(involved.len(), 1);
+    assert!(
+        involved[0].1.iter().any(|v| v.starts_with("cond")),
+        "{involved:?}"
+    );
 }
 
 #[test]
@@ -128,29 +142,13 @@ fn the_patch_covers_every_architecture_sharing_the_rotary_embedding() {
         let model = dynamic_model(model_type);
         let dims = model.config.decoder_dims();
         fails_unpatched(&model);
-        let guard = torch_export_patches(PatchOptions {
-            patch_transformers: true,
-            ..PatchOptions::default()
-        })
-        .unwrap();
-        let ep = try_export(&model).unwrap_or_else(|e| panic!("{model_type}: {e}"));
-        let onnx = lower(&ep, &LowerOptions::default()).unwrap();
-        let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
         // Total lengths 33 (beyond 8: the grown base) and 5 (the original frequencies).
         let sets = [(3, 4, 29), (1, 2, 3)].map(|(b, s, c)| text_generation_inputs(&dims, b, s, c));
-        let got: Vec<_> = sets
-            .iter()
-            .map(|set| session.run(&[], set).unwrap())
-            .collect();
-        drop(guard);
-        // Eager without the patch is the reference.
-        for (set, got) in sets.iter().zip(&got) {
-            let eager = model
-                .forward(&Inputs::bind_for(&model, &[], set).unwrap())
-                .unwrap();
-            let d = max_diff(&eager, got);
-            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{model_type}: {d:?}");
-        }
+        let (ep, _) = export_patched_and_compare(&model, &sets);
+        assert!(
+            ep.to_string().contains("torch.ops.higher_order.cond"),
+            "{model_type}"
+        );
     }
 }
 
