@@ -195,7 +195,10 @@ fn rewrite(
     };
     let r = rw::transform_method(&source, &options)?;
     if r.n_rewritten == 0 {
-        bail!("{method}: nothing to rewrite (no `if` testing a tensor with `.to_bool()`)");
+        bail!(
+            "{method}: nothing to rewrite (no `if` testing a tensor with `.to_bool()`, no \
+             `for` over a dynamic size `0..E.guard_int()?`)"
+        );
     }
     emit(&format!("{}\n\n{}\n", r.code, r.diff))
 }

@@ -60,6 +60,16 @@ fn a_method_of_a_file_is_rewritten_with_its_diff() {
         diff.contains("\n+    let hidden_states = ::onnx_diagnostic_core::cond_value::<"),
         "{diff}"
     );
+    // A loop over a dimension becomes for_range (a scan).
+    let (ok, out, err) = run(&[file, "--method", "Toy::loops"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\n-    for i in 0..x.size(0)?.guard_int()? {\n")
+            && out.contains(
+                "\n+    let (mut dist, mut total) = ::onnx_diagnostic_core::for_range::<\n"
+            ),
+        "{out}"
+    );
     let (ok, _, err) = run(&[file, "--method", "Toy::missing"]);
     assert!(
         !ok && err.contains("method Toy::missing not found"),

@@ -988,3 +988,44 @@ pub fn check_not(pred: Cond, message: &str) -> Result<()> {
         Cond::Tensor(t) => check(&t.logical_not()?, message),
     }
 }
+
+/// `for i in 0..n { carries = body(i, carries) }` as a [`scan`] over `arange(n)`: what
+/// crates/rewrite turns a loop over a dimension (`for i in 0..x.size(0)?.guard_int()?`) into,
+/// as the seeds turn `for i in range(x.shape[0])` into `torch.ops.higher_order.scan` over
+/// `torch.arange(x.shape[0])`.
+///
+/// `n` may be symbolic: the loop is recorded once, its length stays dynamic, where the plain
+/// loop specialises the graph to the example length. `body` gets the step index as a 0-d
+/// `int64` tensor (which [`Tensor::select`] and [`Tensor::select_scatter`] accept) and the
+/// carries, which must keep their dtypes and shapes (a row written with `select_scatter`
+/// keeps them). With no step (`n == 0`) the result is `init`.
+///
+/// # Errors
+/// [`Error::ControlFlow`] when `init` has no tensor or a carry changes dtype or shape; any
+/// error of the body.
+#[track_caller]
+pub fn for_range<T: CondValue>(
+    n: impl Into<SymInt>,
+    init: T,
+    body: impl Fn(&Tensor, T) -> Result<T>,
+) -> Result<T> {
+    let location = Loc::caller();
+    let init = init.into_tensors();
+    let device = init.first().map(Tensor::device).ok_or_else(|| {
+        cf_error(
+            "for_range",
+            location,
+            "no carry: the loop must update at least one tensor declared before it".to_owned(),
+        )
+    })?;
+    let idx = Tensor::arange(0, n, 1, tch::Kind::Int64, device)?;
+    let (carries, _) = scan(
+        |c, x| {
+            let out = body(&x[0], T::from_tensors(c.to_vec())?)?;
+            Ok((out.into_tensors(), Vec::new()))
+        },
+        &init,
+        &[idx],
+    )?;
+    T::from_tensors(carries)
+}

@@ -31,7 +31,7 @@ pub mod tensor;
 
 pub use context::{Guard, ScopeGuard, scope};
 pub use control_flow::{
-    Cond, CondValue, Pred, check, check_not, check_size, cond, cond_value, scan,
+    Cond, CondValue, Pred, check, check_not, check_size, cond, cond_value, for_range, scan,
 };
 pub use error::{Error, Loc, Result};
 pub use export::{Dim, DynSpec, DynamicShapes, ExportOptions, FnModule, Inputs, Module, export};
@@ -50,4 +50,4 @@ pub use serialization::{
 };
 pub use shape_env::{Broadcast, ConstraintViolation, ShapeEnv};
 pub use sym::{Atom, SymExpr, SymInt};
-pub use tensor::{IntoSizes, Scalar, Tensor};
+pub use tensor::{IntoSizes, Scalar, Tensor, TensorIndex};

@@ -662,14 +662,72 @@ impl Tensor {
         )
     }
 
-    /// Selects one index of `dim`, removing it.
+    /// Selects one index of `dim`, removing it (torch's `x.select(dim, i)`, `x[i]`).
+    ///
+    /// The index is a size (`i64`, [`SymInt`], negative counting from the end) or a 0-d
+    /// integer tensor, as torch indexes with a 0-d tensor; the loop index of a loop rewritten
+    /// into [`for_range`](crate::for_range) is such a tensor. A tensor index must be in
+    /// `0..size` (it is read with `index_select`, which takes no negative index).
     #[track_caller]
-    pub fn select(&self, dim: i64, index: impl Into<SymInt>) -> Result<Tensor> {
-        call1(
-            &ops::SELECT,
-            &[Some(self)],
-            vec![Attr::Int(dim.into()), Attr::Int(index.into())],
-        )
+    pub fn select<'i>(&self, dim: i64, index: impl Into<TensorIndex<'i>>) -> Result<Tensor> {
+        match index.into() {
+            TensorIndex::Size(i) => call1(
+                &ops::SELECT,
+                &[Some(self)],
+                vec![Attr::Int(dim.into()), Attr::Int(i)],
+            ),
+            TensorIndex::Tensor(i) => self.index_select(dim, &i.reshape([1])?)?.squeeze_dim(dim),
+        }
+    }
+
+    /// `self` with its slice `index` of `dim` replaced by `src` (torch's `select_scatter`,
+    /// the out-of-place `x[i] = src`); `src` has the shape of `self.select(dim, index)`. The
+    /// index is a size (negative counting from the end) or a 0-d integer tensor, as in
+    /// [`Tensor::select`]. Recorded as `index_put` on the leading dimension (with transposes
+    /// when `dim` is not the first), so it lowers to ONNX `ScatterND`.
+    ///
+    /// # Errors
+    /// [`Error::Torch`] when `dim` is out of range or the shapes do not match.
+    #[track_caller]
+    pub fn select_scatter<'i>(
+        &self,
+        src: &Tensor,
+        dim: i64,
+        index: impl Into<TensorIndex<'i>>,
+    ) -> Result<Tensor> {
+        let shape = self.shape();
+        let location = Loc::caller();
+        let d = ops::norm_dim(dim, shape.len()).map_err(|message| Error::Torch {
+            op: "aten.select_scatter.default",
+            location,
+            message,
+        })? as i64;
+        let index = match index.into() {
+            TensorIndex::Size(i) => {
+                let i = if i.hint() < 0 {
+                    &shape[d as usize] + &i
+                } else {
+                    i
+                };
+                Tensor::arange(i.clone(), &i + 1, 1, Kind::Int64, self.device())?
+            }
+            TensorIndex::Tensor(i) => i.reshape([1])?,
+        };
+        let values = src.unsqueeze(0)?;
+        if d == 0 {
+            return self.index_put(&[Some(&index)], &values, false);
+        }
+        // `dim` moved to the front, the others in their order: a row is laid out as `src`.
+        let rank = shape.len() as i64;
+        let mut perm = vec![d];
+        perm.extend((0..rank).filter(|&k| k != d));
+        let mut back = vec![0; perm.len()];
+        for (k, &p) in perm.iter().enumerate() {
+            back[p as usize] = k as i64;
+        }
+        self.permute(&perm)?
+            .index_put(&[Some(&index)], &values, false)?
+            .permute(&back)
     }
 
     /// Selects indices of `dim`.
@@ -1108,4 +1166,38 @@ fn pair(out: &mut Vec<Tensor>, op: &'static str) -> Result<(Tensor, Tensor)> {
     let b = out.pop().ok_or_else(missing)?;
     let a = out.pop().ok_or_else(missing)?;
     Ok((a, b))
+}
+
+/// The index of [`Tensor::select`] and [`Tensor::select_scatter`]: a size, or a 0-d integer
+/// tensor (what a loop rewritten into [`for_range`](crate::for_range) hands its body).
+#[derive(Clone, Debug)]
+pub enum TensorIndex<'a> {
+    /// A plain or symbolic size; negative counts from the end.
+    Size(SymInt),
+    /// A 0-d (or one-element) integer tensor.
+    Tensor(&'a Tensor),
+}
+
+impl From<i64> for TensorIndex<'_> {
+    fn from(i: i64) -> Self {
+        TensorIndex::Size(SymInt::new(i))
+    }
+}
+
+impl From<SymInt> for TensorIndex<'_> {
+    fn from(i: SymInt) -> Self {
+        TensorIndex::Size(i)
+    }
+}
+
+impl From<&SymInt> for TensorIndex<'_> {
+    fn from(i: &SymInt) -> Self {
+        TensorIndex::Size(i.clone())
+    }
+}
+
+impl<'a> From<&'a Tensor> for TensorIndex<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        TensorIndex::Tensor(t)
+    }
 }

@@ -75,6 +75,35 @@ fn gather_scatter_index_select_index_put() {
 }
 
 #[test]
+fn select_and_select_scatter_take_sizes_and_index_tensors_as_torch_does() {
+    let c = case("select_scatter");
+    let (x, i) = (c.example[0].as_tch().shallow_clone(), c.example[1].clone());
+    let m = c.module.as_ref();
+    let args: Vec<Value> = c.example.iter().cloned().map(Value::from).collect();
+    let got = leaves(
+        &m.forward(&Inputs::bind_for(m, &args, &[]).unwrap())
+            .unwrap(),
+    );
+    // libtorch's own select / select_scatter on the same values.
+    let k = i.as_tch().int64_value(&[]);
+    let want = [
+        x.select(1, k),
+        x.select_scatter(&(x.select(0, 0) * 2.0), 0, -1),
+        x.select_scatter(&(-x.select(1, 0)), 1, x.size()[1] - 1),
+        x.select_scatter(&(x.select(2, k) + 1.0), 2, k),
+    ];
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.as_tch(), w);
+    }
+    let text = check(c).to_string();
+    assert!(text.contains("aten.index_put.default"), "{text}");
+    assert!(
+        text.contains(r#"index_select: "f32[batch, 1, 4]""#),
+        "{text}"
+    );
+}
+
+#[test]
 fn conv_pool_upsample_follow_symbolic_spatial_sizes() {
     let text = check(case("conv")).to_string();
     assert!(

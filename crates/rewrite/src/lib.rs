@@ -8,7 +8,15 @@
 //! - `if c { x = ...; y = ... } [else { ... }]` becomes `let (x, y) = cond_value(...)`, each
 //!   branch returning the union of the assigned variables (one not assigned on a side keeps
 //!   its value there);
-//! - `if c { return Err(..) }` / `if c { panic!(..) }` becomes `check_not(c, message)?`.
+//! - `if c { return Err(..) }` / `if c { panic!(..) }` becomes `check_not(c, message)?`;
+//! - `for i in 0..E.guard_int()? { ...; out = out.select_scatter(&row, 0, i)?; ... }` (a loop
+//!   over a dynamic size, which as written specialises the graph to the example length: the
+//!   seeds' `for i in range(x.shape[0])`) becomes `let (mut out, ..) = for_range(E, (out, ..),
+//!   |i, __carries| { let (mut out, ..) = __carries; ...; Ok((out, ..)) })?`, a `scan` over
+//!   `arange(E)`. The carries are the variables declared before the loop that the body
+//!   assigns with `=`; inside, `i` is a 0-d tensor, which `select` and `select_scatter` take
+//!   (any other use of it is reported). The bound may also be a name bound earlier by
+//!   `let n = E.guard_int()?` (then `E` is evaluated again at the loop).
 //!
 //! A condition is a tensor test when it reads a tensor with `.to_bool()` (the default
 //! `filter_node`: there are no types in syntax, so tests on other values are left alone).
@@ -24,9 +32,11 @@
 //! the free variables of the branches that syntax shows to be tensors: parameters typed
 //! `Tensor` or `&Tensor`, and `let` bindings annotated `: Tensor`.
 //!
-//! Unsupported code is reported with the reason (a branch that both assigns and returns, a
-//! `while` or `loop` or `for` in a rewritten branch, a tensor test nested in another
-//! expression, ...). Loops over a dimension into `scan` are not rewritten yet.
+//! Unsupported code is reported with the reason and the line: a branch that both assigns and
+//! returns, a `while` on a tensor test, a tensor test nested in another expression, a loop
+//! that breaks, uses its index as a number, pushes into a `Vec` declared outside, or carries
+//! nothing. Loops to a plain number are left alone (they unroll), as are loops the
+//! `filter_loop` option refuses.
 //!
 //! The library works on source text (the CLI, `transform_method`) and on syn items (the
 //! `#[rewritable]` macro of crates/macros, at compile time).
@@ -36,7 +46,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote};
 use syn::{
-    BinOp, Block, Expr, ExprIf, FnArg, ImplItemFn, Pat, Stmt, Type, UnOp,
+    BinOp, Block, Expr, ExprForLoop, ExprIf, FnArg, ImplItemFn, Pat, Stmt, Type, UnOp,
     spanned::Spanned,
     visit::Visit,
     visit_mut::{self, VisitMut},
@@ -85,6 +95,10 @@ pub struct RewriteOptions {
     /// Which tensor tests to rewrite, among those the default rule finds (`.to_bool()`):
     /// `false` leaves the `if` as it is.
     pub filter_node: Option<fn(&ExprIf) -> bool>,
+    /// Which loops over a dynamic size to rewrite into `for_range` (a `scan`), among those
+    /// the default rule finds (`for i in 0..E.guard_int()?`): `false` leaves the loop as it
+    /// is, unrolled to the example length.
+    pub filter_loop: Option<fn(&ExprForLoop) -> bool>,
     /// Applied to the method before rewriting (e.g. [`or_into_bitor`]).
     pub pre_rewriter: Option<ItemRewriter>,
     /// Applied to the rewritten method.
@@ -95,6 +109,7 @@ impl std::fmt::Debug for RewriteOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RewriteOptions")
             .field("filter_node", &self.filter_node.is_some())
+            .field("filter_loop", &self.filter_loop.is_some())
             .field("pre_rewriter", &self.pre_rewriter.is_some())
             .field("post_rewriter", &self.post_rewriter.is_some())
             .finish()
@@ -193,6 +208,7 @@ pub fn transform_fn(f: ImplItemFn, options: &RewriteOptions) -> Result<(ImplItem
     let mut rw = Rewriter {
         options,
         tensors,
+        sizes: BTreeMap::new(),
         count: 0,
     };
     let stmts = std::mem::take(&mut f.block.stmts);
@@ -413,6 +429,8 @@ struct Rewriter<'o> {
     options: &'o RewriteOptions,
     /// Known tensors: name → owned.
     tensors: BTreeMap<String, bool>,
+    /// `let n = E.guard_int()?` bindings: name → `E` (a dynamic size made a plain integer).
+    sizes: BTreeMap<String, Expr>,
     count: usize,
 }
 
@@ -492,6 +510,29 @@ impl Rewriter<'_> {
                 && is_tensor(&pt.ty)
             {
                 self.tensors.insert(id.ident.to_string(), true);
+            }
+            // `let n = E.guard_int()?` names a size a loop may run to.
+            if let Stmt::Local(l) = &stmt
+                && let Some(init) = &l.init
+                && let Some(size) = guarded_size(&init.expr)
+            {
+                let name = match &l.pat {
+                    Pat::Ident(id) => Some(&id.ident),
+                    Pat::Type(pt) => match &*pt.pat {
+                        Pat::Ident(id) => Some(&id.ident),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let Some(name) = name {
+                    self.sizes.insert(name.to_string(), size.clone());
+                }
+            }
+            if let Stmt::Expr(Expr::ForLoop(f), _) = &stmt
+                && let Some(bound) = self.loop_bound(f)
+            {
+                out.push(self.rewrite_for(f, &bound)?);
+                continue;
             }
             let (e, semi) = match &stmt {
                 Stmt::Expr(Expr::If(i), semi) if self.wanted(i) => (i.clone(), semi.is_some()),
@@ -663,6 +704,302 @@ impl Rewriter<'_> {
         out.extend(self.block_stmts(rest, tail)?);
         Ok(out)
     }
+}
+
+impl Rewriter<'_> {
+    /// The dynamic size a loop runs to, when it is a loop to rewrite: `for i in 0..E` where
+    /// `E` is `X.guard_int()?` or a name bound to one.
+    fn loop_bound(&self, f: &ExprForLoop) -> Option<Expr> {
+        let Expr::Range(r) = &*f.expr else {
+            return None;
+        };
+        let starts_at_zero = matches!(r.start.as_deref(), Some(Expr::Lit(l))
+            if matches!(&l.lit, syn::Lit::Int(i) if i.base10_digits() == "0"));
+        if !starts_at_zero || !matches!(r.limits, syn::RangeLimits::HalfOpen(_)) {
+            return None;
+        }
+        let end = r.end.as_deref()?;
+        let bound = match end {
+            Expr::Path(p) => self.sizes.get(&p.path.get_ident()?.to_string()).cloned(),
+            other => guarded_size(other).cloned(),
+        }?;
+        self.options
+            .filter_loop
+            .is_none_or(|keep| keep(f))
+            .then_some(bound)
+    }
+
+    /// `for i in 0..n { body }` into `let (carries) = for_range(n, (carries), |i, (carries)|
+    /// { body; Ok((carries)) })?;`: the carries are the variables declared before the loop
+    /// that the body assigns; `i` becomes a 0-d tensor, which only `select` and
+    /// `select_scatter` take.
+    fn rewrite_for(&mut self, f: &ExprForLoop, bound: &Expr) -> Result<Stmt> {
+        let core = core_path();
+        let var = match &*f.pat {
+            Pat::Ident(id) if id.by_ref.is_none() && id.subpat.is_none() => Some(id.ident.clone()),
+            Pat::Wild(_) => None,
+            other => {
+                return Err(unsupported(
+                    other.span(),
+                    "for",
+                    "the loop variable is a pattern; loop with one name (`for i in 0..n`)",
+                ));
+            }
+        };
+        if f.label.is_some() {
+            return Err(unsupported(
+                f.span(),
+                "for",
+                "a labelled loop; scan runs every step, remove the label and its breaks",
+            ));
+        }
+        if let Some(span) = loop_exit(&f.body) {
+            return Err(unsupported(
+                span,
+                "for",
+                "`break`, `continue` or `return` in the loop; scan runs every step: compute \
+                 the value of each step instead (e.g. with `where_cond`)",
+            ));
+        }
+        if let Some(var) = &var
+            && let Some(span) = index_misuse(&f.body, &var.to_string())
+        {
+            return Err(unsupported(
+                span,
+                "for",
+                &format!(
+                    "the loop index `{var}` is used as a number; inside scan it is a 0-d tensor, \
+                     which only `t.select(dim, {var})` and `t.select_scatter(&v, dim, {var})` \
+                     take"
+                ),
+            ));
+        }
+        let local = let_bound(&f.body);
+        if let Some((name, span)) = outer_mutation(&f.body, &local) {
+            return Err(unsupported(
+                span,
+                "for",
+                &format!(
+                    "`{name}` declared before the loop is changed in place (`+=`, `push`, ...); \
+                     only tensors reassigned with `=` are carried through scan: write rows \
+                     with `{name} = {name}.select_scatter(&row, 0, i)?`"
+                ),
+            ));
+        }
+        let vars: Vec<String> = assigned(&f.body)
+            .into_iter()
+            .filter(|v| !local.contains(v))
+            .collect();
+        if vars.is_empty() {
+            return Err(unsupported(
+                f.span(),
+                "for",
+                "the loop assigns no tensor declared before it, so scan has nothing to carry; \
+                 write its results into a tensor allocated before the loop \
+                 (`out = out.select_scatter(&row, 0, i)?`)",
+            ));
+        }
+        // Inside the body, the index is a `&Tensor` and the carries are tensors: a tensor
+        // test there passes them to its branches.
+        if let Some(v) = &var {
+            self.tensors.insert(v.to_string(), false);
+        }
+        for v in &vars {
+            self.tensors.insert(v.clone(), true);
+        }
+        let body = self.block_stmts(f.body.stmts.clone(), false)?;
+        self.count += 1;
+        let ids: Vec<syn::Ident> = vars.iter().map(|v| format_ident!("{v}")).collect();
+        let (tuple, pat, ty) = if let [id] = ids.as_slice() {
+            (quote!(#id), quote!(mut #id), quote!(#core::Tensor))
+        } else {
+            let tys = ids.iter().map(|_| quote!(#core::Tensor));
+            (
+                quote!((#(#ids),*)),
+                quote!((#(mut #ids),*)),
+                quote!((#(#tys),*)),
+            )
+        };
+        let index = var.map_or_else(|| quote!(_), |v| quote!(#v));
+        Ok(syn::parse_quote! {
+            let #pat = #core::for_range::<#ty>(
+                #bound,
+                #tuple,
+                |#index, __carries| {
+                    let #pat = __carries;
+                    #(#body)*
+                    Ok(#tuple)
+                },
+            )?;
+        })
+    }
+}
+
+/// `E` of `E.guard_int()?`: a dynamic size made a plain integer.
+fn guarded_size(e: &Expr) -> Option<&Expr> {
+    match e {
+        Expr::Paren(p) => guarded_size(&p.expr),
+        Expr::Try(t) => match &*t.expr {
+            Expr::MethodCall(m) if m.method == "guard_int" && m.args.is_empty() => {
+                Some(&m.receiver)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The first `break`, `continue` (of this loop, not of a nested one) or `return` in a loop
+/// body, outside closures.
+fn loop_exit(body: &Block) -> Option<Span> {
+    struct Find {
+        depth: usize,
+        found: Option<Span>,
+    }
+    impl<'a> Visit<'a> for Find {
+        fn visit_expr_break(&mut self, b: &'a syn::ExprBreak) {
+            if self.depth == 0 || b.label.is_some() {
+                self.found.get_or_insert(b.span());
+            }
+        }
+        fn visit_expr_continue(&mut self, c: &'a syn::ExprContinue) {
+            if self.depth == 0 || c.label.is_some() {
+                self.found.get_or_insert(c.span());
+            }
+        }
+        fn visit_expr_return(&mut self, r: &'a syn::ExprReturn) {
+            self.found.get_or_insert(r.span());
+        }
+        fn visit_expr_closure(&mut self, _: &'a syn::ExprClosure) {}
+        fn visit_expr_for_loop(&mut self, l: &'a ExprForLoop) {
+            self.depth += 1;
+            syn::visit::visit_expr_for_loop(self, l);
+            self.depth -= 1;
+        }
+        fn visit_expr_while(&mut self, l: &'a syn::ExprWhile) {
+            self.depth += 1;
+            syn::visit::visit_expr_while(self, l);
+            self.depth -= 1;
+        }
+        fn visit_expr_loop(&mut self, l: &'a syn::ExprLoop) {
+            self.depth += 1;
+            syn::visit::visit_expr_loop(self, l);
+            self.depth -= 1;
+        }
+    }
+    let mut f = Find {
+        depth: 0,
+        found: None,
+    };
+    f.visit_block(body);
+    f.found
+}
+
+/// The first use of the loop index `var` other than as the index of `t.select(dim, var)` or
+/// `t.select_scatter(&v, dim, var)`.
+fn index_misuse(body: &Block, var: &str) -> Option<Span> {
+    struct Find<'v> {
+        var: &'v str,
+        found: Option<Span>,
+    }
+    impl<'a> Visit<'a> for Find<'_> {
+        fn visit_expr_method_call(&mut self, m: &'a syn::ExprMethodCall) {
+            let index_at = match m.method.to_string().as_str() {
+                "select" => Some(1),
+                "select_scatter" => Some(2),
+                _ => None,
+            };
+            self.visit_expr(&m.receiver);
+            for (k, a) in m.args.iter().enumerate() {
+                let is_index =
+                    Some(k) == index_at && matches!(a, Expr::Path(p) if p.path.is_ident(self.var));
+                if !is_index {
+                    self.visit_expr(a);
+                }
+            }
+        }
+        fn visit_expr_path(&mut self, p: &'a syn::ExprPath) {
+            if p.path.is_ident(self.var) {
+                self.found.get_or_insert(p.span());
+            }
+        }
+    }
+    let mut f = Find { var, found: None };
+    f.visit_block(body);
+    f.found
+}
+
+/// The names a block binds with `let` (at any depth, outside closures).
+fn let_bound(body: &Block) -> Vec<String> {
+    struct Find(Vec<String>);
+    impl<'a> Visit<'a> for Find {
+        fn visit_pat_ident(&mut self, p: &'a syn::PatIdent) {
+            self.0.push(p.ident.to_string());
+            syn::visit::visit_pat_ident(self, p);
+        }
+        fn visit_expr_closure(&mut self, _: &'a syn::ExprClosure) {}
+    }
+    let mut f = Find(Vec::new());
+    f.visit_block(body);
+    f.0
+}
+
+/// The first variable declared outside `body` that it changes in place: a compound assignment
+/// (`k += 1`), or a mutating call (`v.push(..)`, `v.insert(..)`, `v.extend(..)`, ...).
+fn outer_mutation(body: &Block, local: &[String]) -> Option<(String, Span)> {
+    struct Find<'l> {
+        local: &'l [String],
+        found: Option<(String, Span)>,
+    }
+    fn root(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Path(p) => p.path.get_ident().map(ToString::to_string),
+            Expr::Field(f) => root(&f.base),
+            Expr::Index(i) => root(&i.expr),
+            _ => None,
+        }
+    }
+    impl<'a> Visit<'a> for Find<'_> {
+        fn visit_expr_binary(&mut self, b: &'a syn::ExprBinary) {
+            let compound = matches!(
+                b.op,
+                BinOp::AddAssign(_)
+                    | BinOp::SubAssign(_)
+                    | BinOp::MulAssign(_)
+                    | BinOp::DivAssign(_)
+                    | BinOp::RemAssign(_)
+                    | BinOp::BitAndAssign(_)
+                    | BinOp::BitOrAssign(_)
+                    | BinOp::BitXorAssign(_)
+                    | BinOp::ShlAssign(_)
+                    | BinOp::ShrAssign(_)
+            );
+            if compound
+                && let Some(name) = root(&b.left)
+                && !self.local.contains(&name)
+            {
+                self.found.get_or_insert((name, b.span()));
+            }
+            syn::visit::visit_expr_binary(self, b);
+        }
+        fn visit_expr_method_call(&mut self, m: &'a syn::ExprMethodCall) {
+            const MUTATING: &[&str] = &[
+                "push", "insert", "extend", "append", "remove", "pop", "clear", "truncate",
+                "copy_", "fill_",
+            ];
+            if MUTATING.contains(&m.method.to_string().as_str())
+                && let Some(name) = root(&m.receiver)
+                && !self.local.contains(&name)
+            {
+                self.found.get_or_insert((name, m.span()));
+            }
+            syn::visit::visit_expr_method_call(self, m);
+        }
+        fn visit_expr_closure(&mut self, _: &'a syn::ExprClosure) {}
+    }
+    let mut f = Find { local, found: None };
+    f.visit_block(body);
+    f.found
 }
 
 fn parse_err(e: &syn::Error) -> RewriteError {

@@ -18,7 +18,7 @@ pub struct Toy {
     scale: f64,
 }
 
-#[rewritable(returns, assigns, checks)]
+#[rewritable(returns, assigns, checks, loops)]
 impl Toy {
     /// Both branches return.
     pub fn returns(&self, x: &Tensor) -> Result<Tensor> {
@@ -53,6 +53,27 @@ impl Toy {
         }
         x.sqrt()
     }
+
+    /// A loop over the rows of `x` (the seeds' `for i in range(x.shape[0])`): row `i` of
+    /// `dist` is the scaled squared distance from `x[i]` to every row, and `total` sums the
+    /// rows seen so far; two carries, the index used by `select` and `select_scatter`, and a
+    /// tensor test inside the body.
+    pub fn loops(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.size(0)?;
+        let mut dist = Tensor::zeros([n.clone(), n], Kind::Float, Device::Cpu)?;
+        let mut total = x.sum(&[0], false)?.mul_scalar(0.0)?;
+        for i in 0..x.size(0)?.guard_int()? {
+            let row = x.select(0, i)?;
+            let d = x.sub(&row)?.pow_scalar(2.0)?.sum(&[-1], false)?;
+            dist = dist.select_scatter(&d.mul_scalar(self.scale)?, 0, i)?;
+            if row.sum(&[], false)?.gt_scalar(0.0)?.to_bool()? {
+                total = total.add(&row)?;
+            } else {
+                total = total.sub(&row)?;
+            }
+        }
+        dist.add(&total.sum(&[], false)?)
+    }
 }
 
 fn t(v: &[f32], shape: &[i64]) -> Tensor {
@@ -81,12 +102,25 @@ fn export_1d(m: &dyn Module, x: &Tensor) -> Result<ExportedProgram> {
     )
 }
 
-/// Exports `method` without the rewrite (a data-dependent error) and with it, then checks the
-/// program and its ONNX file against eager on each input.
-fn check_construct(method: Method, target: &str, inputs: &[Tensor]) {
+/// Exports `method` without the rewrite (a data-dependent error, or for a loop the length
+/// made constant) and with it, then checks the diff, and the program and its ONNX file
+/// against eager on each input.
+fn check_construct(
+    method: Method,
+    target: &str,
+    inputs: &[Tensor],
+    diff_has: &[&str],
+    graph_has: &str,
+) {
     let m = module(method);
     let e = export_1d(&m, &inputs[0]).unwrap_err();
-    assert!(matches!(e, Error::DataDependent { .. }), "{target}: {e}");
+    assert!(
+        matches!(
+            e,
+            Error::DataDependent { .. } | Error::ConstraintViolation { .. }
+        ),
+        "{target}: {e}"
+    );
     let g = torch_export_patches(PatchOptions {
         rewrite: vec![target.to_owned()],
         ..PatchOptions::default()
@@ -101,14 +135,12 @@ fn check_construct(method: Method, target: &str, inputs: &[Tensor]) {
         .collect();
     assert_eq!(names, [format!("rewritten_{target}")]);
     let diff = g.details().patched[0].diff();
-    assert!(
-        diff.contains("\n-    if x.amax(&[], false)?")
-            && diff.contains("\n+    ")
-            && diff.contains("cond_value"),
-        "{diff}"
-    );
+    for want in diff_has {
+        assert!(diff.contains(want), "{want:?} not in\n{diff}");
+    }
     let ep = export_1d(&m, &inputs[0]).unwrap();
     drop(g);
+    assert!(ep.to_string().contains(graph_has), "{ep}");
     let onnx = lower(&ep, &LowerOptions::default()).unwrap();
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
     for x in inputs {
@@ -133,6 +165,11 @@ fn returns_in_both_branches_become_cond() {
             t(&[-1.0, -2.0], &[2]),
             t(&[0.5, -2.0, 4.0, 1.0, 0.0], &[5]),
         ],
+        &[
+            "\n-    if x.amax(&[], false)?",
+            "\n+    return ::onnx_diagnostic_core::cond_value(",
+        ],
+        "torch.ops.higher_order.cond",
     );
 }
 
@@ -146,6 +183,41 @@ fn assignments_become_cond_returning_the_assigned_variables() {
             t(&[0.1, 0.2], &[2]),
             t(&[0.3, -2.0, 0.4, 0.1, 0.0, -1.0], &[6]),
         ],
+        &[
+            "\n-    if x.amax(&[], false)?",
+            "\n+    let (a, b) = ::onnx_diagnostic_core::cond_value::<",
+        ],
+        "torch.ops.higher_order.cond",
+    );
+}
+
+#[test]
+fn loops_over_a_dimension_become_scan() {
+    let rows = |n: i64, seed: f32| {
+        let v: Vec<f32> = (0..n * 3)
+            .map(|k| ((k as f32 + seed) * 0.7).sin())
+            .collect();
+        t(&v, &[n, 3])
+    };
+    check_construct(
+        Toy::loops,
+        "Toy.loops",
+        // The export length, then longer, shorter, one row and no row.
+        &[
+            rows(4, 0.0),
+            rows(7, 1.0),
+            rows(2, 2.0),
+            rows(1, 3.0),
+            rows(0, 0.0),
+        ],
+        &[
+            "\n-    for i in 0..x.size(0)?.guard_int()? {",
+            "\n+    let (mut dist, mut total) = ::onnx_diagnostic_core::for_range::<",
+            "\n+        |i, __carries| {",
+            "let (mut dist, mut total) = __carries;",
+            "cond_value",
+        ],
+        "torch.ops.higher_order.scan",
     );
 }
 
@@ -344,6 +416,50 @@ fn unsupported_code_is_reported_with_the_reason() {
             .unwrap_err()
             .to_string()
             .contains("inside another expression")
+    );
+    // Loops over a dynamic size: what scan cannot express, with the line.
+    let body = |b: &str| {
+        format!(
+            "fn f(x: &Tensor) -> Result<Tensor> {{\n    let mut z = x.clone();\n    let n = x.size(0)?.guard_int()?;\n    for i in 0..n {{\n        {b}\n    }}\n    Ok(z)\n}}"
+        )
+    };
+    for (b, want) in [
+        (
+            "z = z.narrow(0, i, 1)?;",
+            "line 5: cannot rewrite for: the loop index `i` is used as a number",
+        ),
+        (
+            "if i == 2 { break; } z = z.neg()?;",
+            "line 5: cannot rewrite for: `break`, `continue` or `return` in the loop",
+        ),
+        (
+            "rows.push(x.select(0, i)?);",
+            "line 5: cannot rewrite for: `rows` declared before the loop is changed in place",
+        ),
+        (
+            "let y = x.select(0, i)?;",
+            "line 4: cannot rewrite for: the loop assigns no tensor declared before it",
+        ),
+    ] {
+        let e = transform_method(&body(b), &o).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{b}: {e}");
+    }
+    // A loop to a plain number, or filtered out, is left alone.
+    let r = transform_method(&body("z = z.neg()?;").replace("0..n", "0..3"), &o).unwrap();
+    assert_eq!(r.n_rewritten, 0);
+    let keep_loops = RewriteOptions {
+        filter_loop: Some(|_| false),
+        ..RewriteOptions::default()
+    };
+    let r = transform_method(&body("z = z.neg()?;"), &keep_loops).unwrap();
+    assert_eq!(r.n_rewritten, 0);
+    let r = transform_method(&body("z = z.neg()?;"), &o).unwrap();
+    assert_eq!(r.n_rewritten, 1);
+    assert!(
+        r.code
+            .contains(">(\n        x.size(0)?,\n        z,\n        |i, __carries| {\n            let mut z = __carries;\n            z = z.neg()?;\n            Ok(z)\n"),
+        "{}",
+        r.code
     );
     // Tests on other values are left alone.
     let plain = "fn f(x: &Tensor, flag: bool) -> Result<Tensor> { if flag { return Ok(x.neg()?); } Ok(x.clone()) }";

@@ -286,10 +286,43 @@ fn attention() -> Case {
     }
 }
 
+/// `select` with a 0-d index tensor and `select_scatter` on each dimension, with a plain, a
+/// negative, a symbolic and a tensor index (what a loop rewritten into `for_range` runs).
+fn select_scatter() -> Case {
+    let m = FnModule::new("SelectScatter", &["x", "i"], |inputs: &Inputs| {
+        let x = inputs.tensor("x")?;
+        let i = inputs.tensor("i")?;
+        let n = x.size(1)?;
+        Ok(tuple(vec![
+            x.select(1, i)?,
+            x.select_scatter(&x.select(0, 0)?.mul_scalar(2.0)?, 0, -1)?,
+            x.select_scatter(&x.select(1, 0)?.neg()?, 1, &n - 1)?,
+            x.select_scatter(&x.select(2, i)?.add_scalar(1.0)?, 2, i)?,
+        ]))
+    });
+    // The index stays below 3, the smallest length and the last dimension.
+    let set = |b: i64, l: i64, i: i64| vec![randn(&[b, l, 4]), Tensor::from(tch::Tensor::from(i))];
+    Case {
+        name: "select_scatter",
+        module: Box::new(m),
+        example: set(2, 5, 1),
+        dims: vec![(0, 0, "batch"), (0, 1, "len")],
+        others: vec![set(3, 3, 2), set(1, 6, 0), set(4, 4, 1)],
+        atol: 1e-6,
+    }
+}
+
 /// Every op case (the generator is seeded first, so weights and inputs repeat).
 pub fn cases() -> Vec<Case> {
     tch::manual_seed(1);
-    vec![slices(), indexing(), conv(), reduce(), attention()]
+    vec![
+        slices(),
+        indexing(),
+        select_scatter(),
+        conv(),
+        reduce(),
+        attention(),
+    ]
 }
 
 /// RMSNorm as transformers writes it: `x * rsqrt(mean(x^2) + eps) * weight`.
