@@ -5,12 +5,13 @@
 //! parameters and buffers of the exported module by checkpoint name, anything else as a
 //! constant. Guards (the assumptions the graph relies on) are collected here.
 
-use std::{cell::RefCell, collections::HashMap, sync::atomic::AtomicU64};
+use std::{cell::RefCell, collections::HashMap};
 
 use tch::Kind;
 
 use crate::{
     error::{Error, Loc, Result},
+    state,
     graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo},
     ops::{Assumption, OpDef, Rel, ShapeCtx},
     sym::{SymExpr, SymInt},
@@ -93,11 +94,8 @@ pub(crate) struct Recorder {
     n_constants: usize,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    static RECORDER: RefCell<Option<Recorder>> = const { RefCell::new(None) };
-}
+/// The recorder of this thread (in the host's state when this copy is a plugin's).
+static RECORDER: state::Slot<RefCell<Option<Recorder>>> = state::Slot(|s| &s.recorder);
 
 /// Whether an export is recording on this thread.
 pub(crate) fn recording() -> bool {
@@ -135,7 +133,7 @@ pub(crate) fn start(
             map.entry(TensorKey::of(&t)).or_insert((name, kind));
         }
         *r = Some(Recorder {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: state::next_id(),
             graph: Graph::default(),
             names: HashMap::new(),
             known: map,
@@ -196,7 +194,7 @@ impl Recorder {
         let outer = Frame {
             id: std::mem::replace(
                 &mut self.id,
-                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                state::next_id(),
             ),
             graph: std::mem::take(&mut self.graph),
             lifted: std::mem::take(&mut self.lifted),

@@ -191,6 +191,21 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A custom patch (from a plugin or `custom_patches`) panicked: the panic was caught at the
+    /// patch's boundary, the export stopped there, and the host goes on.
+    #[error(
+        "patch {patch}{} panicked: {message}; fix the patch, or leave it out \
+         (without its plugin, or without it in custom_patches)",
+        plugin.as_ref().map(|p| format!(" of plugin {p}")).unwrap_or_default()
+    )]
+    PatchPanicked {
+        /// The patch's name.
+        patch: String,
+        /// The plugin that supplied it (none for a patch linked into the program).
+        plugin: Option<String>,
+        /// The panic's message.
+        message: String,
+    },
     /// A model-level failure (missing input, wrong configuration ...).
     #[error("model {model}: {message}")]
     Model {

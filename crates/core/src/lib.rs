@@ -26,6 +26,7 @@ mod program_file;
 pub mod pytree;
 pub mod serialization;
 pub mod shape_env;
+pub mod state;
 pub mod sym;
 pub mod tensor;
 

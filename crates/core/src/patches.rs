@@ -23,8 +23,9 @@ use std::{
 
 use crate::{
     error::{Error, Result},
+    state::Slot,
     program::ExportedProgram,
-    serialization::{SerializationGuard, register_families},
+    serialization::{SerializationGuard, register_families_with},
 };
 
 #[doc(hidden)]
@@ -51,6 +52,16 @@ pub struct PatchEntry {
     /// The option of [`PatchOptions`] that must also be on for the guard to apply it
     /// (`catch_constraints`, `stop_if_static`), besides its family's.
     pub when: Option<&'static str>,
+}
+
+impl std::fmt::Debug for PatchEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchEntry")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("family", &self.family)
+            .finish_non_exhaustive()
+    }
 }
 
 inventory::collect!(PatchEntry);
@@ -80,6 +91,25 @@ pub struct CustomPatch {
     pub target_source: String,
     /// The function pointer, of the target's signature (`fn(&MyModel, &Tensor) -> ...`).
     pub func: Arc<dyn Any + Send + Sync>,
+    /// The plugin that supplied it, if any (shown in [`PatchDetails`]).
+    pub plugin: Option<String>,
+}
+
+impl CustomPatch {
+    /// A `#[patch]` entry as a run-time patch (how crates/plugins hands a plugin's entries to
+    /// the guard), with the plugin's name.
+    pub fn from_entry(e: &'static PatchEntry, plugin: Option<&str>) -> Self {
+        Self {
+            name: e.name.to_owned(),
+            target: e.target.to_owned(),
+            family: e.family,
+            doc: e.doc.to_owned(),
+            patch_source: e.patch_source.to_owned(),
+            target_source: e.target_source.to_owned(),
+            func: Arc::new(StaticFn(e.func)),
+            plugin: plugin.map(str::to_owned),
+        }
+    }
 }
 
 impl std::fmt::Debug for CustomPatch {
@@ -93,7 +123,7 @@ impl std::fmt::Debug for CustomPatch {
 
 /// A patch of a guard, whatever its origin.
 #[derive(Clone)]
-struct Active {
+pub(crate) struct Active {
     name: Arc<str>,
     target: Arc<str>,
     func: Arc<dyn Any + Send + Sync>,
@@ -104,14 +134,13 @@ struct Active {
 /// A link-time function pointer behind an `Arc` (copied out of the entry).
 struct StaticFn(&'static (dyn Any + Sync));
 
-thread_local! {
-    static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
-    static N_ACTIVE: Cell<usize> = const { Cell::new(0) };
-    static RUNNING: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
-    static NEXT_GUARD: Cell<u64> = const { Cell::new(1) };
-    /// The `verbose` and `stop_if_static` options of each live guard, innermost last.
-    static VERBOSE: RefCell<Vec<(u64, u8, u8)>> = const { RefCell::new(Vec::new()) };
-}
+// The patch state of this thread (the host's when this copy is a plugin's: crate::state).
+static ACTIVE: Slot<RefCell<Vec<Active>>> = Slot(|s| &s.active);
+static N_ACTIVE: Slot<Cell<usize>> = Slot(|s| &s.n_active);
+static RUNNING: Slot<RefCell<Vec<Arc<str>>>> = Slot(|s| &s.running);
+static NEXT_GUARD: Slot<Cell<u64>> = Slot(|s| &s.next_guard);
+/// The `verbose` and `stop_if_static` options of each live guard, innermost last.
+static VERBOSE: Slot<RefCell<Vec<(u64, u8, u8)>>> = Slot(|s| &s.verbose);
 
 /// Whether a patch of `target` (`Type.method`, or a function's name) is active in this thread.
 pub fn is_patched(target: &str) -> bool {
@@ -181,6 +210,43 @@ pub fn run_patch<R>(name: &Arc<str>, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The name of the plugin this copy of the crate belongs to (set by the plugin's entry point;
+/// none in a host).
+static PLUGIN_NAME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records the name of the plugin this copy of the crate is linked into (`export_plugin!` of
+/// crates/plugins calls it); the first name stays.
+pub fn set_plugin_name(name: &'static str) {
+    let _ = PLUGIN_NAME.set(name);
+}
+
+/// Runs a patch of family `custom` (what `#[patch]` wraps them in), turning a panic into
+/// [`Error::PatchPanicked`] naming the patch and its plugin: a panic never unwinds out of a
+/// plugin into its host. The patch returns a `Result` whose error converts from [`Error`].
+///
+/// # Errors
+/// The patch's errors; [`Error::PatchPanicked`] when it panics.
+pub fn catch_patch_panic<T, E: From<Error>>(
+    patch: &'static str,
+    f: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(a panic without a message)".to_owned());
+            Err(E::from(Error::PatchPanicked {
+                patch: patch.to_owned(),
+                plugin: PLUGIN_NAME.get().map(|p| (*p).to_owned()),
+                message,
+            }))
+        }
+    }
+}
+
 /// The innermost patch running in this thread (node provenance).
 pub(crate) fn running_patch() -> Option<Arc<str>> {
     RUNNING.with(|r| r.borrow().last().cloned())
@@ -203,8 +269,12 @@ pub struct PatchOptions {
     pub verbose: u8,
     /// `false`: serialization only, no patch.
     pub patch: bool,
-    /// Patches supplied at run time.
+    /// Patches supplied at run time. One whose target a built-in patch of the guard also
+    /// targets replaces it (the seeds apply custom patches last, so theirs is the one in
+    /// place); two custom patches of one target are an error.
     pub custom_patches: Vec<CustomPatch>,
+    /// Serializers supplied at run time (plugins'), registered with the others.
+    pub custom_serializers: Vec<Arc<dyn crate::Serializer>>,
     /// Methods to rewrite (the control-flow rewriting issue; accepted and kept, unused so far).
     pub rewrite: Vec<String>,
     /// Where to dump the rewritten code (rewriting issue).
@@ -222,6 +292,7 @@ impl Default for PatchOptions {
             verbose: 0,
             patch: true,
             custom_patches: Vec::new(),
+            custom_serializers: Vec::new(),
             rewrite: Vec::new(),
             dump_rewriting: None,
         }
@@ -243,6 +314,8 @@ pub struct AppliedPatch {
     pub target_source: String,
     /// The patch's source.
     pub patch_source: String,
+    /// The plugin that supplied it (`None` for a patch linked into the program).
+    pub plugin: Option<String>,
 }
 
 /// How [`PatchDetails::format_diff`] prints.
@@ -265,6 +338,7 @@ impl From<&PatchEntry> for AppliedPatch {
             doc: e.doc.to_owned(),
             target_source: e.target_source.to_owned(),
             patch_source: e.patch_source.to_owned(),
+            plugin: None,
         }
     }
 }
@@ -273,7 +347,13 @@ impl AppliedPatch {
     /// The title of its diff: `transformers: LlamaRotaryEmbedding.forward ->
     /// patched_LlamaRotaryEmbedding.forward`.
     pub fn title(&self) -> String {
-        format!("{}: {} -> {}", self.family, self.target, self.name)
+        match &self.plugin {
+            None => format!("{}: {} -> {}", self.family, self.target, self.name),
+            Some(p) => format!(
+                "{} (plugin {p}): {} -> {}",
+                self.family, self.target, self.name
+            ),
+        }
     }
 
     /// The unified diff between the target's and the patch's sources
@@ -468,7 +548,8 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
         families.push(PatchFamily::Diffusers);
     }
     families.push(PatchFamily::Custom);
-    let serialization = register_families(&families, options.verbose);
+    let serialization =
+        register_families_with(&families, &options.custom_serializers, options.verbose);
 
     let mut applied: Vec<(AppliedPatch, Arc<dyn Any + Send + Sync>)> = Vec::new();
     if options.patch {
@@ -520,6 +601,7 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
                     doc: c.doc.clone(),
                     target_source: c.target_source.clone(),
                     patch_source: c.patch_source.clone(),
+                    plugin: c.plugin.clone(),
                 },
                 c.func.clone(),
             ));
@@ -543,6 +625,22 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
     if let Some(dir) = &options.dump_rewriting {
         dump_rewriting(dir, applied.iter().map(|(a, _)| a))?;
     }
+    // A custom patch replaces a built-in one of the same target.
+    let custom_targets: Vec<String> = applied
+        .iter()
+        .filter(|(a, _)| a.family == PatchFamily::Custom)
+        .map(|(a, _)| a.target.clone())
+        .collect();
+    applied.retain(|(a, _)| {
+        let replaced = a.family != PatchFamily::Custom && custom_targets.contains(&a.target);
+        if replaced && options.verbose > 0 {
+            println!(
+                "[torch_export_patches] {} is replaced by a custom patch of {}",
+                a.name, a.target
+            );
+        }
+        !replaced
+    });
     for (i, (a, _)) in applied.iter().enumerate() {
         if let Some((b, _)) = applied[..i].iter().find(|(b, _)| b.target == a.target) {
             return Err(Error::Patch {

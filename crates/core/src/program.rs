@@ -302,11 +302,11 @@ pub(crate) fn eval_graph(
                 None => Ok(None),
             })
             .collect::<Result<_>>()?;
-        let outs = if std::ptr::eq(node.op, &crate::ops::COND) {
+        let outs = if node.op.name == crate::ops::COND.name {
             let outs = crate::control_flow::eval_cond(node, &inputs, bindings)?;
             crate::control_flow::bind_cond_outputs(node, graph, &outs, bindings);
             outs
-        } else if std::ptr::eq(node.op, &crate::ops::SCAN) {
+        } else if node.op.name == crate::ops::SCAN.name {
             crate::control_flow::eval_scan(graph, node, &inputs, bindings)?
         } else {
             let mut eval = |s: &SymInt| -> Result<SymInt, String> {
@@ -389,12 +389,12 @@ fn write_module(f: &mut fmt::Formatter<'_>, g: &Graph, class: &str, indent: usiz
             .map(|i| i.map_or("None".to_owned(), name))
             .collect();
         let mut args: Vec<String> = Vec::new();
-        if std::ptr::eq(node.op, &crate::ops::COND) {
+        if node.op.name == crate::ops::COND.name {
             // cond(pred, true_graph_0, false_graph_0, (operands..., lifted...))
             args.push(tensors.first().cloned().unwrap_or_default());
             args.extend(node.attrs.iter().map(ToString::to_string));
             args.push(tuple_str(&tensors[1.min(tensors.len())..]));
-        } else if std::ptr::eq(node.op, &crate::ops::SCAN) {
+        } else if node.op.name == crate::ops::SCAN.name {
             // scan(scan_combine_graph_0, [init...], [xs...], (lifted...))
             let count = |k: usize| match node.attrs.get(k) {
                 Some(crate::graph::Attr::Int(v)) => usize::try_from(v.hint()).unwrap_or(0),

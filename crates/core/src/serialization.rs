@@ -92,6 +92,12 @@ pub trait Serializer: Send + Sync + 'static {
     fn unflatten(&self, values: Vec<Value>, context: &[String]) -> Result<Box<dyn CustomObject>>;
 }
 
+impl fmt::Debug for dyn Serializer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Serializer({}, {})", self.class_name(), self.family())
+    }
+}
+
 /// A serializer declared at link time (see [`register_serializer!`]).
 #[doc(hidden)]
 pub struct SerializerEntry(pub &'static dyn Serializer);
@@ -120,10 +126,9 @@ pub fn available_serializers() -> Vec<&'static dyn Serializer> {
     all
 }
 
-thread_local! {
-    static REGISTERED: RefCell<BTreeMap<String, Arc<dyn Serializer>>> =
-        const { RefCell::new(BTreeMap::new()) };
-}
+/// The serializers registered in this thread (the host's when this copy is a plugin's).
+static REGISTERED: crate::state::Slot<RefCell<BTreeMap<String, Arc<dyn Serializer>>>> =
+    crate::state::Slot(|s| &s.serializers);
 
 /// Registers `serializer` for its class in this thread; `false` when the class is already
 /// registered (the registration in place is kept, as the seeds do).
@@ -243,12 +248,23 @@ pub fn register_cache_serialization(
 
 /// Registers every available serializer of `families` until the guard is dropped.
 pub fn register_families(families: &[Family], verbose: u8) -> SerializationGuard {
+    register_families_with(families, &[], verbose)
+}
+
+/// [`register_families`] after the run-time serializers `extra` (a plugin's), which come first
+/// and so win over a linked serializer of the same class.
+pub fn register_families_with(
+    families: &[Family],
+    extra: &[Arc<dyn Serializer>],
+    verbose: u8,
+) -> SerializationGuard {
     let mut registered = Vec::new();
-    for s in available_serializers() {
-        if !families.contains(&s.family()) {
-            continue;
-        }
-        if register_class_serialization(Arc::new(StaticSerializer(s))) {
+    let linked = available_serializers()
+        .into_iter()
+        .filter(|s| families.contains(&s.family()))
+        .map(shared_serializer);
+    for s in extra.iter().cloned().chain(linked) {
+        if register_class_serialization(s.clone()) {
             if verbose > 0 {
                 println!(
                     "[register_class_serialization] ---------- register {}",
@@ -267,6 +283,12 @@ pub fn register_families(families: &[Family], verbose: u8) -> SerializationGuard
         registered,
         verbose,
     }
+}
+
+/// A link-time serializer (a plugin's) behind an `Arc`, as `PatchOptions::custom_serializers`
+/// takes them.
+pub fn shared_serializer(s: &'static dyn Serializer) -> Arc<dyn Serializer> {
+    Arc::new(StaticSerializer(s))
 }
 
 /// A link-time serializer behind an `Arc`.

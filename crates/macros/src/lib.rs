@@ -278,8 +278,30 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
     let doc = doc.join("\n");
     let name = &f.sig.ident;
     let patch_name = format!("patched_{target_id}");
+    // A custom patch (a plugin's, or the user's) runs behind a panic catcher: a panic becomes
+    // `Error::PatchPanicked` there, and never unwinds into the host.
+    let (wrapper, func) = if family == "custom" {
+        let caught = format_ident!("__caught_{}", name);
+        let args: Vec<syn::Ident> = (0..types.len()).map(|i| format_ident!("__a{}", i)).collect();
+        (
+            quote! {
+                #[doc(hidden)]
+                #[allow(non_snake_case)]
+                fn #caught(#(#args: #types),*) -> #ret {
+                    ::onnx_diagnostic_core::patches::catch_patch_panic(
+                        #patch_name,
+                        || #name(#(#args),*),
+                    )
+                }
+            },
+            quote!(#caught),
+        )
+    } else {
+        (quote!(), quote!(#name))
+    };
     quote! {
         #f
+        #wrapper
         // The patch has the target's signature (checked by the compiler).
         const _: () = {
             let _check: fn(#(#types),*) -> #ret = #target;
@@ -292,7 +314,7 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
                 doc: #doc,
                 patch_source: #source,
                 target_source: #source_path,
-                func: &(#name as fn(#(#types),*) -> #ret),
+                func: &(#func as fn(#(#types),*) -> #ret),
                 when: #when,
             }
         }

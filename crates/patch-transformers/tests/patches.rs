@@ -187,6 +187,7 @@ fn custom(name: &str, f: RopeFn) -> CustomPatch {
         patch_source: "fn test() {}".to_owned(),
         target_source: LlamaRotaryEmbedding::__patchable_source_forward.to_owned(),
         func: Arc::new(f),
+        plugin: None,
     }
 }
 
@@ -227,16 +228,29 @@ fn nesting_conflicts_and_panics() {
         assert_eq!(outer.details().n_patches(), 1);
     }
     assert!(!any_active());
-    // Two patches of one target in one guard: refused, naming both.
+    // A custom patch replaces the built-in patch of its target in the same guard (the seeds
+    // apply custom patches last).
+    {
+        let g = torch_export_patches(PatchOptions {
+            patch_transformers: true,
+            custom_patches: vec![custom("patched_mine", refuse)],
+            ..PatchOptions::default()
+        })
+        .unwrap();
+        let names: Vec<&str> = g.details().patched.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["patched_mine"]);
+        let e = forward(&model).unwrap_err();
+        assert!(e.to_string().contains("inner patch ran"), "{e}");
+    }
+    // Two custom patches of one target in one guard: refused, naming both.
     let e = torch_export_patches(PatchOptions {
-        patch_transformers: true,
-        custom_patches: vec![custom("patched_mine", refuse)],
+        custom_patches: vec![custom("patched_mine", refuse), custom("patched_yours", refuse)],
         ..PatchOptions::default()
     })
     .unwrap_err();
     assert!(
         e.to_string()
-            .contains("patched_LlamaRotaryEmbedding.forward and patched_mine both patch"),
+            .contains("patched_mine and patched_yours both patch"),
         "{e}"
     );
     assert!(!any_active());
