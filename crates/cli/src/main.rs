@@ -9,6 +9,9 @@
 //!   forward`), or their diffs (`--diff`, as seed `000` prints them).
 //! - `rewrite`: the rewritings an architecture needs (`--known ARCH`, as seed `002` prints
 //!   `code_needing_rewriting`), or the rewritten code and diff of any method of a Rust file.
+//! - `plugin PATH`: what a plugin library declares (name, versions, patches, serializers), or
+//!   why it is refused. `--plugin PATH` (repeatable) on `patches` and `validate` loads
+//!   plugins whose patches and serializers are then listed and applied.
 
 mod validate;
 
@@ -48,6 +51,14 @@ enum Command {
         /// Format of the diffs.
         #[arg(long, default_value = "raw", value_parser = ["raw", "rst", "markdown"])]
         format: String,
+        /// A plugin library whose patches are listed too (repeatable).
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<std::path::PathBuf>,
+    },
+    /// Prints what a plugin library declares, or why it is refused.
+    Plugin {
+        /// The library (`libmy_patches.so`).
+        path: std::path::PathBuf,
     },
     /// Rewrites the control flow of a method (`FILE.rs --method Type::method`), or lists the
     /// rewritings an architecture needs (`--known ARCH`).
@@ -74,7 +85,11 @@ fn main() -> ExitCode {
             family,
             diff,
             format,
-        } => list_patches(family.as_deref(), diff, &format),
+            plugins,
+        } => list_patches(family.as_deref(), diff, &format, &plugins),
+        Command::Plugin { path } => onnx_diagnostic_plugins::load(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|p| emit(&p.describe())),
         Command::Rewrite {
             file,
             method,
@@ -111,13 +126,24 @@ fn main() -> ExitCode {
 
 /// `patches`: one line per class (`LlamaRotaryEmbedding: forward`), in registry order, or the
 /// diffs.
-fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
+fn list_patches(
+    family: Option<&str>,
+    diff: bool,
+    format: &str,
+    plugins: &[std::path::PathBuf],
+) -> Result<()> {
     use onnx_diagnostic_core::patches::{AppliedPatch, DiffFormat, registered_patches};
     // Keep the patch crates' registrations linked.
     let _ = onnx_diagnostic_patch_torch::patches();
     let _ = onnx_diagnostic_patch_transformers::patches();
+    let plugins = onnx_diagnostic_plugins::load_all(plugins)?;
     let entries: Vec<_> = registered_patches()
         .into_iter()
+        .filter(|p| family.is_none_or(|f| p.family.to_string() == f))
+        .collect();
+    let from_plugins: Vec<AppliedPatch> = plugins
+        .iter()
+        .flat_map(|p| p.applied_patches())
         .filter(|p| family.is_none_or(|f| p.family.to_string() == f))
         .collect();
     if diff {
@@ -128,7 +154,9 @@ fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
         };
         let text: String = entries
             .into_iter()
-            .map(|e| format!("{}\n\n", AppliedPatch::from(e).format_diff(format)))
+            .map(AppliedPatch::from)
+            .chain(from_plugins)
+            .map(|a| format!("{}\n\n", a.format_diff(format)))
             .collect();
         return emit(&text);
     }
@@ -154,6 +182,16 @@ fn list_patches(family: Option<&str>, diff: bool, format: &str) -> Result<()> {
             if *shared == class {
                 text.push_str(&format!("{alias}: {}\n", methods.join(", ")));
             }
+        }
+    }
+    // A plugin's patches, one line each, with the plugin's name.
+    for a in from_plugins {
+        let plugin = a.plugin.as_deref().unwrap_or("?");
+        match a.target.rsplit_once('.') {
+            Some((class, method)) => {
+                text.push_str(&format!("{class}: {method} (plugin {plugin})\n"));
+            }
+            None => text.push_str(&format!("{} (plugin {plugin})\n", a.target)),
         }
     }
     emit(&text)

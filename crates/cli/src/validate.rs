@@ -78,6 +78,10 @@ pub(crate) struct ValidateArgs {
     /// Do not apply the export patches.
     #[arg(long, conflicts_with = "patch")]
     no_patch: bool,
+    /// A plugin library whose patches and serializers the export uses (repeatable); a plugin's
+    /// patch replaces a built-in patch of the same target.
+    #[arg(long = "plugin", value_name = "PATH")]
+    plugins: Vec<PathBuf>,
     /// 0: specialisations are guards; 1 or more: they are errors.
     #[arg(long, default_value_t = 0)]
     stop_if_static: u8,
@@ -104,9 +108,13 @@ pub(crate) struct ValidateArgs {
 }
 
 /// The options of the patch guard around the export: transformers and diffusers patches unless
-/// `--no-patch`, then the `--patch KEY=VALUE` settings.
+/// `--no-patch`, then the `--patch KEY=VALUE` settings, and the patches and serializers of the
+/// `--plugin` libraries (loaded here: a library refused by the handshake stops the run).
 fn patch_options(a: &ValidateArgs) -> Result<PatchOptions> {
+    let plugins = onnx_diagnostic_plugins::load_all(&a.plugins)?;
     let mut o = PatchOptions {
+        custom_patches: onnx_diagnostic_plugins::custom_patches(&plugins),
+        custom_serializers: onnx_diagnostic_plugins::custom_serializers(&plugins),
         patch_transformers: true,
         patch_diffusers: true,
         patch: !a.no_patch,

@@ -11,9 +11,9 @@ use tch::Kind;
 
 use crate::{
     error::{Error, Loc, Result},
-    state,
     graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo},
     ops::{Assumption, OpDef, Rel, ShapeCtx},
+    state,
     sym::{SymExpr, SymInt},
     tensor::{Tensor, Traced},
 };
@@ -192,10 +192,7 @@ impl Recorder {
     /// inputs (captures).
     pub(crate) fn push_frame(&mut self) {
         let outer = Frame {
-            id: std::mem::replace(
-                &mut self.id,
-                state::next_id(),
-            ),
+            id: std::mem::replace(&mut self.id, state::next_id()),
             graph: std::mem::take(&mut self.graph),
             lifted: std::mem::take(&mut self.lifted),
             captures: std::mem::take(&mut self.captures),

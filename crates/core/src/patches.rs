@@ -23,9 +23,9 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    state::Slot,
     program::ExportedProgram,
     serialization::{SerializationGuard, register_families_with},
+    state::Slot,
 };
 
 #[doc(hidden)]

@@ -282,7 +282,9 @@ pub fn patch(attr: TokenStream, item: TokenStream) -> TokenStream {
     // `Error::PatchPanicked` there, and never unwinds into the host.
     let (wrapper, func) = if family == "custom" {
         let caught = format_ident!("__caught_{}", name);
-        let args: Vec<syn::Ident> = (0..types.len()).map(|i| format_ident!("__a{}", i)).collect();
+        let args: Vec<syn::Ident> = (0..types.len())
+            .map(|i| format_ident!("__a{}", i))
+            .collect();
         (
             quote! {
                 #[doc(hidden)]

@@ -237,14 +237,22 @@ fn nesting_conflicts_and_panics() {
             ..PatchOptions::default()
         })
         .unwrap();
-        let names: Vec<&str> = g.details().patched.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = g
+            .details()
+            .patched
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
         assert_eq!(names, ["patched_mine"]);
         let e = forward(&model).unwrap_err();
         assert!(e.to_string().contains("inner patch ran"), "{e}");
     }
     // Two custom patches of one target in one guard: refused, naming both.
     let e = torch_export_patches(PatchOptions {
-        custom_patches: vec![custom("patched_mine", refuse), custom("patched_yours", refuse)],
+        custom_patches: vec![
+            custom("patched_mine", refuse),
+            custom("patched_yours", refuse),
+        ],
         ..PatchOptions::default()
     })
     .unwrap_err();

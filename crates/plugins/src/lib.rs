@@ -42,7 +42,7 @@ use std::{
 
 use onnx_diagnostic_core::{
     CustomPatch, Serializer,
-    patches::{PatchEntry, PatchFamily},
+    patches::{AppliedPatch, PatchEntry, PatchFamily},
     serialization::available_serializers,
     state::{self, HostContext, PLUGIN_ABI_VERSION},
 };
@@ -212,6 +212,18 @@ impl Plugin {
             .collect()
     }
 
+    /// Its patches as a guard lists them (for `onnx-diagnostic patches --plugin`).
+    pub fn applied_patches(&self) -> Vec<AppliedPatch> {
+        self.entries
+            .patches
+            .iter()
+            .map(|e| AppliedPatch {
+                plugin: Some(self.name.clone()),
+                ..AppliedPatch::from(*e)
+            })
+            .collect()
+    }
+
     /// Its serializers, as the guard takes them (`PatchOptions::custom_serializers`).
     pub fn custom_serializers(&self) -> Vec<Arc<dyn Serializer>> {
         self.entries
@@ -238,7 +250,10 @@ impl Plugin {
                 out.push_str(&format!("      {first}\n"));
             }
         }
-        out.push_str(&format!("  serializers: {}\n", self.entries.serializers.len()));
+        out.push_str(&format!(
+            "  serializers: {}\n",
+            self.entries.serializers.len()
+        ));
         for s in &self.entries.serializers {
             out.push_str(&format!("    {}\n", s.class_name()));
         }
@@ -279,19 +294,20 @@ fn read_str(p: *const c_char, path: &Path) -> Result<String, PluginError> {
 pub fn load(path: impl AsRef<Path>) -> Result<&'static Plugin, PluginError> {
     let path = path.as_ref();
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let mut loaded = LOADED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut loaded = LOADED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = loaded.iter().find(|p| p.path == canonical) {
         return Ok(p);
     }
     #[allow(unsafe_code)]
     // SAFETY: loading runs the library's initialisers; a library given as a plugin is trusted
     // code, as any dependency is.
-    let library = unsafe { libloading::Library::new(&canonical) }.map_err(|e| {
-        PluginError::NotALibrary {
+    let library =
+        unsafe { libloading::Library::new(&canonical) }.map_err(|e| PluginError::NotALibrary {
             path: canonical.clone(),
             message: e.to_string(),
-        }
-    })?;
+        })?;
     type Entry = extern "C" fn() -> *const PluginDescriptor;
     #[allow(unsafe_code)]
     // SAFETY: the symbol's type is the ABI's entry point.
@@ -387,7 +403,10 @@ pub fn custom_patches(plugins: &[&Plugin]) -> Vec<CustomPatch> {
 
 /// The custom serializers of several plugins, for `PatchOptions::custom_serializers`.
 pub fn custom_serializers(plugins: &[&Plugin]) -> Vec<Arc<dyn Serializer>> {
-    plugins.iter().flat_map(|p| p.custom_serializers()).collect()
+    plugins
+        .iter()
+        .flat_map(|p| p.custom_serializers())
+        .collect()
 }
 
 // ---- the plugin side ----

@@ -88,14 +88,20 @@ fn the_plugin_declares_its_patch_and_serializer() {
     assert_eq!(patches[0].family, PatchFamily::Custom);
     assert_eq!(patches[0].plugin.as_deref(), Some("example"));
     assert!(patches[0].patch_source.contains("where_cond"));
-    let classes: Vec<&str> = p.custom_serializers().iter().map(|s| s.class_name()).collect();
+    let classes: Vec<&str> = p
+        .custom_serializers()
+        .iter()
+        .map(|s| s.class_name())
+        .collect();
     assert_eq!(classes, ["CausalLMOutputWithPast", "DynamicCache"]);
     // Loading it again gives the same plugin.
     assert!(std::ptr::eq(p, load(example_path()).unwrap()));
     let text = p.describe();
     assert!(
         text.starts_with("plugin example 0.1.0\n")
-            && text.contains("    patched_LlamaRotaryEmbedding.forward -> LlamaRotaryEmbedding.forward\n")
+            && text.contains(
+                "    patched_LlamaRotaryEmbedding.forward -> LlamaRotaryEmbedding.forward\n"
+            )
             && text.contains("  serializers: 2\n    CausalLMOutputWithPast\n    DynamicCache\n"),
         "{text}"
     );
@@ -136,7 +142,10 @@ fn an_export_that_fails_without_the_plugin_succeeds_with_it_and_matches_eager() 
         .map(|(_, (b, s, c))| text_generation_inputs(&dims, *b, *s, *c))
         .chain([text_generation_inputs(&dims, 2, 3, 2)])
         .collect();
-    let got: Vec<Value> = sets.iter().map(|set| session.run(&[], set).unwrap()).collect();
+    let got: Vec<Value> = sets
+        .iter()
+        .map(|set| session.run(&[], set).unwrap())
+        .collect();
     drop(g);
     assert!(!any_active());
     let applied = details
@@ -161,7 +170,9 @@ fn an_export_that_fails_without_the_plugin_succeeds_with_it_and_matches_eager() 
     })
     .unwrap();
     for (set, got) in sets.iter().zip(&got) {
-        let eager = model.forward(&Inputs::bind_for(&model, &[], set).unwrap()).unwrap();
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
+            .unwrap();
         let d = max_diff(&eager, got);
         assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{d:?}");
     }
@@ -180,8 +191,16 @@ fn an_export_that_fails_without_the_plugin_succeeds_with_it_and_matches_eager() 
         .filter(|a| a.target == "LlamaRotaryEmbedding.forward")
         .map(|a| (a.name.as_str(), a.plugin.as_deref()))
         .collect();
-    assert_eq!(names, [("patched_LlamaRotaryEmbedding.forward", Some("example"))]);
-    assert!(try_export(&model).unwrap().to_string().contains("aten.pow.Tensor_Tensor"));
+    assert_eq!(
+        names,
+        [("patched_LlamaRotaryEmbedding.forward", Some("example"))]
+    );
+    assert!(
+        try_export(&model)
+            .unwrap()
+            .to_string()
+            .contains("aten.pow.Tensor_Tensor")
+    );
 }
 
 #[test]
@@ -219,7 +238,6 @@ fn a_panic_in_a_plugin_patch_is_an_error_naming_both_and_the_host_goes_on() {
     })
     .unwrap();
     let ep = try_export(&model).unwrap();
-    let args: Vec<(String, Value)> =
-        text_generation_inputs(&model.config.decoder_dims(), 1, 2, 4);
+    let args: Vec<(String, Value)> = text_generation_inputs(&model.config.decoder_dims(), 1, 2, 4);
     assert!(ep.run(&[], &args).is_ok());
 }

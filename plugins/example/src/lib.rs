@@ -13,11 +13,11 @@
 //! - the serializers of `DynamicCache` and `CausalLMOutputWithPast` (family `custom`),
 //!   delegating to the workspace's.
 
+use onnx_diagnostic_core::serialization::DataclassSerializer;
 use onnx_diagnostic_core::{
     CustomObject, Family, Result, Serializer, Tensor, Value, register_serializer, scope,
 };
 use onnx_diagnostic_macros::patch;
-use onnx_diagnostic_core::serialization::DataclassSerializer;
 use onnx_diagnostic_serialization::DynamicCacheSerializer;
 use onnx_diagnostic_transformers::{
     modeling_outputs::CausalLMOutputWithPast, models::llama::LlamaRotaryEmbedding,
