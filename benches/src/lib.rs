@@ -65,6 +65,7 @@ mod tests {
                 patch_source: "fn zero(_: u64) -> u64 { 0 }".to_owned(),
                 target_source: dispatch::__patchable_source_patchable.to_owned(),
                 func: std::sync::Arc::new(f),
+                plugin: None,
             }],
             ..PatchOptions::default()
         })
