@@ -4,8 +4,10 @@
 //! - A `#[patchable]` function (crates/macros) asks [`lookup`] whether a patch of its target
 //!   is active in the calling thread; with no guard alive this is one thread-local read.
 //! - A `#[patch(target = ...)]` function is a [`PatchEntry`] collected at link time; run-time
-//!   patches ([`CustomPatch`]: the API's `custom_patches`, and later rewritten methods and
-//!   plugins) go through the same path.
+//!   patches ([`CustomPatch`]: the API's `custom_patches`, and the patches of plugins loaded
+//!   by crates/plugins) go through the same path. A custom patch replaces a built-in one of
+//!   the same target; one of family `custom` declared with `#[patch]` runs behind a panic
+//!   catcher ([`catch_patch_panic`]).
 //! - The guard registers the serializers of its families, then activates the patches of its
 //!   families plus the custom ones, and undoes everything when dropped: on success, on error
 //!   and on panic. It is scoped to the calling thread (two threads exporting at once get what
