@@ -113,14 +113,12 @@ pub(crate) struct ValidateArgs {
 fn patch_options(a: &ValidateArgs) -> Result<PatchOptions> {
     let plugins = onnx_diagnostic_plugins::load_all(&a.plugins)?;
     let mut o = PatchOptions {
-        custom_patches: onnx_diagnostic_plugins::custom_patches(&plugins),
-        custom_serializers: onnx_diagnostic_plugins::custom_serializers(&plugins),
         patch_transformers: true,
         patch_diffusers: true,
         patch: !a.no_patch,
         stop_if_static: a.stop_if_static,
         verbose: u8::from(a.verbose > 1),
-        ..PatchOptions::default()
+        ..onnx_diagnostic_plugins::patch_options(&plugins)
     };
     for kv in a.patch.iter().flatten() {
         let (k, v) = kv

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 /// The example plugin's library, built by cargo next to this test (a dev-dependency for that
 /// reason only), in the same build as the binary: they share one build of the core.
@@ -18,17 +18,8 @@ fn example() -> PathBuf {
     ))
 }
 
-fn run(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+mod common;
+use common::run;
 
 #[test]
 fn plugin_prints_the_declaration_or_the_refusal() {

@@ -3,19 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::process::Command;
+mod common;
 
+/// `onnx-diagnostic rewrite ARGS`.
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .arg("rewrite")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let mut all = vec!["rewrite"];
+    all.extend_from_slice(args);
+    common::run(&all)
 }
 
 #[test]

@@ -397,6 +397,11 @@ impl PatchDetails {
         self.patched.len()
     }
 
+    /// The names of the patches, in the order they were applied.
+    pub fn names(&self) -> Vec<&str> {
+        self.patched.iter().map(|p| p.name.as_str()).collect()
+    }
+
     /// The patch of this name (`patched_LlamaRotaryEmbedding.forward`) or target.
     pub fn find(&self, name: &str) -> Option<&AppliedPatch> {
         self.patched

@@ -111,11 +111,6 @@ pub unsafe fn install_host_context(host: &'static HostContext) -> bool {
     true
 }
 
-/// Whether this copy of the crate uses another copy's state (it is a loaded plugin's).
-pub fn uses_host_state() -> bool {
-    !HOST.load(Ordering::Acquire).is_null()
-}
-
 /// Runs `f` on the exporter state of this thread: the host's when this copy is a plugin's.
 #[inline]
 pub(crate) fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> R {

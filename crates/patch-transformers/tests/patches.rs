@@ -237,13 +237,7 @@ fn nesting_conflicts_and_panics() {
             ..PatchOptions::default()
         })
         .unwrap();
-        let names: Vec<&str> = g
-            .details()
-            .patched
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
-        assert_eq!(names, ["patched_mine"]);
+        assert_eq!(g.details().names(), ["patched_mine"]);
         let e = forward(&model).unwrap_err();
         assert!(e.to_string().contains("inner patch ran"), "{e}");
     }

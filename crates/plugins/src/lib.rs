@@ -41,7 +41,7 @@ use std::{
 };
 
 use onnx_diagnostic_core::{
-    CustomPatch, Serializer,
+    CustomPatch, PatchOptions, Serializer,
     patches::{AppliedPatch, PatchEntry, PatchFamily},
     serialization::available_serializers,
     state::{self, HostContext, PLUGIN_ABI_VERSION},
@@ -396,17 +396,17 @@ pub fn load_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<&'static Plugin>, Plu
     paths.iter().map(load).collect()
 }
 
-/// The custom patches of several plugins, for `PatchOptions::custom_patches`.
-pub fn custom_patches(plugins: &[&Plugin]) -> Vec<CustomPatch> {
-    plugins.iter().flat_map(|p| p.custom_patches()).collect()
-}
-
-/// The custom serializers of several plugins, for `PatchOptions::custom_serializers`.
-pub fn custom_serializers(plugins: &[&Plugin]) -> Vec<Arc<dyn Serializer>> {
-    plugins
-        .iter()
-        .flat_map(|p| p.custom_serializers())
-        .collect()
+/// The guard's default options plus the patches and serializers of `plugins` (combine with
+/// `PatchOptions { patch_transformers: true, ..patch_options(&plugins) }`).
+pub fn patch_options(plugins: &[&Plugin]) -> PatchOptions {
+    PatchOptions {
+        custom_patches: plugins.iter().flat_map(|p| p.custom_patches()).collect(),
+        custom_serializers: plugins
+            .iter()
+            .flat_map(|p| p.custom_serializers())
+            .collect(),
+        ..PatchOptions::default()
+    }
 }
 
 // ---- the plugin side ----

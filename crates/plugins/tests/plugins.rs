@@ -14,7 +14,7 @@ use onnx_diagnostic_core::{
     torch_export_patches,
 };
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
-use onnx_diagnostic_plugins::{Plugin, load};
+use onnx_diagnostic_plugins::{Plugin, load, patch_options};
 use onnx_diagnostic_transformers::{
     models::llama::{Config, LlamaForCausalLM},
     tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
@@ -62,14 +62,6 @@ fn try_export(model: &LlamaForCausalLM) -> Result<ExportedProgram> {
         Some(&text_generation_dynamic_shapes(&dims)),
         &ExportOptions::default(),
     )
-}
-
-fn with_plugin(p: &Plugin) -> PatchOptions {
-    PatchOptions {
-        custom_patches: p.custom_patches(),
-        custom_serializers: p.custom_serializers(),
-        ..PatchOptions::default()
-    }
 }
 
 #[test]
@@ -130,7 +122,7 @@ fn an_export_that_fails_without_the_plugin_succeeds_with_it_and_matches_eager() 
         assert!(matches!(e, Error::DataDependent { .. }), "{e}");
     }
     // With the plugin: exported, the patch listed under the plugin, its ops in this graph.
-    let g = torch_export_patches(with_plugin(p)).unwrap();
+    let g = torch_export_patches(patch_options(&[p])).unwrap();
     let ep = try_export(&model).unwrap();
     let details = g.details().clone();
     // ONNX Runtime on lengths beyond and within the 8 positions (the plugin's serializers
@@ -181,7 +173,7 @@ fn an_export_that_fails_without_the_plugin_succeeds_with_it_and_matches_eager() 
     // one of the same target.
     let g = torch_export_patches(PatchOptions {
         patch_transformers: true,
-        ..with_plugin(p)
+        ..patch_options(&[p])
     })
     .unwrap();
     let names: Vec<(&str, Option<&str>)> = g
@@ -209,7 +201,7 @@ fn a_panic_in_a_plugin_patch_is_an_error_naming_both_and_the_host_goes_on() {
     // The plugin handles the `dynamic` rope only; the default rope makes its patch panic.
     let model = llama("");
     {
-        let _g = torch_export_patches(with_plugin(p)).unwrap();
+        let _g = torch_export_patches(patch_options(&[p])).unwrap();
         let e = try_export(&model).unwrap_err();
         match &e {
             Error::PatchPanicked {

@@ -127,13 +127,7 @@ fn check_construct(
     })
     .unwrap();
     // Only the rewritten method (no patch crate is linked here).
-    let names: Vec<&str> = g
-        .details()
-        .patched
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    assert_eq!(names, [format!("rewritten_{target}")]);
+    assert_eq!(g.details().names(), [format!("rewritten_{target}")]);
     let diff = g.details().patched[0].diff();
     for want in diff_has {
         assert!(diff.contains(want), "{want:?} not in\n{diff}");
