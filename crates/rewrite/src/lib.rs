@@ -799,15 +799,18 @@ impl Rewriter<'_> {
                  (`out = out.select_scatter(&row, 0, i)?`)",
             ));
         }
-        // Inside the body, the index is a `&Tensor` and the carries are tensors: a tensor
-        // test there passes them to its branches.
+        // Inside the body (only), the index is a `&Tensor` and the carries are tensors: a
+        // tensor test there passes them to its branches.
+        let outside = self.tensors.clone();
         if let Some(v) = &var {
             self.tensors.insert(v.to_string(), false);
         }
         for v in &vars {
             self.tensors.insert(v.clone(), true);
         }
-        let body = self.block_stmts(f.body.stmts.clone(), false)?;
+        let body = self.block_stmts(f.body.stmts.clone(), false);
+        self.tensors = outside;
+        let body = body?;
         self.count += 1;
         let ids: Vec<syn::Ident> = vars.iter().map(|v| format_ident!("{v}")).collect();
         let (tuple, pat, ty) = if let [id] = ids.as_slice() {
