@@ -26,7 +26,8 @@ use onnx_diagnostic_core::{
     torch_export_patches,
 };
 use onnx_diagnostic_onnx::{
-    Diff, ExternalData, LowerOptions, OnnxProgram, lower, max_diff, passes, proto, save_model,
+    Diff, ExternalData, LowerOptions, OnnxProgram, emulate_in_float32, lower, max_diff, passes,
+    proto, save_model,
 };
 use onnx_diagnostic_transformers::{
     catalog,
@@ -38,8 +39,8 @@ use onnx_diagnostic_transformers::{
         qwen2::Qwen2ForCausalLM,
     },
     tasks::{
-        DecoderDims, INPUT_SETS, input_sets, text_generation_dynamic_shapes,
-        text_generation_inputs, text_generation_prompt,
+        DecoderDims, INPUT_SETS, TextGenerationOptions, cast_floats,
+        text_generation_dynamic_shapes, text_generation_inputs, text_generation_prompt,
     },
     weights::Weights,
 };
@@ -62,8 +63,9 @@ pub(crate) struct ValidateArgs {
     /// ONNX clean-up: `default` or `none`.
     #[arg(long, default_value = "default", value_parser = ["default", "none", "ir"])]
     opt: String,
-    /// Element type of the model (float32 only so far).
-    #[arg(long, default_value = "float32")]
+    /// Element type of the model and of the float inputs (the cache): the model is built in
+    /// float32 then converted, as the Python validate does with `model.to(dtype)`.
+    #[arg(long, default_value = "float32", value_parser = ["float32", "float16", "bfloat16"])]
     dtype: String,
     /// Device (cpu only so far).
     #[arg(long, default_value = "cpu")]
@@ -78,6 +80,13 @@ pub(crate) struct ValidateArgs {
     /// Do not apply the export patches.
     #[arg(long, conflicts_with = "patch")]
     no_patch: bool,
+    /// Apply the control-flow rewritings the architecture needs (`code_needing_rewriting`),
+    /// the default; needs the patches.
+    #[arg(long, conflicts_with_all = ["no_rewrite", "no_patch"])]
+    rewrite: bool,
+    /// Do not apply the rewritings (they are also off with `--no-patch`).
+    #[arg(long)]
+    no_rewrite: bool,
     /// A plugin library whose patches and serializers the export uses (repeatable); a plugin's
     /// patch replaces a built-in patch of the same target.
     #[arg(long = "plugin", value_name = "PATH")]
@@ -88,7 +97,8 @@ pub(crate) struct ValidateArgs {
     /// Opset of the ONNX model.
     #[arg(long, default_value_t = onnx_diagnostic_onnx::lower::DEFAULT_OPSET)]
     opset: i64,
-    /// Largest allowed absolute discrepancy (1e-4 for float32 by default).
+    /// Largest allowed absolute discrepancy (by default 1e-4 for float32, 1e-2 for float16 and
+    /// bfloat16).
     #[arg(long)]
     atol: Option<f64>,
     /// Verbosity.
@@ -105,12 +115,42 @@ pub(crate) struct ValidateArgs {
     /// read as JSON when it parses (numbers, booleans, null), else as a string.
     #[arg(long = "mop", value_name = "KEY=VALUE")]
     mop: Vec<String>,
+    /// Input options: `KEY=VALUE` setting the sizes of the input sets (`batch_size=3`,
+    /// `sequence_length=30` for the cache, `sequence_length2=3` new tokens, `cls_cache=
+    /// DynamicCache`), the keyword arguments of the Python package's `get_inputs`.
+    #[arg(long = "iop", value_name = "KEY=VALUE")]
+    iop: Vec<String>,
+}
+
+/// The input options of `--iop`, and their text as the Python summary prints a dict
+/// (`{'batch_size': 3}`).
+fn input_options(iop: &[String]) -> Result<(TextGenerationOptions, String)> {
+    let mut o = TextGenerationOptions::default();
+    let mut text = Vec::new();
+    for kv in iop {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--iop {kv:?}: expected KEY=VALUE"))?;
+        o.set(k, v)?;
+        let shown = if v.parse::<i64>().is_ok() {
+            v.to_owned()
+        } else {
+            format!("'{v}'")
+        };
+        text.push(format!("'{k}': {shown}"));
+    }
+    let text = if text.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", text.join(", "))
+    };
+    Ok((o, text))
 }
 
 /// The options of the patch guard around the export: transformers and diffusers patches unless
 /// `--no-patch`, then the `--patch KEY=VALUE` settings, and the patches and serializers of the
 /// `--plugin` libraries (loaded here: a library refused by the handshake stops the run).
-fn patch_options(a: &ValidateArgs) -> Result<PatchOptions> {
+fn patch_options(a: &ValidateArgs, arch: &str) -> Result<PatchOptions> {
     let plugins = onnx_diagnostic_plugins::load_all(&a.plugins)?;
     let mut o = PatchOptions {
         patch_transformers: true,
@@ -118,6 +158,14 @@ fn patch_options(a: &ValidateArgs) -> Result<PatchOptions> {
         patch: !a.no_patch,
         stop_if_static: a.stop_if_static,
         verbose: u8::from(a.verbose > 1),
+        rewrite: if a.no_rewrite || a.no_patch {
+            Vec::new()
+        } else {
+            onnx_diagnostic_rewrite::code_needing_rewriting(arch)
+                .into_iter()
+                .map(|r| r.function)
+                .collect()
+        },
         ..onnx_diagnostic_plugins::patch_options(&plugins)
     };
     for kv in a.patch.iter().flatten() {
@@ -239,7 +287,22 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn load_model(id: &str, mop: &[String], s: &mut Summary) -> Result<(Box<dyn Module>, DecoderDims)> {
+/// The libtorch type of a `--dtype` name.
+fn kind_of(dtype: &str) -> Result<tch::Kind> {
+    Ok(match dtype {
+        "float32" => tch::Kind::Float,
+        "float16" => tch::Kind::Half,
+        "bfloat16" => tch::Kind::BFloat16,
+        other => bail!("--dtype {other}: expected float32, float16 or bfloat16"),
+    })
+}
+
+fn load_model(
+    id: &str,
+    mop: &[String],
+    dtype: tch::Kind,
+    s: &mut Summary,
+) -> Result<(Box<dyn Module>, DecoderDims)> {
     let path = Path::new(id);
     let t = Instant::now();
     let (config_text, from_dir) = if path.is_dir() {
@@ -260,11 +323,12 @@ fn load_model(id: &str, mop: &[String], s: &mut Summary) -> Result<(Box<dyn Modu
     let arch = json["architectures"][0].as_str().unwrap_or("?").to_owned();
     let cfg = Config::from_json(&config_text)?;
     let dims = cfg.decoder_dims();
-    let mut weights = if from_dir {
+    let weights = if from_dir {
         Weights::from_dir(path, &arch)?
     } else {
         Weights::untrained(&arch, 42, cfg.initializer_range)
     };
+    let mut weights = weights.with_dtype(dtype);
     macro_rules! build {
         ($ty:ty) => {
             Box::new(<$ty>::new(cfg, &mut weights)?) as Box<dyn Module>
@@ -296,7 +360,7 @@ fn load_model(id: &str, mop: &[String], s: &mut Summary) -> Result<(Box<dyn Modu
     let params = model.named_parameters();
     let n: i64 = params.iter().map(|(_, t)| t.as_tch().numel() as i64).sum();
     s.i("model_nweights", n);
-    s.i("model_size", n * 4);
+    s.i("model_size", n * dtype.elt_size_in_bytes() as i64);
     Ok((model, dims))
 }
 
@@ -374,9 +438,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         println!("text-generation");
         return Ok(true);
     };
-    if a.dtype != "float32" {
-        bail!("--dtype {} is not supported yet (float32 is)", a.dtype);
-    }
+    let dtype = kind_of(&a.dtype)?;
     if a.device != "cpu" {
         bail!("--device {} is not supported yet (cpu is)", a.device);
     }
@@ -385,7 +447,11 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     {
         bail!("task {task} is not supported yet (text-generation is)");
     }
-    let atol = a.atol.unwrap_or(1e-4);
+    let atol = a.atol.unwrap_or(if dtype == tch::Kind::Float {
+        1e-4
+    } else {
+        1e-2
+    });
     // The cache and output classes cross the export boundary through their serializers,
     // registered for this run (what `torch_export_patches` does first in the Python package).
     let _serialization = onnx_diagnostic_serialization::register_cache_serialization(
@@ -397,16 +463,45 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     let mut s = Summary::default();
     s.s("version_onnx_diagnostic", env!("CARGO_PKG_VERSION"));
     s.i("version_opset", a.opset);
+    s.s("version_dtype", &a.dtype);
+    s.s("version_device", &a.device);
     s.s("model_task", "text-generation");
-    let (model, dims) = load_model(id, &a.mop, &mut s)?;
+    s.s("model_dtype", format!("torch.{}", a.dtype));
+    s.s(
+        "version_rewrite",
+        if a.no_rewrite || a.no_patch {
+            "False"
+        } else {
+            "True"
+        },
+    );
+    let (iop, iop_text) = input_options(&a.iop)?;
+    s.s("model_inputs_options", iop_text);
+    let (model, dims) = load_model(id, &a.mop, dtype, &mut s)?;
+    let arch = model.class_name();
     let model = model.as_ref();
-    let sets: Vec<(&str, Vec<(String, Value)>)> = input_sets(a.inputs2)
+    let sets: Vec<(&str, Vec<(String, Value)>)> = iop
+        .input_sets(a.inputs2)
         .iter()
         .map(|(name, (b, q, c))| {
             tch::manual_seed(0);
-            (*name, text_generation_inputs(&dims, *b, *q, *c))
+            Ok((
+                *name,
+                cast_floats(&text_generation_inputs(&dims, *b, *q, *c), dtype)?,
+            ))
         })
-        .collect();
+        .collect::<Result<_>>()?;
+    let show = onnx_diagnostic_core::StringTypeOptions::with_shape();
+    if let Some((_, first)) = sets.first() {
+        s.s(
+            "model_inputs",
+            onnx_diagnostic_core::string_type(&Value::Dict(first.clone()), &show),
+        );
+    }
+    s.s(
+        "model_shapes",
+        onnx_diagnostic_core::string_dynamic_shapes(&text_generation_dynamic_shapes(&dims)),
+    );
     let mut ok = true;
 
     // The prompt set runs eagerly only, as in the Python validate (the exported model takes a
@@ -444,7 +539,15 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         },
     );
     s.i("export_stop_if_static", i64::from(a.stop_if_static));
-    let patch_options = patch_options(a)?;
+    let patch_options = patch_options(a, &arch)?;
+    s.s(
+        "export_rewrite",
+        if patch_options.rewrite.is_empty() {
+            "none".to_owned()
+        } else {
+            patch_options.rewrite.join(",")
+        },
+    );
     let ds = text_generation_dynamic_shapes(&dims);
     let opts = ExportOptions {
         stop_if_static: a.stop_if_static,
@@ -579,8 +682,8 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
 
     if a.run {
         let t = Instant::now();
-        let session = step(a.quiet, &mut s, "onnx_ort_create", |_| {
-            Ok(OnnxProgram::from_file(&path, &ep)?)
+        let session = step(a.quiet, &mut s, "onnx_ort_create", |s| {
+            ort_session(&path, &model_proto, &ep, dtype, s)
         })?;
         s.f("time_onnx_ort_create", ms(t));
         let Some(mut session) = session else {
@@ -612,6 +715,54 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         ));
     }
     Ok(true)
+}
+
+/// The ONNX Runtime session of the saved model; when the runtime has no kernel for a node in
+/// the model's type (bfloat16 on the CPU provider), a session of the checking copy computing
+/// that type in float32 and rounding after each node (`emulate_in_float32`), said in the
+/// `onnx_ort_emulated` key. The saved model is left as exported.
+fn ort_session(
+    path: &Path,
+    model: &proto::ModelProto,
+    ep: &ExportedProgram,
+    dtype: tch::Kind,
+    s: &mut Summary,
+) -> Result<OnnxProgram> {
+    let err = match OnnxProgram::from_file(path, ep) {
+        Ok(session) => return Ok(session),
+        Err(e) => e,
+    };
+    let missing = err.to_string();
+    let low = match onnx_diagnostic_onnx::convert::data_type(dtype) {
+        Some(t)
+            if dtype != tch::Kind::Float
+                && missing.contains("Could not find an implementation") =>
+        {
+            t
+        }
+        _ => return Err(err.into()),
+    };
+    let (copy, n) = emulate_in_float32(model, low).context(missing.clone())?;
+    let reason = missing
+        .split_once(": ")
+        .map_or(missing.as_str(), |(_, m)| m)
+        .replace([';', '\n'], " ");
+    s.s(
+        "onnx_ort_emulated",
+        format!(
+            "{} computed in float32 and rounded after each of {n} nodes ({reason})",
+            dtype_name(dtype)
+        ),
+    );
+    Ok(OnnxProgram::from_model(&copy, ep)?)
+}
+
+fn dtype_name(dtype: tch::Kind) -> &'static str {
+    match dtype {
+        tch::Kind::Half => "float16",
+        tch::Kind::BFloat16 => "bfloat16",
+        _ => "float32",
+    }
 }
 
 /// Removes a scratch directory when dropped.

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::{collections::HashMap, path::PathBuf, process::Command};
 
 fn summary(stdout: &str) -> HashMap<String, String> {
@@ -254,7 +256,9 @@ fn the_dynamic_rope_validates_with_the_patches_only() {
     );
 }
 
-/// `--inputs2 N` grows the second set by N in batch, sequence and cache; 0 keeps `inputs` only.
+/// `--inputs2 N` makes the second set as the Python package's `add_second_input=N` does: one
+/// more row and one more cached position, N more new tokens (a single row when N < 0); 0
+/// keeps `inputs` only.
 #[test]
 fn the_second_input_set_follows_inputs2() {
     let (_, s) = validate_ok(&[
@@ -263,9 +267,17 @@ fn the_second_input_set_follows_inputs2() {
         "--inputs2".as_ref(),
         "3".as_ref(),
     ]);
-    // inputs2 is batch 5, sequence 6, cache 33: logits 5*6*32000, cache 2 * 5*1*39*96.
+    // inputs2 is batch 3, sequence 6, cache 31: logits 3*6*32000, cache 2 * 3*1*37*96.
     let n: f64 = s["disc_onnx_ort_run22_n"].parse().unwrap();
-    assert_eq!(n, (5 * 6 * 32000 + 2 * 5 * 39 * 96) as f64);
+    assert_eq!(n, (3 * 6 * 32000 + 2 * 3 * 37 * 96) as f64);
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--inputs2=-2".as_ref(),
+    ]);
+    // batch 1, sequence 5, cache 31.
+    let n: f64 = s["disc_onnx_ort_run22_n"].parse().unwrap();
+    assert_eq!(n, (5 * 32000 + 2 * 36 * 96) as f64);
     let (_, s) = validate_ok(&[
         "-m".as_ref(),
         "arnir0/Tiny-LLM".as_ref(),
@@ -277,4 +289,143 @@ fn the_second_input_set_follows_inputs2() {
         !s.keys().any(|k| k.starts_with("disc_onnx_ort_run2")),
         "{s:?}"
     );
+}
+
+/// `--iop KEY=VALUE` sets the sizes of every input set, with the Python names; an unknown key
+/// or another cache class is refused naming it.
+#[test]
+fn input_options_set_the_sizes_of_the_input_sets() {
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--iop".as_ref(),
+        "batch_size=3".as_ref(),
+        "--iop".as_ref(),
+        "sequence_length=12".as_ref(),
+        "--iop".as_ref(),
+        "sequence_length2=5".as_ref(),
+    ]);
+    assert_eq!(
+        s["model_inputs_options"],
+        "{'batch_size': 3, 'sequence_length': 12, 'sequence_length2': 5}"
+    );
+    assert!(
+        s["model_inputs"].starts_with("dict(input_ids:T7s3x5,attention_mask:T7s3x17,"),
+        "{}",
+        s["model_inputs"]
+    );
+    // inputs: batch 3, sequence 5, cache 12; inputs2: batch 4, sequence 6, cache 13;
+    // inputs_batch1: batch 1, sequence 5, cache 12 (cache outputs hold cache + sequence).
+    let n = |k: &str| -> f64 { s[&format!("disc_onnx_ort_run{k}_n")].parse().unwrap() };
+    assert_eq!(n(""), (3 * 5 * 32000 + 2 * 3 * 17 * 96) as f64);
+    assert_eq!(n("22"), (4 * 6 * 32000 + 2 * 4 * 19 * 96) as f64);
+    assert_eq!(n("2_empty_cache"), (3 * 5 * 32000 + 2 * 3 * 5 * 96) as f64);
+    assert_eq!(n("2_batch1"), (5 * 32000 + 2 * 17 * 96) as f64);
+    for (option, said) in [
+        ("cls_cache=StaticCache", "DynamicCache only"),
+        ("beam=2", "unknown option"),
+        ("batch_size=0", "at least 1"),
+    ] {
+        let (ok, _, err) = common::run(&["validate", "-m", "arnir0/Tiny-LLM", "--iop", option]);
+        assert!(!ok && err.contains(option) && err.contains(said), "{err}");
+    }
+}
+
+/// `--dtype float16` converts the model and the cache and checks ONNX Runtime within 1e-2;
+/// `--dtype bfloat16` too, through the float32-emulating copy (ONNX Runtime's CPU provider has
+/// no bfloat16 kernels), said in `onnx_ort_emulated`, the saved files staying bfloat16.
+#[test]
+fn validate_in_float16_and_bfloat16() {
+    for (dtype, kind, bytes) in [
+        ("float16", tch::Kind::Half, 2),
+        ("bfloat16", tch::Kind::BFloat16, 2),
+    ] {
+        let dump = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("validate_{dtype}"));
+        let _ = std::fs::remove_dir_all(&dump);
+        let (stdout, s) = validate_ok(&[
+            "-m".as_ref(),
+            "arnir0/Tiny-LLM".as_ref(),
+            "--dtype".as_ref(),
+            dtype.as_ref(),
+            "-o".as_ref(),
+            dump.as_os_str(),
+        ]);
+        assert_eq!(s["model_dtype"], format!("torch.{dtype}"));
+        assert_eq!(s["version_dtype"], dtype);
+        let n: i64 = s["model_nweights"].parse().unwrap();
+        assert_eq!(s["model_size"], (n * bytes).to_string());
+        for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+            // Not float32 in disguise: the rounding of the type shows.
+            assert!(abs > 1e-5 && abs <= 1e-2, "{dtype} {sfx}: {abs}");
+            assert_eq!(s[&format!("disc_exported{sfx}_abs")], "0.0", "{stdout}");
+        }
+        assert_eq!(
+            s.contains_key("onnx_ort_emulated"),
+            dtype == "bfloat16",
+            "{stdout}"
+        );
+        let inputs = tch::Tensor::read_safetensors(dump.join("inputs.safetensors")).unwrap();
+        for (name, t) in &inputs {
+            let want = if name.starts_with("past_key_values") {
+                kind
+            } else {
+                tch::Kind::Int64
+            };
+            assert_eq!(t.kind(), want, "{dtype} {name}");
+        }
+        let expected = tch::Tensor::read_safetensors(dump.join("expected.safetensors")).unwrap();
+        assert!(expected.iter().all(|(_, t)| t.kind() == kind));
+    }
+    let emulated = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--dtype".as_ref(),
+        "bfloat16".as_ref(),
+    ])
+    .1["onnx_ort_emulated"]
+        .clone();
+    assert!(
+        emulated.starts_with("bfloat16 computed in float32")
+            && emulated.contains("Could not find an implementation"),
+        "{emulated}"
+    );
+    // The tolerance is the type's unless --atol says otherwise.
+    let (ok, stdout, err) = common::run(&[
+        "validate",
+        "-m",
+        "arnir0/Tiny-LLM",
+        "--run",
+        "--export",
+        "onnx",
+        "--dtype",
+        "float16",
+        "--atol",
+        "1e-6",
+    ]);
+    assert!(!ok && err.contains("exceeds 1e-6"), "{stdout}\n{err}");
+}
+
+/// `--rewrite` (the default) applies what `code_needing_rewriting` lists for the architecture
+/// (nothing for Llama); `--no-rewrite` and `--no-patch` turn it off; `--rewrite --no-patch` is
+/// refused.
+#[test]
+fn rewriting_follows_the_rewrite_flags() {
+    let (_, s) = validate_ok(&["-m".as_ref(), "arnir0/Tiny-LLM".as_ref()]);
+    assert_eq!(s["version_rewrite"], "True");
+    assert_eq!(s["export_rewrite"], "none");
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        "arnir0/Tiny-LLM".as_ref(),
+        "--no-rewrite".as_ref(),
+    ]);
+    assert_eq!(s["version_rewrite"], "False");
+    let (ok, _, err) = common::run(&[
+        "validate",
+        "-m",
+        "arnir0/Tiny-LLM",
+        "--rewrite",
+        "--no-patch",
+    ]);
+    assert!(!ok && err.contains("--no-patch"), "{err}");
 }

@@ -409,9 +409,14 @@ impl Tensor {
         call1(&ops::CLAMP, &[Some(self)], vec![bound(min), bound(max)])
     }
 
-    /// Converts the element type.
+    /// Converts the element type, as `x.to(dtype)`: a tensor that already has this type is
+    /// returned as it is and nothing is recorded (torch returns `self` too, so an exported
+    /// graph of a float32 model has no cast where a float16 one would have one).
     #[track_caller]
     pub fn to_kind(&self, kind: Kind) -> Result<Tensor> {
+        if self.kind() == kind {
+            return Ok(self.clone());
+        }
         call1(
             &ops::TO_COPY,
             &[Some(self)],

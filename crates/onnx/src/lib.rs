@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod diff;
+pub mod emulate;
 pub mod lower;
 pub mod passes;
 pub mod program;
@@ -14,6 +15,7 @@ pub mod save;
 pub mod selfcheck;
 
 pub use diff::{Diff, max_diff};
+pub use emulate::{EmulateError, emulate_in_float32};
 pub use lower::{LowerError, LowerOptions, lower};
 pub use program::OnnxProgram;
 pub use runtime::{OrtError, Provider, Session, available_providers, environment};

@@ -39,6 +39,16 @@ pub enum Error {
         /// The feature (`rope_type 'yarn'`).
         feature: String,
     },
+    /// An input option (`--iop KEY=VALUE`) that the task does not know or cannot take.
+    #[error("input option {key}={value}: {message}")]
+    InputOption {
+        /// The option.
+        key: String,
+        /// Its value as given.
+        value: String,
+        /// What the task accepts.
+        message: String,
+    },
     /// An error of the engine while running the model.
     #[error(transparent)]
     Core(#[from] onnx_diagnostic_core::Error),

@@ -9,7 +9,10 @@
 use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
 use tch::{Device, Kind};
 
-use crate::cache_utils::DynamicCache;
+use crate::{
+    cache_utils::DynamicCache,
+    error::{Error, Result},
+};
 
 /// What the input sets need to know of a decoder-only config.
 #[derive(Clone, Copy, Debug)]
@@ -54,20 +57,91 @@ pub fn text_generation_prompt(d: &DecoderDims) -> Vec<(String, Value)> {
     )]
 }
 
-/// The input sets with the second one grown by `increment` (the Python validate's
-/// `--inputs2 N`: `inputs2` is `inputs` with batch, sequence and cache each `N` larger); with
-/// 0, `inputs` alone.
+/// The input sets of the default options with the second one grown by `increment` (see
+/// [`TextGenerationOptions::input_sets`]).
 pub fn input_sets(increment: i64) -> Vec<(&'static str, (i64, i64, i64))> {
-    if increment <= 0 {
-        return INPUT_SETS[..1].to_vec();
+    TextGenerationOptions::default().input_sets(increment)
+}
+
+/// The sizes of the text-generation inputs, set by the Python validate's `--iop KEY=VALUE`
+/// (the keyword arguments of its `get_inputs`, with the same names and defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextGenerationOptions {
+    /// Batch size (2).
+    pub batch_size: i64,
+    /// Length of the cache (30).
+    pub sequence_length: i64,
+    /// Number of new tokens (3).
+    pub sequence_length2: i64,
+}
+
+impl Default for TextGenerationOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 2,
+            sequence_length: 30,
+            sequence_length2: 3,
+        }
     }
-    INPUT_SETS
-        .iter()
-        .map(|(name, (b, s, c))| match *name {
-            "inputs2" => (*name, (2 + increment, 3 + increment, 30 + increment)),
-            _ => (*name, (*b, *s, *c)),
-        })
-        .collect()
+}
+
+impl TextGenerationOptions {
+    /// Sets the option `key` (`batch_size`, `sequence_length`, `sequence_length2`) from its
+    /// text; `cls_cache` takes `DynamicCache` only, the one cache the models take.
+    ///
+    /// # Errors
+    /// [`Error::InputOption`] naming the key and what it accepts.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let refuse = |message: &str| Error::InputOption {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            message: message.to_owned(),
+        };
+        let number = |min: i64| -> Result<i64> {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= min)
+                .ok_or_else(|| refuse(&format!("expected an integer, at least {min}")))
+        };
+        match key {
+            "batch_size" => self.batch_size = number(1)?,
+            "sequence_length" => self.sequence_length = number(0)?,
+            "sequence_length2" => self.sequence_length2 = number(1)?,
+            "cls_cache" if value == "DynamicCache" => {}
+            "cls_cache" => {
+                return Err(refuse(
+                    "the text-generation models take a DynamicCache only (their forward reads \
+                     past_key_values as one)",
+                ));
+            }
+            _ => {
+                return Err(refuse(
+                    "unknown option of the text-generation inputs (batch_size, \
+                     sequence_length, sequence_length2, cls_cache)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The named input sets `(name, (batch, new tokens, cache length))` as the Python package
+    /// makes them with `add_second_input=increment`: `inputs`; `inputs2` with one more row and
+    /// one more cached position and `|increment|` more new tokens (a single row when
+    /// `increment` is negative); `inputs_empty_cache`; `inputs_batch1`. With 0, `inputs`
+    /// alone.
+    pub fn input_sets(&self, increment: i64) -> Vec<(&'static str, (i64, i64, i64))> {
+        let (b, q, c) = (self.batch_size, self.sequence_length2, self.sequence_length);
+        let mut sets = vec![("inputs", (b, q, c))];
+        if increment == 0 {
+            return sets;
+        }
+        let b2 = if increment > 0 { b + 1 } else { 1 };
+        sets.push(("inputs2", (b2, q + increment.abs(), c + 1)));
+        sets.push(("inputs_empty_cache", (b, q, 0)));
+        sets.push(("inputs_batch1", (1, q, c)));
+        sets
+    }
 }
 
 /// Keyword inputs `input_ids`, `attention_mask`, `past_key_values` of the given sizes, drawn
@@ -143,4 +217,25 @@ pub fn text_generation_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
             ("past_key_values".to_owned(), cache_spec),
         ],
     }
+}
+
+/// The input set with its floating-point tensors (the cache) converted to `dtype`, as the
+/// Python validate's `to_any(inputs, dtype)` converts them; integer tensors (ids, masks) are
+/// kept.
+///
+/// # Errors
+/// A libtorch error of the casts.
+pub fn cast_floats(set: &[(String, Value)], dtype: Kind) -> Result<Vec<(String, Value)>> {
+    set.iter()
+        .map(|(name, v)| {
+            let v = v.map_tensors(&mut |t| {
+                if t.as_tch().is_floating_point() {
+                    t.to_kind(dtype)
+                } else {
+                    Ok(t.clone())
+                }
+            })?;
+            Ok((name.clone(), v))
+        })
+        .collect()
 }

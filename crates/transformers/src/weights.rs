@@ -1,6 +1,10 @@
 //! Weights: a name → tensor map loaded from a Hugging Face checkpoint directory
 //! (`model.safetensors`, or `model.safetensors.index.json` with its shards), or made untrained
-//! from a seed as the Python validate does with configs alone.
+//! from a seed as the Python validate does with configs alone. Weights are handed out in one
+//! element type, float32 unless [`Weights::with_dtype`] says otherwise: a checkpoint's tensors
+//! are converted from whatever type they were saved in, untrained ones are drawn in float32
+//! then converted, which is what `model.to(dtype)` does to a float32 model in the Python
+//! validate's `--dtype`.
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +23,8 @@ pub struct Weights {
     model: String,
     /// Untrained weights are drawn on demand from the seeded generator.
     init: Option<f64>,
+    /// The element type of the weights handed out (`None`: float32).
+    dtype: Option<Kind>,
 }
 
 impl Weights {
@@ -71,6 +77,7 @@ impl Weights {
             tensors,
             model: model.to_owned(),
             init: None,
+            dtype: None,
         })
     }
 
@@ -83,7 +90,20 @@ impl Weights {
             tensors: BTreeMap::new(),
             model: model.to_owned(),
             init: Some(std),
+            dtype: None,
         }
+    }
+
+    /// The same weights handed out in `dtype` (float32, float16, bfloat16, float64).
+    #[must_use]
+    pub fn with_dtype(mut self, dtype: Kind) -> Self {
+        self.dtype = Some(dtype);
+        self
+    }
+
+    /// The element type of the weights handed out.
+    pub fn dtype(&self) -> Kind {
+        self.dtype.unwrap_or(Kind::Float)
     }
 
     /// The weight `name` of `shape`.
@@ -104,7 +124,7 @@ impl Weights {
             }
             return t
                 .as_tch()
-                .f_to_kind(Kind::Float)
+                .f_to_kind(self.dtype())
                 .map(Tensor::from)
                 .map_err(|e| Error::Weight {
                     model: self.model.clone(),
@@ -132,7 +152,14 @@ impl Weights {
         };
         let t = Tensor::from(t);
         self.tensors.insert(name.to_owned(), t.clone());
-        Ok(t)
+        t.as_tch()
+            .f_to_kind(self.dtype())
+            .map(Tensor::from)
+            .map_err(|e| Error::Weight {
+                model: self.model.clone(),
+                name: name.to_owned(),
+                message: e.to_string(),
+            })
     }
 
     /// Whether the checkpoint holds `name` (always false for untrained weights not yet drawn).

@@ -516,6 +516,20 @@ impl LlamaRotaryEmbedding {
         self.cos_sin(position_ids, &inv_freq)
     }
 
+    /// The frequencies as `model.to(dtype)` leaves them: transformers keeps `inv_freq` as a
+    /// buffer, which the cast rounds to `dtype`, and its forward reads it back in float32. Only
+    /// the config's frequencies are rounded; those an update computes stay float32, as in
+    /// transformers.
+    ///
+    /// # Errors
+    /// A libtorch error of the casts.
+    pub fn with_buffer_dtype(mut self, dtype: Kind) -> CoreResult<Self> {
+        if dtype != Kind::Float {
+            self.inv_freq = self.inv_freq.to_kind(dtype)?.to_kind(Kind::Float)?;
+        }
+        Ok(self)
+    }
+
     /// The parameters of the `dynamic` rope update, `(factor, max_position_embeddings,
     /// rotary dim, base)`, when the rope type is `dynamic`.
     pub fn dynamic_parameters(&self) -> Option<(f64, i64, i64, f64)> {
@@ -642,6 +656,27 @@ fn llama3_inv_freq(
         .f_logical_not()?
         .f_logical_and(&wavelen.f_gt(low_wavelen)?.f_logical_not()?)?;
     smoothed.f_where_self(&medium, &llama)
+}
+
+/// `torch.finfo(kind).min`: the most negative finite value of a floating type.
+fn finfo_min(kind: Kind) -> f64 {
+    match kind {
+        Kind::Half => -65504.0,
+        // bfloat16 keeps float32's exponent: its largest value is 0x7f7f.
+        Kind::BFloat16 => -f64::from(f32::from_bits(0x7f7f_0000)),
+        Kind::Double => f64::MIN,
+        _ => f64::from(f32::MIN),
+    }
+}
+
+/// `x` rounded to `kind`, as `torch.tensor(x, dtype=kind)` stores it.
+fn round_to(x: f64, kind: Kind) -> f64 {
+    match kind {
+        Kind::Half => half::f16::from_f64(x).to_f64(),
+        Kind::BFloat16 => half::bf16::from_f64(x).to_f64(),
+        Kind::Double => x,
+        _ => f64::from(x as f32),
+    }
 }
 
 fn rotate_half(x: &Tensor) -> CoreResult<Tensor> {
@@ -857,7 +892,11 @@ impl LlamaAttention {
             .matmul(&k.transpose(2, 3)?)?
             .mul_scalar(scaling)?
             .add(mask)?;
-        let weights = weights.softmax(-1)?.to_kind(q.kind())?;
+        // transformers: `softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)`.
+        let weights = weights
+            .to_kind(Kind::Float)?
+            .softmax(-1)?
+            .to_kind(q.kind())?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.contiguous()?;
         let out = out.reshape(vec![b, s, SymInt::new(-1)])?;
         self.o_proj.forward(&out)
@@ -916,7 +955,7 @@ impl LlamaModel {
             )?,
             norm: LlamaRMSNorm::load(w, "model.norm", cfg.hidden_size, cfg)?,
             embed_scale: (cfg.arch == Arch::Gemma).then(|| (cfg.hidden_size as f64).sqrt()),
-            rotary_emb: LlamaRotaryEmbedding::new(cfg)?,
+            rotary_emb: LlamaRotaryEmbedding::new(cfg)?.with_buffer_dtype(w.dtype())?,
             layers,
             params: Vec::new(),
             sliding_window: None,
@@ -959,12 +998,13 @@ impl LlamaModel {
 
     /// The mask transformers' eager attention adds: `[batch or 1, 1, seq, past + seq]`, 0 where
     /// a position may attend (causal, within the sliding window if any, and not padding), the
-    /// float32 minimum elsewhere.
+    /// minimum of `kind` (the hidden states' type, `torch.finfo(dtype).min`) elsewhere.
     fn causal_mask(
         &self,
         attention_mask: Option<&Tensor>,
         cache_position: &Tensor,
         total: &SymInt,
+        kind: Kind,
     ) -> CoreResult<Tensor> {
         let kv = Tensor::arange(0, total.clone(), 1, Kind::Int64, Device::Cpu)?.unsqueeze(0)?;
         let q = cache_position.unsqueeze(1)?;
@@ -980,8 +1020,8 @@ impl LlamaModel {
         }
         allowed
             .logical_not()?
-            .to_kind(Kind::Float)?
-            .mul_scalar(f64::from(f32::MIN))
+            .to_kind(kind)?
+            .mul_scalar(finfo_min(kind))
     }
 
     /// The hidden states of the last layer; `cache` grows by the new positions.
@@ -1000,8 +1040,9 @@ impl LlamaModel {
             let _e = scope("embed_tokens");
             let h = Tensor::embedding(&self.embed_tokens, input_ids)?;
             match self.embed_scale {
-                // transformers multiplies by a float32 tensor holding sqrt(hidden_size).
-                Some(scale) => h.mul_scalar(f64::from(scale as f32))?,
+                // transformers multiplies by a tensor of the hidden states' type holding
+                // sqrt(hidden_size).
+                Some(scale) => h.mul_scalar(round_to(scale, h.kind()))?,
                 None => h,
             }
         };
@@ -1017,8 +1058,10 @@ impl LlamaModel {
             Some(p) => p.clone(),
             None => cache_position.unsqueeze(0)?,
         };
-        let mask = self.causal_mask(attention_mask, &cache_position, &total)?;
-        let cos_sin = self.rotary_emb.forward(&position_ids)?;
+        let mask = self.causal_mask(attention_mask, &cache_position, &total, h.kind())?;
+        // transformers' rotary forward ends with `cos.to(x.dtype), sin.to(x.dtype)`.
+        let (cos, sin) = self.rotary_emb.forward(&position_ids)?;
+        let cos_sin = (cos.to_kind(h.kind())?, sin.to_kind(h.kind())?);
         for (i, layer) in self.layers.iter().enumerate() {
             let _l = scope(&format!("layers.{i}"));
             let residual = h.clone();

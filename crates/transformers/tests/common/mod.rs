@@ -14,12 +14,23 @@ use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, proto};
 use onnx_diagnostic_transformers::DynamicCache;
 use onnx_diagnostic_transformers::tasks::{
-    DecoderDims, INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs,
+    DecoderDims, INPUT_SETS, cast_floats, text_generation_dynamic_shapes, text_generation_inputs,
 };
+use tch::Kind;
 
 /// Runs `tests/parity/make_reference.py` on `config` (in `<target tmp>/parity/<name>`): the
 /// checkpoint directory and the reference tensors.
 pub(crate) fn reference(name: &str, config: &str) -> (PathBuf, HashMap<String, tch::Tensor>) {
+    reference_in(name, config, None)
+}
+
+/// [`reference`] with transformers' model converted to `dtype` (`float16`, `bfloat16`) before
+/// it runs; the checkpoint stays float32.
+pub(crate) fn reference_in(
+    name: &str,
+    config: &str,
+    dtype: Option<&str>,
+) -> (PathBuf, HashMap<String, tch::Tensor>) {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("parity")
         .join(name);
@@ -28,12 +39,15 @@ pub(crate) fn reference(name: &str, config: &str) -> (PathBuf, HashMap<String, t
     std::fs::write(&cfg, config).unwrap();
     let out = root.join("checkpoint");
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(manifest.join("../../.venv/bin/python"))
+    let mut command = Command::new(manifest.join("../../.venv/bin/python"));
+    command
         .arg(manifest.join("tests/parity/make_reference.py"))
         .arg(&out)
-        .arg(&cfg)
-        .output()
-        .expect("the venv's python runs");
+        .arg(&cfg);
+    if let Some(dtype) = dtype {
+        command.arg(format!("--dtype={dtype}"));
+    }
+    let status = command.output().expect("the venv's python runs");
     assert!(
         status.status.success(),
         "make_reference.py failed for {name}:\n{}",
@@ -49,6 +63,7 @@ pub(crate) fn reference(name: &str, config: &str) -> (PathBuf, HashMap<String, t
 /// Largest absolute difference (shapes must match).
 pub(crate) fn diff(a: &Tensor, b: &tch::Tensor) -> f64 {
     assert_eq!(a.concrete_shape(), b.size());
+    assert_eq!(a.kind(), b.kind(), "element types differ");
     (a.as_tch() - b).abs().max().double_value(&[])
 }
 
@@ -65,16 +80,34 @@ pub(crate) fn t(io: &HashMap<String, tch::Tensor>, k: &str) -> Tensor {
 /// lowers it, and checks ONNX Runtime against eager on the four validate input sets (≤ 1e-4, no
 /// NaN). Returns the ONNX model.
 pub(crate) fn export_and_check_in_ort(model: &dyn Module, dims: &DecoderDims) -> proto::ModelProto {
+    export_and_check_in_ort_in(model, dims, Kind::Float, 1e-4).0
+}
+
+/// [`export_and_check_in_ort`] for a model in `dtype`, the cache of the input sets converted to
+/// it, within `tol`. When ONNX Runtime has no kernel for `dtype` (bfloat16 on the CPU), the
+/// float32-emulating copy runs instead. Returns the ONNX model and the largest discrepancy.
+pub(crate) fn export_and_check_in_ort_in(
+    model: &dyn Module,
+    dims: &DecoderDims,
+    dtype: Kind,
+    tol: f64,
+) -> (proto::ModelProto, f64) {
     let name = model.class_name();
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let ds = text_generation_dynamic_shapes(dims);
-    let example = text_generation_inputs(dims, 2, 3, 30);
+    let example = cast_floats(&text_generation_inputs(dims, 2, 3, 30), dtype).unwrap();
     let ep = export(model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
     let onnx = lower(&ep, &LowerOptions::default()).unwrap();
-    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap_or_else(|e| {
+        assert_eq!(dtype, Kind::BFloat16, "{name}: {e}");
+        let low = onnx_diagnostic_onnx::convert::data_type(dtype).unwrap();
+        let (copy, _) = onnx_diagnostic_onnx::emulate_in_float32(&onnx, low).unwrap();
+        OnnxProgram::from_model(&copy, &ep).unwrap()
+    });
+    let mut worst = 0.0f64;
     for (set_name, (b, s, c)) in INPUT_SETS {
-        let set = text_generation_inputs(dims, *b, *s, *c);
+        let set = cast_floats(&text_generation_inputs(dims, *b, *s, *c), dtype).unwrap();
         let eager = model
             .forward(&Inputs::bind_for(model, &[], &set).unwrap())
             .unwrap();
@@ -83,9 +116,10 @@ pub(crate) fn export_and_check_in_ort(model: &dyn Module, dims: &DecoderDims) ->
             "{name} {set_name}: abs {:.3e} rel {:.3e} n {}",
             d.abs, d.rel, d.n
         );
-        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {set_name}: {d:?}");
+        assert!(d.abs <= tol && d.dnan == 0.0, "{name} {set_name}: {d:?}");
+        worst = worst.max(d.abs);
     }
-    onnx
+    (onnx, worst)
 }
 
 /// A model's cached forward: `(input_ids, attention_mask, cache) -> (logits, cache)`.
@@ -110,12 +144,13 @@ fn check_cache(
     io: &HashMap<String, tch::Tensor>,
     suffix: &str,
     cropped: bool,
+    tol: f64,
 ) {
     for (i, l) in cache.layers.iter().enumerate() {
         for (kind, t) in [("key", l.keys()), ("value", l.values())] {
             let theirs = &io[&format!("present_{kind}{suffix}_{i}")];
             let d = cache_diff(t.unwrap(), theirs, cropped);
-            assert!(d <= 1e-4, "{name}: {kind} {i}{suffix} differs by {d}");
+            assert!(d <= tol, "{name}: {kind} {i}{suffix} differs by {d}");
         }
     }
 }
@@ -128,17 +163,29 @@ pub(crate) fn check_two_steps(
     step: Step<'_>,
     cropped: bool,
 ) -> Tensor {
+    check_two_steps_within(name, io, step, cropped, 1e-4).0
+}
+
+/// [`check_two_steps`] within `tol`; returns the prompt logits and the largest logits
+/// discrepancy of the two steps.
+pub(crate) fn check_two_steps_within(
+    name: &str,
+    io: &HashMap<String, tch::Tensor>,
+    step: Step<'_>,
+    cropped: bool,
+    tol: f64,
+) -> (Tensor, f64) {
     let (logits, cache) = step(&t(io, "input_ids"), &t(io, "attention_mask"), None);
-    let d = diff(&logits, &io["logits"]);
-    assert!(d <= 1e-4, "{name}: prompt logits differ by {d}");
-    check_cache(name, &cache, io, "", cropped);
+    let d1 = diff(&logits, &io["logits"]);
+    assert!(d1 <= tol, "{name}: prompt logits differ by {d1}");
+    check_cache(name, &cache, io, "", cropped, tol);
     let (next, cache) = step(
         &t(io, "input_ids_next"),
         &t(io, "attention_mask_next"),
         Some(cache),
     );
-    let d = diff(&next, &io["logits_next"]);
-    assert!(d <= 1e-4, "{name}: cached-step logits differ by {d}");
-    check_cache(name, &cache, io, "_next", cropped);
-    logits
+    let d2 = diff(&next, &io["logits_next"]);
+    assert!(d2 <= tol, "{name}: cached-step logits differ by {d2}");
+    check_cache(name, &cache, io, "_next", cropped, tol);
+    (logits, d1.max(d2))
 }

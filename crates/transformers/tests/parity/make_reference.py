@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Produce reference checkpoints and outputs from HF transformers for Rust parity tests.
 
-Usage: python make_reference.py OUT_DIR CONFIG_JSON_PATH [ARCH]
+Usage: python make_reference.py OUT_DIR CONFIG_JSON_PATH [ARCH] [--dtype=float16|bfloat16]
 
 ARCH defaults to the config's ``architectures[0]`` (e.g. LlamaForCausalLM).
 The model is built from the config only (random init, torch.manual_seed(0)), never downloaded.
+The checkpoint is saved in float32; with ``--dtype`` the model is then converted with
+``model.to(dtype)`` (what onnx-diagnostic's ``validate --dtype`` does) before the two steps run,
+so the saved logits and cache tensors are of that type.
 
 Writes into OUT_DIR:
   config.json, model.safetensors  (save_pretrained, single file)
@@ -93,6 +96,10 @@ def cache_layers(cache, num_layers):
 
 
 def main(argv):
+    dtype = None
+    for a in [a for a in argv if a.startswith("--dtype=")]:
+        argv.remove(a)
+        dtype = a.split("=", 1)[1]
     if len(argv) not in (3, 4):
         die("usage: make_reference.py OUT_DIR CONFIG_JSON_PATH [ARCH]", code=2)
     out_dir, cfg_path = argv[1], argv[2]
@@ -125,6 +132,11 @@ def main(argv):
     model.save_pretrained(out_dir, **save_kwargs)
     if not os.path.isfile(os.path.join(out_dir, "model.safetensors")):
         die(f"save_pretrained did not write a single {out_dir}/model.safetensors")
+
+    if dtype is not None:
+        if dtype not in ("float16", "bfloat16"):
+            die(f"--dtype={dtype}: expected float16 or bfloat16")
+        model = model.to(getattr(torch, dtype))
 
     vocab = model.config.vocab_size
     num_layers = model.config.num_hidden_layers
