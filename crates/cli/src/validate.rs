@@ -5,12 +5,15 @@
 //! Python package's key names.
 //!
 //! Decisions: the exit status is 0 only when every step ran and every discrepancy is within the
-//! tolerance (1e-4 for float32, or `--atol`); without `-q` the first failing step stops the run
+//! tolerance (1e-4 for float32, 1e-2 for float16 and bfloat16, or `--atol`); without `-q` the first failing step stops the run
 //! with its error; with `-q` a failing step becomes an `ERR_<step>` key and the summary is still
 //! printed (the exit status stays non-zero). The export runs inside `torch_export_patches`
 //! (transformers and diffusers patches on unless `--no-patch`; `--patch KEY=VALUE` sets the
 //! guard's options `patch_torch`, `patch_transformers`, `patch_diffusers`); the eager runs do
-//! not, as in the Python package. `export_patch` lists the patches applied.
+//! not, as in the Python package. `export_patch` lists the patches applied. `--dtype` builds
+//! the model in float32 and converts it with the cache inputs (the Python `model.to(dtype)`,
+//! `to_any(inputs, dtype)`); a model ONNX Runtime cannot run in its type on the CPU (bfloat16)
+//! is checked through its float32-emulating copy, said in `onnx_ort_emulated`.
 
 use std::{
     collections::BTreeMap,
