@@ -29,8 +29,8 @@ use onnx_diagnostic_core::{
     torch_export_patches,
 };
 use onnx_diagnostic_onnx::{
-    Diff, ExternalData, LowerOptions, OnnxProgram, emulate_in_float32, lower, max_diff, passes,
-    proto, save_model,
+    Diff, ExternalData, LowerOptions, OnnxProgram, Provider, emulate_in_float32, lower, max_diff,
+    passes, proto, save_model,
 };
 use onnx_diagnostic_transformers::{
     catalog,
@@ -42,7 +42,7 @@ use onnx_diagnostic_transformers::{
         qwen2::Qwen2ForCausalLM,
     },
     tasks::{
-        DecoderDims, INPUT_SETS, TextGenerationOptions, cast_floats,
+        DecoderDims, INPUT_SETS, TextGenerationOptions, cast_floats, move_to,
         text_generation_dynamic_shapes, text_generation_inputs, text_generation_prompt,
     },
     weights::Weights,
@@ -70,7 +70,8 @@ pub(crate) struct ValidateArgs {
     /// float32 then converted, as the Python validate does with `model.to(dtype)`.
     #[arg(long, default_value = "float32", value_parser = ["float32", "float16", "bfloat16"])]
     dtype: String,
-    /// Device (cpu only so far).
+    /// Device of the model, the inputs and ONNX Runtime: `cpu`, or `cuda` / `cuda:N` (libtorch
+    /// must see the GPU, and ONNX Runtime must be the onnxruntime-gpu build).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Folder where the model, the inputs, the expected outputs and the summary are written.
@@ -290,6 +291,51 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The libtorch device of a `--device` name; CUDA only when libtorch sees a GPU.
+fn device_of(device: &str) -> Result<tch::Device> {
+    let index = match device {
+        "cpu" => return Ok(tch::Device::Cpu),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => i,
+            _ => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+        },
+    };
+    load_torch_cuda()?;
+    let count = tch::Cuda::device_count();
+    if index as i64 >= count {
+        bail!(
+            "--device {device}: libtorch sees {count} CUDA device(s); run on a machine with an \
+             NVIDIA GPU and its driver (the torch wheel of the set-up has CUDA), or use --device cpu"
+        );
+    }
+    Ok(tch::Device::Cuda(index))
+}
+
+/// Loads libtorch's CUDA library (`libtorch_cuda.so`, beside `libtorch_cpu.so` in the torch
+/// wheel): the binary links the CPU library only, and libtorch sees a GPU once the CUDA one has
+/// registered itself, which its loading does. Loaded once, never unloaded.
+fn load_torch_cuda() -> Result<()> {
+    static LOADED: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            // SAFETY: libtorch_cuda.so is the CUDA half of the libtorch this binary runs on
+            // (the same wheel, found through the binary's run path); its initialisers only
+            // register CUDA with libtorch. The handle is leaked: the library stays loaded.
+            #[allow(unsafe_code)]
+            let lib = unsafe { libloading::Library::new("libtorch_cuda.so") };
+            lib.map(std::mem::forget).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| {
+            anyhow!(
+                "--device cuda: cannot load libtorch_cuda.so ({e}); the torch wheel of the \
+                 set-up has it in .venv/libs/torch/lib: run scripts/setup"
+            )
+        })
+}
+
 /// The libtorch type of a `--dtype` name.
 fn kind_of(dtype: &str) -> Result<tch::Kind> {
     Ok(match dtype {
@@ -303,7 +349,7 @@ fn kind_of(dtype: &str) -> Result<tch::Kind> {
 fn load_model(
     id: &str,
     mop: &[String],
-    dtype: tch::Kind,
+    (dtype, device): (tch::Kind, tch::Device),
     s: &mut Summary,
 ) -> Result<(Box<dyn Module>, DecoderDims)> {
     let path = Path::new(id);
@@ -331,7 +377,7 @@ fn load_model(
     } else {
         Weights::untrained(&arch, 42, cfg.initializer_range)
     };
-    let mut weights = weights.with_dtype(dtype);
+    let mut weights = weights.with_dtype(dtype).with_device(device);
     macro_rules! build {
         ($ty:ty) => {
             Box::new(<$ty>::new(cfg, &mut weights)?) as Box<dyn Module>
@@ -427,7 +473,16 @@ impl Drop for Progress {
 }
 
 fn write_safetensors(path: &Path, tensors: &[(String, tch::Tensor)]) -> Result<()> {
-    let refs: Vec<(&str, &tch::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    // safetensors reads host memory.
+    let host: Vec<tch::Tensor> = tensors
+        .iter()
+        .map(|(_, t)| t.to_device(tch::Device::Cpu))
+        .collect();
+    let refs: Vec<(&str, &tch::Tensor)> = tensors
+        .iter()
+        .zip(&host)
+        .map(|((n, _), t)| (n.as_str(), t))
+        .collect();
     tch::Tensor::write_safetensors(&refs, path)
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -442,9 +497,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         return Ok(true);
     };
     let dtype = kind_of(&a.dtype)?;
-    if a.device != "cpu" {
-        bail!("--device {} is not supported yet (cpu is)", a.device);
-    }
+    let device = device_of(&a.device)?;
     if let Some(task) = &a.task
         && task != "text-generation"
     {
@@ -470,6 +523,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     s.s("version_device", &a.device);
     s.s("model_task", "text-generation");
     s.s("model_dtype", format!("torch.{}", a.dtype));
+    s.s("model_device", &a.device);
     s.s(
         "version_rewrite",
         if a.no_rewrite || a.no_patch {
@@ -480,7 +534,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     );
     let (iop, iop_text) = input_options(&a.iop)?;
     s.s("model_inputs_options", iop_text);
-    let (model, dims) = load_model(id, &a.mop, dtype, &mut s)?;
+    let (model, dims) = load_model(id, &a.mop, (dtype, device), &mut s)?;
     let arch = model.class_name();
     let model = model.as_ref();
     let sets: Vec<(&str, Vec<(String, Value)>)> = iop
@@ -488,10 +542,8 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         .iter()
         .map(|(name, (b, q, c))| {
             tch::manual_seed(0);
-            Ok((
-                *name,
-                cast_floats(&text_generation_inputs(&dims, *b, *q, *c), dtype)?,
-            ))
+            let set = cast_floats(&text_generation_inputs(&dims, *b, *q, *c), dtype)?;
+            Ok((*name, move_to(&set, device)?))
         })
         .collect::<Result<_>>()?;
     let show = onnx_diagnostic_core::StringTypeOptions::with_shape();
@@ -511,7 +563,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     // cache; a prompt needs a generation loop).
     {
         tch::manual_seed(0);
-        let prompt = text_generation_prompt(&dims);
+        let prompt = move_to(&text_generation_prompt(&dims), device)?;
         model.forward(&Inputs::bind_for(model, &[], &prompt)?)?;
     }
     // Eager runs.
@@ -686,7 +738,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     if a.run {
         let t = Instant::now();
         let session = step(a.quiet, &mut s, "onnx_ort_create", |s| {
-            ort_session(&path, &model_proto, &ep, dtype, s)
+            ort_session(&path, &model_proto, &ep, (dtype, device), s)
         })?;
         s.f("time_onnx_ort_create", ms(t));
         let Some(mut session) = session else {
@@ -728,10 +780,17 @@ fn ort_session(
     path: &Path,
     model: &proto::ModelProto,
     ep: &ExportedProgram,
-    dtype: tch::Kind,
+    (dtype, device): (tch::Kind, tch::Device),
     s: &mut Summary,
 ) -> Result<OnnxProgram> {
-    let err = match OnnxProgram::from_file(path, ep) {
+    // A GPU run needs ONNX Runtime's CUDA provider: its absence is an error naming the
+    // providers the runtime has, never a silent CPU run.
+    let provider = if device.is_cuda() {
+        Provider::Cuda
+    } else {
+        Provider::Cpu
+    };
+    let err = match OnnxProgram::from_file_on(path, ep, provider) {
         Ok(session) => return Ok(session),
         Err(e) => e,
     };
@@ -757,7 +816,7 @@ fn ort_session(
             dtype_name(dtype)
         ),
     );
-    Ok(OnnxProgram::from_model(&copy, ep)?)
+    Ok(OnnxProgram::from_model_on(&copy, ep, provider)?)
 }
 
 fn dtype_name(dtype: tch::Kind) -> &'static str {

@@ -429,3 +429,28 @@ fn rewriting_follows_the_rewrite_flags() {
     ]);
     assert!(!ok && err.contains("--no-patch"), "{err}");
 }
+
+/// `--device cuda` needs a GPU libtorch sees and ONNX Runtime's CUDA provider: on a machine
+/// without either, the run stops with a message saying which and what to do, never a silent CPU
+/// run. Other device names are refused.
+#[test]
+fn cuda_without_a_gpu_or_its_runtime_is_refused_saying_why() {
+    let (ok, stdout, err) = common::run(&[
+        "validate",
+        "-m",
+        "arnir0/Tiny-LLM",
+        "--run",
+        "--export",
+        "onnx",
+        "--device",
+        "cuda",
+    ]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        (err.contains("libtorch sees 0 CUDA device(s)") && err.contains("--device cpu"))
+            || (err.contains("CUDAExecutionProvider") && err.contains("onnxruntime-gpu")),
+        "{err}"
+    );
+    let (ok, _, err) = common::run(&["validate", "-m", "arnir0/Tiny-LLM", "--device", "gpu"]);
+    assert!(!ok && err.contains("expected cpu, cuda or cuda:N"), "{err}");
+}

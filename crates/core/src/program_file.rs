@@ -379,7 +379,13 @@ impl ExportedProgram {
         let named: Vec<(String, tch::Tensor)> = self
             .captured
             .iter()
-            .map(|(k, t)| (weight_name(k).to_owned(), t.contiguous()))
+            // safetensors reads host memory: a weight on a GPU is copied to the CPU first.
+            .map(|(k, t)| {
+                (
+                    weight_name(k).to_owned(),
+                    t.to_device(tch::Device::Cpu).contiguous(),
+                )
+            })
             .collect();
         write_atomic(&weights, |p| {
             let refs: Vec<(&str, &tch::Tensor)> =

@@ -26,8 +26,21 @@ impl OnnxProgram {
     /// # Errors
     /// [`OrtError::Session`] with ONNX Runtime's message.
     pub fn from_model(model: &proto::ModelProto, ep: &ExportedProgram) -> Result<Self, OrtError> {
+        Self::from_model_on(model, ep, Provider::Cpu)
+    }
+
+    /// A session over `model` (in memory) on `provider`.
+    ///
+    /// # Errors
+    /// [`OrtError::Provider`] when the runtime lacks the provider; [`OrtError::Session`] with
+    /// ONNX Runtime's message.
+    pub fn from_model_on(
+        model: &proto::ModelProto,
+        ep: &ExportedProgram,
+        provider: Provider,
+    ) -> Result<Self, OrtError> {
         Ok(Self {
-            session: Session::from_bytes(&model.encode_to_vec())?,
+            session: Session::from_bytes_on(&model.encode_to_vec(), provider)?,
             signature: ep.signature().to_vec(),
             output_spec: ep.output_spec().clone(),
         })

@@ -40,7 +40,7 @@ pub fn patched_rotary_forward(
         .sub_scalar(factor - 1.0)?
         .pow_scalar(d / (d - 2.0))?
         .mul_scalar(base)?;
-    let exponents = Tensor::arange(0, dim, 2, Kind::Int64, tch::Device::Cpu)?
+    let exponents = Tensor::arange(0, dim, 2, Kind::Int64, position_ids.device())?
         .to_kind(Kind::Float)?
         .div_scalar(d)?;
     let grown = grown_base.pow(&exponents)?.pow_scalar(-1.0)?;

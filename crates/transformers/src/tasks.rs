@@ -239,3 +239,22 @@ pub fn cast_floats(set: &[(String, Value)], dtype: Kind) -> Result<Vec<(String, 
         })
         .collect()
 }
+
+/// The input set moved to `device` (the Python validate's `to_any(inputs, device)`).
+///
+/// # Errors
+/// A libtorch error of the copies.
+pub fn move_to(set: &[(String, Value)], device: Device) -> Result<Vec<(String, Value)>> {
+    set.iter()
+        .map(|(name, v)| {
+            let v = v.map_tensors(&mut |t| {
+                if t.device() == device {
+                    Ok(t.clone())
+                } else {
+                    t.to_device(device)
+                }
+            })?;
+            Ok((name.clone(), v))
+        })
+        .collect()
+}

@@ -4,7 +4,7 @@
 //! element type, float32 unless [`Weights::with_dtype`] says otherwise: a checkpoint's tensors
 //! are converted from whatever type they were saved in, untrained ones are drawn in float32
 //! then converted, which is what `model.to(dtype)` does to a float32 model in the Python
-//! validate's `--dtype`.
+//! validate's `--dtype`; [`Weights::with_device`] moves them as `model.to(device)` does.
 
 use std::{
     collections::BTreeMap,
@@ -25,6 +25,8 @@ pub struct Weights {
     init: Option<f64>,
     /// The element type of the weights handed out (`None`: float32).
     dtype: Option<Kind>,
+    /// Where the weights handed out live (`None`: the CPU).
+    device: Option<Device>,
 }
 
 impl Weights {
@@ -78,6 +80,7 @@ impl Weights {
             model: model.to_owned(),
             init: None,
             dtype: None,
+            device: None,
         })
     }
 
@@ -91,6 +94,7 @@ impl Weights {
             model: model.to_owned(),
             init: Some(std),
             dtype: None,
+            device: None,
         }
     }
 
@@ -104,6 +108,19 @@ impl Weights {
     /// The element type of the weights handed out.
     pub fn dtype(&self) -> Kind {
         self.dtype.unwrap_or(Kind::Float)
+    }
+
+    /// The same weights handed out on `device` (`model.to(device)`); untrained ones are still
+    /// drawn on the CPU, so the numbers do not depend on the device.
+    #[must_use]
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// Where the weights handed out live.
+    pub fn device(&self) -> Device {
+        self.device.unwrap_or(Device::Cpu)
     }
 
     /// The weight `name` of `shape`.
@@ -125,6 +142,7 @@ impl Weights {
             return t
                 .as_tch()
                 .f_to_kind(self.dtype())
+                .and_then(|t| t.f_to_device(self.device()))
                 .map(Tensor::from)
                 .map_err(|e| Error::Weight {
                     model: self.model.clone(),
@@ -154,6 +172,7 @@ impl Weights {
         self.tensors.insert(name.to_owned(), t.clone());
         t.as_tch()
             .f_to_kind(self.dtype())
+            .and_then(|t| t.f_to_device(self.device()))
             .map(Tensor::from)
             .map_err(|e| Error::Weight {
                 model: self.model.clone(),

@@ -492,12 +492,13 @@ impl LlamaRotaryEmbedding {
                 let d = *dim as f64;
                 let base = base
                     * ((factor * seq_len / *max_pos as f64) - (factor - 1.0)).powf(d / (d - 2.0));
-                default_inv_freq(base, *dim).map(Tensor::from).map_err(|e| {
-                    onnx_diagnostic_core::Error::Model {
+                default_inv_freq(base, *dim)
+                    .and_then(|f| f.f_to_device(position_ids.device()))
+                    .map(Tensor::from)
+                    .map_err(|e| onnx_diagnostic_core::Error::Model {
                         model: MODEL.to_owned(),
                         message: e.to_string(),
-                    }
-                })
+                    })
             }
         }
     }
@@ -516,16 +517,22 @@ impl LlamaRotaryEmbedding {
         self.cos_sin(position_ids, &inv_freq)
     }
 
-    /// The frequencies as `model.to(dtype)` leaves them: transformers keeps `inv_freq` as a
-    /// buffer, which the cast rounds to `dtype`, and its forward reads it back in float32. Only
-    /// the config's frequencies are rounded; those an update computes stay float32, as in
-    /// transformers.
+    /// The frequencies as `model.to(dtype).to(device)` leaves them: transformers keeps
+    /// `inv_freq` as a buffer, which the cast rounds to `dtype`, and its forward reads it back
+    /// in float32. Only the config's frequencies are rounded; those an update computes stay
+    /// float32, as in transformers. Every frequency tensor moves to `device`.
     ///
     /// # Errors
     /// A libtorch error of the casts.
-    pub fn with_buffer_dtype(mut self, dtype: Kind) -> CoreResult<Self> {
+    pub fn with_buffers(mut self, dtype: Kind, device: Device) -> CoreResult<Self> {
         if dtype != Kind::Float {
             self.inv_freq = self.inv_freq.to_kind(dtype)?.to_kind(Kind::Float)?;
+        }
+        if device != Device::Cpu {
+            self.inv_freq = Tensor::from(self.inv_freq.as_tch().to_device(device));
+            if let RopeUpdate::LongRope { long_inv_freq, .. } = &mut self.update {
+                *long_inv_freq = Tensor::from(long_inv_freq.as_tch().to_device(device));
+            }
         }
         Ok(self)
     }
@@ -955,7 +962,7 @@ impl LlamaModel {
             )?,
             norm: LlamaRMSNorm::load(w, "model.norm", cfg.hidden_size, cfg)?,
             embed_scale: (cfg.arch == Arch::Gemma).then(|| (cfg.hidden_size as f64).sqrt()),
-            rotary_emb: LlamaRotaryEmbedding::new(cfg)?.with_buffer_dtype(w.dtype())?,
+            rotary_emb: LlamaRotaryEmbedding::new(cfg)?.with_buffers(w.dtype(), w.device())?,
             layers,
             params: Vec::new(),
             sliding_window: None,
@@ -1006,7 +1013,8 @@ impl LlamaModel {
         total: &SymInt,
         kind: Kind,
     ) -> CoreResult<Tensor> {
-        let kv = Tensor::arange(0, total.clone(), 1, Kind::Int64, Device::Cpu)?.unsqueeze(0)?;
+        let device = cache_position.device();
+        let kv = Tensor::arange(0, total.clone(), 1, Kind::Int64, device)?.unsqueeze(0)?;
         let q = cache_position.unsqueeze(1)?;
         let mut allowed = kv.le(&q)?;
         if let Some(window) = self.sliding_window {
@@ -1053,7 +1061,8 @@ impl LlamaModel {
                 message: e.to_string(),
             })?;
         let total = &past + &input_ids.size(1)?;
-        let cache_position = Tensor::arange(past, total.clone(), 1, Kind::Int64, Device::Cpu)?;
+        let cache_position =
+            Tensor::arange(past, total.clone(), 1, Kind::Int64, input_ids.device())?;
         let position_ids = match position_ids {
             Some(p) => p.clone(),
             None => cache_position.unsqueeze(0)?,
