@@ -153,13 +153,21 @@ fn validate_accepts_a_save_pretrained_directory() {
 }
 
 /// Every catalog model validates (exit 0, all four discrepancies within 1e-4).
+/// Every catalog model, in float32, float16 and bfloat16.
 #[test]
 fn every_catalog_model_validates() {
     for id in onnx_diagnostic_transformers::catalog::model_ids() {
-        let (_, s) = validate_ok(&["-m".as_ref(), id.as_ref()]);
-        for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
-            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-            assert!(abs <= 1e-4, "{id} {sfx}: {abs}");
+        for (dtype, tol) in [("float32", 1e-4), ("float16", 1e-2), ("bfloat16", 1e-2)] {
+            let (_, s) = validate_ok(&[
+                "-m".as_ref(),
+                id.as_ref(),
+                "--dtype".as_ref(),
+                dtype.as_ref(),
+            ]);
+            for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+                let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+                assert!(abs <= tol, "{id} {dtype} {sfx}: {abs}");
+            }
         }
     }
 }
