@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use onnx_diagnostic_core::{ExportOptions, FnModule, Inputs, Module, Tensor, Value, cond, export};
 use onnx_diagnostic_onnx::{
@@ -14,26 +14,6 @@ use onnx_diagnostic_onnx::{
 };
 use onnx_diagnostic_testing::{dynamic_shapes, randn};
 use tch::Kind;
-
-fn python_check(path: &std::path::Path) {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    let script = "import sys, onnx\n\
-                  m = onnx.load(sys.argv[1])\n\
-                  onnx.checker.check_model(m, full_check=True)\n\
-                  onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)\n\
-                  print('ok')";
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .expect("the venv's python runs");
-    assert!(
-        out.status.success(),
-        "onnx checker refused {}:\n{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn elem_types(values: &[proto::ValueInfoProto]) -> Vec<i32> {
     values
@@ -100,7 +80,7 @@ fn a_bfloat16_model_runs_in_ort_through_the_float32_copy() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("copy.onnx");
     save_model(&copy, &path, ExternalData::Never).unwrap();
-    python_check(&path);
+    onnx_diagnostic_testing::onnx_check(&path);
 
     let mut session = OnnxProgram::from_model(&copy, &ep).unwrap();
     let pos = |n: i64| bf(randn(&[n, 3]).abs().unwrap().add_scalar(0.2).unwrap());

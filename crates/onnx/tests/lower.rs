@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use onnx_diagnostic_core::{
     ExportOptions, ExportedProgram, FnModule, Inputs, Module, Tensor, Value, export,
@@ -19,27 +19,6 @@ fn workdir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// onnx.checker (full) and strict shape inference, from the project's venv.
-fn python_check(path: &std::path::Path) {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    let script = "import sys, onnx\n\
-                  m = onnx.load(sys.argv[1])\n\
-                  onnx.checker.check_model(m, full_check=True)\n\
-                  onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)\n\
-                  print('ok')";
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .expect("the venv's python runs");
-    assert!(
-        out.status.success(),
-        "onnx checker refused {}:\n{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn export_with(
@@ -73,7 +52,7 @@ fn check(
     );
     let path = workdir(name).join("model.onnx");
     save_model(&model, &path, ExternalData::Never).unwrap();
-    python_check(&path);
+    onnx_diagnostic_testing::onnx_check(&path);
     let mut session = OnnxProgram::from_model(&model, &ep).unwrap();
     for set in others {
         let args: Vec<Value> = set.into_iter().map(Value::from).collect();
@@ -249,7 +228,7 @@ fn external_data_round_trips_and_files_are_byte_identical() {
     assert!(data == data_again, "data files differ");
     assert!(data.len() >= 4 * 16 * 16 * 4, "{}", data.len());
     assert!(std::fs::metadata(&a).unwrap().len() < data.len() as u64);
-    python_check(&a);
+    onnx_diagnostic_testing::onnx_check(&a);
     let mut s = OnnxProgram::from_file(&a, &ep).unwrap();
     let x = randn(&[3, 4, 16]);
     let eager = model

@@ -463,3 +463,28 @@ pub fn scan_cumprod(x: &Tensor, scale: f64) -> Result<Value> {
         ys[0].clone().into(),
     ]))
 }
+
+/// Checks a saved ONNX model with the onnx package of the project's venv: the full checker and
+/// strict shape inference with type checks. Panics with the checker's message when it refuses
+/// the model (a test helper).
+#[allow(clippy::panic, clippy::expect_used)]
+pub fn onnx_check(path: &std::path::Path) {
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let script = "import sys, onnx\n\
+                  m = onnx.load(sys.argv[1])\n\
+                  onnx.checker.check_model(m, full_check=True)\n\
+                  onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)\n\
+                  print('ok')";
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("the venv's python runs");
+    assert!(
+        out.status.success(),
+        "onnx checker refused {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
