@@ -29,8 +29,8 @@ use onnx_diagnostic_core::{
     torch_export_patches,
 };
 use onnx_diagnostic_onnx::{
-    Diff, ExternalData, LowerOptions, OnnxProgram, Provider, emulate_in_float32, lower, max_diff,
-    passes, proto, save_model,
+    Diff, ExternalData, LowerOptions, OnnxProgram, OrtError, Provider, emulate_in_float32, lower,
+    max_diff, passes, proto, save_model,
 };
 use onnx_diagnostic_transformers::{
     catalog,
@@ -790,41 +790,27 @@ fn ort_session(
     } else {
         Provider::Cpu
     };
-    let err = match OnnxProgram::from_file_on(path, ep, provider) {
-        Ok(session) => return Ok(session),
-        Err(e) => e,
+    let missing = match OnnxProgram::from_file_on(path, ep, provider) {
+        Err(OrtError::NoKernel { message, .. }) => message,
+        other => return Ok(other?),
     };
-    let missing = err.to_string();
     let low = match onnx_diagnostic_onnx::convert::data_type(dtype) {
-        Some(t)
-            if dtype != tch::Kind::Float
-                && missing.contains("Could not find an implementation") =>
-        {
-            t
-        }
-        _ => return Err(err.into()),
+        Some(t) if dtype != tch::Kind::Float => t,
+        _ => bail!(
+            "ONNX Runtime has no kernel for a node of {}: {missing}",
+            path.display()
+        ),
     };
     let (copy, n) = emulate_in_float32(model, low).context(missing.clone())?;
-    let reason = missing
-        .split_once(": ")
-        .map_or(missing.as_str(), |(_, m)| m)
-        .replace([';', '\n'], " ");
     s.s(
         "onnx_ort_emulated",
         format!(
-            "{} computed in float32 and rounded after each of {n} nodes ({reason})",
-            dtype_name(dtype)
+            "{} computed in float32 and rounded after each of {n} nodes ({})",
+            low.as_str_name().to_lowercase(),
+            missing.replace([';', '\n'], " ")
         ),
     );
     Ok(OnnxProgram::from_model_on(&copy, ep, provider)?)
-}
-
-fn dtype_name(dtype: tch::Kind) -> &'static str {
-    match dtype {
-        tch::Kind::Half => "float16",
-        tch::Kind::BFloat16 => "bfloat16",
-        _ => "float32",
-    }
 }
 
 /// Removes a scratch directory when dropped.

@@ -32,6 +32,23 @@ fn validate_ok(args: &[&std::ffi::OsStr]) -> (String, HashMap<String, String>) {
     (stdout, s)
 }
 
+/// Runs `onnx-diagnostic validate -m arnir0/Tiny-LLM --run --export onnx ARGS`, asserts it
+/// fails, returns its stderr.
+fn tiny_llm_fails(args: &[&str]) -> String {
+    let mut all = vec![
+        "validate",
+        "-m",
+        "arnir0/Tiny-LLM",
+        "--run",
+        "--export",
+        "onnx",
+    ];
+    all.extend_from_slice(args);
+    let (ok, stdout, err) = common::run(&all);
+    assert!(!ok, "{args:?} succeeded: {stdout}");
+    err
+}
+
 #[test]
 fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
     let dump = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_tiny_llm");
@@ -334,8 +351,8 @@ fn input_options_set_the_sizes_of_the_input_sets() {
         ("beam=2", "unknown option"),
         ("batch_size=0", "at least 1"),
     ] {
-        let (ok, _, err) = common::run(&["validate", "-m", "arnir0/Tiny-LLM", "--iop", option]);
-        assert!(!ok && err.contains(option) && err.contains(said), "{err}");
+        let err = tiny_llm_fails(&["--iop", option]);
+        assert!(err.contains(option) && err.contains(said), "{err}");
     }
 }
 
@@ -399,19 +416,8 @@ fn validate_in_float16_and_bfloat16() {
         "{emulated}"
     );
     // The tolerance is the type's unless --atol says otherwise.
-    let (ok, stdout, err) = common::run(&[
-        "validate",
-        "-m",
-        "arnir0/Tiny-LLM",
-        "--run",
-        "--export",
-        "onnx",
-        "--dtype",
-        "float16",
-        "--atol",
-        "1e-6",
-    ]);
-    assert!(!ok && err.contains("exceeds 1e-6"), "{stdout}\n{err}");
+    let err = tiny_llm_fails(&["--dtype", "float16", "--atol", "1e-6"]);
+    assert!(err.contains("exceeds 1e-6"), "{err}");
 }
 
 /// `--rewrite` (the default) applies what `code_needing_rewriting` lists for the architecture
@@ -428,14 +434,8 @@ fn rewriting_follows_the_rewrite_flags() {
         "--no-rewrite".as_ref(),
     ]);
     assert_eq!(s["version_rewrite"], "False");
-    let (ok, _, err) = common::run(&[
-        "validate",
-        "-m",
-        "arnir0/Tiny-LLM",
-        "--rewrite",
-        "--no-patch",
-    ]);
-    assert!(!ok && err.contains("--no-patch"), "{err}");
+    let err = tiny_llm_fails(&["--rewrite", "--no-patch"]);
+    assert!(err.contains("--no-patch"), "{err}");
 }
 
 /// `--device cuda` needs a GPU libtorch sees and ONNX Runtime's CUDA provider: on a machine
@@ -443,22 +443,12 @@ fn rewriting_follows_the_rewrite_flags() {
 /// run. Other device names are refused.
 #[test]
 fn cuda_without_a_gpu_or_its_runtime_is_refused_saying_why() {
-    let (ok, stdout, err) = common::run(&[
-        "validate",
-        "-m",
-        "arnir0/Tiny-LLM",
-        "--run",
-        "--export",
-        "onnx",
-        "--device",
-        "cuda",
-    ]);
-    assert!(!ok, "{stdout}");
+    let err = tiny_llm_fails(&["--device", "cuda"]);
     assert!(
         (err.contains("libtorch sees 0 CUDA device(s)") && err.contains("--device cpu"))
             || (err.contains("CUDAExecutionProvider") && err.contains("onnxruntime-gpu")),
         "{err}"
     );
-    let (ok, _, err) = common::run(&["validate", "-m", "arnir0/Tiny-LLM", "--device", "gpu"]);
-    assert!(!ok && err.contains("expected cpu, cuda or cuda:N"), "{err}");
+    let err = tiny_llm_fails(&["--device", "gpu"]);
+    assert!(err.contains("expected cpu, cuda or cuda:N"), "{err}");
 }

@@ -59,6 +59,18 @@ pub enum OrtError {
         /// ONNX Runtime's message.
         message: String,
     },
+    /// The runtime has no kernel for a node of the model on the provider (ONNX Runtime's
+    /// `NOT_IMPLEMENTED`: bfloat16 `Mul` on the CPU provider); the model itself may be valid.
+    #[error(
+        "ONNX Runtime cannot load the model {origin}: {message}; the provider has no kernel for \
+         this node's types: use another element type or a provider that has it (--device cuda)"
+    )]
+    NoKernel {
+        /// The model's file path, or `<memory>` for bytes.
+        origin: String,
+        /// ONNX Runtime's message (it names the op, its version and the node).
+        message: String,
+    },
     /// A feed does not match what the model expects, or ONNX Runtime failed while running.
     #[error("ONNX Runtime failed running the model {origin}: {message}")]
     Run {
@@ -221,9 +233,13 @@ impl Session {
             Source::File(p) => p.display().to_string(),
             Source::Bytes(_) => "<memory>".to_owned(),
         };
-        let session_error = |e: ort::Error| OrtError::Session {
-            origin: origin.clone(),
-            message: e.to_string(),
+        let session_error = |e: ort::Error| {
+            let (origin, message) = (origin.clone(), e.to_string());
+            if e.code() == ort::ErrorCode::NotImplemented {
+                OrtError::NoKernel { origin, message }
+            } else {
+                OrtError::Session { origin, message }
+            }
         };
         let mut builder = OrtSession::builder(environment()?).map_err(session_error)?;
         if provider == Provider::Cuda {

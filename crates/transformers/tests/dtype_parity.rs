@@ -17,6 +17,7 @@ use common::{check_two_steps_within, export_and_check_in_ort_in, reference_in};
 use onnx_diagnostic_core::{Module, Tensor};
 use onnx_diagnostic_onnx::proto::tensor_proto::DataType;
 use onnx_diagnostic_transformers::{
+    DynamicCache,
     models::{
         gemma::GemmaForCausalLM,
         llama::{Config, LlamaForCausalLM},
@@ -45,26 +46,28 @@ fn check(name: &str, config: &str, dtype: &str, kind: Kind, tol_hf: f64) -> (f64
     let cfg = Config::from_file(&dir.join("config.json")).unwrap();
     let arch = cfg.arch.class_name();
     let mut w = Weights::from_dir(&dir, arch).unwrap().with_dtype(kind);
-    let model: Box<dyn Fn(&Tensor, &Tensor, _) -> _> = if arch == "GemmaForCausalLM" {
+    // The module to export, and its cached forward for the two steps (clones share weights).
+    type Step = Box<dyn Fn(&Tensor, &Tensor, Option<DynamicCache>) -> (Tensor, DynamicCache)>;
+    let (module, step): (Box<dyn Module>, Step) = if arch == "GemmaForCausalLM" {
         let m = GemmaForCausalLM::new(cfg.clone(), &mut w).unwrap();
-        Box::new(move |ids: &Tensor, mask: &Tensor, cache| {
-            m.forward_with_cache(ids, Some(mask), None, cache).unwrap()
-        })
+        (
+            Box::new(m.clone()),
+            Box::new(move |ids, mask, cache| {
+                m.forward_with_cache(ids, Some(mask), None, cache).unwrap()
+            }),
+        )
     } else {
         let m = LlamaForCausalLM::new(cfg.clone(), &mut w).unwrap();
-        Box::new(move |ids: &Tensor, mask: &Tensor, cache| {
-            m.forward_with_cache(ids, Some(mask), None, cache).unwrap()
-        })
+        (
+            Box::new(m.clone()),
+            Box::new(move |ids, mask, cache| {
+                m.forward_with_cache(ids, Some(mask), None, cache).unwrap()
+            }),
+        )
     };
-    let (logits, d_hf) = check_two_steps_within(name, &io, &*model, false, tol_hf);
+    let (logits, d_hf) = check_two_steps_within(name, &io, &*step, false, tol_hf);
     assert_eq!(logits.kind(), kind);
 
-    let mut w = Weights::from_dir(&dir, arch).unwrap().with_dtype(kind);
-    let module: Box<dyn Module> = if arch == "GemmaForCausalLM" {
-        Box::new(GemmaForCausalLM::new(cfg.clone(), &mut w).unwrap())
-    } else {
-        Box::new(LlamaForCausalLM::new(cfg.clone(), &mut w).unwrap())
-    };
     let (onnx, d_ort) =
         export_and_check_in_ort_in(module.as_ref(), &cfg.decoder_dims(), kind, 1e-2);
     let graph = onnx.graph.unwrap();
