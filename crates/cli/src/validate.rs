@@ -33,16 +33,10 @@ use onnx_diagnostic_onnx::{
     max_diff, passes, proto, save_model,
 };
 use onnx_diagnostic_transformers::{
-    catalog,
-    models::{
-        gemma::GemmaForCausalLM,
-        llama::{Config, LlamaForCausalLM},
-        mistral::MistralForCausalLM,
-        phi3::Phi3ForCausalLM,
-        qwen2::Qwen2ForCausalLM,
-    },
+    AutoConfig, AutoModelForCausalLM, CausalLM, catalog,
+    models::llama::Config,
     tasks::{
-        DecoderDims, INPUT_SETS, TextGenerationOptions, cast_floats, move_to,
+        INPUT_SETS, TextGenerationOptions, cast_floats, move_to,
         text_generation_dynamic_shapes, text_generation_inputs, text_generation_prompt,
     },
     weights::Weights,
@@ -66,10 +60,11 @@ pub(crate) struct ValidateArgs {
     /// ONNX clean-up: `default` or `none`.
     #[arg(long, default_value = "default", value_parser = ["default", "none", "ir"])]
     opt: String,
-    /// Element type of the model and of the float inputs (the cache): the model is built in
-    /// float32 then converted, as the Python validate does with `model.to(dtype)`.
-    #[arg(long, default_value = "float32", value_parser = ["float32", "float16", "bfloat16"])]
-    dtype: String,
+    /// Element type of the model and of the float inputs (the cache): the model is converted,
+    /// as the Python validate does with `model.to(dtype)`. Without it, a catalog model is
+    /// float32 and a checkpoint keeps its type (transformers' `dtype="auto"`).
+    #[arg(long, value_parser = ["float32", "float16", "bfloat16"])]
+    dtype: Option<String>,
     /// Device of the model, the inputs and ONNX Runtime: `cpu`, or `cuda` / `cuda:N` (libtorch
     /// must see the GPU, and ONNX Runtime must be the onnxruntime-gpu build).
     #[arg(long, default_value = "cpu")]
@@ -287,6 +282,19 @@ fn suffix(set: &str) -> &'static str {
     }
 }
 
+/// The peak resident memory of the process so far, in MiB (`VmHWM` of `/proc/self/status`;
+/// the unit of the Python package's `memory_peak` helper); -1 where the kernel does not say.
+fn memory_peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(-1.0, |kb| kb / 1024.0)
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
@@ -346,12 +354,16 @@ fn kind_of(dtype: &str) -> Result<tch::Kind> {
     })
 }
 
+/// The model of a catalog id (its config, untrained weights from seed 42, in `dtype`) or of a
+/// checkpoint directory (in the checkpoint's type unless `--dtype` asks one: transformers
+/// 5.23's `from_pretrained(dtype="auto")`), built by the registry of
+/// `onnx_diagnostic_transformers::auto`.
 fn load_model(
     id: &str,
     mop: &[String],
-    (dtype, device): (tch::Kind, tch::Device),
+    (dtype, device): (Option<tch::Kind>, tch::Device),
     s: &mut Summary,
-) -> Result<(Box<dyn Module>, DecoderDims)> {
+) -> Result<Box<dyn CausalLM>> {
     let path = Path::new(id);
     let t = Instant::now();
     let (config_text, from_dir) = if path.is_dir() {
@@ -368,36 +380,19 @@ fn load_model(
         );
     };
     let config_text = override_config(&config_text, mop)?;
-    let json: serde_json::Value = serde_json::from_str(&config_text)?;
-    let arch = json["architectures"][0].as_str().unwrap_or("?").to_owned();
-    let cfg = Config::from_json(&config_text)?;
-    let dims = cfg.decoder_dims();
-    let weights = if from_dir {
-        Weights::from_dir(path, &arch)?
+    let config = AutoConfig::from_json(&config_text)?;
+    let model = if from_dir {
+        let mut w = Weights::from_dir(path, config.class_name())?.with_device(device);
+        if let Some(d) = dtype {
+            w = w.with_dtype(d);
+        }
+        AutoModelForCausalLM::from_config(&config, &mut w)?
     } else {
-        Weights::untrained(&arch, 42, cfg.initializer_range)
-    };
-    let mut weights = weights.with_dtype(dtype).with_device(device);
-    macro_rules! build {
-        ($ty:ty) => {
-            Box::new(<$ty>::new(cfg, &mut weights)?) as Box<dyn Module>
-        };
-    }
-    let model: Box<dyn Module> = match arch.as_str() {
-        "LlamaForCausalLM" => build!(LlamaForCausalLM),
-        "MistralForCausalLM" => build!(MistralForCausalLM),
-        "Qwen2ForCausalLM" => build!(Qwen2ForCausalLM),
-        "GemmaForCausalLM" => build!(GemmaForCausalLM),
-        "Phi3ForCausalLM" => build!(Phi3ForCausalLM),
-        _ => bail!(
-            "architecture {arch} of {id} is not implemented yet \
-             (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, GemmaForCausalLM and \
-             Phi3ForCausalLM are)"
-        ),
+        AutoModelForCausalLM::untrained(&config, 42, dtype.unwrap_or(tch::Kind::Float), device)?
     };
     s.f("time_create", ms(t));
     s.s("model_id", id);
-    s.s("model_class", arch);
+    s.s("model_class", config.class_name());
     s.s(
         "model_source",
         if from_dir {
@@ -408,9 +403,13 @@ fn load_model(
     );
     let params = model.named_parameters();
     let n: i64 = params.iter().map(|(_, t)| t.as_tch().numel() as i64).sum();
+    let bytes: i64 = params
+        .iter()
+        .map(|(_, t)| (t.as_tch().numel() * t.kind().elt_size_in_bytes()) as i64)
+        .sum();
     s.i("model_nweights", n);
-    s.i("model_size", n * dtype.elt_size_in_bytes() as i64);
-    Ok((model, dims))
+    s.i("model_size", bytes);
+    Ok(model)
 }
 
 /// Runs `step`; with `-q` a failure becomes `ERR_<name>` and `None`.
@@ -496,18 +495,13 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         println!("text-generation");
         return Ok(true);
     };
-    let dtype = kind_of(&a.dtype)?;
+    let asked = a.dtype.as_deref().map(kind_of).transpose()?;
     let device = device_of(&a.device)?;
     if let Some(task) = &a.task
         && task != "text-generation"
     {
         bail!("task {task} is not supported yet (text-generation is)");
     }
-    let atol = a.atol.unwrap_or(if dtype == tch::Kind::Float {
-        1e-4
-    } else {
-        1e-2
-    });
     // The cache and output classes cross the export boundary through their serializers,
     // registered for this run (what `torch_export_patches` does first in the Python package).
     let _serialization = onnx_diagnostic_serialization::register_cache_serialization(
@@ -519,10 +513,9 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     let mut s = Summary::default();
     s.s("version_onnx_diagnostic", env!("CARGO_PKG_VERSION"));
     s.i("version_opset", a.opset);
-    s.s("version_dtype", &a.dtype);
+    s.s("version_dtype", a.dtype.clone().unwrap_or_default());
     s.s("version_device", &a.device);
     s.s("model_task", "text-generation");
-    s.s("model_dtype", format!("torch.{}", a.dtype));
     s.s("model_device", &a.device);
     s.s(
         "version_rewrite",
@@ -534,9 +527,27 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     );
     let (iop, iop_text) = input_options(&a.iop)?;
     s.s("model_inputs_options", iop_text);
-    let (model, dims) = load_model(id, &a.mop, (dtype, device), &mut s)?;
+    let model = load_model(id, &a.mop, (asked, device), &mut s)?;
+    let dims = model.decoder_dims();
+    // The type the model was built in: the one asked, or the checkpoint's.
+    let dtype = model
+        .named_parameters()
+        .first()
+        .map_or(tch::Kind::Float, |(_, t)| t.kind());
+    let dtype_name = match dtype {
+        tch::Kind::Half => "float16",
+        tch::Kind::BFloat16 => "bfloat16",
+        tch::Kind::Double => "float64",
+        _ => "float32",
+    };
+    s.s("model_dtype", format!("torch.{dtype_name}"));
+    let atol = a.atol.unwrap_or(if dtype == tch::Kind::Float {
+        1e-4
+    } else {
+        1e-2
+    });
     let arch = model.class_name();
-    let model = model.as_ref();
+    let model: &dyn Module = model.as_ref();
     let sets: Vec<(&str, Vec<(String, Value)>)> = iop
         .input_sets(a.inputs2)
         .iter()
@@ -582,6 +593,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
 
     let Some(kind) = &a.export else {
         s.f("time_total", ms(total));
+        s.f("memory_peak", memory_peak_mib());
         s.print();
         return Ok(ok);
     };
@@ -661,6 +673,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     }
     if kind == "export" {
         s.f("time_total", ms(total));
+        s.f("memory_peak", memory_peak_mib());
         finish(&s, a.dump.as_deref())?;
         return Ok(ok);
     }
@@ -763,6 +776,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         }
     }
     s.f("time_total", ms(total));
+        s.f("memory_peak", memory_peak_mib());
     finish(&s, a.dump.as_deref())?;
     if !ok {
         return Err(anyhow!(

@@ -23,6 +23,52 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A config field holds a value no model can be built with (a zero or negative size, heads
+    /// that do not divide, ...).
+    #[error("{model}: config field {field}: {message}")]
+    ConfigField {
+        /// The model class.
+        model: String,
+        /// The `config.json` key.
+        field: String,
+        /// What is wrong and what it must be.
+        message: String,
+    },
+    /// The config names an architecture this crate does not build.
+    #[error(
+        "architecture {architecture} is not supported; supported: {}",
+        supported.join(", ")
+    )]
+    UnsupportedArchitecture {
+        /// `architectures[0]` (or the `model_type` when the config has no architectures).
+        architecture: String,
+        /// The classes of the registry.
+        supported: Vec<String>,
+    },
+    /// An activation name (`hidden_act`) this crate does not compute.
+    #[error("{model}: activation {name:?} {message}")]
+    Activation {
+        /// The model class.
+        model: String,
+        /// The name in the config.
+        name: String,
+        /// Why, and what is accepted.
+        message: String,
+    },
+    /// Checkpoint tensors that no module of the model read.
+    #[error(
+        "{model}: the checkpoint holds {} tensor(s) the model does not read: {}; it was written \
+         for another architecture or configuration (check architectures, model_type and the \
+         sizes in config.json)",
+        names.len(),
+        names.join(", ")
+    )]
+    UnusedWeights {
+        /// The model class.
+        model: String,
+        /// The unread tensors.
+        names: Vec<String>,
+    },
     /// A checkpoint file cannot be read.
     #[error("cannot read checkpoint {path}: {message}")]
     Checkpoint {

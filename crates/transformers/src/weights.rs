@@ -1,112 +1,115 @@
-//! Weights: a name → tensor map loaded from a Hugging Face checkpoint directory
-//! (`model.safetensors`, or `model.safetensors.index.json` with its shards), or made untrained
-//! from a seed as the Python validate does with configs alone. Weights are handed out in one
-//! element type, float32 unless [`Weights::with_dtype`] says otherwise: a checkpoint's tensors
-//! are converted from whatever type they were saved in, untrained ones are drawn in float32
-//! then converted, which is what `model.to(dtype)` does to a float32 model in the Python
-//! validate's `--dtype`; [`Weights::with_device`] moves them as `model.to(device)` does.
+//! The one weight source every module loads through.
+//!
+//! [`Weights`] is where weights come from: a checkpoint directory ([`Weights::from_dir`],
+//! memory-mapped, see [`crate::checkpoint`]) or an untrained draw from a seed
+//! ([`Weights::untrained`], see [`crate::init`]). [`VarBuilder`] is its hierarchical view, as
+//! candle's: `vb.pp("model").pp("layers.0").get("weight", shape, init)` asks for
+//! `model.layers.0.weight`. Each weight handed out is shape- and type-checked and recorded, in
+//! load order; [`Weights::finish`] ends a build: it returns the recorded `(name, tensor)` pairs,
+//! which are the model's `named_parameters` (the weight names are never written a second
+//! time), and refuses a checkpoint holding tensors that no module read, except the buffers
+//! transformers itself drops on load (`rotary_emb.inv_freq`, see [`Weights::ignore_unread`]).
+//!
+//! Types: a checkpoint's weights keep the model type of transformers 5.23's
+//! `from_pretrained(dtype="auto")` (the config's `dtype`, else the checkpoint's); untrained
+//! ones are float32, as a model built from a config is; [`Weights::with_dtype`] converts, as
+//! `model.to(dtype)` does, and [`Weights::with_device`] moves, as `model.to(device)` does.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::{cell::RefCell, collections::BTreeMap, path::Path};
 
 use onnx_diagnostic_core::Tensor;
 use tch::{Device, Kind};
 
-use crate::error::{Error, Result};
+pub use crate::init::Init;
+use crate::{
+    checkpoint::Checkpoint,
+    error::{Error, Result},
+    init,
+};
 
-/// Named weights of a model, by checkpoint name.
+/// Where the weights come from.
+#[derive(Debug)]
+enum Source {
+    Checkpoint(Checkpoint),
+    Untrained { seed: i64, std: f64 },
+    /// A build has finished: the checkpoint's maps are released.
+    Finished,
+}
+
 #[derive(Debug, Default)]
+struct Record {
+    order: Vec<String>,
+    handed: BTreeMap<String, Tensor>,
+    ignored: Vec<String>,
+}
+
+/// Named weights of one model build, by checkpoint name.
+#[derive(Debug)]
 pub struct Weights {
-    tensors: BTreeMap<String, Tensor>,
+    source: Source,
     model: String,
-    /// Untrained weights are drawn on demand from the seeded generator.
-    init: Option<f64>,
-    /// The element type of the weights handed out (`None`: float32).
+    /// The type asked by [`Weights::with_dtype`] (a conversion, `model.to(dtype)`).
     dtype: Option<Kind>,
-    /// Where the weights handed out live (`None`: the CPU).
+    /// The checkpoint's type (`from_pretrained(dtype="auto")`).
+    auto_dtype: Option<Kind>,
     device: Option<Device>,
+    record: RefCell<Record>,
 }
 
 impl Weights {
-    /// Loads `model.safetensors` (or the shards named by `model.safetensors.index.json`) from a
-    /// checkpoint directory.
+    /// The checkpoint of a directory written by `save_pretrained` (`model.safetensors`, or
+    /// `model.safetensors.index.json` with its shards), memory-mapped; `model` names the model
+    /// class in errors.
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the file that cannot be read.
     pub fn from_dir(dir: &Path, model: &str) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if single.exists() {
-            vec![single]
-        } else if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|e| Error::Checkpoint {
-                path: index.clone(),
-                message: e.to_string(),
-            })?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-                    path: index.clone(),
-                    message: e.to_string(),
-                })?;
-            let mut shards: Vec<String> = json["weight_map"]
-                .as_object()
-                .map(|m| {
-                    m.values()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            shards.sort();
-            shards.dedup();
-            shards.into_iter().map(|s| dir.join(s)).collect()
-        } else {
-            return Err(Error::Checkpoint {
-                path: dir.to_owned(),
-                message: "no model.safetensors nor model.safetensors.index.json".to_owned(),
-            });
-        };
-        let mut tensors = BTreeMap::new();
-        for file in files {
-            let loaded = tch::Tensor::read_safetensors(&file).map_err(|e| Error::Checkpoint {
-                path: file.clone(),
-                message: e.to_string(),
-            })?;
-            tensors.extend(loaded.into_iter().map(|(n, t)| (n, Tensor::from(t))));
-        }
+        let checkpoint = Checkpoint::open(dir)?;
+        let auto_dtype = checkpoint.auto_dtype;
         Ok(Self {
-            tensors,
+            source: Source::Checkpoint(checkpoint),
             model: model.to_owned(),
-            init: None,
             dtype: None,
+            auto_dtype,
             device: None,
+            record: RefCell::default(),
         })
     }
 
-    /// Untrained weights: matrices and embeddings drawn from N(0, `std`) with libtorch's
-    /// generator seeded by `seed`, norms at one (zero for Gemma, whose norms scale by
-    /// `1 + weight`), biases at zero (transformers' `_init_weights`).
+    /// Untrained weights as transformers' `_init_weights` makes them (see [`Init`]), drawn
+    /// from streams seeded by `seed` and each weight's name ([`crate::init`]): the same bytes
+    /// on any thread and in any load order. `std` is the config's `initializer_range`.
     pub fn untrained(model: &str, seed: i64, std: f64) -> Self {
-        tch::manual_seed(seed);
         Self {
-            tensors: BTreeMap::new(),
+            source: Source::Untrained { seed, std },
             model: model.to_owned(),
-            init: Some(std),
             dtype: None,
+            auto_dtype: None,
             device: None,
+            record: RefCell::default(),
         }
     }
 
-    /// The same weights handed out in `dtype` (float32, float16, bfloat16, float64).
+    /// The same weights handed out in `dtype` (float32, float16, bfloat16, float64): the model
+    /// is converted as `model.to(dtype)` converts a built model, buffers included (see
+    /// [`Weights::buffer_dtype`]).
     #[must_use]
     pub fn with_dtype(mut self, dtype: Kind) -> Self {
         self.dtype = Some(dtype);
         self
     }
 
-    /// The element type of the weights handed out.
+    /// The element type of the weights handed out: the one asked, else the checkpoint's, else
+    /// float32.
     pub fn dtype(&self) -> Kind {
+        self.dtype.or(self.auto_dtype).unwrap_or(Kind::Float)
+    }
+
+    /// The type float buffers computed at build time (the rotary `inv_freq`) are rounded to:
+    /// the type of a conversion ([`Weights::with_dtype`], what `model.to(dtype)` does to the
+    /// buffers), else float32: a model built in the checkpoint's type keeps them in float32,
+    /// as transformers' `from_pretrained` computes them.
+    pub fn buffer_dtype(&self) -> Kind {
         self.dtype.unwrap_or(Kind::Float)
     }
 
@@ -123,66 +126,237 @@ impl Weights {
         self.device.unwrap_or(Device::Cpu)
     }
 
-    /// The weight `name` of `shape`.
-    ///
-    /// # Errors
-    /// [`Error::Weight`] when it is missing or has another shape.
-    pub fn get(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
-        if let Some(t) = self.tensors.get(name) {
-            if t.concrete_shape() != shape {
-                return Err(Error::Weight {
-                    model: self.model.clone(),
-                    name: name.to_owned(),
-                    message: format!(
-                        "the checkpoint has shape {:?}, the config implies {shape:?}",
-                        t.concrete_shape()
-                    ),
-                });
-            }
-            return t
-                .as_tch()
-                .f_to_kind(self.dtype())
-                .and_then(|t| t.f_to_device(self.device()))
-                .map(Tensor::from)
-                .map_err(|e| Error::Weight {
-                    model: self.model.clone(),
-                    name: name.to_owned(),
-                    message: e.to_string(),
-                });
-        }
-        let Some(std) = self.init else {
-            return Err(Error::Weight {
-                model: self.model.clone(),
-                name: name.to_owned(),
-                message: "missing from the checkpoint".to_owned(),
-            });
-        };
-        let opts = (Kind::Float, Device::Cpu);
-        let t = if name.ends_with("norm.weight") && self.model.starts_with("Gemma") {
-            // Gemma's norms scale by 1 + weight: transformers initialises them at zero.
-            tch::Tensor::zeros(shape, opts)
-        } else if name.ends_with("norm.weight") {
-            tch::Tensor::ones(shape, opts)
-        } else if name.ends_with(".bias") {
-            tch::Tensor::zeros(shape, opts)
-        } else {
-            tch::Tensor::randn(shape, opts) * std
-        };
-        let t = Tensor::from(t);
-        self.tensors.insert(name.to_owned(), t.clone());
-        t.as_tch()
-            .f_to_kind(self.dtype())
-            .and_then(|t| t.f_to_device(self.device()))
-            .map(Tensor::from)
-            .map_err(|e| Error::Weight {
-                model: self.model.clone(),
-                name: name.to_owned(),
-                message: e.to_string(),
-            })
+    /// The model class named in errors.
+    pub fn model(&self) -> &str {
+        &self.model
     }
 
-    /// Whether the checkpoint holds `name` (always false for untrained weights not yet drawn).
+    /// The root of the weight names.
+    pub fn root(&self) -> VarBuilder<'_> {
+        VarBuilder {
+            weights: self,
+            prefix: String::new(),
+        }
+    }
+
+    /// Whether the checkpoint holds `name` (false for untrained weights).
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        match &self.source {
+            Source::Checkpoint(c) => c.entry(name).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Checkpoint tensors matching `pattern` may stay unread: a name equal to it or ending with
+    /// `.{pattern}` (transformers' `_keys_to_ignore_on_load_unexpected`, and the
+    /// `rotary_emb.inv_freq` buffers of older checkpoints it drops).
+    pub fn ignore_unread(&self, pattern: &str) {
+        self.record.borrow_mut().ignored.push(pattern.to_owned());
+    }
+
+    /// Ends the build: the weights handed out, in load order, as `(name, tensor)` (the model's
+    /// `named_parameters`). The checkpoint's files are released.
+    ///
+    /// # Errors
+    /// [`Error::UnusedWeights`] naming the checkpoint tensors no module read (a checkpoint of
+    /// another architecture or configuration: building without them would give a different
+    /// model than the checkpoint's).
+    pub fn finish(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let record = std::mem::take(&mut *self.record.borrow_mut());
+        if let Source::Checkpoint(c) = &self.source {
+            let ignored = |n: &str| {
+                record
+                    .ignored
+                    .iter()
+                    .any(|p| n == p || n.ends_with(&format!(".{p}")))
+            };
+            let unused: Vec<String> = c
+                .names()
+                .filter(|n| !record.handed.contains_key(*n) && !ignored(n))
+                .cloned()
+                .collect();
+            if !unused.is_empty() {
+                return Err(Error::UnusedWeights {
+                    model: self.model.clone(),
+                    names: unused,
+                });
+            }
+        }
+        if matches!(self.source, Source::Checkpoint(_)) {
+            self.source = Source::Finished;
+        }
+        let mut handed = record.handed;
+        Ok(record
+            .order
+            .into_iter()
+            .filter_map(|n| handed.remove(&n).map(|t| (n, t)))
+            .collect())
+    }
+
+    fn weight_error(&self, name: &str, message: String) -> Error {
+        Error::Weight {
+            model: self.model.clone(),
+            name: name.to_owned(),
+            message,
+        }
+    }
+
+    /// The weight `name` of `shape`, initialised by `init` when untrained.
+    fn get(&self, name: &str, shape: &[i64], init: Init) -> Result<Tensor> {
+        if let Some(t) = self.record.borrow().handed.get(name) {
+            if t.concrete_shape() != shape {
+                return Err(self.weight_error(
+                    name,
+                    format!(
+                        "asked with shape {shape:?} after {:?}",
+                        t.concrete_shape()
+                    ),
+                ));
+            }
+            return Ok(t.clone());
+        }
+        let raw = match &self.source {
+            Source::Checkpoint(c) => {
+                let e = c.entry(name).ok_or_else(|| {
+                    self.weight_error(
+                        name,
+                        "missing from the checkpoint (a checkpoint of another architecture or \
+                         configuration?)"
+                            .to_owned(),
+                    )
+                })?;
+                if e.shape != shape {
+                    return Err(self.weight_error(
+                        name,
+                        format!(
+                            "the checkpoint ({}) has shape {:?}, the config implies {shape:?}",
+                            c.path_of(e).display(),
+                            e.shape
+                        ),
+                    ));
+                }
+                if !e.kind.is_some_and(|k| {
+                    matches!(k, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double)
+                }) {
+                    return Err(self.weight_error(
+                        name,
+                        format!(
+                            "the checkpoint holds it as {}, not a floating type (quantized \
+                             checkpoints are not supported)",
+                            e.dtype
+                        ),
+                    ));
+                }
+                c.read(name, e)?
+            }
+            Source::Untrained { seed, std } => untrained(*seed, *std, name, shape, init)
+                .map_err(|e| self.weight_error(name, e.to_string()))?,
+            Source::Finished => {
+                return Err(self.weight_error(
+                    name,
+                    "asked after the build finished: a Weights builds one model".to_owned(),
+                ));
+            }
+        };
+        let (dtype, device) = (self.dtype(), self.device());
+        let t = if raw.kind() == dtype {
+            raw
+        } else {
+            raw.f_to_kind(dtype)
+                .map_err(|e| self.weight_error(name, e.to_string()))?
+        };
+        let t = if device == Device::Cpu {
+            t
+        } else {
+            t.f_to_device(device)
+                .map_err(|e| self.weight_error(name, e.to_string()))?
+        };
+        let t = Tensor::from(t);
+        let mut record = self.record.borrow_mut();
+        record.order.push(name.to_owned());
+        record.handed.insert(name.to_owned(), t.clone());
+        Ok(t)
+    }
+}
+
+/// An untrained weight in float32 on the CPU.
+fn untrained(
+    seed: i64,
+    std: f64,
+    name: &str,
+    shape: &[i64],
+    init: Init,
+) -> std::result::Result<tch::Tensor, tch::TchError> {
+    let opts = (Kind::Float, Device::Cpu);
+    match init {
+        Init::Zeros => tch::Tensor::f_zeros(shape, opts),
+        Init::Ones => tch::Tensor::f_ones(shape, opts),
+        Init::Normal | Init::NormalWithZeroRow(_) => {
+            let n = shape.iter().product::<i64>().max(0) as usize;
+            let t = tch::Tensor::f_from_slice(&init::normal(seed, name, n, std))?
+                .f_reshape(shape)?;
+            if let (Init::NormalWithZeroRow(Some(row)), Some(rows)) = (init, shape.first())
+                && row < *rows
+            {
+                let _ = t.f_get(row)?.f_zero_()?;
+            }
+            Ok(t)
+        }
+    }
+}
+
+/// A hierarchical view of [`Weights`]: a name prefix.
+#[derive(Clone, Debug)]
+pub struct VarBuilder<'a> {
+    weights: &'a Weights,
+    prefix: String,
+}
+
+impl<'a> VarBuilder<'a> {
+    /// The view under `{prefix}.{name}` (`vb.pp("model").pp("layers.3")`).
+    #[must_use]
+    pub fn pp(&self, name: impl AsRef<str>) -> VarBuilder<'a> {
+        VarBuilder {
+            weights: self.weights,
+            prefix: self.path(name.as_ref()),
+        }
+    }
+
+    /// The full name of `name` under this view.
+    pub fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// The weight `name` under this view, of `shape`, in the model's type and device;
+    /// initialised by `init` when untrained. Asking twice gives the same tensor.
+    ///
+    /// # Errors
+    /// [`Error::Weight`] naming the weight when it is missing, misshaped or not floating.
+    pub fn get(&self, name: &str, shape: &[i64], init: Init) -> Result<Tensor> {
+        self.weights.get(&self.path(name), shape, init)
+    }
+
+    /// Whether the checkpoint holds `name` under this view.
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.path(name))
+    }
+
+    /// The element type of the weights handed out.
+    pub fn dtype(&self) -> Kind {
+        self.weights.dtype()
+    }
+
+    /// See [`Weights::buffer_dtype`].
+    pub fn buffer_dtype(&self) -> Kind {
+        self.weights.buffer_dtype()
+    }
+
+    /// Where the weights handed out live.
+    pub fn device(&self) -> Device {
+        self.weights.device()
     }
 }

@@ -6,77 +6,6 @@ pub mod mistral;
 pub mod phi3;
 pub mod qwen2;
 
-use onnx_diagnostic_core::{Result, Tensor, scope};
-
-use crate::weights::Weights;
-
-/// `torch.nn.Linear` under its module name: `y = x @ weight.T + bias`.
-#[derive(Clone, Debug)]
-pub struct Linear {
-    name: &'static str,
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    /// Loads `{prefix}.{name}.weight` (and `.bias` when `bias`).
-    ///
-    /// # Errors
-    /// A missing or misshaped weight.
-    pub fn load(
-        w: &mut Weights,
-        prefix: &str,
-        name: &'static str,
-        in_features: i64,
-        out_features: i64,
-        bias: bool,
-    ) -> crate::Result<Self> {
-        let weight = w.get(
-            &format!("{prefix}.{name}.weight"),
-            &[out_features, in_features],
-        )?;
-        let bias = if bias {
-            Some(w.get(&format!("{prefix}.{name}.bias"), &[out_features])?)
-        } else {
-            None
-        };
-        Ok(Self { name, weight, bias })
-    }
-
-    /// The projection, recorded under the module name.
-    ///
-    /// # Errors
-    /// Any error of the op.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let _s = scope(self.name);
-        x.linear(&self.weight, self.bias.as_ref())
-    }
-
-    /// `(name, tensor)` of its weights under `prefix`.
-    pub fn named_parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
-        out.push((
-            format!("{prefix}.{}.weight", self.name),
-            self.weight.clone(),
-        ));
-        if let Some(b) = &self.bias {
-            out.push((format!("{prefix}.{}.bias", self.name), b.clone()));
-        }
-    }
-}
-
-/// An activation by its `hidden_act` name.
-///
-/// # Errors
-/// Any error of the op.
-pub fn activation(name: &str, x: &Tensor) -> Result<Tensor> {
-    match name {
-        "gelu" => x.gelu("none"),
-        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => x.gelu("tanh"),
-        "relu" => x.relu(),
-        _ => x.silu(),
-    }
-}
-
 /// Declares a causal LM of the Llama family under its transformers class name: the same
 /// decoder as [`llama::LlamaForCausalLM`] with the differences of its [`llama::Arch`] (set on
 /// the config, so that a config without `model_type` still builds this architecture).
@@ -150,6 +79,12 @@ macro_rules! causal_lm {
             {
                 self.inner
                     .forward_with_cache(input_ids, attention_mask, position_ids, cache)
+            }
+        }
+
+        impl crate::auto::CausalLM for $name {
+            fn decoder_dims(&self) -> crate::tasks::DecoderDims {
+                self.inner.config.decoder_dims()
             }
         }
 

@@ -31,6 +31,18 @@ pub(crate) fn reference_in(
     config: &str,
     dtype: Option<&str>,
 ) -> (PathBuf, HashMap<String, tch::Tensor>) {
+    let args: Vec<String> = dtype.map(|d| format!("--dtype={d}")).into_iter().collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    reference_with(name, config, &args)
+}
+
+/// [`reference`] with options of make_reference.py (`--checkpoint-dtype=bfloat16`,
+/// `--max-shard-size=20KB`, `--dtype=float16`).
+pub(crate) fn reference_with(
+    name: &str,
+    config: &str,
+    options: &[&str],
+) -> (PathBuf, HashMap<String, tch::Tensor>) {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("parity")
         .join(name);
@@ -44,9 +56,7 @@ pub(crate) fn reference_in(
         .arg(manifest.join("tests/parity/make_reference.py"))
         .arg(&out)
         .arg(&cfg);
-    if let Some(dtype) = dtype {
-        command.arg(format!("--dtype={dtype}"));
-    }
+    command.args(options);
     let status = command.output().expect("the venv's python runs");
     assert!(
         status.status.success(),

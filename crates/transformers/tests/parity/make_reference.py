@@ -2,12 +2,17 @@
 """Produce reference checkpoints and outputs from HF transformers for Rust parity tests.
 
 Usage: python make_reference.py OUT_DIR CONFIG_JSON_PATH [ARCH] [--dtype=float16|bfloat16]
+       [--checkpoint-dtype=float16|bfloat16] [--max-shard-size=SIZE]
 
 ARCH defaults to the config's ``architectures[0]`` (e.g. LlamaForCausalLM).
 The model is built from the config only (random init, torch.manual_seed(0)), never downloaded.
 The checkpoint is saved in float32; with ``--dtype`` the model is then converted with
 ``model.to(dtype)`` (what onnx-diagnostic's ``validate --dtype`` does) before the two steps run,
 so the saved logits and cache tensors are of that type.
+With ``--checkpoint-dtype`` the model is converted before it is saved (a checkpoint in that type,
+its config saying so), then loaded back with ``from_pretrained`` (its default ``dtype="auto"``),
+and that loaded model runs: the reference of a real checkpoint. ``--max-shard-size`` shards it
+(``model.safetensors.index.json``).
 
 Writes into OUT_DIR:
   config.json, model.safetensors  (save_pretrained, single file)
@@ -97,9 +102,19 @@ def cache_layers(cache, num_layers):
 
 def main(argv):
     dtype = None
-    for a in [a for a in argv if a.startswith("--dtype=")]:
+    checkpoint_dtype = None
+    max_shard_size = "1000GB"
+    for a in [a for a in argv if a.startswith("--")]:
         argv.remove(a)
-        dtype = a.split("=", 1)[1]
+        key, value = a.split("=", 1)
+        if key == "--dtype":
+            dtype = value
+        elif key == "--checkpoint-dtype":
+            checkpoint_dtype = value
+        elif key == "--max-shard-size":
+            max_shard_size = value
+        else:
+            die(f"unknown option {a}", code=2)
     if len(argv) not in (3, 4):
         die("usage: make_reference.py OUT_DIR CONFIG_JSON_PATH [ARCH]", code=2)
     out_dir, cfg_path = argv[1], argv[2]
@@ -126,12 +141,23 @@ def main(argv):
     model = build_model(config, arch)
 
     os.makedirs(out_dir, exist_ok=True)
-    save_kwargs = {"max_shard_size": "1000GB"}
+    save_kwargs = {"max_shard_size": max_shard_size}
     if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
         save_kwargs["safe_serialization"] = True
+    if checkpoint_dtype is not None:
+        if checkpoint_dtype not in ("float16", "bfloat16"):
+            die(f"--checkpoint-dtype={checkpoint_dtype}: expected float16 or bfloat16")
+        model = model.to(getattr(torch, checkpoint_dtype))
     model.save_pretrained(out_dir, **save_kwargs)
-    if not os.path.isfile(os.path.join(out_dir, "model.safetensors")):
-        die(f"save_pretrained did not write a single {out_dir}/model.safetensors")
+    files = ("model.safetensors", "model.safetensors.index.json")
+    if not any(os.path.isfile(os.path.join(out_dir, f)) for f in files):
+        die(f"save_pretrained wrote no safetensors checkpoint in {out_dir}")
+    if checkpoint_dtype is not None:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager").eval()
+        if model.dtype != getattr(torch, checkpoint_dtype):
+            die(f"from_pretrained loaded {model.dtype}, expected {checkpoint_dtype}")
 
     if dtype is not None:
         if dtype not in ("float16", "bfloat16"):

@@ -1,0 +1,239 @@
+//! The `Auto*` registry, as transformers' `AutoConfig` / `AutoModelForCausalLM`: a config's
+//! `architectures[0]` (the class the Python package's `validate` builds), else its `model_type`,
+//! picks the model; the CLI asks the registry and never matches on names itself.
+//!
+//! Decisions:
+//! - The architecture is looked up before any other field is parsed: a GPT-2 config is
+//!   [`Error::UnsupportedArchitecture`] naming `GPT2LMHeadModel` and the supported classes,
+//!   not a missing `hidden_size`.
+//! - A config whose `model_type` belongs to another class than its `architectures[0]` is
+//!   refused (which one to build would be a guess).
+//! - From a checkpoint directory the weights keep the checkpoint's type
+//!   (`from_pretrained(dtype="auto")`, see [`crate::checkpoint`]) unless a type is asked.
+
+use std::path::Path;
+
+use onnx_diagnostic_core::Module;
+use tch::{Device, Kind};
+
+use crate::{
+    error::{Error, Result},
+    models::{
+        gemma::GemmaForCausalLM, llama::Config, llama::LlamaForCausalLM,
+        mistral::MistralForCausalLM, phi3::Phi3ForCausalLM, qwen2::Qwen2ForCausalLM,
+    },
+    tasks::DecoderDims,
+    weights::Weights,
+};
+
+/// A causal language model of the registry: a [`Module`] taking the text-generation inputs.
+pub trait CausalLM: Module {
+    /// The sizes the text-generation input sets need.
+    fn decoder_dims(&self) -> DecoderDims;
+}
+
+impl CausalLM for LlamaForCausalLM {
+    fn decoder_dims(&self) -> DecoderDims {
+        self.config.decoder_dims()
+    }
+}
+
+type Build = fn(Config, &mut Weights) -> Result<Box<dyn CausalLM>>;
+
+/// One architecture of the registry.
+#[derive(Debug)]
+struct Entry {
+    class: &'static str,
+    model_type: &'static str,
+    task: &'static str,
+    build: Build,
+}
+
+macro_rules! entry {
+    ($ty:ident, $model_type:literal) => {
+        Entry {
+            class: stringify!($ty),
+            model_type: $model_type,
+            task: "text-generation",
+            build: |c, w| Ok(Box::new($ty::new(c, w)?)),
+        }
+    };
+}
+
+const REGISTRY: &[Entry] = &[
+    entry!(LlamaForCausalLM, "llama"),
+    entry!(MistralForCausalLM, "mistral"),
+    entry!(Qwen2ForCausalLM, "qwen2"),
+    entry!(GemmaForCausalLM, "gemma"),
+    entry!(Phi3ForCausalLM, "phi3"),
+];
+
+/// The classes the registry builds.
+pub fn supported_architectures() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.class).collect()
+}
+
+/// A `config.json` whose architecture the registry knows; its fields are parsed by the
+/// architecture's own config when the model is built.
+#[derive(Clone, Debug)]
+pub struct AutoConfig {
+    entry: &'static Entry,
+    json: serde_json::Value,
+    path: std::path::PathBuf,
+}
+
+impl AutoConfig {
+    /// Reads the architecture of a config text.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for text that is not a JSON object,
+    /// [`Error::UnsupportedArchitecture`] naming the class (or `model_type`) and the supported
+    /// ones, or a `model_type` of another class.
+    pub fn from_json(text: &str) -> Result<Self> {
+        Self::parse(text, Path::new("<memory>"))
+    }
+
+    /// Reads `config.json` at `path`.
+    ///
+    /// # Errors
+    /// As [`AutoConfig::from_json`], naming the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let fail = |message: String| Error::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        if !json.is_object() {
+            return Err(fail("not a JSON object".to_owned()));
+        }
+        let class = json.pointer("/architectures/0").and_then(|v| v.as_str());
+        let model_type = json.get("model_type").and_then(|v| v.as_str());
+        let unsupported = |architecture: String| Error::UnsupportedArchitecture {
+            architecture,
+            supported: supported_architectures()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        };
+        let entry = match (class, model_type) {
+            (Some(c), _) => REGISTRY
+                .iter()
+                .find(|e| e.class == c)
+                .ok_or_else(|| unsupported(c.to_owned()))?,
+            (None, Some(t)) => REGISTRY
+                .iter()
+                .find(|e| e.model_type == t)
+                .ok_or_else(|| unsupported(format!("model_type {t:?}")))?,
+            (None, None) => {
+                return Err(fail(
+                    "neither \"architectures\" nor \"model_type\": no model can be chosen"
+                        .to_owned(),
+                ));
+            }
+        };
+        if let Some(t) = model_type
+            && t != entry.model_type
+        {
+            return Err(fail(format!(
+                "architectures[0] is {} (model_type {:?}) but model_type is {t:?}",
+                entry.class, entry.model_type
+            )));
+        }
+        Ok(Self {
+            entry,
+            json,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The transformers class (`LlamaForCausalLM`).
+    pub fn class_name(&self) -> &'static str {
+        self.entry.class
+    }
+
+    /// The task of the class (`text-generation`).
+    pub fn task(&self) -> &'static str {
+        self.entry.task
+    }
+
+    /// `initializer_range` (0.02 when absent): the scale of untrained weights.
+    pub fn initializer_range(&self) -> f64 {
+        self.json
+            .get("initializer_range")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.02)
+    }
+
+    fn config(&self) -> Result<Config> {
+        let text = self.json.to_string();
+        if self.path == Path::new("<memory>") {
+            Config::from_json(&text)
+        } else {
+            Config::from_json(&text).map_err(|e| match e {
+                Error::Config { message, .. } => Error::Config {
+                    path: self.path.clone(),
+                    message,
+                },
+                other => other,
+            })
+        }
+    }
+}
+
+/// `AutoModelForCausalLM`: builds the class of a config.
+#[derive(Clone, Copy, Debug)]
+pub struct AutoModelForCausalLM;
+
+impl AutoModelForCausalLM {
+    /// The model of `config` on `weights` (a checkpoint or untrained).
+    ///
+    /// # Errors
+    /// Any error of the config's fields or of the weights.
+    pub fn from_config(config: &AutoConfig, weights: &mut Weights) -> Result<Box<dyn CausalLM>> {
+        (config.entry.build)(config.config()?, weights)
+    }
+
+    /// The model of a config with untrained weights drawn from `seed` (see
+    /// [`Weights::untrained`]), converted to `dtype` and moved to `device`.
+    ///
+    /// # Errors
+    /// As [`AutoModelForCausalLM::from_config`].
+    pub fn untrained(
+        config: &AutoConfig,
+        seed: i64,
+        dtype: Kind,
+        device: Device,
+    ) -> Result<Box<dyn CausalLM>> {
+        let mut w = Weights::untrained(config.class_name(), seed, config.initializer_range())
+            .with_dtype(dtype)
+            .with_device(device);
+        Self::from_config(config, &mut w)
+    }
+
+    /// Loads a checkpoint directory written by `save_pretrained`: `config.json` and its
+    /// safetensors, in the checkpoint's type unless `dtype` asks another one.
+    ///
+    /// # Errors
+    /// As [`AutoConfig::from_file`], [`Weights::from_dir`] and the model's build.
+    pub fn from_pretrained(
+        dir: &Path,
+        dtype: Option<Kind>,
+        device: Device,
+    ) -> Result<Box<dyn CausalLM>> {
+        let config = AutoConfig::from_file(&dir.join("config.json"))?;
+        let mut w = Weights::from_dir(dir, config.class_name())?.with_device(device);
+        if let Some(d) = dtype {
+            w = w.with_dtype(d);
+        }
+        Self::from_config(&config, &mut w)
+    }
+}

@@ -1,0 +1,87 @@
+//! The pieces of eager attention every decoder shares, as transformers writes them in each
+//! modeling file: `rotate_half`, `apply_rotary_pos_emb`, `repeat_kv` and
+//! `eager_attention_forward` (scores in the hidden states' type, the mask added, softmax in
+//! float32 then cast back).
+
+use onnx_diagnostic_core::{Result, SymInt, Tensor};
+use tch::Kind;
+
+/// `rotate_half`: `[x1, x2]` → `[-x2, x1]` along the last dim.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn rotate_half(x: &Tensor) -> Result<Tensor> {
+    let d = x.size(-1)?;
+    let half = d.floor_div(2);
+    let x1 = x.slice(-1, None, Some(half.clone()), 1)?;
+    let x2 = x.slice(-1, Some(half), None, 1)?;
+    Tensor::cat(&[&x2.neg()?, &x1], -1)
+}
+
+/// `apply_rotary_pos_emb`: `q * cos + rotate_half(q) * sin` (and the same for `k`), cos/sin
+/// `[batch, seq, dim]` broadcast over the heads.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn apply_rotary_pos_emb(
+    q: &Tensor,
+    k: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+    let q = q.mul(&cos)?.add(&rotate_half(q)?.mul(&sin)?)?;
+    let k = k.mul(&cos)?.add(&rotate_half(k)?.mul(&sin)?)?;
+    Ok((q, k))
+}
+
+/// `repeat_kv`: `[b, kv_heads, s, d]` → `[b, kv_heads * n_rep, s, d]`.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn repeat_kv(x: &Tensor, n_rep: i64) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let s = x.shape();
+    x.unsqueeze(2)?
+        .expand(vec![
+            s[0].clone(),
+            s[1].clone(),
+            SymInt::new(n_rep),
+            s[2].clone(),
+            s[3].clone(),
+        ])?
+        .reshape(vec![
+            s[0].clone(),
+            &s[1] * n_rep,
+            s[2].clone(),
+            s[3].clone(),
+        ])
+}
+
+/// `eager_attention_forward`: `softmax(q k^T * scaling + mask) v` with the keys and values
+/// repeated to the query heads, the softmax in float32 (transformers: `softmax(weights,
+/// dim=-1, dtype=torch.float32).to(query.dtype)`). Returns `[b, s, heads, d]`.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn eager_attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scaling: f64,
+    n_rep: i64,
+) -> Result<Tensor> {
+    let (k, v) = (repeat_kv(k, n_rep)?, repeat_kv(v, n_rep)?);
+    let weights = q
+        .matmul(&k.transpose(2, 3)?)?
+        .mul_scalar(scaling)?
+        .add(mask)?;
+    let weights = weights
+        .to_kind(Kind::Float)?
+        .softmax(-1)?
+        .to_kind(q.kind())?;
+    weights.matmul(&v)?.transpose(1, 2)?.contiguous()
+}

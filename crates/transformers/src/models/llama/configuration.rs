@@ -1,0 +1,413 @@
+//! `LlamaConfig` and the configs of the families sharing Llama's decoder (transformers'
+//! `configuration_llama.py`, `configuration_mistral.py`, ...), read from `config.json` as
+//! transformers 5.23's `save_pretrained` writes it and as older hub configs hold it.
+//!
+//! Decisions:
+//! - The family comes from `model_type` (else from `architectures[0]`, else Llama: the caller
+//!   asked for a Llama-family config). Another `model_type` is
+//!   [`Error::UnsupportedArchitecture`], never a Llama built from a Qwen3 or Gemma2 config.
+//! - Sizes are checked before any tensor exists: zero or negative sizes, key/value heads that do
+//!   not divide the query heads, a window below one, are [`Error::ConfigField`] naming the
+//!   field; a value of the wrong JSON type names its field too.
+//! - `hidden_act` picks the activation ([`Activation::from_name`]: any other name is an
+//!   error). `hidden_activation` is accepted and, as transformers 5.23's configs of these five
+//!   families do, not read. `dtype` and the older `torch_dtype` are both accepted (the model
+//!   type of a checkpoint, see [`crate::checkpoint`]).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{
+    error::{Error, Result},
+    modeling_rope_utils::RopeParameters,
+    nn::Activation,
+};
+
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".to_owned()
+}
+fn default_std() -> f64 {
+    0.02
+}
+fn default_max_pos() -> i64 {
+    2048
+}
+
+/// `LlamaConfig`, with the names of `config.json`; keys no field names are ignored, as
+/// transformers keeps them as attributes no module reads.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    /// Vocabulary size.
+    pub vocab_size: i64,
+    /// Hidden size.
+    pub hidden_size: i64,
+    /// MLP inner size.
+    pub intermediate_size: i64,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: i64,
+    /// Key/value heads (defaults to the query heads).
+    #[serde(default)]
+    pub num_key_value_heads: Option<i64>,
+    /// Head size (defaults to hidden / heads).
+    #[serde(default)]
+    pub head_dim: Option<i64>,
+    /// MLP activation.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Longest sequence of training.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: i64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Rope base (legacy top-level key).
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// Rope parameters (transformers 5).
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
+    /// Rope parameters (transformers 4 name).
+    #[serde(default)]
+    pub rope_scaling: Option<RopeParameters>,
+    /// Biases on q/k/v/o.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the MLP.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// `lm_head` shares the embedding weights.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of untrained weights.
+    #[serde(default = "default_std")]
+    pub initializer_range: f64,
+    /// The padding token: its embedding row is zero in an untrained model.
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
+    /// Attention window (Mistral and Phi-3; Llama ignores it, as transformers does).
+    #[serde(default)]
+    pub sliding_window: Option<i64>,
+    /// Qwen2: whether `sliding_window` applies (to the layers from `max_window_layers` on).
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    /// Phi-3: the part of the head the rotary embedding applies to (1.0 only, so far; also
+    /// read from `rope_parameters`).
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
+    /// The pretraining length (Phi-3 keeps it at the top level; `longrope` and `yarn` read it
+    /// when their parameters do not give it).
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<i64>,
+    /// The model type (transformers 5 name).
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// The model type (transformers 4 name).
+    #[serde(default)]
+    pub torch_dtype: Option<String>,
+    /// Gemma-2-style activation name: accepted, not read by these families.
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
+    /// The architecture family, from `model_type` (what differs from Llama, see [`Arch`]).
+    #[serde(skip)]
+    pub arch: Arch,
+    /// The activation of `hidden_act`.
+    #[serde(skip)]
+    pub(crate) act: Option<Activation>,
+}
+
+/// The families sharing Llama's decoder, and what each changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arch {
+    /// `llama`.
+    #[default]
+    Llama,
+    /// `mistral`: the sliding-window mask.
+    Mistral,
+    /// `qwen2`: biases on q/k/v (not on o).
+    Qwen2,
+    /// `gemma`: embeddings scaled by `sqrt(hidden_size)`, RMSNorm by `1 + weight`, tanh GELU,
+    /// tied embeddings and `head_dim` 256 by default.
+    Gemma,
+    /// `phi3`: fused `qkv_proj` and `gate_up_proj`, no biases, the sliding-window mask when
+    /// `sliding_window` is set.
+    Phi3,
+}
+
+impl Arch {
+    /// Every family, in the registry's order.
+    pub const ALL: [Arch; 5] = [
+        Arch::Llama,
+        Arch::Mistral,
+        Arch::Qwen2,
+        Arch::Gemma,
+        Arch::Phi3,
+    ];
+
+    /// The family of a `model_type`.
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.model_type() == model_type)
+    }
+
+    /// The family of a causal-LM class name.
+    pub fn from_class_name(class: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.class_name() == class)
+    }
+
+    /// The `model_type` of the family.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Mistral => "mistral",
+            Arch::Qwen2 => "qwen2",
+            Arch::Gemma => "gemma",
+            Arch::Phi3 => "phi3",
+        }
+    }
+
+    /// The transformers class of the causal LM.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Mistral => "MistralForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+            Arch::Gemma => "GemmaForCausalLM",
+            Arch::Phi3 => "Phi3ForCausalLM",
+        }
+    }
+}
+
+/// A parse error of serde, naming the field it happened in.
+pub(crate) fn parse_error(
+    model: &str,
+    path: &Path,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> Error {
+    let field = e.path().to_string();
+    if field.is_empty() || field == "." {
+        Error::Config {
+            path: path.to_owned(),
+            message: e.inner().to_string(),
+        }
+    } else {
+        Error::ConfigField {
+            model: model.to_owned(),
+            field,
+            message: e.inner().to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses the text of a `config.json`.
+    ///
+    /// # Errors
+    /// [`Error::Config`], [`Error::ConfigField`] or [`Error::UnsupportedArchitecture`] (see
+    /// the module doc).
+    pub fn from_json(text: &str) -> Result<Self> {
+        Self::parse(text, Path::new("<memory>"))
+    }
+
+    /// Reads a `config.json`.
+    ///
+    /// # Errors
+    /// As [`Config::from_json`], naming the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses a `config.json` with the defaults of its `model_type` (transformers' config
+    /// classes differ: `GemmaConfig` ties the embeddings and uses `head_dim` 256 unless told
+    /// otherwise, and turns `hidden_act="gelu"` into the tanh approximation).
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let fail = |message: String| Error::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let mut raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let model_type = raw.get("model_type").and_then(|v| v.as_str());
+        let class = raw
+            .pointer("/architectures/0")
+            .and_then(|v| v.as_str());
+        let arch = match (model_type, class) {
+            (Some(t), _) => Arch::from_model_type(t),
+            (None, Some(c)) => Arch::from_class_name(c),
+            (None, None) => Some(Arch::Llama),
+        }
+        .ok_or_else(|| Error::UnsupportedArchitecture {
+            architecture: model_type
+                .map(|t| format!("model_type {t:?}"))
+                .or(class.map(str::to_owned))
+                .unwrap_or_default(),
+            supported: Arch::ALL.iter().map(|a| a.class_name().to_owned()).collect(),
+        })?;
+        if let (Arch::Gemma, Some(obj)) = (arch, raw.as_object_mut()) {
+            for (k, v) in [
+                ("tie_word_embeddings", serde_json::json!(true)),
+                ("head_dim", serde_json::json!(256)),
+                ("hidden_act", serde_json::json!("gelu_pytorch_tanh")),
+            ] {
+                if obj.get(k).is_none_or(serde_json::Value::is_null) {
+                    obj.insert(k.to_owned(), v);
+                }
+            }
+            if obj.get("hidden_act").and_then(|v| v.as_str()) == Some("gelu") {
+                obj.insert(
+                    "hidden_act".to_owned(),
+                    serde_json::json!("gelu_pytorch_tanh"),
+                );
+            }
+        }
+        let model = arch.class_name();
+        let mut cfg: Config = serde_path_to_error::deserialize(raw)
+            .map_err(|e| parse_error(model, path, &e))?;
+        cfg.arch = arch;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The checks of the module doc.
+    fn validate(&mut self) -> Result<()> {
+        let model = self.arch.class_name();
+        let field = |name: &str, message: String| Error::ConfigField {
+            model: model.to_owned(),
+            field: name.to_owned(),
+            message,
+        };
+        let positive = |name: &str, v: i64| {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(field(name, format!("{v}: must be at least 1")))
+            }
+        };
+        positive("vocab_size", self.vocab_size)?;
+        positive("hidden_size", self.hidden_size)?;
+        positive("intermediate_size", self.intermediate_size)?;
+        positive("num_hidden_layers", self.num_hidden_layers as i64)?;
+        positive("num_attention_heads", self.num_attention_heads)?;
+        positive("max_position_embeddings", self.max_position_embeddings)?;
+        if let Some(kv) = self.num_key_value_heads {
+            positive("num_key_value_heads", kv)?;
+            if self.num_attention_heads % kv != 0 {
+                return Err(field(
+                    "num_key_value_heads",
+                    format!(
+                        "{kv} does not divide num_attention_heads={} (grouped-query attention \
+                         repeats each key/value head for a whole group of query heads)",
+                        self.num_attention_heads
+                    ),
+                ));
+            }
+        }
+        match self.head_dim {
+            Some(d) => positive("head_dim", d)?,
+            None if self.hidden_size < self.num_attention_heads => {
+                return Err(field(
+                    "num_attention_heads",
+                    format!(
+                        "{} heads of hidden_size={} leave a head size of 0 (give head_dim)",
+                        self.num_attention_heads, self.hidden_size
+                    ),
+                ));
+            }
+            None => {}
+        }
+        if let Some(w) = self.sliding_window {
+            positive("sliding_window", w)?;
+        }
+        if let Some(p) = self.original_max_position_embeddings {
+            positive("original_max_position_embeddings", p)?;
+        }
+        if !(self.rms_norm_eps >= 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(field(
+                "rms_norm_eps",
+                format!("{}: must be a finite number, at least 0", self.rms_norm_eps),
+            ));
+        }
+        if !(self.initializer_range >= 0.0 && self.initializer_range.is_finite()) {
+            return Err(field(
+                "initializer_range",
+                format!("{}: must be a finite number, at least 0", self.initializer_range),
+            ));
+        }
+        let (p, theta) = self.rope();
+        if !(theta > 0.0 && theta.is_finite()) {
+            return Err(field("rope_theta", format!("{theta}: must be positive")));
+        }
+        let partial = self
+            .partial_rotary_factor
+            .or(p.partial_rotary_factor)
+            .unwrap_or(1.0);
+        if partial != 1.0 {
+            return Err(Error::Unsupported {
+                model: model.to_owned(),
+                feature: format!(
+                    "partial_rotary_factor={partial} (rotary embedding on part of the head)"
+                ),
+            });
+        }
+        if self.arch == Arch::Qwen2 && self.use_sliding_window {
+            return Err(Error::Unsupported {
+                model: model.to_owned(),
+                feature: "use_sliding_window=true (sliding layers from max_window_layers on)"
+                    .to_owned(),
+            });
+        }
+        self.act = Some(Activation::from_name(model, &self.hidden_act)?);
+        Ok(())
+    }
+
+    /// The sizes the text-generation input sets need.
+    pub fn decoder_dims(&self) -> crate::tasks::DecoderDims {
+        crate::tasks::DecoderDims {
+            vocab_size: self.vocab_size,
+            num_layers: self.num_hidden_layers,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_size(),
+        }
+    }
+
+    /// Key/value heads.
+    pub(crate) fn kv_heads(&self) -> i64 {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// The head size.
+    pub(crate) fn head_size(&self) -> i64 {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The activation (checked when the config was parsed).
+    pub(crate) fn activation(&self) -> Result<Activation> {
+        match self.act {
+            Some(a) => Ok(a),
+            None => Activation::from_name(self.arch.class_name(), &self.hidden_act),
+        }
+    }
+
+    /// The effective rope parameters and base.
+    pub(crate) fn rope(&self) -> (RopeParameters, f64) {
+        let p = self
+            .rope_parameters
+            .clone()
+            .or_else(|| self.rope_scaling.clone())
+            .unwrap_or_default();
+        let theta = p.rope_theta.unwrap_or(self.rope_theta);
+        (p, theta)
+    }
+}

@@ -1,0 +1,603 @@
+//! Llama, as transformers 5.23 writes it (`models/llama/modeling_llama.py`): `LlamaRMSNorm`,
+//! `LlamaRotaryEmbedding`, `LlamaMLP`, `LlamaAttention` (grouped-query), `LlamaDecoderLayer`,
+//! `LlamaModel`, `LlamaForCausalLM`, on the shared layers ([`crate::nn`],
+//! [`crate::modeling_rope_utils`], [`crate::masking_utils`], [`crate::modeling_attention`]).
+//! Eager attention, the causal mask combined with the padding mask, an explicit
+//! [`DynamicCache`]. Written the natural eager way: making it export-friendly is the patches'
+//! job. Mistral, Qwen2, Gemma and Phi-3 are this decoder with the differences of their
+//! [`Arch`] (their files declare them under their class names).
+//!
+//! Weights load through [`Weights`]: their names are written once, in the `load` functions, and
+//! `named_parameters` is what the loading recorded. A checkpoint tensor no module reads is an
+//! error, except `rotary_emb.inv_freq` (a buffer older checkpoints saved and transformers drops)
+//! and `lm_head.weight` when the embeddings are tied (transformers re-ties it to
+//! `model.embed_tokens.weight`).
+
+mod configuration;
+
+use std::path::Path;
+
+use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope};
+use tch::{Device, Kind};
+
+pub use configuration::{Arch, Config};
+
+use crate::{
+    cache_utils::DynamicCache,
+    error::{Error, Result},
+    masking_utils::causal_mask,
+    modeling_attention::{apply_rotary_pos_emb, eager_attention_forward},
+    modeling_outputs::CausalLMOutputWithPast,
+    modeling_rope_utils::{self, RopeSettings, RopeUpdate, default_inv_freq},
+    nn::{Activation, Embedding, Linear, RmsNorm},
+    weights::{Init, VarBuilder, Weights},
+};
+
+/// `LlamaRMSNorm` (`GemmaRMSNorm` when one-centered).
+pub type LlamaRMSNorm = RmsNorm;
+
+/// An error of the cache or of the model crate as an engine error naming the model.
+fn core_error(model: &str, e: Error) -> onnx_diagnostic_core::Error {
+    match e {
+        Error::Core(c) => c,
+        other => onnx_diagnostic_core::Error::Model {
+            model: model.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// `LlamaRotaryEmbedding`: cos/sin of `position * inv_freq`, scaled by the rope type.
+#[derive(Clone, Debug)]
+pub struct LlamaRotaryEmbedding {
+    inv_freq: Tensor,
+    attention_scaling: f64,
+    update: RopeUpdate,
+    model: &'static str,
+}
+
+impl LlamaRotaryEmbedding {
+    /// The frequencies of the config's rope type (see [`crate::modeling_rope_utils`]).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for another rope type, [`Error::ConfigField`] for missing
+    /// parameters.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        let (p, base) = cfg.rope();
+        let model = cfg.arch.class_name();
+        let rope = modeling_rope_utils::compute(
+            &p,
+            &RopeSettings {
+                model,
+                dim: cfg.head_size(),
+                base,
+                max_position_embeddings: cfg.max_position_embeddings,
+                original_max_position_embeddings: cfg.original_max_position_embeddings,
+            },
+        )?;
+        Ok(Self {
+            inv_freq: Tensor::from(rope.inv_freq),
+            attention_scaling: rope.attention_scaling,
+            update: rope.update,
+            model,
+        })
+    }
+
+    /// The frequencies for these positions (`dynamic_rope_update`).
+    fn frequencies(&self, position_ids: &Tensor) -> CoreResult<Tensor> {
+        match &self.update {
+            RopeUpdate::None => Ok(self.inv_freq.clone()),
+            RopeUpdate::LongRope {
+                long_inv_freq,
+                original,
+            } => {
+                let seq_len = position_ids.amax(&[], false)?.add_scalar(1.0)?;
+                long_inv_freq.where_cond(&seq_len.gt_scalar(*original as f64)?, &self.inv_freq)
+            }
+            RopeUpdate::Dynamic {
+                factor,
+                max_pos,
+                dim,
+                base,
+            } => {
+                // transformers: `if seq_len > max_seq_len_cached:` on a tensor, a data-dependent
+                // branch (the seeds patch it).
+                let seq_len = position_ids.amax(&[], false)?.item_f64()? + 1.0;
+                if seq_len <= *max_pos as f64 {
+                    return Ok(self.inv_freq.clone());
+                }
+                let d = *dim as f64;
+                let base = base
+                    * ((factor * seq_len / *max_pos as f64) - (factor - 1.0)).powf(d / (d - 2.0));
+                default_inv_freq(base, *dim)
+                    .and_then(|f| f.f_to_device(position_ids.device()))
+                    .map(Tensor::from)
+                    .map_err(|e| onnx_diagnostic_core::Error::Model {
+                        model: self.model.to_owned(),
+                        message: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// `(cos, sin)` of shape `[batch, seq, head_dim]` for `position_ids` `[batch, seq]`.
+    /// Patchable: the seeds' `patched_LlamaRotaryEmbedding.forward` (crates/patch-transformers)
+    /// replaces the data-dependent `dynamic` update.
+    ///
+    /// # Errors
+    /// Any error of the ops; [`onnx_diagnostic_core::Error::DataDependent`] during an export
+    /// with the `dynamic` rope type (its update reads the largest position).
+    #[onnx_diagnostic_macros::patchable]
+    pub fn forward(&self, position_ids: &Tensor) -> CoreResult<(Tensor, Tensor)> {
+        let _s = scope("rotary_emb");
+        let inv_freq = self.frequencies(position_ids)?;
+        self.cos_sin(position_ids, &inv_freq)
+    }
+
+    /// The frequencies as `model.to(dtype).to(device)` leaves them: transformers keeps
+    /// `inv_freq` as a buffer, which the cast rounds to `dtype`, and its forward reads it back
+    /// in float32. Only the config's frequencies are rounded; those an update computes stay
+    /// float32, as in transformers. Every frequency tensor moves to `device`.
+    ///
+    /// # Errors
+    /// A libtorch error of the casts.
+    pub fn with_buffers(mut self, dtype: Kind, device: Device) -> CoreResult<Self> {
+        if dtype != Kind::Float {
+            self.inv_freq = self.inv_freq.to_kind(dtype)?.to_kind(Kind::Float)?;
+        }
+        if device != Device::Cpu {
+            self.inv_freq = self.inv_freq.to_device(device)?;
+            if let RopeUpdate::LongRope { long_inv_freq, .. } = &mut self.update {
+                *long_inv_freq = long_inv_freq.to_device(device)?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// The parameters of the `dynamic` rope update, `(factor, max_position_embeddings,
+    /// rotary dim, base)`, when the rope type is `dynamic`.
+    pub fn dynamic_parameters(&self) -> Option<(f64, i64, i64, f64)> {
+        match &self.update {
+            RopeUpdate::Dynamic {
+                factor,
+                max_pos,
+                dim,
+                base,
+            } => Some((*factor, *max_pos, *dim, *base)),
+            _ => None,
+        }
+    }
+
+    /// The frequencies of the config, before any update.
+    pub fn inv_freq(&self) -> &Tensor {
+        &self.inv_freq
+    }
+
+    /// `(cos, sin)` for `position_ids` and the frequencies `inv_freq`, scaled by the rope's
+    /// attention factor.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn cos_sin(
+        &self,
+        position_ids: &Tensor,
+        inv_freq: &Tensor,
+    ) -> CoreResult<(Tensor, Tensor)> {
+        let pos = position_ids.unsqueeze(-1)?.to_kind(Kind::Float)?;
+        let freqs = pos.mul(inv_freq)?;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1)?;
+        let (cos, sin) = (emb.cos()?, emb.sin()?);
+        if self.attention_scaling == 1.0 {
+            return Ok((cos, sin));
+        }
+        Ok((
+            cos.mul_scalar(self.attention_scaling)?,
+            sin.mul_scalar(self.attention_scaling)?,
+        ))
+    }
+}
+
+/// Projections stored separately (`q_proj`, `k_proj`, `v_proj`) or fused into one matrix whose
+/// output is split along the last dim (Phi-3's `qkv_proj`, `gate_up_proj`).
+#[derive(Clone, Debug)]
+enum Projections {
+    Separate(Vec<Linear>),
+    Fused(Linear, Vec<i64>),
+}
+
+impl Projections {
+    fn forward(&self, x: &Tensor) -> CoreResult<Vec<Tensor>> {
+        match self {
+            Projections::Separate(ps) => ps.iter().map(|p| p.forward(x)).collect(),
+            Projections::Fused(p, sizes) => {
+                let y = p.forward(x)?;
+                let mut start = 0;
+                let mut out = Vec::with_capacity(sizes.len());
+                for n in sizes {
+                    out.push(y.narrow(-1, start, *n)?);
+                    start += n;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// `LlamaMLP`: `down(act(gate(x)) * up(x))`.
+#[derive(Clone, Debug)]
+pub struct LlamaMLP {
+    /// `gate_proj` and `up_proj`, or Phi-3's fused `gate_up_proj`.
+    gate_up: Projections,
+    down_proj: Linear,
+    act: Activation,
+}
+
+impl LlamaMLP {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        let gate_up = if cfg.arch == Arch::Phi3 {
+            Projections::Fused(Linear::load(vb, "gate_up_proj", h, 2 * i, false)?, vec![i, i])
+        } else {
+            Projections::Separate(vec![
+                Linear::load(vb, "gate_proj", h, i, b)?,
+                Linear::load(vb, "up_proj", h, i, b)?,
+            ])
+        };
+        Ok(Self {
+            gate_up,
+            down_proj: Linear::load(vb, "down_proj", i, h, b)?,
+            act: cfg.activation()?,
+        })
+    }
+
+    /// The MLP.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        let _s = scope("mlp");
+        let gu = self.gate_up.forward(x)?;
+        let gate = self.act.forward(&gu[0])?;
+        self.down_proj.forward(&gate.mul(&gu[1])?)
+    }
+}
+
+/// `LlamaAttention`: grouped-query attention with rotary embeddings and a KV cache.
+#[derive(Clone, Debug)]
+pub struct LlamaAttention {
+    /// `q_proj`, `k_proj`, `v_proj`, or Phi-3's fused `qkv_proj`.
+    qkv: Projections,
+    o_proj: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    layer: usize,
+    model: &'static str,
+}
+
+impl LlamaAttention {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config, layer: usize) -> Result<Self> {
+        let (h, d, b) = (cfg.hidden_size, cfg.head_size(), cfg.attention_bias);
+        let (nq, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        // Qwen2: biases on q, k and v always, never on o.
+        let (bqkv, bo) = if cfg.arch == Arch::Qwen2 {
+            (true, false)
+        } else {
+            (b, b)
+        };
+        let qkv = if cfg.arch == Arch::Phi3 {
+            Projections::Fused(
+                Linear::load(vb, "qkv_proj", h, (nq + 2 * nkv) * d, false)?,
+                vec![nq * d, nkv * d, nkv * d],
+            )
+        } else {
+            Projections::Separate(vec![
+                Linear::load(vb, "q_proj", h, nq * d, bqkv)?,
+                Linear::load(vb, "k_proj", h, nkv * d, bqkv)?,
+                Linear::load(vb, "v_proj", h, nkv * d, bqkv)?,
+            ])
+        };
+        Ok(Self {
+            qkv,
+            o_proj: Linear::load(vb, "o_proj", nq * d, h, bo)?,
+            heads: nq,
+            kv_heads: nkv,
+            head_dim: d,
+            layer,
+            model: cfg.arch.class_name(),
+        })
+    }
+
+    /// Attention over the cached and new positions; the cache is updated in place.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos_sin: &(Tensor, Tensor),
+        mask: &Tensor,
+        cache: &mut DynamicCache,
+    ) -> CoreResult<Tensor> {
+        let _s = scope("self_attn");
+        let (b, s) = (x.size(0)?, x.size(1)?);
+        let split = |t: &Tensor, heads: i64| -> CoreResult<Tensor> {
+            t.view(vec![
+                b.clone(),
+                s.clone(),
+                SymInt::new(heads),
+                SymInt::new(self.head_dim),
+            ])?
+            .transpose(1, 2)
+        };
+        let qkv = self.qkv.forward(x)?;
+        let [q, k, v] = qkv.as_slice() else {
+            return Err(onnx_diagnostic_core::Error::Model {
+                model: self.model.to_owned(),
+                message: format!("the q/k/v projections gave {} tensors", qkv.len()),
+            });
+        };
+        let q = split(q, self.heads)?;
+        let k = split(k, self.kv_heads)?;
+        let v = split(v, self.kv_heads)?;
+        let (q, k) = apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?;
+        let (k, v) = cache
+            .update(&k, &v, self.layer)
+            .map_err(|e| core_error(self.model, e))?;
+        let scaling = (self.head_dim as f64).powf(-0.5);
+        let out =
+            eager_attention_forward(&q, &k, &v, mask, scaling, self.heads / self.kv_heads)?;
+        let out = out.reshape(vec![b, s, SymInt::new(-1)])?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// `LlamaDecoderLayer`: pre-norm attention and MLP with residuals.
+#[derive(Clone, Debug)]
+pub struct LlamaDecoderLayer {
+    input_layernorm: LlamaRMSNorm,
+    self_attn: LlamaAttention,
+    post_attention_layernorm: LlamaRMSNorm,
+    mlp: LlamaMLP,
+}
+
+impl LlamaDecoderLayer {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config, layer: usize) -> Result<Self> {
+        let (h, eps, gemma) = (cfg.hidden_size, cfg.rms_norm_eps, cfg.arch == Arch::Gemma);
+        Ok(Self {
+            input_layernorm: RmsNorm::load(vb, "input_layernorm", h, eps, gemma)?,
+            self_attn: LlamaAttention::load(&vb.pp("self_attn"), cfg, layer)?,
+            post_attention_layernorm: RmsNorm::load(vb, "post_attention_layernorm", h, eps, gemma)?,
+            mlp: LlamaMLP::load(&vb.pp("mlp"), cfg)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        h: &Tensor,
+        cos_sin: &(Tensor, Tensor),
+        mask: &Tensor,
+        cache: &mut DynamicCache,
+    ) -> CoreResult<Tensor> {
+        let x = {
+            let _n = scope("input_layernorm");
+            self.input_layernorm.forward(h)?
+        };
+        let h = h.add(&self.self_attn.forward(&x, cos_sin, mask, cache)?)?;
+        let x = {
+            let _n = scope("post_attention_layernorm");
+            self.post_attention_layernorm.forward(&h)?
+        };
+        h.add(&self.mlp.forward(&x)?)
+    }
+}
+
+/// `LlamaModel`: embeddings, decoder layers, final norm.
+#[derive(Clone, Debug)]
+pub struct LlamaModel {
+    embed_tokens: Embedding,
+    layers: Vec<LlamaDecoderLayer>,
+    norm: LlamaRMSNorm,
+    rotary_emb: LlamaRotaryEmbedding,
+    /// Gemma's embedding scale, `sqrt(hidden_size)`.
+    embed_scale: Option<f64>,
+    /// Positions further back than this are masked (Mistral's and Phi-3's sliding window).
+    sliding_window: Option<i64>,
+    model: &'static str,
+}
+
+impl LlamaModel {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        let gemma = cfg.arch == Arch::Gemma;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| LlamaDecoderLayer::load(&vb.pp(format!("layers.{i}")), cfg, i))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embed_tokens: Embedding::load(
+                vb,
+                "embed_tokens",
+                cfg.vocab_size,
+                cfg.hidden_size,
+                cfg.pad_token_id,
+            )?,
+            layers,
+            norm: RmsNorm::load(vb, "norm", cfg.hidden_size, cfg.rms_norm_eps, gemma)?,
+            rotary_emb: LlamaRotaryEmbedding::new(cfg)?
+                .with_buffers(vb.buffer_dtype(), vb.device())?,
+            embed_scale: gemma.then(|| (cfg.hidden_size as f64).sqrt()),
+            sliding_window: if matches!(cfg.arch, Arch::Mistral | Arch::Phi3) {
+                cfg.sliding_window
+            } else {
+                None
+            },
+            model: cfg.arch.class_name(),
+        })
+    }
+
+    /// The hidden states of the last layer; `cache` grows by the new positions.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        cache: &mut DynamicCache,
+    ) -> CoreResult<Tensor> {
+        let _s = scope("model");
+        let mut h = {
+            let _e = scope("embed_tokens");
+            let h = self.embed_tokens.forward(input_ids)?;
+            match self.embed_scale {
+                // transformers multiplies by a tensor of the hidden states' type holding
+                // sqrt(hidden_size).
+                Some(scale) => h.mul_scalar(crate::nn::round_to(scale, h.kind()))?,
+                None => h,
+            }
+        };
+        let past = cache
+            .get_seq_length()
+            .map_err(|e| core_error(self.model, e))?;
+        let total = &past + &input_ids.size(1)?;
+        let cache_position =
+            Tensor::arange(past, total.clone(), 1, Kind::Int64, input_ids.device())?;
+        let position_ids = match position_ids {
+            Some(p) => p.clone(),
+            None => cache_position.unsqueeze(0)?,
+        };
+        let mask = causal_mask(
+            attention_mask,
+            &cache_position,
+            &total,
+            self.sliding_window,
+            h.kind(),
+        )?;
+        // transformers' rotary forward ends with `cos.to(x.dtype), sin.to(x.dtype)`.
+        let (cos, sin) = self.rotary_emb.forward(&position_ids)?;
+        let cos_sin = (cos.to_kind(h.kind())?, sin.to_kind(h.kind())?);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let _l = scope(&format!("layers.{i}"));
+            h = layer.forward(&h, &cos_sin, &mask, cache)?;
+        }
+        let _n = scope("norm");
+        self.norm.forward(&h)
+    }
+}
+
+/// `LlamaForCausalLM`: [`LlamaModel`] and the language-model head.
+#[derive(Clone, Debug)]
+pub struct LlamaForCausalLM {
+    /// The configuration.
+    pub config: Config,
+    model: LlamaModel,
+    lm_head: Tensor,
+    /// What the build loaded, in load order: `named_parameters`.
+    params: Vec<(String, Tensor)>,
+}
+
+impl LlamaForCausalLM {
+    /// Builds the model from a config and weights (a checkpoint or untrained); `weights`
+    /// builds this one model.
+    ///
+    /// # Errors
+    /// [`Error::Weight`] for a missing or misshaped weight, [`Error::UnusedWeights`] for
+    /// checkpoint tensors no module reads, [`Error::Unsupported`] for a rope type not
+    /// implemented yet.
+    pub fn new(config: Config, weights: &mut Weights) -> Result<Self> {
+        let vb = weights.root();
+        let model = LlamaModel::load(&vb.pp("model"), &config)?;
+        let lm_head = if config.tie_word_embeddings {
+            weights.ignore_unread("lm_head.weight");
+            model.embed_tokens.weight().clone()
+        } else {
+            vb.pp("lm_head").get(
+                "weight",
+                &[config.vocab_size, config.hidden_size],
+                Init::Normal,
+            )?
+        };
+        weights.ignore_unread("rotary_emb.inv_freq");
+        let params = weights.finish()?;
+        Ok(Self {
+            config,
+            model,
+            lm_head,
+            params,
+        })
+    }
+
+    /// Loads a checkpoint directory (`config.json` + safetensors) in the checkpoint's type.
+    ///
+    /// # Errors
+    /// As [`Config::from_file`], [`Weights::from_dir`] and [`LlamaForCausalLM::new`].
+    pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let mut weights = Weights::from_dir(dir, config.arch.class_name())?;
+        Self::new(config, &mut weights)
+    }
+
+    /// Logits `[batch, seq, vocab]` and the grown cache.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward_with_cache(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        cache: Option<DynamicCache>,
+    ) -> CoreResult<(Tensor, DynamicCache)> {
+        let mut cache = cache.unwrap_or_default();
+        let h = self
+            .model
+            .forward(input_ids, attention_mask, position_ids, &mut cache)?;
+        let _s = scope("lm_head");
+        Ok((h.linear(&self.lm_head, None)?, cache))
+    }
+}
+
+impl Module for LlamaForCausalLM {
+    fn class_name(&self) -> String {
+        "LlamaForCausalLM".to_owned()
+    }
+
+    fn forward_signature(&self) -> Vec<String> {
+        [
+            "input_ids",
+            "attention_mask",
+            "position_ids",
+            "past_key_values",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.params.clone()
+    }
+
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        vec![(
+            "model.rotary_emb.inv_freq".to_owned(),
+            self.model.rotary_emb.inv_freq.clone(),
+        )]
+    }
+
+    /// `CausalLMOutputWithPast` with `logits` and `past_key_values` (a `DynamicCache`).
+    fn forward(&self, inputs: &Inputs) -> CoreResult<Value> {
+        let cache = DynamicCache::from_value(inputs.get("past_key_values"))
+            .map_err(|e| core_error(self.model.model, e))?;
+        let (logits, cache) = self.forward_with_cache(
+            inputs.tensor("input_ids")?,
+            inputs.opt_tensor("attention_mask")?,
+            inputs.opt_tensor("position_ids")?,
+            cache,
+        )?;
+        Ok(Value::custom(CausalLMOutputWithPast {
+            logits: Some(Value::Tensor(logits)),
+            past_key_values: Some(Value::custom(cache)),
+            ..CausalLMOutputWithPast::default()
+        }))
+    }
+}
