@@ -81,6 +81,10 @@ fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
     ] {
         assert!(s.contains_key(k), "{k}");
     }
+    // The peak resident memory of the process, in MiB: at least the model and libtorch.
+    let peak: f64 = s["memory_peak"].parse().unwrap();
+    assert!(peak > 50.0, "{peak}");
+    assert_eq!(s["model_dtype"], "torch.float32");
     for f in [
         "model.onnx",
         "exported_program.txt",
@@ -137,19 +141,13 @@ fn unknown_models_are_refused_with_the_catalog() {
     );
 }
 
-/// A checkpoint directory written by transformers' `save_pretrained` works with `-m DIR`.
-#[test]
-fn validate_accepts_a_save_pretrained_directory() {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_checkpoint");
+/// Runs `tests/parity/make_reference.py` (transformers builds the model of `config` and saves
+/// it with `save_pretrained`): the checkpoint directory.
+fn transformers_checkpoint(name: &str, config: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&root).unwrap();
     let cfg = root.join("config_in.json");
-    std::fs::write(
-        &cfg,
-        r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":256,
-        "hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
-        "num_key_value_heads":2,"max_position_embeddings":128,"tie_word_embeddings":true}"#,
-    )
-    .unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let ckpt = root.join("checkpoint");
     let made = Command::new(manifest.join("../../.venv/bin/python"))
@@ -163,10 +161,115 @@ fn validate_accepts_a_save_pretrained_directory() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    ckpt
+}
+
+/// A checkpoint directory written by transformers' `save_pretrained` works with `-m DIR`.
+#[test]
+fn validate_accepts_a_save_pretrained_directory() {
+    let ckpt = transformers_checkpoint(
+        "validate_checkpoint",
+        r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":256,
+        "hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
+        "num_key_value_heads":2,"max_position_embeddings":128,"tie_word_embeddings":true}"#,
+    );
     let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
     assert_eq!(s["model_source"], "checkpoint");
+    assert_eq!(s["model_dtype"], "torch.float32");
     let abs: f64 = s["disc_onnx_ort_run_abs"].parse().unwrap();
     assert!(abs <= 1e-4, "{abs}");
+}
+
+/// Phi-3 with `longrope` as transformers 5.23 saves it (`rope_parameters` with both `type` and
+/// `rope_type`, as Phi-3.5-mini's hub config): validates, every set within 1e-4, the long
+/// factors in use (the cache of 30 positions is beyond the original 6).
+#[test]
+fn a_phi3_longrope_checkpoint_saved_by_transformers_validates() {
+    let ckpt = transformers_checkpoint(
+        "validate_phi3_longrope",
+        r#"{"architectures":["Phi3ForCausalLM"],"model_type":"phi3","vocab_size":96,
+        "hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,"num_attention_heads":4,
+        "num_key_value_heads":2,"max_position_embeddings":64,
+        "original_max_position_embeddings":6,"rope_scaling":{"type":"longrope",
+        "short_factor":[1.0,1.1,1.2,1.3],"long_factor":[2.0,3.0,4.0,5.0]},"pad_token_id":0}"#,
+    );
+    let saved = std::fs::read_to_string(ckpt.join("config.json")).unwrap();
+    assert!(
+        saved.contains(r#""type": "longrope""#) && saved.contains(r#""rope_type": "longrope""#),
+        "{saved}"
+    );
+    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
+    assert_eq!(s["model_class"], "Phi3ForCausalLM");
+    for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+    }
+}
+
+/// A GPT-2 checkpoint: the architecture is named with the supported ones, before any field is
+/// read (not `missing field hidden_size`).
+#[test]
+fn a_gpt2_checkpoint_is_refused_naming_its_class() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_gpt2");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let made = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg("-c")
+        .arg(format!(
+            "from transformers import GPT2Config, GPT2LMHeadModel\n\
+             GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, \
+             n_positions=32)).save_pretrained(r'{}')",
+            dir.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "--run", "--export", "onnx", "-m"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GPT2LMHeadModel")
+            && err.contains("not supported")
+            && err.contains("LlamaForCausalLM, MistralForCausalLM"),
+        "{err}"
+    );
+    assert!(!err.contains("hidden_size"), "{err}");
+}
+
+/// Sizes no model can be built with are typed errors naming the field: exit status 1, no
+/// panic (101).
+#[test]
+fn sizes_that_build_no_model_exit_one_naming_the_field() {
+    for (mop, says) in [
+        (
+            "num_attention_heads=0",
+            "config field num_attention_heads: 0: must be at least 1",
+        ),
+        (
+            "vocab_size=-1",
+            "config field vocab_size: -1: must be at least 1",
+        ),
+        (
+            "num_key_value_heads=3",
+            "num_key_value_heads: 3 does not divide",
+        ),
+        ("num_hidden_layers=-1", "config field num_hidden_layers"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+            .args(["validate", "-m", "arnir0/Tiny-LLM", "--run", "--mop", mop])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mop}: {err}");
+        assert!(err.contains(says), "{mop}: {err}");
+    }
 }
 
 /// Every catalog model validates (exit 0, all four discrepancies within 1e-4).

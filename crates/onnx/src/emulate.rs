@@ -60,7 +60,18 @@ pub fn emulate_in_float32(
     model: &proto::ModelProto,
     dtype: DataType,
 ) -> Result<(proto::ModelProto, usize), EmulateError> {
-    let mut out = model.clone();
+    emulate_in_float32_owned(model.clone(), dtype)
+}
+
+/// [`emulate_in_float32`] rewriting `model` itself: no copy of its initializers, for models
+/// whose weights fill the memory.
+///
+/// # Errors
+/// As [`emulate_in_float32`].
+pub fn emulate_in_float32_owned(
+    mut out: proto::ModelProto,
+    dtype: DataType,
+) -> Result<(proto::ModelProto, usize), EmulateError> {
     let graph = out.graph.as_mut().ok_or(EmulateError::NoGraph)?;
     let mut names = HashSet::new();
     collect_names(graph, &mut names);

@@ -15,7 +15,7 @@ pub mod save;
 pub mod selfcheck;
 
 pub use diff::{Diff, max_diff};
-pub use emulate::{EmulateError, emulate_in_float32};
+pub use emulate::{EmulateError, emulate_in_float32, emulate_in_float32_owned};
 pub use lower::{LowerError, LowerOptions, lower};
 pub use program::OnnxProgram;
 pub use runtime::{OrtError, Provider, Session, available_providers, environment};

@@ -34,7 +34,10 @@ pub enum ExternalData {
     Above(usize),
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SaveError> {
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<(), SaveError> {
     let io = |source| SaveError::Io {
         path: path.to_owned(),
         source,
@@ -44,7 +47,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SaveError> {
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
@@ -64,39 +67,118 @@ pub fn save_model(
     path: &Path,
     external: ExternalData,
 ) -> Result<u64, SaveError> {
-    let mut model = model.clone();
     let data_name = format!(
         "{}.data",
         path.file_name()
             .map_or_else(|| "model.onnx".into(), |n| n.to_string_lossy().into_owned())
     );
-    let mut data: Vec<u8> = Vec::new();
-    if let (ExternalData::Above(threshold), Some(graph)) = (external, model.graph.as_mut()) {
-        for t in &mut graph.initializer {
-            let Some(raw) = t.raw_data.as_ref() else {
-                continue;
-            };
-            if raw.len() < threshold {
+    let ExternalData::Above(threshold) = external else {
+        let bytes = model.encode_to_vec();
+        write_atomically(path, |f| f.write_all(&bytes))?;
+        return Ok(bytes.len() as u64);
+    };
+    // The initializers above the threshold are written to the data file straight from the
+    // model; the model file gets a copy of the model without their bytes (no copy of the
+    // weights is made).
+    let big = |t: &proto::TensorProto| t.raw_data.as_ref().is_some_and(|r| r.len() >= threshold);
+    let mut light = clone_without_graph(model);
+    let mut offsets = Vec::new();
+    if let Some(graph) = &model.graph {
+        let data_path = path.with_file_name(&data_name);
+        let mut offset = 0usize;
+        let any = graph.initializer.iter().any(big);
+        if any {
+            write_atomically(&data_path, |f| {
+                let mut w = std::io::BufWriter::new(f);
+                for t in graph.initializer.iter().filter(|t| big(t)) {
+                    let raw = t.raw_data.as_deref().unwrap_or_default();
+                    w.write_all(raw)?;
+                    offsets.push((offset, raw.len()));
+                    offset += raw.len();
+                }
+                w.flush()
+            })?;
+        }
+        let mut g = clone_without_initializers(graph);
+        let mut next = offsets.iter();
+        for t in &graph.initializer {
+            if !big(t) {
+                g.initializer.push(t.clone());
                 continue;
             }
-            let raw = t.raw_data.take().unwrap_or_default();
+            let (offset, length) = next.next().copied().unwrap_or_default();
             let entry = |k: &str, v: String| proto::StringStringEntryProto {
                 key: Some(k.to_owned()),
                 value: Some(v),
             };
-            t.external_data = vec![
+            let mut light_t = clone_without_data(t);
+            light_t.external_data = vec![
                 entry("location", data_name.clone()),
-                entry("offset", data.len().to_string()),
-                entry("length", raw.len().to_string()),
+                entry("offset", offset.to_string()),
+                entry("length", length.to_string()),
             ];
-            t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
-            data.extend_from_slice(&raw);
+            light_t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
+            g.initializer.push(light_t);
         }
+        light.graph = Some(g);
     }
-    if !data.is_empty() {
-        write_atomically(&path.with_file_name(&data_name), &data)?;
-    }
-    let bytes = model.encode_to_vec();
-    write_atomically(path, &bytes)?;
+    let bytes = light.encode_to_vec();
+    write_atomically(path, |f| f.write_all(&bytes))?;
     Ok(bytes.len() as u64)
+}
+
+/// A copy of `m` without its graph (every other field is named, so a new field of the proto
+/// is a compile error here rather than a field silently dropped).
+fn clone_without_graph(m: &proto::ModelProto) -> proto::ModelProto {
+    proto::ModelProto {
+        ir_version: m.ir_version,
+        opset_import: m.opset_import.clone(),
+        producer_name: m.producer_name.clone(),
+        producer_version: m.producer_version.clone(),
+        domain: m.domain.clone(),
+        model_version: m.model_version,
+        doc_string: m.doc_string.clone(),
+        graph: None,
+        metadata_props: m.metadata_props.clone(),
+        training_info: m.training_info.clone(),
+        functions: m.functions.clone(),
+        configuration: m.configuration.clone(),
+    }
+}
+
+/// A copy of `g` without its initializers.
+fn clone_without_initializers(g: &proto::GraphProto) -> proto::GraphProto {
+    proto::GraphProto {
+        node: g.node.clone(),
+        name: g.name.clone(),
+        initializer: Vec::new(),
+        sparse_initializer: g.sparse_initializer.clone(),
+        doc_string: g.doc_string.clone(),
+        input: g.input.clone(),
+        output: g.output.clone(),
+        value_info: g.value_info.clone(),
+        quantization_annotation: g.quantization_annotation.clone(),
+        metadata_props: g.metadata_props.clone(),
+    }
+}
+
+/// A copy of `t` without its `raw_data`.
+fn clone_without_data(t: &proto::TensorProto) -> proto::TensorProto {
+    proto::TensorProto {
+        dims: t.dims.clone(),
+        data_type: t.data_type,
+        segment: t.segment,
+        float_data: t.float_data.clone(),
+        int32_data: t.int32_data.clone(),
+        string_data: t.string_data.clone(),
+        int64_data: t.int64_data.clone(),
+        name: t.name.clone(),
+        doc_string: t.doc_string.clone(),
+        raw_data: None,
+        external_data: t.external_data.clone(),
+        data_location: t.data_location,
+        double_data: t.double_data.clone(),
+        uint64_data: t.uint64_data.clone(),
+        metadata_props: t.metadata_props.clone(),
+    }
 }

@@ -119,7 +119,9 @@ impl Checkpoint {
                 .map(|(k, v)| {
                     v.as_str()
                         .map(|f| (k.clone(), f.to_owned()))
-                        .ok_or_else(|| fail(&index, format!("weight_map[{k:?}] is not a file name")))
+                        .ok_or_else(|| {
+                            fail(&index, format!("weight_map[{k:?}] is not a file name"))
+                        })
                 })
                 .collect::<Result<_>>()?;
             index_dtype = json
@@ -149,7 +151,8 @@ impl Checkpoint {
             // file is not truncated while the model is being built. Bytes are copied out of
             // it into tensors, never handed out as views.
             #[allow(unsafe_code)]
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| fail(&path, e.to_string()))?;
+            let map =
+                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| fail(&path, e.to_string()))?;
             let (header, meta) = safetensors::SafeTensors::read_metadata(&map)
                 .map_err(|e| fail(&path, format!("not a safetensors file: {e}")))?;
             let base = 8 + header;
@@ -192,9 +195,11 @@ impl Checkpoint {
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|j| {
-                ["dtype", "torch_dtype"]
-                    .iter()
-                    .find_map(|k| j.get(*k).and_then(serde_json::Value::as_str).and_then(kind_of_name))
+                ["dtype", "torch_dtype"].iter().find_map(|k| {
+                    j.get(*k)
+                        .and_then(serde_json::Value::as_str)
+                        .and_then(kind_of_name)
+                })
             });
         Ok(Self {
             shards,

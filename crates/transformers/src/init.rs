@@ -78,7 +78,10 @@ mod tests {
         assert_ne!(a, normal(43, "model.embed_tokens.weight", 1000, 0.02));
         assert_ne!(a, normal(42, "lm_head.weight", 1000, 0.02));
         // A prefix of a longer draw is the shorter draw.
-        assert_eq!(a[..999], normal(42, "model.embed_tokens.weight", 999, 0.02)[..]);
+        assert_eq!(
+            a[..999],
+            normal(42, "model.embed_tokens.weight", 999, 0.02)[..]
+        );
     }
 
     #[test]

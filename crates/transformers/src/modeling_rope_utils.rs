@@ -187,12 +187,14 @@ pub(crate) fn compute(p: &RopeParameters, s: &RopeSettings<'_>) -> Result<Rope> 
         "longrope" | "su" => {
             let original = need_original("longrope")?;
             let factors = |v: &Option<Vec<f64>>, which: &str| {
-                v.clone().filter(|f| f.len() as i64 == dim / 2).ok_or_else(|| {
-                    field(
-                        &format!("rope_parameters.{which}"),
-                        format!("rope_type 'longrope' needs {} values", dim / 2),
-                    )
-                })
+                v.clone()
+                    .filter(|f| f.len() as i64 == dim / 2)
+                    .ok_or_else(|| {
+                        field(
+                            &format!("rope_parameters.{which}"),
+                            format!("rope_type 'longrope' needs {} values", dim / 2),
+                        )
+                    })
             };
             let (short, long) = (
                 factors(&p.short_factor, "short_factor")?,
@@ -314,4 +316,3 @@ fn llama3_inv_freq(
         .f_logical_and(&wavelen.f_gt(low_wavelen)?.f_logical_not()?)?;
     smoothed.f_where_self(&medium, &llama)
 }
-

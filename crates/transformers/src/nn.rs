@@ -122,7 +122,11 @@ impl RmsNorm {
         eps: f64,
         one_centered: bool,
     ) -> Result<Self> {
-        let init = if one_centered { Init::Zeros } else { Init::Ones };
+        let init = if one_centered {
+            Init::Zeros
+        } else {
+            Init::Ones
+        };
         Ok(Self {
             weight: vb.pp(name).get("weight", &[size], init)?,
             eps,
@@ -251,7 +255,10 @@ impl Activation {
                      xielu are not)"
                         .to_owned()
                 } else {
-                    format!("is not an activation of transformers' ACT2FN ({})", ACT2FN.join(", "))
+                    format!(
+                        "is not an activation of transformers' ACT2FN ({})",
+                        ACT2FN.join(", ")
+                    )
                 };
                 return Err(Error::Activation {
                     model: model.to_owned(),
@@ -311,7 +318,9 @@ impl Activation {
 fn softplus(x: &Tensor) -> CoreResult<Tensor> {
     let e = x.exp()?;
     let soft = e.add_scalar(1.0)?.log()?;
-    let series = e.sub(&e.mul(&e)?.mul_scalar(0.5)?)?.add(&e.pow_scalar(3.0)?.div_scalar(3.0)?)?;
+    let series = e
+        .sub(&e.mul(&e)?.mul_scalar(0.5)?)?
+        .add(&e.pow_scalar(3.0)?.div_scalar(3.0)?)?;
     let low = series.where_cond(&x.lt_scalar(-5.0)?, &soft)?;
     x.where_cond(&x.gt_scalar(20.0)?, &low)
 }

@@ -31,7 +31,10 @@ use crate::{
 #[derive(Debug)]
 enum Source {
     Checkpoint(Checkpoint),
-    Untrained { seed: i64, std: f64 },
+    Untrained {
+        seed: i64,
+        std: f64,
+    },
     /// A build has finished: the checkpoint's maps are released.
     Finished,
 }
@@ -207,10 +210,7 @@ impl Weights {
             if t.concrete_shape() != shape {
                 return Err(self.weight_error(
                     name,
-                    format!(
-                        "asked with shape {shape:?} after {:?}",
-                        t.concrete_shape()
-                    ),
+                    format!("asked with shape {shape:?} after {:?}", t.concrete_shape()),
                 ));
             }
             return Ok(t.clone());
@@ -293,8 +293,8 @@ fn untrained(
         Init::Ones => tch::Tensor::f_ones(shape, opts),
         Init::Normal | Init::NormalWithZeroRow(_) => {
             let n = shape.iter().product::<i64>().max(0) as usize;
-            let t = tch::Tensor::f_from_slice(&init::normal(seed, name, n, std))?
-                .f_reshape(shape)?;
+            let t =
+                tch::Tensor::f_from_slice(&init::normal(seed, name, n, std))?.f_reshape(shape)?;
             if let (Init::NormalWithZeroRow(Some(row)), Some(rows)) = (init, shape.first())
                 && row < *rows
             {

@@ -10,7 +10,9 @@ mod common;
 
 use std::{path::PathBuf, process::Command};
 
-use common::{check_two_steps, check_two_steps_within, export_and_check_in_ort, reference, reference_with};
+use common::{
+    check_two_steps, check_two_steps_within, export_and_check_in_ort, reference, reference_with,
+};
 use onnx_diagnostic_core::{Module, Tensor};
 use onnx_diagnostic_transformers::{
     AutoConfig, AutoModelForCausalLM, Error,
@@ -33,7 +35,9 @@ fn python() -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("model_layer").join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("model_layer")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -60,12 +64,18 @@ fn checkpoint_tensors_no_module_reads_are_refused_by_name() {
     // The checkpoint as saved loads, and matches transformers.
     let model = LlamaForCausalLM::from_pretrained(&dir).unwrap();
     let step = |ids: &Tensor, mask: &Tensor, cache| {
-        model.forward_with_cache(ids, Some(mask), None, cache).unwrap()
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
     };
     check_two_steps("layer_tiny", &io, &step, false);
     // named_parameters is what the build read: every checkpoint tensor, once.
     let saved = tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
-    let mut names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    let mut names: Vec<String> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     names.sort();
     let mut expected: Vec<String> = saved.iter().map(|(n, _)| n.clone()).collect();
     expected.sort();
@@ -89,7 +99,10 @@ fn checkpoint_tensors_no_module_reads_are_refused_by_name() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("q_norm.weight") && err.contains("another architecture"), "{err}");
+    assert!(
+        err.contains("q_norm.weight") && err.contains("another architecture"),
+        "{err}"
+    );
 
     // The rotary buffer older checkpoints saved is dropped, as transformers drops it.
     let old = edited_copy(&dir, "inv_freq", |t| {
@@ -104,8 +117,13 @@ fn checkpoint_tensors_no_module_reads_are_refused_by_name() {
     let missing = edited_copy(&dir, "missing", |t| {
         t.retain(|(n, _)| n != "model.layers.1.mlp.up_proj.weight");
     });
-    let err = LlamaForCausalLM::from_pretrained(&missing).unwrap_err().to_string();
-    assert!(err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("missing"), "{err}");
+    let err = LlamaForCausalLM::from_pretrained(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("missing"),
+        "{err}"
+    );
     let misshaped = edited_copy(&dir, "misshaped", |t| {
         for (n, w) in t.iter_mut() {
             if n == "model.norm.weight" {
@@ -113,8 +131,13 @@ fn checkpoint_tensors_no_module_reads_are_refused_by_name() {
             }
         }
     });
-    let err = LlamaForCausalLM::from_pretrained(&misshaped).unwrap_err().to_string();
-    assert!(err.contains("model.norm.weight") && err.contains("[31]") && err.contains("[32]"), "{err}");
+    let err = LlamaForCausalLM::from_pretrained(&misshaped)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.norm.weight") && err.contains("[31]") && err.contains("[32]"),
+        "{err}"
+    );
     // An integer tensor where a float weight belongs (a quantized checkpoint).
     let quantized = edited_copy(&dir, "quantized", |t| {
         for (n, w) in t.iter_mut() {
@@ -123,8 +146,13 @@ fn checkpoint_tensors_no_module_reads_are_refused_by_name() {
             }
         }
     });
-    let err = LlamaForCausalLM::from_pretrained(&quantized).unwrap_err().to_string();
-    assert!(err.contains("model.norm.weight") && err.contains("I8"), "{err}");
+    let err = LlamaForCausalLM::from_pretrained(&quantized)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.norm.weight") && err.contains("I8"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,9 +161,16 @@ fn unknown_and_unsupported_activations_are_refused_by_name() {
         ("swiglu", "is not an activation of transformers' ACT2FN"),
         ("laplace", "not implemented"),
     ] {
-        let cfg = TINY.replace(r#""hidden_act":"silu""#, &format!(r#""hidden_act":"{act}""#));
+        let cfg = TINY.replace(
+            r#""hidden_act":"silu""#,
+            &format!(r#""hidden_act":"{act}""#),
+        );
         match Config::from_json(&cfg) {
-            Err(Error::Activation { model, name, message }) => {
+            Err(Error::Activation {
+                model,
+                name,
+                message,
+            }) => {
                 assert_eq!((model.as_str(), name.as_str()), ("LlamaForCausalLM", act));
                 assert!(message.contains(says), "{message}");
             }
@@ -176,8 +211,16 @@ save_file(out, r"{file}")
         names = implemented,
         file = dir.join("act.safetensors").display()
     );
-    let status = Command::new(python()).arg("-c").arg(&script).output().unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status = Command::new(python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let io: std::collections::HashMap<String, tch::Tensor> =
         tch::Tensor::read_safetensors(dir.join("act.safetensors"))
             .unwrap()
@@ -185,7 +228,10 @@ save_file(out, r"{file}")
             .collect();
     let x = Tensor::from(io["x"].shallow_clone());
     for name in implemented {
-        let ours = Activation::from_name("m", name).unwrap().forward(&x).unwrap();
+        let ours = Activation::from_name("m", name)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
         let d = common::diff(&ours, &io[name]);
         assert!(d <= 1e-6, "{name}: {d}");
     }
@@ -203,15 +249,26 @@ GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_posi
 "#,
         dir.display()
     );
-    let status = Command::new(python()).arg("-c").arg(&script).output().unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status = Command::new(python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     match AutoModelForCausalLM::from_pretrained(&dir, None, tch::Device::Cpu) {
         Err(Error::UnsupportedArchitecture {
             architecture,
             supported,
         }) => {
             assert_eq!(architecture, "GPT2LMHeadModel");
-            assert!(supported.iter().any(|s| s == "LlamaForCausalLM"), "{supported:?}");
+            assert!(
+                supported.iter().any(|s| s == "LlamaForCausalLM"),
+                "{supported:?}"
+            );
         }
         other => panic!("expected UnsupportedArchitecture, got {:?}", other.err()),
     }
@@ -222,7 +279,10 @@ GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_posi
         Err(Error::UnsupportedArchitecture { .. })
     ));
     let err = AutoConfig::from_json(&qwen3).unwrap_err().to_string();
-    assert!(err.contains("qwen3") && err.contains("LlamaForCausalLM"), "{err}");
+    assert!(
+        err.contains("qwen3") && err.contains("LlamaForCausalLM"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -241,7 +301,9 @@ fn sizes_that_build_no_model_are_refused_naming_the_field() {
         );
         // The key is overridden by the later duplicate in serde_json's map.
         match Config::from_json(&cfg) {
-            Err(Error::ConfigField { field: f, message, .. }) => {
+            Err(Error::ConfigField {
+                field: f, message, ..
+            }) => {
                 assert_eq!(f, field, "{key}={value}: {message}");
             }
             other => panic!("{key}={value}: expected ConfigField, got {other:?}"),
@@ -270,7 +332,9 @@ fn phi3_longrope_saved_by_transformers_matches_it() {
     );
     let model = Phi3ForCausalLM::from_pretrained(&dir).unwrap();
     let step = |ids: &Tensor, mask: &Tensor, cache| {
-        model.forward_with_cache(ids, Some(mask), None, cache).unwrap()
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
     };
     check_two_steps("phi3_longrope", &io, &step, false);
     export_and_check_in_ort(&model, &model.config().decoder_dims());
@@ -296,13 +360,20 @@ fn a_sharded_bfloat16_checkpoint_keeps_its_type_and_matches_transformers() {
     );
     let llama = LlamaForCausalLM::from_pretrained(&dir).unwrap();
     let step = |ids: &Tensor, mask: &Tensor, cache| {
-        llama.forward_with_cache(ids, Some(mask), None, cache).unwrap()
+        llama
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
     };
     let (_, worst) = check_two_steps_within("layer_bf16_shards", &io, &step, false, 1e-6);
     eprintln!("bf16 sharded checkpoint: largest logits discrepancy {worst:e}");
     // Asked for float32, the same checkpoint converts.
-    let f32 = AutoModelForCausalLM::from_pretrained(&dir, Some(Kind::Float), tch::Device::Cpu).unwrap();
-    assert!(f32.named_parameters().iter().all(|(_, t)| t.kind() == Kind::Float));
+    let f32 =
+        AutoModelForCausalLM::from_pretrained(&dir, Some(Kind::Float), tch::Device::Cpu).unwrap();
+    assert!(
+        f32.named_parameters()
+            .iter()
+            .all(|(_, t)| t.kind() == Kind::Float)
+    );
 }
 
 #[test]
@@ -338,7 +409,11 @@ fn untrained_weights_are_the_same_bytes_on_any_thread() {
         .filter(|((_, ta), (_, tc))| !ta.equal(tc))
         .count();
     // Linear and embedding weights differ with the seed; norms (ones) do not.
-    assert_eq!(differ, 2 + 2 * 7, "embedding, lm_head, and per layer q/k/v/o/gate/up/down");
+    assert_eq!(
+        differ,
+        2 + 2 * 7,
+        "embedding, lm_head, and per layer q/k/v/o/gate/up/down"
+    );
     // transformers' _init_weights: N(0, 0.02) weights, unit norms, the padding row at zero.
     let get = |n: &str| &a.iter().find(|(m, _)| m == n).unwrap().1;
     let embed = get("model.embed_tokens.weight");

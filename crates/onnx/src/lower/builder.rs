@@ -84,6 +84,8 @@ pub(crate) struct Builder {
     pub(crate) opset: i64,
     /// Weights (initializers from the program's parameters, buffers, constants) by name.
     pub(crate) weights: HashMap<String, tch::Tensor>,
+    /// The transposed initializer made for a weight, by the weight's name.
+    pub(crate) transposed: HashMap<String, String>,
 }
 
 impl Builder {
@@ -98,6 +100,7 @@ impl Builder {
             sources: HashMap::new(),
             prefix: String::new(),
             current: String::new(),
+            transposed: HashMap::new(),
             opset,
             weights: HashMap::new(),
         }

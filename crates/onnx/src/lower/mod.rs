@@ -283,6 +283,7 @@ pub fn lower(
     if options.optimize {
         passes::optimize(&mut graph_proto);
     }
+    fill_weights(&mut graph_proto, &b.weights)?;
     let guards: Vec<String> = ep
         .guards()
         .iter()
@@ -420,26 +421,57 @@ pub(crate) fn typed(name: &str, info: &ValueInfo) -> Result<proto::ValueInfoProt
     value_info(name, info)
 }
 
-impl Builder {
-    /// Registers a weight as an initializer under `name`.
-    fn add_weight(&mut self, name: &str, tensor: &tch::Tensor) -> Result<(), LowerError> {
-        let proto = convert::tensor_proto(tensor, name).map_err(|message| LowerError::Tensor {
-            name: name.to_owned(),
+/// Copies the bytes of the weights [`Builder::add_weight`] registered into their initializers
+/// (those the clean-up passes kept).
+fn fill_weights(
+    graph: &mut proto::GraphProto,
+    weights: &HashMap<String, tch::Tensor>,
+) -> Result<(), LowerError> {
+    for t in &mut graph.initializer {
+        if t.raw_data.is_some() {
+            continue;
+        }
+        let name = t.name.clone().unwrap_or_default();
+        let Some(w) = weights.get(&name) else {
+            continue;
+        };
+        let full = convert::tensor_proto(w, &name).map_err(|message| LowerError::Tensor {
+            name: name.clone(),
             message,
         })?;
-        self.initializers.push(proto);
+        t.raw_data = full.raw_data;
+    }
+    Ok(())
+}
+
+impl Builder {
+    /// Registers a weight as an initializer under `name`. Its bytes are copied into the model
+    /// only at the end of the lowering ([`fill_weights`]), once the clean-up passes have
+    /// dropped the initializers nothing reads (a linear weight read only transposed): a model
+    /// whose weights fill the memory is not copied twice.
+    fn add_weight(&mut self, name: &str, tensor: &tch::Tensor) -> Result<(), LowerError> {
+        let data_type = convert::data_type(tensor.kind()).ok_or_else(|| LowerError::Tensor {
+            name: name.to_owned(),
+            message: format!("element type {:?} has no ONNX type", tensor.kind()),
+        })?;
+        self.initializers.push(proto::TensorProto {
+            dims: tensor.size(),
+            data_type: Some(data_type as i32),
+            name: Some(name.to_owned()),
+            ..Default::default()
+        });
         self.weights.insert(name.to_owned(), tensor.shallow_clone());
         Ok(())
     }
 
-    /// `name` with its two dims swapped: a transposed initializer for a weight (made once),
-    /// a Transpose node otherwise.
+    /// `name` with its two dims swapped: a transposed initializer for a weight (made once,
+    /// its bytes written at once and the transposed copy dropped), a Transpose node otherwise.
     pub(crate) fn transposed(&mut self, name: &str) -> Result<String, LowerError> {
-        let key = format!("{name}.T");
-        if self.weights.contains_key(&key) {
-            return Ok(key);
+        if let Some(done) = self.transposed.get(name) {
+            return Ok(done.clone());
         }
         if let Some(w) = self.weights.get(name) {
+            let key = format!("{name}.T");
             let t =
                 w.f_t_copy()
                     .and_then(|t| t.f_contiguous())
@@ -448,7 +480,12 @@ impl Builder {
                         message: e.to_string(),
                     })?;
             let out = self.fresh(&key);
-            self.add_weight(&out, &t)?;
+            let proto = convert::tensor_proto(&t, &out).map_err(|message| LowerError::Tensor {
+                name: out.clone(),
+                message,
+            })?;
+            self.initializers.push(proto);
+            self.transposed.insert(name.to_owned(), out.clone());
             return Ok(out);
         }
         Ok(self.op("Transpose", &[name], vec![("perm", A::Ints(vec![1, 0]))]))

@@ -239,9 +239,7 @@ impl Config {
         let mut raw: serde_json::Value =
             serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
         let model_type = raw.get("model_type").and_then(|v| v.as_str());
-        let class = raw
-            .pointer("/architectures/0")
-            .and_then(|v| v.as_str());
+        let class = raw.pointer("/architectures/0").and_then(|v| v.as_str());
         let arch = match (model_type, class) {
             (Some(t), _) => Arch::from_model_type(t),
             (None, Some(c)) => Arch::from_class_name(c),
@@ -252,7 +250,10 @@ impl Config {
                 .map(|t| format!("model_type {t:?}"))
                 .or(class.map(str::to_owned))
                 .unwrap_or_default(),
-            supported: Arch::ALL.iter().map(|a| a.class_name().to_owned()).collect(),
+            supported: Arch::ALL
+                .iter()
+                .map(|a| a.class_name().to_owned())
+                .collect(),
         })?;
         if let (Arch::Gemma, Some(obj)) = (arch, raw.as_object_mut()) {
             for (k, v) in [
@@ -272,8 +273,8 @@ impl Config {
             }
         }
         let model = arch.class_name();
-        let mut cfg: Config = serde_path_to_error::deserialize(raw)
-            .map_err(|e| parse_error(model, path, &e))?;
+        let mut cfg: Config =
+            serde_path_to_error::deserialize(raw).map_err(|e| parse_error(model, path, &e))?;
         cfg.arch = arch;
         cfg.validate()?;
         Ok(cfg)
@@ -341,7 +342,10 @@ impl Config {
         if !(self.initializer_range >= 0.0 && self.initializer_range.is_finite()) {
             return Err(field(
                 "initializer_range",
-                format!("{}: must be a finite number, at least 0", self.initializer_range),
+                format!(
+                    "{}: must be a finite number, at least 0",
+                    self.initializer_range
+                ),
             ));
         }
         let (p, theta) = self.rope();

@@ -236,7 +236,10 @@ impl LlamaMLP {
     fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
         let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
         let gate_up = if cfg.arch == Arch::Phi3 {
-            Projections::Fused(Linear::load(vb, "gate_up_proj", h, 2 * i, false)?, vec![i, i])
+            Projections::Fused(
+                Linear::load(vb, "gate_up_proj", h, 2 * i, false)?,
+                vec![i, i],
+            )
         } else {
             Projections::Separate(vec![
                 Linear::load(vb, "gate_proj", h, i, b)?,
@@ -345,8 +348,7 @@ impl LlamaAttention {
             .update(&k, &v, self.layer)
             .map_err(|e| core_error(self.model, e))?;
         let scaling = (self.head_dim as f64).powf(-0.5);
-        let out =
-            eager_attention_forward(&q, &k, &v, mask, scaling, self.heads / self.kv_heads)?;
+        let out = eager_attention_forward(&q, &k, &v, mask, scaling, self.heads / self.kv_heads)?;
         let out = out.reshape(vec![b, s, SymInt::new(-1)])?;
         self.o_proj.forward(&out)
     }
