@@ -25,8 +25,9 @@ pub fn patched_rotary_forward(
     position_ids: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     let Some((factor, max_pos, dim, base)) = this.dynamic_parameters() else {
-        // Nothing data-dependent: the original frequencies, as the original code computes.
-        return this.cos_sin(position_ids, this.inv_freq());
+        // Nothing data-dependent: the original update (none, or longrope's `where` between
+        // its short and long factors), as the original code computes it.
+        return this.cos_sin(position_ids, &this.frequencies(position_ids)?);
     };
     let _s = onnx_diagnostic_core::scope("rotary_emb");
     let seq_len = position_ids

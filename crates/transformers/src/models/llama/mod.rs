@@ -83,8 +83,14 @@ impl LlamaRotaryEmbedding {
         })
     }
 
-    /// The frequencies for these positions (`dynamic_rope_update`).
-    fn frequencies(&self, position_ids: &Tensor) -> CoreResult<Tensor> {
+    /// The frequencies for these positions (`dynamic_rope_update`): the config's, longrope's
+    /// short or long ones (a `where` on `max(position_ids) + 1`), or, for `dynamic`, those of
+    /// a base grown for the length (a data-dependent branch).
+    ///
+    /// # Errors
+    /// Any error of the ops; [`onnx_diagnostic_core::Error::DataDependent`] during an export
+    /// with the `dynamic` rope type.
+    pub fn frequencies(&self, position_ids: &Tensor) -> CoreResult<Tensor> {
         match &self.update {
             RopeUpdate::None => Ok(self.inv_freq.clone()),
             RopeUpdate::LongRope {
