@@ -78,7 +78,7 @@ for name in "${models[@]}"; do
   [ -n "$rss_kb" ] && peak_gb="$(awk -v k="$rss_kb" 'BEGIN { printf "%.2f", k / 1048576 }')"
 
   keys="$(awk '/^-- summary --$/ { on = 1; next }
-               on && /^:(disc_onnx_ort_run[^,]*_abs|peak_memory[^,]*|time_[^,]*),/ { print "    " $0 }' "$log")"
+               on && /^:(disc_onnx_ort_run[^,]*_abs|memory_peak|time_[^,]*),/ { print "    " $0 }' "$log")"
 
   block="-- $name: exit status $status, wall ${wall_s} s (${elapsed:-?}), peak RSS ${peak_gb} GB"
   if [ "$name" = llama-3.2-1b ] && [ "$wall_s" != "?" ] && [ "$peak_gb" != "?" ]; then
