@@ -5,7 +5,7 @@
 //! Python package's key names.
 //!
 //! Decisions: the exit status is 0 only when every step ran and every discrepancy is within the
-//! tolerance (1e-4 for float32, 1e-2 for float16, 1e-1 for bfloat16, or `--atol`; see
+//! tolerance (1e-4 for float32, 1e-2 for float16, 2e-1 for bfloat16, or `--atol`; see
 //! `default_atol`); without `-q` the first failing step stops the run
 //! with its error; with `-q` a failing step becomes an `ERR_<step>` key and the summary is still
 //! printed (the exit status stays non-zero). The export runs inside `torch_export_patches`
@@ -98,7 +98,7 @@ pub(crate) struct ValidateArgs {
     #[arg(long, default_value_t = onnx_diagnostic_onnx::lower::DEFAULT_OPSET)]
     opset: i64,
     /// Largest allowed absolute discrepancy (by default 1e-4 for float32, 1e-2 for float16,
-    /// 1e-1 for bfloat16).
+    /// 2e-1 for bfloat16).
     #[arg(long)]
     atol: Option<f64>,
     /// Verbosity.
@@ -345,15 +345,18 @@ fn load_torch_cuda() -> Result<()> {
         })
 }
 
-/// The default tolerance of a model type: 1e-4 in float32, 1e-2 in float16, 1e-1 in
-/// bfloat16. bfloat16 keeps 3 mantissa bits fewer than float16 (steps 8 times coarser): a
-/// real-size bfloat16 model run by libtorch's kernels and by ONNX Runtime's float32-emulated
-/// copy differs by a few of its steps at the outputs' scale (Qwen2.5-0.5B-shaped, 24 layers:
-/// 0.094, about 6 steps of 1/64 at logits of 2.9), far more than float16's 1e-2 allows.
+/// The default tolerance of a model type: 1e-4 in float32, 1e-2 in float16, 2e-1 in
+/// bfloat16. bfloat16 keeps 3 mantissa bits fewer than float16 (steps 8 times coarser), and a
+/// real-size bfloat16 model is only as exact as its own rounding: transformers' own bfloat16
+/// Llama-3.2-1B-shaped model differs from the same weights in float32 by 0.116 on the logits;
+/// two bfloat16 executions (libtorch's kernels, ONNX Runtime's float32-emulating copy) each
+/// carry such an error, so they may differ by about twice it. Measured: 0.103
+/// (Qwen2.5-0.5B-shaped, 24 layers) and 0.145 (Llama-3.2-1B-shaped, 16 layers). Small models
+/// stay far below (Tiny-LLM: 7.8e-3); `--atol` sets a tighter bound.
 fn default_atol(dtype: tch::Kind) -> f64 {
     match dtype {
         tch::Kind::Half => 1e-2,
-        tch::Kind::BFloat16 => 1e-1,
+        tch::Kind::BFloat16 => 2e-1,
         _ => 1e-4,
     }
 }
@@ -817,7 +820,8 @@ fn ort_session(
         ),
     };
     // The copy is rewritten from the model itself (no second copy of the weights), saved
-    // beside it with its weights in an external file when large, and loaded from there.
+    // beside it with its weights in an external file when large, and loaded from there
+    // (`model.emulated.onnx` in the dump folder).
     let (copy, n) = emulate_in_float32_owned(model, low).context(missing.clone())?;
     s.s(
         "onnx_ort_emulated",
@@ -830,7 +834,12 @@ fn ort_session(
     let emulated = path.with_file_name("model.emulated.onnx");
     save_model(&copy, &emulated, external_for(&copy))?;
     drop(copy);
-    Ok(OnnxProgram::from_file_on(&emulated, ep, provider)?)
+    // ONNX Runtime's optimizations would fold the weights' casts into float32 copies at session
+    // creation (twice the bfloat16 weights, and most of the session's time): the checking copy
+    // runs as written, casting at each run.
+    Ok(OnnxProgram::from_file_unoptimized_on(
+        &emulated, ep, provider,
+    )?)
 }
 
 /// External data (initializers of 1 KiB or more in `<file>.data`) once the initializers pass

@@ -71,6 +71,23 @@ impl OnnxProgram {
         })
     }
 
+    /// [`OnnxProgram::from_file_on`] with ONNX Runtime's graph optimizations off (see
+    /// [`Session::from_file_unoptimized_on`]).
+    ///
+    /// # Errors
+    /// As [`OnnxProgram::from_file_on`].
+    pub fn from_file_unoptimized_on(
+        path: &Path,
+        ep: &ExportedProgram,
+        provider: Provider,
+    ) -> Result<Self, OrtError> {
+        Ok(Self {
+            session: Session::from_file_unoptimized_on(path, provider)?,
+            signature: ep.signature().to_vec(),
+            output_spec: ep.output_spec().clone(),
+        })
+    }
+
     /// Runs the model on the arguments of a call of the program.
     ///
     /// # Errors

@@ -228,7 +228,22 @@ impl Session {
         Self::load(Source::Bytes(bytes), provider)
     }
 
+    /// Loads a model file on `provider` with ONNX Runtime's graph optimizations off: the graph
+    /// runs as written (for a checking copy whose every node matters, such as the
+    /// float32-emulating copy of a bfloat16 model, whose weights constant folding would
+    /// otherwise turn into float32 copies at session creation).
+    ///
+    /// # Errors
+    /// As [`Session::from_file_on`].
+    pub fn from_file_unoptimized_on(path: &Path, provider: Provider) -> Result<Self, OrtError> {
+        Self::load_with(Source::File(path), provider, false)
+    }
+
     fn load(source: Source<'_>, provider: Provider) -> Result<Self, OrtError> {
+        Self::load_with(source, provider, true)
+    }
+
+    fn load_with(source: Source<'_>, provider: Provider, optimize: bool) -> Result<Self, OrtError> {
         let origin = match source {
             Source::File(p) => p.display().to_string(),
             Source::Bytes(_) => "<memory>".to_owned(),
@@ -242,6 +257,11 @@ impl Session {
             }
         };
         let mut builder = OrtSession::builder(environment()?).map_err(session_error)?;
+        if !optimize {
+            builder = builder
+                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Disable)
+                .map_err(|e| session_error(e.into()))?;
+        }
         if provider == Provider::Cuda {
             let available = available_providers()?;
             if !available.contains(&"CUDAExecutionProvider") {
