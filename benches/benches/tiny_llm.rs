@@ -34,7 +34,7 @@ fn tiny_llm(c: &mut Criterion) {
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let ds = text_generation_dynamic_shapes(&dims);
-    let example = text_generation_inputs(&dims, 2, 3, 30);
+    let example = text_generation_inputs(&dims, 2, 3, 30).unwrap();
     c.bench_function("tiny_llm/export", |b| {
         b.iter(|| export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap())
     });

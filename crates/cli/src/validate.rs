@@ -566,7 +566,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         .iter()
         .map(|(name, (b, q, c))| {
             tch::manual_seed(0);
-            let set = cast_floats(&text_generation_inputs(&dims, *b, *q, *c), dtype)?;
+            let set = cast_floats(&text_generation_inputs(&dims, *b, *q, *c)?, dtype)?;
             Ok((*name, move_to(&set, device)?))
         })
         .collect::<Result<_>>()?;
@@ -587,7 +587,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     // cache; a prompt needs a generation loop).
     {
         tch::manual_seed(0);
-        let prompt = move_to(&text_generation_prompt(&dims), device)?;
+        let prompt = move_to(&text_generation_prompt(&dims)?, device)?;
         model.forward(&Inputs::bind_for(model, &[], &prompt)?)?;
     }
     // Eager runs.
@@ -891,10 +891,10 @@ fn describe_task(task: &str) -> Result<()> {
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let opts = onnx_diagnostic_core::StringTypeOptions::with_shape();
     for (name, (b, q, c)) in INPUT_SETS {
-        let set = Value::Dict(text_generation_inputs(&dims, *b, *q, *c));
+        let set = Value::Dict(text_generation_inputs(&dims, *b, *q, *c)?);
         println!("{name}: {}", onnx_diagnostic_core::string_type(&set, &opts));
     }
-    let prompt = Value::Dict(text_generation_prompt(&dims));
+    let prompt = Value::Dict(text_generation_prompt(&dims)?);
     println!(
         "inputs_prompt: {}",
         onnx_diagnostic_core::string_type(&prompt, &opts)

@@ -67,7 +67,7 @@ fn try_export(model: &LlamaForCausalLM) -> Result<ExportedProgram> {
     export(
         model,
         &[],
-        &text_generation_inputs(&dims, 2, 3, 30),
+        &text_generation_inputs(&dims, 2, 3, 30).unwrap(),
         Some(&text_generation_dynamic_shapes(&dims)),
         &ExportOptions::default(),
     )
@@ -118,8 +118,8 @@ fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
     // With it; total lengths 33, 35, 3 and 33 cross 8 or not.
     let sets: Vec<_> = INPUT_SETS
         .iter()
-        .map(|(_, (b, s, c))| text_generation_inputs(&dims, *b, *s, *c))
-        .chain([text_generation_inputs(&dims, 2, 3, 2)])
+        .map(|(_, (b, s, c))| text_generation_inputs(&dims, *b, *s, *c).unwrap())
+        .chain([text_generation_inputs(&dims, 2, 3, 2).unwrap()])
         .collect();
     let (ep, details) = export_patched_and_compare(&model, &sets);
     let p = details
@@ -143,7 +143,8 @@ fn the_patch_covers_every_architecture_sharing_the_rotary_embedding() {
         let dims = model.config.decoder_dims();
         fails_unpatched(&model);
         // Total lengths 33 (beyond 8: the grown base) and 5 (the original frequencies).
-        let sets = [(3, 4, 29), (1, 2, 3)].map(|(b, s, c)| text_generation_inputs(&dims, b, s, c));
+        let sets = [(3, 4, 29), (1, 2, 3)]
+            .map(|(b, s, c)| text_generation_inputs(&dims, b, s, c).unwrap());
         let (ep, _) = export_patched_and_compare(&model, &sets);
         assert!(
             ep.to_string().contains("torch.ops.higher_order.cond"),

@@ -58,7 +58,7 @@ fn try_export(model: &LlamaForCausalLM) -> Result<ExportedProgram> {
     export(
         model,
         &[],
-        &text_generation_inputs(&dims, 2, 3, 30),
+        &text_generation_inputs(&dims, 2, 3, 30).unwrap(),
         Some(&text_generation_dynamic_shapes(&dims)),
         &ExportOptions::default(),
     )
@@ -131,8 +131,8 @@ fn an_export_that_fails_without_the_plugin_succeeds_with_it_and_matches_eager() 
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
     let sets: Vec<_> = INPUT_SETS
         .iter()
-        .map(|(_, (b, s, c))| text_generation_inputs(&dims, *b, *s, *c))
-        .chain([text_generation_inputs(&dims, 2, 3, 2)])
+        .map(|(_, (b, s, c))| text_generation_inputs(&dims, *b, *s, *c).unwrap())
+        .chain([text_generation_inputs(&dims, 2, 3, 2).unwrap()])
         .collect();
     let got: Vec<Value> = sets
         .iter()
@@ -230,6 +230,7 @@ fn a_panic_in_a_plugin_patch_is_an_error_naming_both_and_the_host_goes_on() {
     })
     .unwrap();
     let ep = try_export(&model).unwrap();
-    let args: Vec<(String, Value)> = text_generation_inputs(&model.config.decoder_dims(), 1, 2, 4);
+    let args: Vec<(String, Value)> =
+        text_generation_inputs(&model.config.decoder_dims(), 1, 2, 4).unwrap();
     assert!(ep.run(&[], &args).is_ok());
 }

@@ -98,11 +98,7 @@ impl AutoConfig {
     /// # Errors
     /// As [`AutoConfig::from_json`], naming the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&crate::error::read_config(path)?, path)
     }
 
     fn parse(text: &str, path: &Path) -> Result<Self> {
@@ -110,11 +106,7 @@ impl AutoConfig {
             path: path.to_owned(),
             message,
         };
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
-        if !json.is_object() {
-            return Err(fail("not a JSON object".to_owned()));
-        }
+        let json = crate::error::parse_config(text, path)?;
         let class = json.pointer("/architectures/0").and_then(|v| v.as_str());
         let model_type = json.get("model_type").and_then(|v| v.as_str());
         let unsupported = |architecture: String| Error::UnsupportedArchitecture {

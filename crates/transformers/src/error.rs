@@ -102,3 +102,31 @@ pub enum Error {
 
 /// Result with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The text of a `config.json` at `path`.
+///
+/// # Errors
+/// [`Error::Config`] naming the file that cannot be read.
+pub(crate) fn read_config(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Config {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The JSON object of a config text.
+///
+/// # Errors
+/// [`Error::Config`] naming `path` when the text is not a JSON object.
+pub(crate) fn parse_config(text: &str, path: &std::path::Path) -> Result<serde_json::Value> {
+    let fail = |message: String| Error::Config {
+        path: path.to_owned(),
+        message,
+    };
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+    if json.is_object() {
+        Ok(json)
+    } else {
+        Err(fail("not a JSON object".to_owned()))
+    }
+}

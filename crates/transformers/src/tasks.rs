@@ -40,21 +40,27 @@ pub const PROMPT_LENGTH: i64 = 11;
 
 /// `inputs_prompt`: `input_ids` `[1, 11]` only, tokens drawn in `[1000, 30000)` as the Python
 /// package draws them (within the vocabulary when it is smaller).
-pub fn text_generation_prompt(d: &DecoderDims) -> Vec<(String, Value)> {
+///
+/// # Errors
+/// [`Error::InputOption`] for a vocabulary below one token.
+pub fn text_generation_prompt(d: &DecoderDims) -> Result<Vec<(String, Value)>> {
     let (low, high) = if d.vocab_size > 30000 {
         (1000, 30000)
     } else {
         (0, d.vocab_size)
     };
-    vec![(
-        "input_ids".to_owned(),
-        Value::from(tch::Tensor::randint_low(
-            low,
-            high,
-            [1, PROMPT_LENGTH],
-            (Kind::Int64, Device::Cpu),
-        )),
-    )]
+    let ids = tch::Tensor::f_randint_low(low, high, [1, PROMPT_LENGTH], (Kind::Int64, Device::Cpu))
+        .map_err(|e| size_error("vocab_size", d.vocab_size, &e))?;
+    Ok(vec![("input_ids".to_owned(), Value::from(ids))])
+}
+
+/// The error of a size libtorch refused.
+fn size_error(key: &str, value: i64, e: &tch::TchError) -> Error {
+    Error::InputOption {
+        key: key.to_owned(),
+        value: value.to_string(),
+        message: format!("libtorch refused the size: {e}"),
+    }
 }
 
 /// The input sets of the default options with the second one grown by `increment` (see
@@ -146,48 +152,51 @@ impl TextGenerationOptions {
 
 /// Keyword inputs `input_ids`, `attention_mask`, `past_key_values` of the given sizes, drawn
 /// from libtorch's generator.
+///
+/// # Errors
+/// [`Error::InputOption`] naming the size when one is negative (or the vocabulary empty).
 pub fn text_generation_inputs(
     d: &DecoderDims,
     batch: i64,
     seq: i64,
     cache: i64,
-) -> Vec<(String, Value)> {
+) -> Result<Vec<(String, Value)>> {
+    for (key, v, min) in [
+        ("batch_size", batch, 1),
+        ("sequence_length2", seq, 0),
+        ("sequence_length", cache, 0),
+        ("vocab_size", d.vocab_size, 1),
+    ] {
+        if v < min {
+            return Err(Error::InputOption {
+                key: key.to_owned(),
+                value: v.to_string(),
+                message: format!("must be at least {min}"),
+            });
+        }
+    }
     let opts = (Kind::Float, Device::Cpu);
+    let kv = [batch, d.kv_heads, cache, d.head_dim];
+    let randn = || {
+        tch::Tensor::f_randn(kv, opts)
+            .map(Tensor::from)
+            .map_err(|e| size_error("sequence_length", cache, &e))
+    };
     let pairs = (0..d.num_layers)
-        .map(|_| {
-            (
-                Tensor::from(tch::Tensor::randn(
-                    [batch, d.kv_heads, cache, d.head_dim],
-                    opts,
-                )),
-                Tensor::from(tch::Tensor::randn(
-                    [batch, d.kv_heads, cache, d.head_dim],
-                    opts,
-                )),
-            )
-        })
-        .collect();
-    vec![
-        (
-            "input_ids".to_owned(),
-            Value::from(tch::Tensor::randint(
-                d.vocab_size,
-                [batch, seq],
-                (Kind::Int64, Device::Cpu),
-            )),
-        ),
-        (
-            "attention_mask".to_owned(),
-            Value::from(tch::Tensor::ones(
-                [batch, cache + seq],
-                (Kind::Int64, Device::Cpu),
-            )),
-        ),
+        .map(|_| Ok((randn()?, randn()?)))
+        .collect::<Result<Vec<_>>>()?;
+    let ids = tch::Tensor::f_randint(d.vocab_size, [batch, seq], (Kind::Int64, Device::Cpu))
+        .map_err(|e| size_error("sequence_length2", seq, &e))?;
+    let mask = tch::Tensor::f_ones([batch, cache + seq], (Kind::Int64, Device::Cpu))
+        .map_err(|e| size_error("batch_size", batch, &e))?;
+    Ok(vec![
+        ("input_ids".to_owned(), Value::from(ids)),
+        ("attention_mask".to_owned(), Value::from(mask)),
         (
             "past_key_values".to_owned(),
             Value::custom(DynamicCache::from_pairs(pairs)),
         ),
-    ]
+    ])
 }
 
 /// The dynamic shapes of [`text_generation_inputs`].

@@ -63,7 +63,7 @@ fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
     let ds = text_generation_dynamic_shapes(&dims);
     // Without registration, the cache cannot cross the export boundary, and the error says
     // how to fix it.
-    let example = text_generation_inputs(&dims, 2, 3, 30);
+    let example = text_generation_inputs(&dims, 2, 3, 30).unwrap();
     let err = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap_err();
     assert!(
         err.to_string().contains("DynamicCache")
@@ -72,7 +72,7 @@ fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
     );
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
-    let example = text_generation_inputs(&dims, 2, 3, 30);
+    let example = text_generation_inputs(&dims, 2, 3, 30).unwrap();
     let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
     let text = ep.to_string();
     assert!(
@@ -94,7 +94,7 @@ fn llama_exports_to_onnx_and_matches_eager_on_other_shapes() {
     let loaded = onnx_diagnostic_core::ExportedProgram::load(&saved).unwrap();
     assert_eq!(loaded.to_string(), ep.to_string());
     for (b, s, c) in [(2, 3, 30), (3, 4, 31), (1, 1, 5), (2, 5, 0)] {
-        let set = text_generation_inputs(&dims, b, s, c);
+        let set = text_generation_inputs(&dims, b, s, c).unwrap();
         let eager = model
             .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
             .unwrap();
@@ -185,7 +185,7 @@ fn yarn_longrope_and_dynamic_ropes_match_transformers() {
     let err = export(
         &model,
         &[],
-        &text_generation_inputs(&dims, 2, 3, 5),
+        &text_generation_inputs(&dims, 2, 3, 5).unwrap(),
         Some(&text_generation_dynamic_shapes(&dims)),
         &ExportOptions::default(),
     )

@@ -124,35 +124,35 @@ fn checkpoint_tensors_no_module_reads_are_refused_by_name() {
         err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("missing"),
         "{err}"
     );
-    let misshaped = edited_copy(&dir, "misshaped", |t| {
-        for (n, w) in t.iter_mut() {
-            if n == "model.norm.weight" {
-                *w = tch::Tensor::ones([31], (Kind::Float, tch::Device::Cpu));
+    // model.norm.weight replaced: misshaped, then an integer tensor where a float weight
+    // belongs (a quantized checkpoint).
+    for (case, replacement, says) in [
+        (
+            "misshaped",
+            tch::Tensor::ones([31], (Kind::Float, tch::Device::Cpu)),
+            ["[31]", "[32]"],
+        ),
+        (
+            "quantized",
+            tch::Tensor::ones([32], (Kind::Int8, tch::Device::Cpu)),
+            ["I8", "floating"],
+        ),
+    ] {
+        let edited = edited_copy(&dir, case, |t| {
+            for (n, w) in t.iter_mut() {
+                if n == "model.norm.weight" {
+                    *w = replacement.shallow_clone();
+                }
             }
-        }
-    });
-    let err = LlamaForCausalLM::from_pretrained(&misshaped)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("model.norm.weight") && err.contains("[31]") && err.contains("[32]"),
-        "{err}"
-    );
-    // An integer tensor where a float weight belongs (a quantized checkpoint).
-    let quantized = edited_copy(&dir, "quantized", |t| {
-        for (n, w) in t.iter_mut() {
-            if n == "model.norm.weight" {
-                *w = tch::Tensor::ones([32], (Kind::Int8, tch::Device::Cpu));
-            }
-        }
-    });
-    let err = LlamaForCausalLM::from_pretrained(&quantized)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("model.norm.weight") && err.contains("I8"),
-        "{err}"
-    );
+        });
+        let err = LlamaForCausalLM::from_pretrained(&edited)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.norm.weight") && says.iter().all(|w| err.contains(w)),
+            "{case}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -106,7 +106,7 @@ pub(crate) fn export_and_check_in_ort_in(
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let ds = text_generation_dynamic_shapes(dims);
-    let example = cast_floats(&text_generation_inputs(dims, 2, 3, 30), dtype).unwrap();
+    let example = cast_floats(&text_generation_inputs(dims, 2, 3, 30).unwrap(), dtype).unwrap();
     let ep = export(model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
     let onnx = lower(&ep, &LowerOptions::default()).unwrap();
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap_or_else(|e| {
@@ -121,7 +121,7 @@ pub(crate) fn export_and_check_in_ort_in(
     });
     let mut worst = 0.0f64;
     for (set_name, (b, s, c)) in INPUT_SETS {
-        let set = cast_floats(&text_generation_inputs(dims, *b, *s, *c), dtype).unwrap();
+        let set = cast_floats(&text_generation_inputs(dims, *b, *s, *c).unwrap(), dtype).unwrap();
         let eager = model
             .forward(&Inputs::bind_for(model, &[], &set).unwrap())
             .unwrap();

@@ -221,23 +221,14 @@ impl Config {
     /// # Errors
     /// As [`Config::from_json`], naming the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&crate::error::read_config(path)?, path)
     }
 
     /// Parses a `config.json` with the defaults of its `model_type` (transformers' config
     /// classes differ: `GemmaConfig` ties the embeddings and uses `head_dim` 256 unless told
     /// otherwise, and turns `hidden_act="gelu"` into the tanh approximation).
     fn parse(text: &str, path: &Path) -> Result<Self> {
-        let fail = |message: String| Error::Config {
-            path: path.to_owned(),
-            message,
-        };
-        let mut raw: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let mut raw = crate::error::parse_config(text, path)?;
         let model_type = raw.get("model_type").and_then(|v| v.as_str());
         let class = raw.pointer("/architectures/0").and_then(|v| v.as_str());
         let arch = match (model_type, class) {
