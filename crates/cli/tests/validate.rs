@@ -379,7 +379,7 @@ fn the_dynamic_rope_validates_with_the_patches_only() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("data-dependent") && err.contains("llama/mod.rs"),
+        err.contains("data-dependent") && err.contains("llama/rotary.rs"),
         "{err}"
     );
 }

@@ -191,7 +191,7 @@ fn yarn_longrope_and_dynamic_ropes_match_transformers() {
     )
     .unwrap_err();
     assert!(
-        matches!(&err, onnx_diagnostic_core::Error::DataDependent { location, .. } if location.file.ends_with("llama/mod.rs")),
+        matches!(&err, onnx_diagnostic_core::Error::DataDependent { location, .. } if location.file.ends_with("llama/rotary.rs")),
         "{err}"
     );
 }

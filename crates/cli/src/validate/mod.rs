@@ -17,8 +17,6 @@
 //! is checked through its float32-emulating copy, said in `onnx_ort_emulated`.
 
 use std::{
-    collections::BTreeMap,
-    fmt,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -26,12 +24,12 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use onnx_diagnostic_core::{
-    ExportOptions, ExportedProgram, Inputs, Module, PatchOptions, Value, export, helpers::py_float,
+    ExportOptions, ExportedProgram, Inputs, Module, PatchOptions, Value, export,
     torch_export_patches,
 };
 use onnx_diagnostic_onnx::{
-    Diff, ExternalData, LowerOptions, OnnxProgram, OrtError, Provider, emulate_in_float32_owned,
-    lower, max_diff, passes, proto, save_model,
+    ExternalData, LowerOptions, OnnxProgram, OrtError, Provider, emulate_in_float32_owned, lower,
+    max_diff, passes, proto, save_model,
 };
 use onnx_diagnostic_transformers::{
     AutoConfig, AutoModelForCausalLM, CausalLM, catalog,
@@ -42,6 +40,10 @@ use onnx_diagnostic_transformers::{
     },
     weights::Weights,
 };
+
+mod report;
+
+use report::{Summary, finish, memory_peak_mib, ms, step, suffix};
 
 /// Options of `validate`, named as the Python command names them.
 #[derive(Args, Debug)]
@@ -210,96 +212,6 @@ fn override_config(text: &str, mop: &[String]) -> Result<String> {
     Ok(serde_json::to_string(&json)?)
 }
 
-/// A value of the summary.
-#[derive(Clone, Debug)]
-enum V {
-    S(String),
-    F(f64),
-    I(i64),
-}
-
-impl fmt::Display for V {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            V::S(s) => f.write_str(s),
-            V::F(x) => f.write_str(&py_float(*x)),
-            V::I(x) => write!(f, "{x}"),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Summary(BTreeMap<String, V>);
-
-impl Summary {
-    fn s(&mut self, k: &str, v: impl Into<String>) {
-        self.0.insert(k.to_owned(), V::S(v.into()));
-    }
-    fn f(&mut self, k: &str, v: f64) {
-        self.0.insert(k.to_owned(), V::F(v));
-    }
-    fn i(&mut self, k: &str, v: i64) {
-        self.0.insert(k.to_owned(), V::I(v));
-    }
-    fn diff(&mut self, prefix: &str, d: &Diff) {
-        self.f(&format!("{prefix}_abs"), d.abs);
-        self.f(&format!("{prefix}_rel"), d.rel);
-        self.f(&format!("{prefix}_sum"), d.sum);
-        self.f(&format!("{prefix}_n"), d.n);
-        self.f(&format!("{prefix}_dnan"), d.dnan);
-    }
-    fn print(&self) {
-        println!("-- summary --");
-        for (k, v) in &self.0 {
-            println!(":{k},{v};");
-        }
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::Value::Object(
-            self.0
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        V::S(s) => serde_json::json!(s),
-                        V::F(x) if x.is_finite() => serde_json::json!(x),
-                        V::F(x) => serde_json::json!(x.to_string()),
-                        V::I(x) => serde_json::json!(x),
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        )
-    }
-}
-
-/// The suffix of an input set in the discrepancy keys, as the Python package names them.
-fn suffix(set: &str) -> &'static str {
-    match set {
-        "inputs" => "",
-        "inputs2" => "22",
-        "inputs_empty_cache" => "2_empty_cache",
-        "inputs_batch1" => "2_batch1",
-        _ => "_other",
-    }
-}
-
-/// The peak resident memory of the process so far, in MiB (`VmHWM` of `/proc/self/status`;
-/// the unit of the Python package's `memory_peak` helper); -1 where the kernel does not say.
-fn memory_peak_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(-1.0, |kb| kb / 1024.0)
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64()
-}
-
 /// The libtorch device of a `--device` name; CUDA only when libtorch sees a GPU.
 fn device_of(device: &str) -> Result<tch::Device> {
     let index = match device {
@@ -427,65 +339,6 @@ fn load_model(
     s.i("model_nweights", n);
     s.i("model_size", bytes);
     Ok(model)
-}
-
-/// Runs `step`; with `-q` a failure becomes `ERR_<name>` and `None`.
-fn step<T>(
-    q: bool,
-    s: &mut Summary,
-    name: &str,
-    f: impl FnOnce(&mut Summary) -> Result<T>,
-) -> Result<Option<T>> {
-    let _progress = Progress::start(name);
-    match f(s) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if q => {
-            s.s(
-                &format!("ERR_{name}"),
-                format!("{e:#}").replace(['\n', ';'], " "),
-            );
-            Ok(None)
-        }
-        Err(e) => Err(e.context(format!("step {name}"))),
-    }
-}
-
-/// A spinner on stderr for a step, drawn only when stderr is a terminal and only once the
-/// step has lasted a moment (300 ms); cleared when the step ends. Nothing in pipes.
-struct Progress(Option<indicatif::ProgressBar>);
-
-impl Progress {
-    fn start(name: &str) -> Self {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Self(None);
-        }
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_message(name.to_owned());
-        // Shown only if the step is still running after a moment.
-        let later = bar.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            if !later.is_finished() {
-                later.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                later.enable_steady_tick(std::time::Duration::from_millis(120));
-            }
-        });
-        Self(Some(bar))
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if let Some(bar) = self.0.take() {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 fn write_safetensors(path: &Path, tensors: &[(String, tch::Tensor)]) -> Result<()> {
@@ -866,15 +719,6 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn finish(s: &Summary, dump: Option<&Path>) -> Result<()> {
-    s.print();
-    if let Some(dir) = dump {
-        let text = serde_json::to_string_pretty(&s.json())?;
-        std::fs::write(dir.join("summary.json"), text)?;
-    }
-    Ok(())
 }
 
 /// `-t TASK` without a model: the inputs of the task (on a small Llama config) and their
