@@ -5,7 +5,7 @@
 //!
 //! | patch | export problem |
 //! |---|---|
-//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `Phi3RotaryEmbedding` and `GemmaRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
+//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding` and `GemmaRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
 
 use onnx_diagnostic_core::{Result, Tensor};
 use onnx_diagnostic_macros::patch;
@@ -58,16 +58,18 @@ pub fn patched_rotary_forward(
 /// patches are the struct's (`MistralRotaryEmbedding` is `LlamaRotaryEmbedding`).
 pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
     // The compiler checks that each is the struct.
-    use onnx_diagnostic_transformers::models::{gemma, mistral, phi3, qwen2};
-    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 4] = [
+    use onnx_diagnostic_transformers::models::{gemma, mistral, phi, phi3, qwen2};
+    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 5] = [
         |x: &gemma::GemmaRotaryEmbedding| x,
         |x: &mistral::MistralRotaryEmbedding| x,
+        |x: &phi::PhiRotaryEmbedding| x,
         |x: &phi3::Phi3RotaryEmbedding| x,
         |x: &qwen2::Qwen2RotaryEmbedding| x,
     ];
     &[
         ("GemmaRotaryEmbedding", "LlamaRotaryEmbedding"),
         ("MistralRotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("PhiRotaryEmbedding", "LlamaRotaryEmbedding"),
         ("Phi3RotaryEmbedding", "LlamaRotaryEmbedding"),
         ("Qwen2RotaryEmbedding", "LlamaRotaryEmbedding"),
     ]

@@ -7,11 +7,12 @@
 use std::sync::{Arc, Barrier};
 
 use onnx_diagnostic_core::{
-    CustomPatch, DiffFormat, Error, ExportOptions, ExportedProgram, Inputs, Module, PatchDetails,
+    CustomPatch, DiffFormat, Error, ExportOptions, ExportedProgram, Inputs, PatchDetails,
     PatchOptions, Result, Tensor, Value, export, patches::any_active, torch_export_patches,
 };
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
 use onnx_diagnostic_transformers::{
+    CausalLM,
     models::llama::{Config, LlamaForCausalLM, LlamaRotaryEmbedding},
     tasks::{INPUT_SETS, text_generation_dynamic_shapes, text_generation_inputs},
     weights::Weights,
@@ -51,7 +52,7 @@ fn dynamic_model(model_type: &str) -> LlamaForCausalLM {
 }
 
 /// With serialization only (no patch), the export stops on the data-dependent branch.
-fn fails_unpatched(model: &LlamaForCausalLM) {
+fn fails_unpatched(model: &dyn CausalLM) {
     let _g = torch_export_patches(PatchOptions {
         patch_transformers: true,
         patch: false,
@@ -62,8 +63,8 @@ fn fails_unpatched(model: &LlamaForCausalLM) {
     assert!(matches!(e, Error::DataDependent { .. }), "{e}");
 }
 
-fn try_export(model: &LlamaForCausalLM) -> Result<ExportedProgram> {
-    let dims = model.config.decoder_dims();
+fn try_export(model: &dyn CausalLM) -> Result<ExportedProgram> {
+    let dims = model.decoder_dims();
     export(
         model,
         &[],
@@ -77,7 +78,7 @@ fn try_export(model: &LlamaForCausalLM) -> Result<ExportedProgram> {
 /// Runtime and, once the guard is gone, compares with eager (unpatched) within 1e-4. Returns
 /// the program and what the guard applied.
 fn export_patched_and_compare(
-    model: &LlamaForCausalLM,
+    model: &dyn CausalLM,
     sets: &[Vec<(String, Value)>],
 ) -> (ExportedProgram, PatchDetails) {
     let guard = torch_export_patches(PatchOptions {
@@ -102,8 +103,8 @@ fn export_patched_and_compare(
         let d = max_diff(&eager, got);
         assert!(
             d.abs <= 1e-4 && d.dnan == 0.0,
-            "{:?}: {d:?}",
-            model.config.arch
+            "{}: {d:?}",
+            model.class_name()
         );
     }
     (ep, details)
@@ -151,6 +152,27 @@ fn the_patch_covers_every_architecture_sharing_the_rotary_embedding() {
             "{model_type}"
         );
     }
+}
+
+/// Phi (phi-2) has its own decoder but the same rotary embedding, on part of the head: the
+/// patch makes its dynamic rope export too.
+#[test]
+fn the_patch_covers_phi_and_its_partial_rotary_embedding() {
+    let cfg = onnx_diagnostic_transformers::models::phi::Config::from_json(
+        r#"{"model_type":"phi","vocab_size":64,"hidden_size":16,"intermediate_size":32,
+        "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+        "partial_rotary_factor":0.5,"rope_scaling":{"rope_type":"dynamic","factor":2.0}}"#,
+    )
+    .unwrap();
+    let mut w = Weights::untrained("PhiForCausalLM", 11, 0.02);
+    let model =
+        onnx_diagnostic_transformers::models::phi::PhiForCausalLM::new(cfg, &mut w).unwrap();
+    let dims = model.decoder_dims();
+    fails_unpatched(&model);
+    let sets =
+        [(3, 4, 29), (1, 2, 3)].map(|(b, s, c)| text_generation_inputs(&dims, b, s, c).unwrap());
+    let (ep, _) = export_patched_and_compare(&model, &sets);
+    assert!(ep.to_string().contains("torch.ops.higher_order.cond"));
 }
 
 #[test]

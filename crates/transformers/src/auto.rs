@@ -19,8 +19,12 @@ use tch::{Device, Kind};
 use crate::{
     error::{Error, Result},
     models::{
-        gemma::GemmaForCausalLM, llama::Config, llama::LlamaForCausalLM,
-        mistral::MistralForCausalLM, phi3::Phi3ForCausalLM, qwen2::Qwen2ForCausalLM,
+        gemma::GemmaForCausalLM,
+        llama::{Config, LlamaForCausalLM},
+        mistral::MistralForCausalLM,
+        phi::{self, PhiForCausalLM},
+        phi3::Phi3ForCausalLM,
+        qwen2::Qwen2ForCausalLM,
     },
     tasks::DecoderDims,
     weights::Weights,
@@ -38,7 +42,8 @@ impl CausalLM for LlamaForCausalLM {
     }
 }
 
-type Build = fn(Config, &mut Weights) -> Result<Box<dyn CausalLM>>;
+/// Builds a class from its config text on weights.
+type Build = fn(&str, &mut Weights) -> Result<Box<dyn CausalLM>>;
 
 /// One architecture of the registry.
 #[derive(Debug)]
@@ -50,22 +55,23 @@ struct Entry {
 }
 
 macro_rules! entry {
-    ($ty:ident, $model_type:literal) => {
+    ($ty:ident, $config:ty, $model_type:literal) => {
         Entry {
             class: stringify!($ty),
             model_type: $model_type,
             task: "text-generation",
-            build: |c, w| Ok(Box::new($ty::new(c, w)?)),
+            build: |text, w| Ok(Box::new($ty::new(<$config>::from_json(text)?, w)?)),
         }
     };
 }
 
 const REGISTRY: &[Entry] = &[
-    entry!(LlamaForCausalLM, "llama"),
-    entry!(MistralForCausalLM, "mistral"),
-    entry!(Qwen2ForCausalLM, "qwen2"),
-    entry!(GemmaForCausalLM, "gemma"),
-    entry!(Phi3ForCausalLM, "phi3"),
+    entry!(LlamaForCausalLM, Config, "llama"),
+    entry!(MistralForCausalLM, Config, "mistral"),
+    entry!(Qwen2ForCausalLM, Config, "qwen2"),
+    entry!(GemmaForCausalLM, Config, "gemma"),
+    entry!(Phi3ForCausalLM, Config, "phi3"),
+    entry!(PhiForCausalLM, phi::Config, "phi"),
 ];
 
 /// The classes the registry builds.
@@ -165,19 +171,15 @@ impl AutoConfig {
             .unwrap_or(0.02)
     }
 
-    fn config(&self) -> Result<Config> {
-        let text = self.json.to_string();
-        if self.path == Path::new("<memory>") {
-            Config::from_json(&text)
-        } else {
-            Config::from_json(&text).map_err(|e| match e {
-                Error::Config { message, .. } => Error::Config {
-                    path: self.path.clone(),
-                    message,
-                },
-                other => other,
-            })
-        }
+    /// The model of this config on `weights`, a config error naming this config's file.
+    fn build(&self, weights: &mut Weights) -> Result<Box<dyn CausalLM>> {
+        (self.entry.build)(&self.json.to_string(), weights).map_err(|e| match e {
+            Error::Config { message, .. } => Error::Config {
+                path: self.path.clone(),
+                message,
+            },
+            other => other,
+        })
     }
 }
 
@@ -191,7 +193,7 @@ impl AutoModelForCausalLM {
     /// # Errors
     /// Any error of the config's fields or of the weights.
     pub fn from_config(config: &AutoConfig, weights: &mut Weights) -> Result<Box<dyn CausalLM>> {
-        (config.entry.build)(config.config()?, weights)
+        config.build(weights)
     }
 
     /// The model of a config with untrained weights drawn from `seed` (see

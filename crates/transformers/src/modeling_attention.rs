@@ -19,7 +19,10 @@ pub fn rotate_half(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `apply_rotary_pos_emb`: `q * cos + rotate_half(q) * sin` (and the same for `k`), cos/sin
-/// `[batch, seq, dim]` broadcast over the heads.
+/// `[batch, seq, dim]` broadcast over the heads. When cos/sin cover only the first `dim` of
+/// the head (a partial rotary factor, Phi and Phi-3), the rest of the head passes through, as
+/// transformers' Phi-3 `apply_rotary_pos_emb` (`rotary_dim = cos.shape[-1]`) and Phi's
+/// attention split and concatenate it.
 ///
 /// # Errors
 /// Any error of the ops.
@@ -30,9 +33,18 @@ pub fn apply_rotary_pos_emb(
     sin: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
-    let q = q.mul(&cos)?.add(&rotate_half(q)?.mul(&sin)?)?;
-    let k = k.mul(&cos)?.add(&rotate_half(k)?.mul(&sin)?)?;
-    Ok((q, k))
+    // Head sizes are static: the example sizes are the sizes.
+    let rotary = cos.concrete_shape().last().copied().unwrap_or(0);
+    let rotate = |x: &Tensor| -> Result<Tensor> {
+        if x.concrete_shape().last().copied() == Some(rotary) {
+            return x.mul(&cos)?.add(&rotate_half(x)?.mul(&sin)?);
+        }
+        let x_rot = x.slice(-1, None, Some(SymInt::new(rotary)), 1)?;
+        let x_pass = x.slice(-1, Some(SymInt::new(rotary)), None, 1)?;
+        let x_rot = x_rot.mul(&cos)?.add(&rotate_half(&x_rot)?.mul(&sin)?)?;
+        Tensor::cat(&[&x_rot, &x_pass], -1)
+    };
+    Ok((rotate(q)?, rotate(k)?))
 }
 
 /// `repeat_kv`: `[b, kv_heads, s, d]` → `[b, kv_heads * n_rep, s, d]`.

@@ -152,6 +152,40 @@ impl RmsNorm {
     }
 }
 
+/// `torch.nn.LayerNorm(size, eps)` with its affine weight and bias (untrained: ones and
+/// zeros), computed by torch's kernel in the input's type.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    size: i64,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `{name}.weight` and `{name}.bias` `[size]` under `vb`.
+    ///
+    /// # Errors
+    /// A missing, misshaped or non-floating weight.
+    pub fn load(vb: &VarBuilder<'_>, name: &str, size: i64, eps: f64) -> Result<Self> {
+        let vb = vb.pp(name);
+        Ok(Self {
+            weight: vb.get("weight", &[size], Init::Ones)?,
+            bias: vb.get("bias", &[size], Init::Zeros)?,
+            size,
+            eps,
+        })
+    }
+
+    /// The normalisation over the last dim.
+    ///
+    /// # Errors
+    /// Any error of the op.
+    pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        x.layer_norm(&[self.size], Some(&self.weight), Some(&self.bias), self.eps)
+    }
+}
+
 /// An activation of transformers' `ACT2FN`, by its config name (`hidden_act`). Each computes
 /// what transformers' class computes: the fused torch kernel where transformers calls one
 /// (`gelu`, `gelu_pytorch_tanh`, `silu`, ...), the written-out formula where transformers

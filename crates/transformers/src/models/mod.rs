@@ -3,6 +3,7 @@
 pub mod gemma;
 pub mod llama;
 pub mod mistral;
+pub mod phi;
 pub mod phi3;
 pub mod qwen2;
 

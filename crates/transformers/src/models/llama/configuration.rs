@@ -99,8 +99,8 @@ pub struct Config {
     /// Qwen2: whether `sliding_window` applies (to the layers from `max_window_layers` on).
     #[serde(default)]
     pub use_sliding_window: bool,
-    /// Phi-3: the part of the head the rotary embedding applies to (1.0 only, so far; also
-    /// read from `rope_parameters`).
+    /// Phi-3: the part of the head the rotary embedding applies to (also read from
+    /// `rope_parameters`; the rest of the head passes through).
     #[serde(default)]
     pub partial_rotary_factor: Option<f64>,
     /// The pretraining length (Phi-3 keeps it at the top level; `longrope` and `yarn` read it
@@ -339,21 +339,19 @@ impl Config {
                 ),
             ));
         }
-        let (p, theta) = self.rope();
+        let (_, theta) = self.rope();
         if !(theta > 0.0 && theta.is_finite()) {
             return Err(field("rope_theta", format!("{theta}: must be positive")));
         }
-        let partial = self
-            .partial_rotary_factor
-            .or(p.partial_rotary_factor)
-            .unwrap_or(1.0);
-        if partial != 1.0 {
-            return Err(Error::Unsupported {
-                model: model.to_owned(),
-                feature: format!(
-                    "partial_rotary_factor={partial} (rotary embedding on part of the head)"
+        let partial = self.partial_rotary_factor();
+        if !(partial > 0.0 && partial <= 1.0) || (self.arch != Arch::Phi3 && partial != 1.0) {
+            return Err(field(
+                "partial_rotary_factor",
+                format!(
+                    "{partial}: must be in (0, 1], and 1 for {model} (only Phi-3 applies the \
+                     rotary embedding to part of the head)"
                 ),
-            });
+            ));
         }
         if self.arch == Arch::Qwen2 && self.use_sliding_window {
             return Err(Error::Unsupported {
@@ -385,6 +383,20 @@ impl Config {
     pub(crate) fn head_size(&self) -> i64 {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The part of the head the rotary embedding covers: the top-level `partial_rotary_factor`,
+    /// else the one in the rope parameters, else 1.
+    pub(crate) fn partial_rotary_factor(&self) -> f64 {
+        self.partial_rotary_factor
+            .or(self.rope().0.partial_rotary_factor)
+            .unwrap_or(1.0)
+    }
+
+    /// The rotary dimension, `int(head_dim * partial_rotary_factor)` as transformers computes
+    /// it.
+    pub(crate) fn rotary_dim(&self) -> i64 {
+        (self.head_size() as f64 * self.partial_rotary_factor()) as i64
     }
 
     /// The activation (checked when the config was parsed).

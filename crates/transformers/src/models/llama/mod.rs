@@ -21,6 +21,7 @@ use std::path::Path;
 use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope};
 use tch::Kind;
 
+pub(crate) use configuration::parse_error;
 pub use configuration::{Arch, Config};
 pub use rotary::LlamaRotaryEmbedding;
 

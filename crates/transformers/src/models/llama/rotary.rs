@@ -7,7 +7,7 @@ use tch::{Device, Kind};
 use super::Config;
 use crate::{
     error::Result,
-    modeling_rope_utils::{self, RopeSettings, RopeUpdate, default_inv_freq},
+    modeling_rope_utils::{self, RopeParameters, RopeSettings, RopeUpdate, default_inv_freq},
 };
 
 /// `LlamaRotaryEmbedding`: cos/sin of `position * inv_freq`, scaled by the rope type.
@@ -27,22 +27,30 @@ impl LlamaRotaryEmbedding {
     /// parameters.
     pub fn new(cfg: &Config) -> Result<Self> {
         let (p, base) = cfg.rope();
-        let model = cfg.arch.class_name();
-        let rope = modeling_rope_utils::compute(
+        Self::from_rope(
             &p,
             &RopeSettings {
-                model,
-                dim: cfg.head_size(),
+                model: cfg.arch.class_name(),
+                dim: cfg.rotary_dim(),
                 base,
                 max_position_embeddings: cfg.max_position_embeddings,
                 original_max_position_embeddings: cfg.original_max_position_embeddings,
             },
-        )?;
+        )
+    }
+
+    /// The frequencies of rope parameters `p` for a model described by `s` (the rotary
+    /// embedding of the architectures that share this struct with their own config).
+    ///
+    /// # Errors
+    /// As [`LlamaRotaryEmbedding::new`].
+    pub(crate) fn from_rope(p: &RopeParameters, s: &RopeSettings<'static>) -> Result<Self> {
+        let rope = modeling_rope_utils::compute(p, s)?;
         Ok(Self {
             inv_freq: Tensor::from(rope.inv_freq),
             attention_scaling: rope.attention_scaling,
             update: rope.update,
-            model,
+            model: s.model,
         })
     }
 
