@@ -287,9 +287,7 @@ impl PhiAttention {
             k = kn.forward(&k)?;
         }
         let (q, k) = apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?;
-        let (k, v) = cache
-            .update(&k, &v, self.layer)
-            .map_err(|e| core_error(e))?;
+        let (k, v) = cache.update(&k, &v, self.layer).map_err(core_error)?;
         let scaling = (self.head_dim as f64).powf(-0.5);
         let out = eager_attention_forward(&q, &k, &v, mask, scaling, self.heads / self.kv_heads)?;
         self.dense
