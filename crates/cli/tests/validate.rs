@@ -277,7 +277,14 @@ fn sizes_that_build_no_model_exit_one_naming_the_field() {
 #[test]
 fn every_catalog_model_validates() {
     for id in onnx_diagnostic_transformers::catalog::model_ids() {
-        for (dtype, tol) in [("float32", 1e-4), ("float16", 1e-2), ("bfloat16", 1e-2)] {
+        // Tighter than validate's bfloat16 default (2e-1, for real-size models): at most one
+        // bfloat16 step at logits between 2 and 4 (1/64; microsoft/phi-2's reduced config
+        // reaches it, the others stay below 1e-2).
+        for (dtype, tol) in [
+            ("float32", 1e-4),
+            ("float16", 1e-2),
+            ("bfloat16", 1.0 / 64.0),
+        ] {
             let (_, s) = validate_ok(&[
                 "-m".as_ref(),
                 id.as_ref(),
