@@ -5,7 +5,7 @@
 //!
 //! | patch | export problem |
 //! |---|---|
-//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding` and `GemmaRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
+//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding`, `SmolLM3RotaryEmbedding` and `GemmaRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
 
 use onnx_diagnostic_core::{Result, Tensor};
 use onnx_diagnostic_macros::patch;
@@ -58,13 +58,14 @@ pub fn patched_rotary_forward(
 /// patches are the struct's (`MistralRotaryEmbedding` is `LlamaRotaryEmbedding`).
 pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
     // The compiler checks that each is the struct.
-    use onnx_diagnostic_transformers::models::{gemma, mistral, phi, phi3, qwen2};
-    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 5] = [
+    use onnx_diagnostic_transformers::models::{gemma, mistral, phi, phi3, qwen2, smollm3};
+    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 6] = [
         |x: &gemma::GemmaRotaryEmbedding| x,
         |x: &mistral::MistralRotaryEmbedding| x,
         |x: &phi::PhiRotaryEmbedding| x,
         |x: &phi3::Phi3RotaryEmbedding| x,
         |x: &qwen2::Qwen2RotaryEmbedding| x,
+        |x: &smollm3::SmolLM3RotaryEmbedding| x,
     ];
     &[
         ("GemmaRotaryEmbedding", "LlamaRotaryEmbedding"),
@@ -72,6 +73,7 @@ pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
         ("PhiRotaryEmbedding", "LlamaRotaryEmbedding"),
         ("Phi3RotaryEmbedding", "LlamaRotaryEmbedding"),
         ("Qwen2RotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("SmolLM3RotaryEmbedding", "LlamaRotaryEmbedding"),
     ]
 }
 

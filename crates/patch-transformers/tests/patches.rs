@@ -139,7 +139,7 @@ fn the_dynamic_rope_exports_only_with_the_patch_and_matches_eager() {
 
 #[test]
 fn the_patch_covers_every_architecture_sharing_the_rotary_embedding() {
-    for model_type in ["mistral", "qwen2", "phi3", "gemma"] {
+    for model_type in ["mistral", "qwen2", "phi3", "gemma", "smollm3"] {
         let model = dynamic_model(model_type);
         let dims = model.config.decoder_dims();
         fails_unpatched(&model);

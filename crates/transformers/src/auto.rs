@@ -25,6 +25,7 @@ use crate::{
         phi::{self, PhiForCausalLM},
         phi3::Phi3ForCausalLM,
         qwen2::Qwen2ForCausalLM,
+        smollm3::SmolLM3ForCausalLM,
     },
     tasks::DecoderDims,
     weights::Weights,
@@ -72,6 +73,7 @@ const REGISTRY: &[Entry] = &[
     entry!(GemmaForCausalLM, Config, "gemma"),
     entry!(Phi3ForCausalLM, Config, "phi3"),
     entry!(PhiForCausalLM, phi::Config, "phi"),
+    entry!(SmolLM3ForCausalLM, Config, "smollm3"),
 ];
 
 /// The classes the registry builds.

@@ -6,6 +6,23 @@
 /// `(model id, config.json)` pairs.
 const CONFIGS: &[(&str, &str)] = &[
     (
+        // HuggingFaceTB/SmolLM3-3B's published config.json (the Python package's catalog has
+        // no SmolLM3), reduced as it reduces text-generation configs: num_hidden_layers
+        // min(36, 4), and the per-layer lists (layer_types, no_rope_layers) cut to those 4.
+        "HuggingFaceTB/SmolLM3-3B",
+        r#"{"architectures": ["SmolLM3ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": 128012,
+        "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+        "intermediate_size": 11008, "layer_types": ["full_attention", "full_attention",
+        "full_attention", "full_attention"], "max_position_embeddings": 65536,
+        "max_window_layers": 28, "mlp_bias": false, "model_type": "smollm3",
+        "no_rope_layer_interval": 4, "no_rope_layers": [1, 1, 1, 0], "num_attention_heads": 16,
+        "num_hidden_layers": 4, "num_key_value_heads": 4, "pad_token_id": 128004,
+        "pretraining_tp": 2, "rms_norm_eps": 1e-06, "rope_scaling": null,
+        "rope_theta": 5000000.0, "sliding_window": null, "torch_dtype": "bfloat16",
+        "use_cache": false, "use_sliding_window": false, "vocab_size": 128256}"#,
+    ),
+    (
         "arnir0/Tiny-LLM",
         r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
         "bos_token_id": 1, "eos_token_id": 2, "head_dim": 96, "hidden_act": "silu",

@@ -26,9 +26,12 @@ pub enum Init {
 /// A SplitMix64 stream.
 struct SplitMix64(u64);
 
+/// SplitMix64's increment.
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.0 = self.0.wrapping_add(GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -51,20 +54,38 @@ fn stream_seed(seed: i64, name: &str) -> u64 {
     h ^ (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// `n` values of N(0, `std`) for weight `name`, as f32.
+/// `n` values of N(0, `std`) for weight `name`, as f32. SplitMix64 is a counter (its state
+/// after `k` steps is `seed + k * gamma`), so the stream is drawn in chunks, one per core, each
+/// starting where the sequential draw would be: the same values as one thread draws.
 pub(crate) fn normal(seed: i64, name: &str, n: usize, std: f64) -> Vec<f32> {
-    let mut rng = SplitMix64(stream_seed(seed, name));
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    let start = stream_seed(seed, name);
+    let mut out = vec![0f32; n];
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    // Chunks of whole pairs (two normals per two draws), large enough to be worth a thread.
+    let chunk = n.div_ceil(threads).max(1 << 16).next_multiple_of(2);
+    std::thread::scope(|scope| {
+        for (i, part) in out.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                let offset = (i * chunk) as u64;
+                let mut rng = SplitMix64(start.wrapping_add(offset.wrapping_mul(GAMMA)));
+                fill_normal(&mut rng, part, std);
+            });
+        }
+    });
+    out
+}
+
+/// Fills `out` with N(0, `std`) from `rng`, two values per two draws (Box–Muller).
+fn fill_normal(rng: &mut SplitMix64, out: &mut [f32], std: f64) {
+    for pair in out.chunks_mut(2) {
         let (u1, u2) = (rng.next_open01(), rng.next_open01());
         let r = (-2.0 * u1.ln()).sqrt();
         let theta = 2.0 * std::f64::consts::PI * u2;
-        out.push((r * theta.cos() * std) as f32);
-        if out.len() < n {
-            out.push((r * theta.sin() * std) as f32);
+        pair[0] = (r * theta.cos() * std) as f32;
+        if let Some(second) = pair.get_mut(1) {
+            *second = (r * theta.sin() * std) as f32;
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -294,6 +294,7 @@ fn sizes_that_build_no_model_are_refused_naming_the_field() {
         ("num_hidden_layers", "-2", "num_hidden_layers"),
         ("hidden_size", "\"big\"", "hidden_size"),
         ("sliding_window", "0", "sliding_window"),
+        ("pad_token_id", "96", "pad_token_id"),
     ] {
         let cfg = TINY.replace(
             r#""hidden_act":"silu""#,

@@ -6,6 +6,7 @@ pub mod mistral;
 pub mod phi;
 pub mod phi3;
 pub mod qwen2;
+pub mod smollm3;
 
 /// Declares a causal LM of the Llama family under its transformers class name: the same
 /// decoder as [`llama::LlamaForCausalLM`] with the differences of its [`llama::Arch`] (set on

@@ -161,6 +161,18 @@ impl Config {
                 ),
             ));
         }
+        if let Some(pad) = self.pad_token_id
+            && !(-self.vocab_size..self.vocab_size).contains(&pad)
+        {
+            // torch's Embedding asserts "Padding_idx must be within num_embeddings".
+            return Err(field(
+                "pad_token_id",
+                format!(
+                    "{pad}: must be a token of the vocabulary (vocab_size={})",
+                    self.vocab_size
+                ),
+            ));
+        }
         let partial = self.partial_rotary_factor();
         if !(partial > 0.0 && partial <= 1.0) || self.rotary_dim() < 2 {
             return Err(field(

@@ -107,6 +107,13 @@ pub struct Config {
     /// when their parameters do not give it).
     #[serde(default)]
     pub original_max_position_embeddings: Option<i64>,
+    /// SmolLM3: 1 for a layer with the rotary embedding, 0 for a NoPE layer (default: every
+    /// `no_rope_layer_interval`-th layer is NoPE, as `SmolLM3Config` builds it).
+    #[serde(default)]
+    pub no_rope_layers: Option<Vec<i64>>,
+    /// SmolLM3: the NoPE period when `no_rope_layers` is absent (4).
+    #[serde(default)]
+    pub no_rope_layer_interval: Option<i64>,
     /// The model type (transformers 5 name).
     #[serde(default)]
     pub dtype: Option<String>,
@@ -140,16 +147,20 @@ pub enum Arch {
     /// `phi3`: fused `qkv_proj` and `gate_up_proj`, no biases, the sliding-window mask when
     /// `sliding_window` is set.
     Phi3,
+    /// `smollm3`: the layers of `no_rope_layers` at 0 take no rotary embedding (NoPE), tied
+    /// embeddings by default.
+    SmolLM3,
 }
 
 impl Arch {
     /// Every family, in the registry's order.
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 6] = [
         Arch::Llama,
         Arch::Mistral,
         Arch::Qwen2,
         Arch::Gemma,
         Arch::Phi3,
+        Arch::SmolLM3,
     ];
 
     /// The family of a `model_type`.
@@ -170,6 +181,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Gemma => "gemma",
             Arch::Phi3 => "phi3",
+            Arch::SmolLM3 => "smollm3",
         }
     }
 
@@ -181,6 +193,7 @@ impl Arch {
             Arch::Qwen2 => "Qwen2ForCausalLM",
             Arch::Gemma => "GemmaForCausalLM",
             Arch::Phi3 => "Phi3ForCausalLM",
+            Arch::SmolLM3 => "SmolLM3ForCausalLM",
         }
     }
 }
@@ -318,6 +331,18 @@ impl Config {
             }
             None => {}
         }
+        if let Some(pad) = self.pad_token_id
+            && !(-self.vocab_size..self.vocab_size).contains(&pad)
+        {
+            // torch's Embedding asserts "Padding_idx must be within num_embeddings".
+            return Err(field(
+                "pad_token_id",
+                format!(
+                    "{pad}: must be a token of the vocabulary (vocab_size={})",
+                    self.vocab_size
+                ),
+            ));
+        }
         if let Some(w) = self.sliding_window {
             positive("sliding_window", w)?;
         }
@@ -353,10 +378,28 @@ impl Config {
                 ),
             ));
         }
-        if self.arch == Arch::Qwen2 && self.use_sliding_window {
+        if let Some(layers) = &self.no_rope_layers
+            && (layers.len() < self.num_hidden_layers
+                || layers.iter().any(|v| !(0..=1).contains(v)))
+        {
+            return Err(field(
+                "no_rope_layers",
+                format!(
+                    "{layers:?}: needs a 0 or 1 for each of the {} layers",
+                    self.num_hidden_layers
+                ),
+            ));
+        }
+        if self.no_rope_layer_interval.is_some_and(|i| i < 1) {
+            return Err(field(
+                "no_rope_layer_interval",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if matches!(self.arch, Arch::Qwen2 | Arch::SmolLM3) && self.use_sliding_window {
             return Err(Error::Unsupported {
                 model: model.to_owned(),
-                feature: "use_sliding_window=true (sliding layers from max_window_layers on)"
+                feature: "use_sliding_window=true (sliding-window layers and their caches)"
                     .to_owned(),
             });
         }
@@ -397,6 +440,18 @@ impl Config {
     /// it.
     pub(crate) fn rotary_dim(&self) -> i64 {
         (self.head_size() as f64 * self.partial_rotary_factor()) as i64
+    }
+
+    /// Whether layer `i` applies the rotary embedding (SmolLM3's `no_rope_layers`; every layer
+    /// for the other families).
+    pub(crate) fn uses_rope(&self, i: usize) -> bool {
+        if self.arch != Arch::SmolLM3 {
+            return true;
+        }
+        match &self.no_rope_layers {
+            Some(layers) => layers.get(i).is_none_or(|v| *v != 0),
+            None => (i as i64 + 1) % self.no_rope_layer_interval.unwrap_or(4) != 0,
+        }
     }
 
     /// The activation (checked when the config was parsed).

@@ -127,6 +127,8 @@ pub struct LlamaAttention {
     kv_heads: i64,
     head_dim: i64,
     layer: usize,
+    /// SmolLM3's NoPE layers take no rotary embedding.
+    use_rope: bool,
     model: &'static str,
 }
 
@@ -159,6 +161,7 @@ impl LlamaAttention {
             kv_heads: nkv,
             head_dim: d,
             layer,
+            use_rope: cfg.uses_rope(layer),
             model: cfg.arch.class_name(),
         })
     }
@@ -195,7 +198,11 @@ impl LlamaAttention {
         let q = split(q, self.heads)?;
         let k = split(k, self.kv_heads)?;
         let v = split(v, self.kv_heads)?;
-        let (q, k) = apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?;
+        let (q, k) = if self.use_rope {
+            apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?
+        } else {
+            (q, k)
+        };
         let (k, v) = cache
             .update(&k, &v, self.layer)
             .map_err(|e| core_error(self.model, e))?;
