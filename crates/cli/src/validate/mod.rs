@@ -5,7 +5,7 @@
 //! Python package's key names.
 //!
 //! Decisions: the exit status is 0 only when every step ran and every discrepancy is within the
-//! tolerance (1e-4 for float32, 1e-2 for float16, 2e-1 for bfloat16, or `--atol`; see
+//! tolerance (1e-4 for float32, 3e-2 for float16, 2e-1 for bfloat16, or `--atol`; see
 //! `default_atol`); without `-q` the first failing step stops the run
 //! with its error; with `-q` a failing step becomes an `ERR_<step>` key and the summary is still
 //! printed (the exit status stays non-zero). The export runs inside `torch_export_patches`
@@ -99,7 +99,7 @@ pub(crate) struct ValidateArgs {
     /// Opset of the ONNX model.
     #[arg(long, default_value_t = onnx_diagnostic_onnx::lower::DEFAULT_OPSET)]
     opset: i64,
-    /// Largest allowed absolute discrepancy (by default 1e-4 for float32, 1e-2 for float16,
+    /// Largest allowed absolute discrepancy (by default 1e-4 for float32, 3e-2 for float16,
     /// 2e-1 for bfloat16).
     #[arg(long)]
     atol: Option<f64>,
@@ -257,17 +257,17 @@ fn load_torch_cuda() -> Result<()> {
         })
 }
 
-/// The default tolerance of a model type: 1e-4 in float32, 1e-2 in float16, 2e-1 in
-/// bfloat16. bfloat16 keeps 3 mantissa bits fewer than float16 (steps 8 times coarser), and a
-/// real-size bfloat16 model is only as exact as its own rounding: transformers' own bfloat16
-/// Llama-3.2-1B-shaped model differs from the same weights in float32 by 0.116 on the logits;
-/// two bfloat16 executions (libtorch's kernels, ONNX Runtime's float32-emulating copy) each
-/// carry such an error, so they may differ by about twice it. Measured: 0.103
-/// (Qwen2.5-0.5B-shaped, 24 layers) and 0.145 (Llama-3.2-1B-shaped, 16 layers). Small models
-/// stay far below (Tiny-LLM: 7.8e-3); `--atol` sets a tighter bound.
+/// The default tolerance of a model type: 1e-4 in float32, 3e-2 in float16, 2e-1 in
+/// bfloat16. A real-size model in a 16-bit type is only as exact as its own rounding, and two
+/// executions of it (libtorch's kernels, ONNX Runtime's) each carry that error: the tolerance is
+/// twice the type's own error on transformers' Llama-3.2-1B-shaped model (its float16 and
+/// bfloat16 logits differ from float32's on the same weights by 0.014 and 0.116), to one
+/// significant digit. Measured discrepancies: float16 0.012 (HuggingFaceTB/SmolLM3-3B's config
+/// with 4 layers), bfloat16 0.103 (Qwen2.5-0.5B-shaped) and 0.145 (Llama-3.2-1B-shaped). Small
+/// models stay far below (Tiny-LLM: 9.8e-4, 7.8e-3); `--atol` sets a tighter bound.
 fn default_atol(dtype: tch::Kind) -> f64 {
     match dtype {
-        tch::Kind::Half => 1e-2,
+        tch::Kind::Half => 3e-2,
         tch::Kind::BFloat16 => 2e-1,
         _ => 1e-4,
     }
