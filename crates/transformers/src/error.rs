@@ -130,3 +130,15 @@ pub(crate) fn parse_config(text: &str, path: &std::path::Path) -> Result<serde_j
         Err(fail("not a JSON object".to_owned()))
     }
 }
+
+/// An error of the model crate as an engine error naming the model (an engine error stays
+/// itself).
+pub(crate) fn core_error(model: &str, e: Error) -> onnx_diagnostic_core::Error {
+    match e {
+        Error::Core(c) => c,
+        other => onnx_diagnostic_core::Error::Model {
+            model: model.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}

@@ -48,3 +48,33 @@ pub fn causal_mask(
         .to_kind(kind)?
         .mul_scalar(finfo_min(kind))
 }
+
+/// The position ids (those given, else the cache positions `past..past + seq` of the new
+/// tokens) and the eager mask over the `past + seq` key positions, as transformers' models
+/// derive them from `cache_position` before their layers.
+///
+/// # Errors
+/// Any error of the ops.
+pub(crate) fn positions_and_mask(
+    input_ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    position_ids: Option<&Tensor>,
+    past: SymInt,
+    sliding_window: Option<i64>,
+    kind: Kind,
+) -> Result<(Tensor, Tensor)> {
+    let total = &past + &input_ids.size(1)?;
+    let cache_position = Tensor::arange(past, total.clone(), 1, Kind::Int64, input_ids.device())?;
+    let position_ids = match position_ids {
+        Some(p) => p.clone(),
+        None => cache_position.unsqueeze(0)?,
+    };
+    let mask = causal_mask(
+        attention_mask,
+        &cache_position,
+        &total,
+        sliding_window,
+        kind,
+    )?;
+    Ok((position_ids, mask))
+}

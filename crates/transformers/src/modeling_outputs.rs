@@ -2,7 +2,53 @@
 //! seeds serialize: dataclasses of optional fields, flattened into the fields that are set
 //! (`logits`, `past_key_values_key_0`, ...).
 
-use onnx_diagnostic_core::dataclass;
+use onnx_diagnostic_core::{Inputs, Result as CoreResult, Tensor, Value, dataclass};
+
+use crate::{cache_utils::DynamicCache, error::core_error};
+
+/// The forward signature of the causal LMs: `input_ids`, `attention_mask`, `position_ids`,
+/// `past_key_values` (transformers' `*ForCausalLM.forward`, its first arguments).
+pub fn causal_lm_signature() -> Vec<String> {
+    [
+        "input_ids",
+        "attention_mask",
+        "position_ids",
+        "past_key_values",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The `forward` of a causal LM on bound inputs: `step(input_ids, attention_mask,
+/// position_ids, past_key_values)` gives the logits and the grown cache, returned as
+/// `CausalLMOutputWithPast`.
+///
+/// # Errors
+/// A `past_key_values` that is not a `DynamicCache`, or any error of `step`.
+pub(crate) fn causal_lm_forward(
+    model: &str,
+    inputs: &Inputs,
+    step: impl FnOnce(
+        &Tensor,
+        Option<&Tensor>,
+        Option<&Tensor>,
+        Option<DynamicCache>,
+    ) -> CoreResult<(Tensor, DynamicCache)>,
+) -> CoreResult<Value> {
+    let cache = DynamicCache::from_value(inputs.get("past_key_values"))
+        .map_err(|e| core_error(model, e))?;
+    let (logits, cache) = step(
+        inputs.tensor("input_ids")?,
+        inputs.opt_tensor("attention_mask")?,
+        inputs.opt_tensor("position_ids")?,
+        cache,
+    )?;
+    Ok(Value::custom(CausalLMOutputWithPast {
+        logits: Some(Value::Tensor(logits)),
+        past_key_values: Some(Value::custom(cache)),
+        ..CausalLMOutputWithPast::default()
+    }))
+}
 
 dataclass! {
     /// `BaseModelOutput`: the hidden states of an encoder (or a base model).

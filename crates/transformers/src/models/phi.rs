@@ -14,15 +14,14 @@ use std::path::Path;
 
 use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope};
 use serde::Deserialize;
-use tch::Kind;
 
 use super::llama::LlamaRotaryEmbedding;
 use crate::{
     cache_utils::DynamicCache,
-    error::{Error, Result},
-    masking_utils::causal_mask,
+    error::{Error, Result, core_error},
+    masking_utils::positions_and_mask,
     modeling_attention::{apply_rotary_pos_emb, eager_attention_forward},
-    modeling_outputs::CausalLMOutputWithPast,
+    modeling_outputs::{causal_lm_forward, causal_lm_signature},
     modeling_rope_utils::{RopeParameters, RopeSettings},
     nn::{Activation, Embedding, LayerNorm, Linear},
     tasks::DecoderDims,
@@ -299,21 +298,13 @@ impl PhiAttention {
             k = kn.forward(&k)?;
         }
         let (q, k) = apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?;
-        let (k, v) = cache.update(&k, &v, self.layer).map_err(core_error)?;
+        let (k, v) = cache
+            .update(&k, &v, self.layer)
+            .map_err(|e| core_error(MODEL, e))?;
         let scaling = (self.head_dim as f64).powf(-0.5);
         let out = eager_attention_forward(&q, &k, &v, mask, scaling, self.heads / self.kv_heads)?;
         self.dense
             .forward(&out.reshape(vec![b, s, SymInt::new(-1)])?)
-    }
-}
-
-fn core_error(e: Error) -> onnx_diagnostic_core::Error {
-    match e {
-        Error::Core(c) => c,
-        other => onnx_diagnostic_core::Error::Model {
-            model: MODEL.to_owned(),
-            message: other.to_string(),
-        },
     }
 }
 
@@ -457,15 +448,15 @@ impl PhiForCausalLM {
             let _e = scope("embed_tokens");
             self.embed_tokens.forward(input_ids)?
         };
-        let past = cache.get_seq_length().map_err(core_error)?;
-        let total = &past + &input_ids.size(1)?;
-        let cache_position =
-            Tensor::arange(past, total.clone(), 1, Kind::Int64, input_ids.device())?;
-        let position_ids = match position_ids {
-            Some(p) => p.clone(),
-            None => cache_position.unsqueeze(0)?,
-        };
-        let mask = causal_mask(attention_mask, &cache_position, &total, None, h.kind())?;
+        let past = cache.get_seq_length().map_err(|e| core_error(MODEL, e))?;
+        let (position_ids, mask) = positions_and_mask(
+            input_ids,
+            attention_mask,
+            position_ids,
+            past,
+            None,
+            h.kind(),
+        )?;
         let (cos, sin) = self.rotary_emb.forward(&position_ids)?;
         let cos_sin = (cos.to_kind(h.kind())?, sin.to_kind(h.kind())?);
         for (i, layer) in self.layers.iter().enumerate() {
@@ -494,14 +485,7 @@ impl Module for PhiForCausalLM {
     }
 
     fn forward_signature(&self) -> Vec<String> {
-        [
-            "input_ids",
-            "attention_mask",
-            "position_ids",
-            "past_key_values",
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        causal_lm_signature()
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
@@ -517,17 +501,8 @@ impl Module for PhiForCausalLM {
 
     /// `CausalLMOutputWithPast` with `logits` and `past_key_values` (a `DynamicCache`).
     fn forward(&self, inputs: &Inputs) -> CoreResult<Value> {
-        let cache = DynamicCache::from_value(inputs.get("past_key_values")).map_err(core_error)?;
-        let (logits, cache) = self.forward_with_cache(
-            inputs.tensor("input_ids")?,
-            inputs.opt_tensor("attention_mask")?,
-            inputs.opt_tensor("position_ids")?,
-            cache,
-        )?;
-        Ok(Value::custom(CausalLMOutputWithPast {
-            logits: Some(Value::Tensor(logits)),
-            past_key_values: Some(Value::custom(cache)),
-            ..CausalLMOutputWithPast::default()
-        }))
+        causal_lm_forward(MODEL, inputs, |ids, mask, pos, cache| {
+            self.forward_with_cache(ids, mask, pos, cache)
+        })
     }
 }

@@ -19,7 +19,6 @@ mod rotary;
 use std::path::Path;
 
 use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope};
-use tch::Kind;
 
 pub(crate) use configuration::parse_error;
 pub use configuration::{Arch, Config};
@@ -27,27 +26,16 @@ pub use rotary::LlamaRotaryEmbedding;
 
 use crate::{
     cache_utils::DynamicCache,
-    error::{Error, Result},
-    masking_utils::causal_mask,
+    error::{Result, core_error},
+    masking_utils::positions_and_mask,
     modeling_attention::{apply_rotary_pos_emb, eager_attention_forward},
-    modeling_outputs::CausalLMOutputWithPast,
+    modeling_outputs::{causal_lm_forward, causal_lm_signature},
     nn::{Activation, Embedding, Linear, RmsNorm},
     weights::{Init, VarBuilder, Weights},
 };
 
 /// `LlamaRMSNorm` (`GemmaRMSNorm` when one-centered).
 pub type LlamaRMSNorm = RmsNorm;
-
-/// An error of the cache or of the model crate as an engine error naming the model.
-fn core_error(model: &str, e: Error) -> onnx_diagnostic_core::Error {
-    match e {
-        Error::Core(c) => c,
-        other => onnx_diagnostic_core::Error::Model {
-            model: model.to_owned(),
-            message: other.to_string(),
-        },
-    }
-}
 
 /// Projections stored separately (`q_proj`, `k_proj`, `v_proj`) or fused into one matrix whose
 /// output is split along the last dim (Phi-3's `qkv_proj`, `gate_up_proj`).
@@ -320,17 +308,11 @@ impl LlamaModel {
         let past = cache
             .get_seq_length()
             .map_err(|e| core_error(self.model, e))?;
-        let total = &past + &input_ids.size(1)?;
-        let cache_position =
-            Tensor::arange(past, total.clone(), 1, Kind::Int64, input_ids.device())?;
-        let position_ids = match position_ids {
-            Some(p) => p.clone(),
-            None => cache_position.unsqueeze(0)?,
-        };
-        let mask = causal_mask(
+        let (position_ids, mask) = positions_and_mask(
+            input_ids,
             attention_mask,
-            &cache_position,
-            &total,
+            position_ids,
+            past,
             self.sliding_window,
             h.kind(),
         )?;
@@ -424,14 +406,7 @@ impl Module for LlamaForCausalLM {
     }
 
     fn forward_signature(&self) -> Vec<String> {
-        [
-            "input_ids",
-            "attention_mask",
-            "position_ids",
-            "past_key_values",
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        causal_lm_signature()
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
@@ -447,18 +422,8 @@ impl Module for LlamaForCausalLM {
 
     /// `CausalLMOutputWithPast` with `logits` and `past_key_values` (a `DynamicCache`).
     fn forward(&self, inputs: &Inputs) -> CoreResult<Value> {
-        let cache = DynamicCache::from_value(inputs.get("past_key_values"))
-            .map_err(|e| core_error(self.model.model, e))?;
-        let (logits, cache) = self.forward_with_cache(
-            inputs.tensor("input_ids")?,
-            inputs.opt_tensor("attention_mask")?,
-            inputs.opt_tensor("position_ids")?,
-            cache,
-        )?;
-        Ok(Value::custom(CausalLMOutputWithPast {
-            logits: Some(Value::Tensor(logits)),
-            past_key_values: Some(Value::custom(cache)),
-            ..CausalLMOutputWithPast::default()
-        }))
+        causal_lm_forward(self.model.model, inputs, |ids, mask, pos, cache| {
+            self.forward_with_cache(ids, mask, pos, cache)
+        })
     }
 }
