@@ -224,8 +224,14 @@ impl CacheLayer {
                 l.cumulative_length = &l.cumulative_length + &keys.size(-2)?;
                 let k = cat_seq(l.keys.as_ref(), keys)?;
                 let v = cat_seq(l.values.as_ref(), values)?;
-                l.keys = Some(last_positions(&k, l.sliding_window - 1)?);
-                l.values = Some(last_positions(&v, l.sliding_window - 1)?);
+                // transformers' `full[:, :, -(window - 1):]`, written with a symbolic
+                // `min(total, window - 1)` so that an export does not fix on which side of
+                // the window the length falls.
+                let total = k.size(-2)?;
+                let keep = total.min(l.sliding_window - 1);
+                let start = &total - &keep;
+                l.keys = Some(k.narrow(2, start.clone(), keep.clone())?);
+                l.values = Some(v.narrow(2, start, keep)?);
                 Ok((k, v))
             }
             CacheLayer::Static(l) => {
@@ -291,6 +297,49 @@ impl CacheLayer {
                 Ok((fk, fv))
             }
         }
+    }
+
+    /// The number of positions stored (0 before the first update).
+    ///
+    /// # Errors
+    /// Any error reading a size.
+    pub fn stored_length(&self) -> Result<SymInt> {
+        Ok(match self.keys() {
+            Some(k) => k.size(-2)?,
+            None => SymInt::new(0),
+        })
+    }
+
+    /// `get_mask_sizes`: the first absolute key position attention reads after this layer is
+    /// updated with `query_length` positions, and how many it reads, given `past` positions
+    /// seen. A dynamic layer reads all it holds and the new ones; a sliding one holds the last
+    /// positions only, so they start at `past - stored` (`max(past - window + 1, 0)` in
+    /// transformers, equal since a sliding layer stores `min(past, window - 1)`); a static
+    /// layer reads its `max_cache_len` slots, unwritten ones masked by causality.
+    ///
+    /// # Errors
+    /// Any error reading a size.
+    pub fn mask_sizes(&self, past: &SymInt, query_length: &SymInt) -> Result<(SymInt, SymInt)> {
+        let stored = self.stored_length()?;
+        Ok(match self {
+            CacheLayer::Dynamic(_) => (SymInt::new(0), &stored + query_length),
+            CacheLayer::DynamicSlidingWindow(_) => (past - &stored, &stored + query_length),
+            CacheLayer::Static(l) => (SymInt::new(0), SymInt::new(l.max_cache_len)),
+            CacheLayer::StaticSlidingWindow(l) => {
+                let p = past.hint();
+                let w = l.max_cache_len;
+                let q = query_length.hint();
+                let offset = (p - w + 1).max(0);
+                let length = if p >= w {
+                    w + q - 1
+                } else if p + q > w {
+                    p + q
+                } else {
+                    w
+                };
+                (SymInt::new(offset), SymInt::new(length))
+            }
+        })
     }
 
     /// The number of positions seen (`get_seq_length`).
@@ -518,6 +567,53 @@ impl DynamicCache {
         match self.layers.first() {
             Some(l) => l.get_seq_length(),
             None => Ok(SymInt::new(0)),
+        }
+    }
+
+    /// The number of positions seen before the new ones: the length of the first full
+    /// ([`DynamicLayer`]) layer, else `attention_mask`'s length minus `query_length`, else
+    /// layer 0's count. transformers reads layer 0's count; a sliding layer flattened across an
+    /// export boundary keeps its tensors but not its count, so the exact sources come first
+    /// (they agree with the count on every consistent input).
+    ///
+    /// # Errors
+    /// Any error reading a size.
+    pub fn past_length(
+        &self,
+        attention_mask: Option<&Tensor>,
+        query_length: &SymInt,
+    ) -> Result<SymInt> {
+        if let Some(full) = self
+            .layers
+            .iter()
+            .find(|l| l.kind() == LayerKind::Dynamic)
+        {
+            return full.stored_length();
+        }
+        let sliding = self
+            .layers
+            .iter()
+            .any(|l| matches!(l.kind(), LayerKind::DynamicSlidingWindow(_)));
+        match attention_mask {
+            Some(m) if sliding && m.rank() == 2 => Ok(&m.size(1)? - query_length),
+            _ => self.get_seq_length(),
+        }
+    }
+
+    /// The mask sizes of layer `layer` ([`CacheLayer::mask_sizes`]); a layer not created yet
+    /// reads the new positions only.
+    ///
+    /// # Errors
+    /// Any error reading a size.
+    pub fn mask_sizes(
+        &self,
+        layer: usize,
+        past: &SymInt,
+        query_length: &SymInt,
+    ) -> Result<(SymInt, SymInt)> {
+        match self.layers.get(layer) {
+            Some(l) => l.mask_sizes(past, query_length),
+            None => Ok((SymInt::new(0), query_length.clone())),
         }
     }
 

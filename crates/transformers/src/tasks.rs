@@ -10,12 +10,12 @@ use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
 use tch::{Device, Kind};
 
 use crate::{
-    cache_utils::DynamicCache,
+    cache_utils::{DynamicCache, LayerKind, make_dynamic_cache_with_layers},
     error::{Error, Result},
 };
 
 /// What the input sets need to know of a decoder-only config.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DecoderDims {
     /// Vocabulary size.
     pub vocab_size: i64,
@@ -25,6 +25,16 @@ pub struct DecoderDims {
     pub kv_heads: i64,
     /// Head size.
     pub head_dim: i64,
+    /// The cache layer of each decoder layer as `DynamicCache(config=...)` makes it (empty:
+    /// all [`LayerKind::Dynamic`]). A sliding layer holds `min(cache, window - 1)` positions.
+    pub layer_kinds: Vec<LayerKind>,
+}
+
+impl DecoderDims {
+    /// The kind of layer `i`'s cache.
+    pub fn layer_kind(&self, i: usize) -> LayerKind {
+        self.layer_kinds.get(i).copied().unwrap_or(LayerKind::Dynamic)
+    }
 }
 
 /// The named input sets of the task: `(name, (batch, sequence, cache))`.
@@ -176,15 +186,27 @@ pub fn text_generation_inputs(
         }
     }
     let opts = (Kind::Float, Device::Cpu);
-    let kv = [batch, d.kv_heads, cache, d.head_dim];
-    let randn = || {
-        tch::Tensor::f_randn(kv, opts)
+    let randn = |len: i64| {
+        tch::Tensor::f_randn([batch, d.kv_heads, len, d.head_dim], opts)
             .map(Tensor::from)
             .map_err(|e| size_error("sequence_length", cache, &e))
     };
-    let pairs = (0..d.num_layers)
-        .map(|_| Ok((randn()?, randn()?)))
+    let kinds: Vec<LayerKind> = (0..d.num_layers).map(|i| d.layer_kind(i)).collect();
+    let pairs = kinds
+        .iter()
+        .map(|k| {
+            let len = match k {
+                LayerKind::DynamicSlidingWindow(w) => cache.min(w - 1),
+                _ => cache,
+            };
+            Ok((randn(len)?, randn(len)?))
+        })
         .collect::<Result<Vec<_>>>()?;
+    let past = if kinds.iter().all(|k| *k == LayerKind::Dynamic) {
+        DynamicCache::from_pairs(pairs)
+    } else {
+        make_dynamic_cache_with_layers(pairs, &kinds)?
+    };
     let ids = tch::Tensor::f_randint(d.vocab_size, [batch, seq], (Kind::Int64, Device::Cpu))
         .map_err(|e| size_error("sequence_length2", seq, &e))?;
     let mask = tch::Tensor::f_ones([batch, cache + seq], (Kind::Int64, Device::Cpu))
@@ -194,7 +216,7 @@ pub fn text_generation_inputs(
         ("attention_mask".to_owned(), Value::from(mask)),
         (
             "past_key_values".to_owned(),
-            Value::custom(DynamicCache::from_pairs(pairs)),
+            Value::custom(past),
         ),
     ])
 }
@@ -206,10 +228,18 @@ pub fn text_generation_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
         Dim::new("seq_length"),
         Dim::new("cache_length"),
     );
-    // The cache follows its flattened form: key_0, value_0, key_1, ...
+    // The cache follows its flattened form: key_0, value_0, key_1, ... A sliding layer's
+    // length is its own dimension, `sliding_cache_length` (it stops growing at the window).
+    let sliding = Dim::new("sliding_cache_length");
     let cache_spec = DynSpec::Seq(
         (0..2 * d.num_layers)
-            .map(|_| DynSpec::dims([(0, batch.clone()), (2, cache.clone())]))
+            .map(|j| {
+                let len = match d.layer_kind(j / 2) {
+                    LayerKind::DynamicSlidingWindow(_) => sliding.clone(),
+                    _ => cache.clone(),
+                };
+                DynSpec::dims([(0, batch.clone()), (2, len)])
+            })
             .collect(),
     );
     DynamicShapes {

@@ -19,7 +19,7 @@ use super::llama::LlamaRotaryEmbedding;
 use crate::{
     cache_utils::DynamicCache,
     error::{Error, Result, core_error},
-    masking_utils::positions_and_mask,
+    masking_utils::decoder_masks,
     modeling_attention::{apply_rotary_pos_emb, eager_attention_forward},
     modeling_outputs::{causal_lm_forward, causal_lm_signature},
     modeling_rope_utils::{RopeParameters, RopeSettings},
@@ -228,6 +228,7 @@ impl Config {
             num_layers: self.num_hidden_layers,
             kv_heads: self.kv_heads(),
             head_dim: self.head_size(),
+            layer_kinds: Vec::new(),
         }
     }
 }
@@ -448,20 +449,21 @@ impl PhiForCausalLM {
             let _e = scope("embed_tokens");
             self.embed_tokens.forward(input_ids)?
         };
-        let past = cache.get_seq_length().map_err(|e| core_error(MODEL, e))?;
-        let (position_ids, mask) = positions_and_mask(
+        let (position_ids, masks) = decoder_masks(
+            MODEL,
             input_ids,
             attention_mask,
             position_ids,
-            past,
-            None,
+            &cache,
+            &vec![None; self.layers.len()],
             h.kind(),
         )?;
+        let mask = &masks[0];
         let (cos, sin) = self.rotary_emb.forward(&position_ids)?;
         let cos_sin = (cos.to_kind(h.kind())?, sin.to_kind(h.kind())?);
         for (i, layer) in self.layers.iter().enumerate() {
             let _l = scope(&format!("layers.{i}"));
-            h = layer.forward(&h, &cos_sin, &mask, &mut cache)?;
+            h = layer.forward(&h, &cos_sin, mask, &mut cache)?;
         }
         let h = {
             let _n = scope("final_layernorm");

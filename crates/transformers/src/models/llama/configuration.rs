@@ -19,6 +19,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::{
+    cache_utils::LayerKind,
     error::{Error, Result},
     modeling_rope_utils::RopeParameters,
     nn::Activation,
@@ -414,7 +415,28 @@ impl Config {
             num_layers: self.num_hidden_layers,
             kv_heads: self.kv_heads(),
             head_dim: self.head_size(),
+            layer_kinds: self.layer_kinds(),
         }
+    }
+
+    /// The window of the layers (Mistral's and Phi-3's `sliding_window`; the other families
+    /// have none, Qwen2 and SmolLM3 refuse `use_sliding_window`).
+    pub(crate) fn window(&self) -> Option<i64> {
+        match self.arch {
+            Arch::Mistral | Arch::Phi3 => self.sliding_window,
+            _ => None,
+        }
+    }
+
+    /// The cache layers transformers 5.23's `DynamicCache(config=...)` creates: a
+    /// `DynamicSlidingWindowLayer` per layer when the config has a window,
+    /// `DynamicLayer`s otherwise.
+    pub(crate) fn layer_kinds(&self) -> Vec<LayerKind> {
+        let kind = match self.window() {
+            Some(w) => LayerKind::DynamicSlidingWindow(w),
+            None => LayerKind::Dynamic,
+        };
+        vec![kind; self.num_hidden_layers]
     }
 
     /// Key/value heads.

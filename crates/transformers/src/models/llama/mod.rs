@@ -27,7 +27,8 @@ pub use rotary::LlamaRotaryEmbedding;
 use crate::{
     cache_utils::DynamicCache,
     error::{Result, core_error},
-    masking_utils::positions_and_mask,
+    cache_utils::LayerKind,
+    masking_utils::decoder_masks,
     modeling_attention::{apply_rotary_pos_emb, eager_attention_forward},
     modeling_outputs::{causal_lm_forward, causal_lm_signature},
     nn::{Activation, Embedding, Linear, RmsNorm},
@@ -252,6 +253,8 @@ pub struct LlamaModel {
     embed_scale: Option<f64>,
     /// Positions further back than this are masked (Mistral's and Phi-3's sliding window).
     sliding_window: Option<i64>,
+    /// The cache layers a new cache gets ([`Config::layer_kinds`]).
+    layer_kinds: Vec<LayerKind>,
     model: &'static str,
 }
 
@@ -274,11 +277,8 @@ impl LlamaModel {
             rotary_emb: LlamaRotaryEmbedding::new(cfg)?
                 .with_buffers(vb.buffer_dtype(), vb.device())?,
             embed_scale: gemma.then(|| (cfg.hidden_size as f64).sqrt()),
-            sliding_window: if matches!(cfg.arch, Arch::Mistral | Arch::Phi3) {
-                cfg.sliding_window
-            } else {
-                None
-            },
+            sliding_window: cfg.window(),
+            layer_kinds: cfg.layer_kinds(),
             model: cfg.arch.class_name(),
         })
     }
@@ -305,23 +305,25 @@ impl LlamaModel {
                 None => h,
             }
         };
-        let past = cache
-            .get_seq_length()
-            .map_err(|e| core_error(self.model, e))?;
-        let (position_ids, mask) = positions_and_mask(
+        if cache.layers.is_empty() {
+            // `DynamicCache(config=...)`: sliding layers where the config has a window.
+            *cache = DynamicCache::with_layers(&self.layer_kinds);
+        }
+        let (position_ids, masks) = decoder_masks(
+            self.model,
             input_ids,
             attention_mask,
             position_ids,
-            past,
-            self.sliding_window,
+            cache,
+            &vec![self.sliding_window; self.layers.len()],
             h.kind(),
         )?;
         // transformers' rotary forward ends with `cos.to(x.dtype), sin.to(x.dtype)`.
         let (cos, sin) = self.rotary_emb.forward(&position_ids)?;
         let cos_sin = (cos.to_kind(h.kind())?, sin.to_kind(h.kind())?);
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, (layer, mask)) in self.layers.iter().zip(&masks).enumerate() {
             let _l = scope(&format!("layers.{i}"));
-            h = layer.forward(&h, &cos_sin, &mask, cache)?;
+            h = layer.forward(&h, &cos_sin, mask, cache)?;
         }
         let _n = scope("norm");
         self.norm.forward(&h)
