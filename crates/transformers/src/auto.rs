@@ -20,6 +20,8 @@ use crate::{
     error::{Error, Result},
     models::{
         gemma::GemmaForCausalLM,
+        gemma2::{self, Gemma2ForCausalLM},
+        gemma3::Gemma3ForCausalLM,
         llama::{Config, LlamaForCausalLM},
         mistral::MistralForCausalLM,
         phi::{self, PhiForCausalLM},
@@ -74,6 +76,8 @@ const REGISTRY: &[Entry] = &[
     entry!(Phi3ForCausalLM, Config, "phi3"),
     entry!(PhiForCausalLM, phi::Config, "phi"),
     entry!(SmolLM3ForCausalLM, Config, "smollm3"),
+    entry!(Gemma2ForCausalLM, gemma2::Config, "gemma2"),
+    entry!(Gemma3ForCausalLM, gemma2::Config, "gemma3_text"),
 ];
 
 /// The classes the registry builds.

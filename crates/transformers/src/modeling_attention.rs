@@ -86,11 +86,29 @@ pub fn eager_attention_forward(
     scaling: f64,
     n_rep: i64,
 ) -> Result<Tensor> {
+    eager_attention_forward_softcapped(q, k, v, mask, scaling, n_rep, None)
+}
+
+/// [`eager_attention_forward`] with Gemma2's soft-capping of the scores before the mask:
+/// `tanh(scores / cap) * cap` (`softcap` of transformers' Gemma2 `eager_attention_forward`).
+///
+/// # Errors
+/// Any error of the ops.
+pub fn eager_attention_forward_softcapped(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scaling: f64,
+    n_rep: i64,
+    softcap: Option<f64>,
+) -> Result<Tensor> {
     let (k, v) = (repeat_kv(k, n_rep)?, repeat_kv(v, n_rep)?);
-    let weights = q
-        .matmul(&k.transpose(2, 3)?)?
-        .mul_scalar(scaling)?
-        .add(mask)?;
+    let mut weights = q.matmul(&k.transpose(2, 3)?)?.mul_scalar(scaling)?;
+    if let Some(cap) = softcap {
+        weights = weights.div_scalar(cap)?.tanh()?.mul_scalar(cap)?;
+    }
+    let weights = weights.add(mask)?;
     let weights = weights
         .to_kind(Kind::Float)?
         .softmax(-1)?

@@ -1,6 +1,8 @@
 //! Model definitions, one file per architecture (candle's layout), and the pieces they share.
 
 pub mod gemma;
+pub mod gemma2;
+pub mod gemma3;
 pub mod llama;
 pub mod mistral;
 pub mod phi;
