@@ -23,6 +23,38 @@ const CONFIGS: &[(&str, &str)] = &[
         "use_cache": false, "use_sliding_window": false, "vocab_size": 128256}"#,
     ),
     (
+        // google/gemma-2-2b's published config.json (transformers 4.44.2; the Python
+        // package's catalog has no Gemma2), reduced as it reduces text-generation configs:
+        // num_hidden_layers min(26, 4). transformers derives the layer types (sliding, full,
+        // sliding, full) from the count.
+        "google/gemma-2-2b",
+        r#"{"architectures": ["Gemma2ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "attn_logit_softcapping": 50.0, "bos_token_id": 2,
+        "cache_implementation": "hybrid", "eos_token_id": 1, "final_logit_softcapping": 30.0,
+        "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304,
+        "initializer_range": 0.02, "intermediate_size": 9216, "max_position_embeddings": 8192,
+        "model_type": "gemma2", "num_attention_heads": 8, "num_hidden_layers": 4,
+        "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256,
+        "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096,
+        "torch_dtype": "float32", "transformers_version": "4.44.2", "use_cache": true,
+        "vocab_size": 256000}"#,
+    ),
+    (
+        "hf-internal-testing/tiny-random-Gemma3ForCausalLM",
+        r#"{"architectures": ["Gemma3ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "attn_logit_softcapping": null, "bos_token_id": 2,
+        "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+        "final_logit_softcapping": null, "head_dim": 8, "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 16, "initializer_range": 0.02, "intermediate_size": 32,
+        "max_position_embeddings": 32768, "model_type": "gemma3_text", "num_attention_heads": 2,
+        "num_hidden_layers": 2, "num_key_value_heads": 1, "pad_token_id": 0,
+        "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+        "rope_scaling": null, "rope_theta": 1000000, "sliding_window": 512,
+        "sliding_window_pattern": 6, "torch_dtype": "float32",
+        "transformers_version": "4.52.0.dev0", "use_cache": true, "vocab_size": 262144}"#,
+    ),
+    (
         "arnir0/Tiny-LLM",
         r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
         "bos_token_id": 1, "eos_token_id": 2, "head_dim": 96, "hidden_act": "silu",
