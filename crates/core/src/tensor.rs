@@ -735,6 +735,38 @@ impl Tensor {
             .permute(&back)
     }
 
+    /// `self` with the slices `index` of `dim` replaced by those of `src` (torch's
+    /// `index_copy`, out of place; transformers' static cache writes its new positions with
+    /// it). `src` has the shape of `self` with `index.numel()` along `dim`. Recorded as
+    /// `index_put` on the leading dimension with transposes around it when `dim` is not the
+    /// first (`x[:, :, idx] = src` would record leading `None` indices), so it lowers to ONNX
+    /// `ScatterND`.
+    ///
+    /// # Errors
+    /// [`Error::Torch`] when `dim` is out of range or the shapes do not match.
+    #[track_caller]
+    pub fn index_copy(&self, dim: i64, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        let rank = self.rank();
+        let location = Loc::caller();
+        let d = ops::norm_dim(dim, rank).map_err(|message| Error::Torch {
+            op: "aten.index_copy.default",
+            location,
+            message,
+        })? as i64;
+        if d == 0 {
+            return self.index_put(&[Some(index)], src, false);
+        }
+        let mut perm = vec![d];
+        perm.extend((0..rank as i64).filter(|&k| k != d));
+        let mut back = vec![0; perm.len()];
+        for (k, &p) in perm.iter().enumerate() {
+            back[p as usize] = k as i64;
+        }
+        self.permute(&perm)?
+            .index_put(&[Some(index)], &src.permute(&perm)?, false)?
+            .permute(&back)
+    }
+
     /// Selects indices of `dim`.
     #[track_caller]
     pub fn index_select(&self, dim: i64, index: &Tensor) -> Result<Tensor> {

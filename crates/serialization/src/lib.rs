@@ -205,7 +205,10 @@ impl Serializer for DynamicCacheSerializer {
                 format!("a DynamicCache cannot hold a {}", l.kind().class_name()),
             ));
         }
-        Ok(Box::new(DynamicCache { layers }))
+        Ok(Box::new(DynamicCache {
+            layers,
+            cache_position: None,
+        }))
     }
 }
 

@@ -83,6 +83,27 @@ pub struct StaticSlidingWindowLayer {
     pub cumulative_length: i64,
 }
 
+/// The absolute positions of the keys a layer's attention reads (see
+/// [`CacheLayer::key_positions`]).
+#[derive(Clone, Debug)]
+pub enum KeyPositions {
+    /// `offset..offset + length` (transformers' `kv_offset`, `kv_length`).
+    Range {
+        /// The first position.
+        offset: SymInt,
+        /// How many.
+        length: SymInt,
+    },
+    /// One position per key (a static layer's slots), with the slots that hold no position
+    /// yet marked invalid.
+    Slots {
+        /// `[kv]` int64.
+        positions: Tensor,
+        /// `[kv]` bool, `None` when every slot counts (causality masks the unwritten ones).
+        valid: Option<Tensor>,
+    },
+}
+
 /// One layer of a cache, of any of the four kinds.
 #[derive(Clone, Debug)]
 pub enum CacheLayer {
@@ -159,16 +180,44 @@ fn cat_seq(old: Option<&Tensor>, new: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// The last `n` positions along the sequence axis (all of them when fewer).
-fn last_positions(t: &Tensor, n: i64) -> Result<Tensor> {
-    Ok(t.slice(2, Some(SymInt::new(-n)), None, 1)?)
-}
-
 /// `zeros` shaped like `t` with `len` positions.
 fn zeros_with_len(t: &Tensor, len: i64) -> Result<Tensor> {
     let mut shape = t.shape();
     shape[2] = SymInt::new(len);
     Ok(Tensor::zeros(shape, t.kind(), t.device())?)
+}
+
+/// The slots a static layer of `max_cache_len` writes `n` new positions to: `cache_position`
+/// when given, else those after its `count` (refused past the end: the cache was rebuilt from
+/// flattened tensors, or is full).
+fn write_positions(
+    count: i64,
+    n: &SymInt,
+    max_cache_len: i64,
+    cache_position: Option<&Tensor>,
+    device: tch::Device,
+) -> Result<Tensor> {
+    if let Some(p) = cache_position {
+        return Ok(p.clone());
+    }
+    if count + n.hint() > max_cache_len {
+        return Err(input_error(
+            "cache_position",
+            format!(
+                "a StaticLayer of {max_cache_len} slots holding {count} positions cannot take \
+                 {} more; pass `cache_position` (the positions of the new tokens) or a larger \
+                 max_cache_len",
+                n.hint()
+            ),
+        ));
+    }
+    Ok(Tensor::arange(
+        count,
+        n + count,
+        1,
+        Kind::Int64,
+        device,
+    )?)
 }
 
 impl CacheLayer {
@@ -212,6 +261,21 @@ impl CacheLayer {
     /// # Errors
     /// Any error of the ops.
     pub fn update(&mut self, keys: &Tensor, values: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.update_at(keys, values, None)
+    }
+
+    /// [`CacheLayer::update`] with the positions of the new tokens (`cache_position`, as
+    /// transformers 4 passed it in `cache_kwargs`): a static layer writes there instead of
+    /// after its own count, which a cache rebuilt from flattened tensors no longer knows.
+    ///
+    /// # Errors
+    /// [`Error::Core`] when a static layer would write past its slots; any error of the ops.
+    pub fn update_at(
+        &mut self,
+        keys: &Tensor,
+        values: &Tensor,
+        cache_position: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         match self {
             CacheLayer::Dynamic(l) => {
                 let k = cat_seq(l.keys.as_ref(), keys)?;
@@ -243,57 +307,59 @@ impl CacheLayer {
                     ),
                 };
                 let n = keys.size(-2)?;
-                let pos = Tensor::arange(
+                let pos = write_positions(
                     l.cumulative_length,
-                    &n + l.cumulative_length,
-                    1,
-                    Kind::Int64,
+                    &n,
+                    l.max_cache_len,
+                    cache_position,
                     keys.device(),
                 )?;
                 l.cumulative_length += n.hint();
-                let k = ck.index_put(&[None, None, Some(&pos)], keys, false)?;
-                let v = cv.index_put(&[None, None, Some(&pos)], values, false)?;
+                let k = ck.index_copy(2, &pos, keys)?;
+                let v = cv.index_copy(2, &pos, values)?;
                 l.keys = Some(k.clone());
                 l.values = Some(v.clone());
                 Ok((k, v))
             }
             CacheLayer::StaticSlidingWindow(l) => {
-                let n = keys.size(-2)?.hint();
-                let current = l.cumulative_length;
-                l.cumulative_length += n;
+                // transformers branches on its Python count (not yet full / becoming full /
+                // full, rolled or concatenated). Written without a branch, on the position of
+                // the first new token `p0`, so that an export serves every case: attention
+                // reads the `w` slots and the new states (the slots' absolute positions are
+                // given to the mask by `key_positions`), and the layer keeps the last `w`
+                // positions in order, or writes in place while they fit.
+                let w = l.max_cache_len;
                 let (ck, cv) = match (&l.keys, &l.values) {
                     (Some(k), Some(v)) => (k.clone(), v.clone()),
-                    _ => (
-                        zeros_with_len(keys, l.max_cache_len)?,
-                        zeros_with_len(values, l.max_cache_len)?,
-                    ),
+                    _ => (zeros_with_len(keys, w)?, zeros_with_len(values, w)?),
                 };
-                if current + n <= l.max_cache_len {
-                    // Not full after this update: written in place, as a static layer.
-                    let pos = Tensor::arange(current, current + n, 1, Kind::Int64, keys.device())?;
-                    let k = ck.index_put(&[None, None, Some(&pos)], keys, false)?;
-                    let v = cv.index_put(&[None, None, Some(&pos)], values, false)?;
-                    l.keys = Some(k.clone());
-                    l.values = Some(v.clone());
-                    return Ok((k, v));
-                }
-                // Full (or becoming full): the full states are returned, the last
-                // `max_cache_len` positions kept.
-                let (fk, fv) = if current >= l.max_cache_len {
-                    (
-                        Tensor::cat(&[&ck.slice(2, Some(SymInt::new(1)), None, 1)?, keys], -2)?,
-                        Tensor::cat(&[&cv.slice(2, Some(SymInt::new(1)), None, 1)?, values], -2)?,
-                    )
-                } else if current == 0 {
-                    (keys.clone(), values.clone())
-                } else {
-                    (
-                        Tensor::cat(&[&ck.narrow(2, 0, current)?, keys], -2)?,
-                        Tensor::cat(&[&cv.narrow(2, 0, current)?, values], -2)?,
-                    )
+                let n = keys.size(-2)?;
+                let pos = match cache_position {
+                    Some(p) => p.clone(),
+                    None => Tensor::arange(
+                        l.cumulative_length,
+                        &n + l.cumulative_length,
+                        1,
+                        Kind::Int64,
+                        keys.device(),
+                    )?,
                 };
-                l.keys = Some(last_positions(&fk, l.max_cache_len)?);
-                l.values = Some(last_positions(&fv, l.max_cache_len)?);
+                l.cumulative_length += n.hint();
+                let p0 = pos.select(0, 0)?;
+                let fk = Tensor::cat(&[&ck, keys], 2)?;
+                let fv = Tensor::cat(&[&cv, values], 2)?;
+                // Slot s keeps position t = s + max(p0 + n - w, 0): a new state when
+                // p0 <= t < p0 + n, else the slot holding t (or, while the window is not full,
+                // the slot s itself).
+                let zero = Tensor::zeros(Vec::<SymInt>::new(), Kind::Int64, keys.device())?;
+                let shift = p0.add_scalar(n.clone())?.sub_scalar(w)?.maximum(&zero)?;
+                let t = Tensor::arange(0, w, 1, Kind::Int64, keys.device())?.add(&shift)?;
+                let is_new = t.ge(&p0)?.logical_and(&t.lt(&p0.add_scalar(n.clone())?)?)?;
+                let new_index = t.sub(&p0)?.add_scalar(w)?;
+                let old_index = t.sub(&p0.sub_scalar(w)?.maximum(&zero)?)?;
+                let index = new_index.where_cond(&is_new, &old_index)?;
+                l.keys = Some(fk.index_select(2, &index)?);
+                l.values = Some(fv.index_select(2, &index)?);
                 Ok((fk, fv))
             }
         }
@@ -310,34 +376,60 @@ impl CacheLayer {
         })
     }
 
-    /// `get_mask_sizes`: the first absolute key position attention reads after this layer is
-    /// updated with `query_length` positions, and how many it reads, given `past` positions
-    /// seen. A dynamic layer reads all it holds and the new ones; a sliding one holds the last
-    /// positions only, so they start at `past - stored` (`max(past - window + 1, 0)` in
-    /// transformers, equal since a sliding layer stores `min(past, window - 1)`); a static
-    /// layer reads its `max_cache_len` slots, unwritten ones masked by causality.
+    /// The absolute positions of the keys attention reads after this layer is updated with
+    /// `query_length` new positions at `cache_position` (`[q]`), `past` positions seen
+    /// (transformers' `get_mask_sizes`, which gives them as an offset and a length):
+    ///
+    /// - a dynamic layer reads all it holds and the new ones, `0..stored + q`;
+    /// - a sliding one holds the last positions only, so they start at `past - stored`
+    ///   (`max(past - window + 1, 0)` in transformers, equal since a sliding layer stores
+    ///   `min(past, window - 1)`);
+    /// - a static layer reads its `max_cache_len` slots `0..max_cache_len` (unwritten ones
+    ///   are masked by causality);
+    /// - a static sliding layer reads its `w` slots then the new states: slot `j` holds
+    ///   position `j + max(p0 - w, 0)` (valid when below `p0`, the first new position), the new
+    ///   states `p0..p0 + q`.
     ///
     /// # Errors
-    /// Any error reading a size.
-    pub fn mask_sizes(&self, past: &SymInt, query_length: &SymInt) -> Result<(SymInt, SymInt)> {
+    /// Any error of the ops.
+    pub fn key_positions(
+        &self,
+        past: &SymInt,
+        query_length: &SymInt,
+        cache_position: &Tensor,
+    ) -> Result<KeyPositions> {
         let stored = self.stored_length()?;
+        let device = cache_position.device();
         Ok(match self {
-            CacheLayer::Dynamic(_) => (SymInt::new(0), &stored + query_length),
-            CacheLayer::DynamicSlidingWindow(_) => (past - &stored, &stored + query_length),
-            CacheLayer::Static(l) => (SymInt::new(0), SymInt::new(l.max_cache_len)),
+            CacheLayer::Dynamic(_) => KeyPositions::Range {
+                offset: SymInt::new(0),
+                length: &stored + query_length,
+            },
+            CacheLayer::DynamicSlidingWindow(_) => KeyPositions::Range {
+                offset: past - &stored,
+                length: &stored + query_length,
+            },
+            CacheLayer::Static(l) => KeyPositions::Slots {
+                positions: Tensor::arange(0, l.max_cache_len, 1, Kind::Int64, device)?,
+                valid: None,
+            },
             CacheLayer::StaticSlidingWindow(l) => {
-                let p = past.hint();
                 let w = l.max_cache_len;
-                let q = query_length.hint();
-                let offset = (p - w + 1).max(0);
-                let length = if p >= w {
-                    w + q - 1
-                } else if p + q > w {
-                    p + q
-                } else {
-                    w
-                };
-                (SymInt::new(offset), SymInt::new(length))
+                let p0 = cache_position.select(0, 0)?;
+                let zero = Tensor::zeros(Vec::<SymInt>::new(), Kind::Int64, device)?;
+                let slots = Tensor::arange(0, w, 1, Kind::Int64, device)?
+                    .add(&p0.sub_scalar(w)?.maximum(&zero)?)?;
+                let valid = Tensor::cat(
+                    &[
+                        &slots.lt(&p0)?,
+                        &Tensor::ones(vec![query_length.clone()], Kind::Bool, device)?,
+                    ],
+                    0,
+                )?;
+                KeyPositions::Slots {
+                    positions: Tensor::cat(&[&slots, cache_position], 0)?,
+                    valid: Some(valid),
+                }
             }
         })
     }
@@ -419,6 +511,16 @@ impl CacheLayer {
                 sel(keys)?;
                 sel(values)
             }
+        }
+    }
+
+    /// Sets the number of positions a static layer has seen (its slots hold the last of
+    /// them); a dynamic layer's count is its length and stays.
+    pub fn set_seen(&mut self, seen: i64) {
+        match self {
+            CacheLayer::Static(l) => l.cumulative_length = seen,
+            CacheLayer::StaticSlidingWindow(l) => l.cumulative_length = seen,
+            CacheLayer::Dynamic(_) | CacheLayer::DynamicSlidingWindow(_) => {}
         }
     }
 
@@ -508,10 +610,16 @@ fn layer_error(layer: usize, e: Error) -> Error {
 }
 
 /// `DynamicCache`: one dynamic layer (full or sliding-window) per decoder layer.
+///
+/// The models also run on it the layers of the static classes ([`StaticCache`],
+/// [`HybridCache`], [`SlidingWindowCache`]), which `causal_lm_forward` unwraps and wraps back.
 #[derive(Clone, Debug, Default)]
 pub struct DynamicCache {
     /// The layers.
     pub layers: Vec<CacheLayer>,
+    /// The positions of the new tokens during a forward (`cache_position`, `[seq]` int64), set
+    /// by the model for its static layers; `None` outside a forward.
+    pub cache_position: Option<Tensor>,
 }
 
 impl DynamicCache {
@@ -528,6 +636,7 @@ impl DynamicCache {
                     })
                 })
                 .collect(),
+            cache_position: None,
         }
     }
 
@@ -536,6 +645,7 @@ impl DynamicCache {
     pub fn with_layers(kinds: &[LayerKind]) -> Self {
         Self {
             layers: kinds.iter().map(|k| k.layer()).collect(),
+            cache_position: None,
         }
     }
 
@@ -554,8 +664,9 @@ impl DynamicCache {
             self.layers
                 .push(CacheLayer::Dynamic(DynamicLayer::default()));
         }
+        let at = self.cache_position.as_ref();
         self.layers[layer]
-            .update(keys, values)
+            .update_at(keys, values, at)
             .map_err(|e| layer_error(layer, e))
     }
 
@@ -600,20 +711,24 @@ impl DynamicCache {
         }
     }
 
-    /// The mask sizes of layer `layer` ([`CacheLayer::mask_sizes`]); a layer not created yet
-    /// reads the new positions only.
+    /// The key positions of layer `layer` ([`CacheLayer::key_positions`]); a layer not
+    /// created yet reads the new positions only.
     ///
     /// # Errors
-    /// Any error reading a size.
-    pub fn mask_sizes(
+    /// Any error of the ops.
+    pub fn key_positions(
         &self,
         layer: usize,
         past: &SymInt,
         query_length: &SymInt,
-    ) -> Result<(SymInt, SymInt)> {
+        cache_position: &Tensor,
+    ) -> Result<KeyPositions> {
         match self.layers.get(layer) {
-            Some(l) => l.mask_sizes(past, query_length),
-            None => Ok((SymInt::new(0), query_length.clone())),
+            Some(l) => l.key_positions(past, query_length, cache_position),
+            None => Ok(KeyPositions::Range {
+                offset: past.clone(),
+                length: query_length.clone(),
+            }),
         }
     }
 
@@ -872,7 +987,10 @@ pub fn make_dynamic_cache_with_layers(
             )),
         })
         .collect::<Result<_>>()?;
-    Ok(DynamicCache { layers })
+    Ok(DynamicCache {
+        layers,
+        cache_position: None,
+    })
 }
 
 /// `make_static_cache`: a [`StaticCache`] of `max_cache_len` positions per layer, `pairs`

@@ -6,7 +6,10 @@
 use onnx_diagnostic_core::{Result, SymInt, Tensor};
 use tch::Kind;
 
-use crate::{cache_utils::DynamicCache, error::core_error};
+use crate::{
+    cache_utils::{DynamicCache, KeyPositions},
+    error::core_error,
+};
 
 /// `torch.finfo(kind).min`: the most negative finite value of a floating type.
 pub(crate) fn finfo_min(kind: Kind) -> f64 {
@@ -19,37 +22,57 @@ pub(crate) fn finfo_min(kind: Kind) -> f64 {
     }
 }
 
-/// The mask `[batch or 1, 1, seq, kv_length]` for queries at `cache_position` (`[seq]`) over
-/// the key positions `kv_offset..kv_offset + kv_length` (the layer cache's `get_mask_sizes`): a
-/// key `kv` is allowed when `kv <= q`, when `kv > q - sliding_window` if the layer has a window,
-/// and when `attention_mask` (`[batch, past + seq]`, 1 for tokens, 0 for padding, indexed by
-/// absolute position) keeps it.
+/// The mask `[batch or 1, 1, seq, kv]` for queries at `cache_position` (`[seq]`) over keys
+/// at the absolute positions `keys` (the layer cache's `get_mask_sizes`, or a static layer's
+/// slots): a key at `kv` is allowed when `kv <= q`, when `kv > q - sliding_window` if the layer
+/// has a window, when its slot holds a position, and when `attention_mask` (`[batch, past +
+/// seq]`, 1 for tokens, 0 for padding, indexed by absolute position) keeps it; positions past
+/// the end of `attention_mask` count as padding, as transformers' `prepare_padding_mask` pads it
+/// with zeros.
 ///
 /// # Errors
 /// Any error of the ops.
 pub fn causal_mask(
     attention_mask: Option<&Tensor>,
     cache_position: &Tensor,
-    kv_offset: &SymInt,
-    kv_length: &SymInt,
+    keys: &KeyPositions,
     sliding_window: Option<i64>,
     kind: Kind,
 ) -> Result<Tensor> {
     let device = cache_position.device();
-    let end = kv_offset + kv_length;
-    let kv = Tensor::arange(kv_offset.clone(), end, 1, Kind::Int64, device)?.unsqueeze(0)?;
+    let (kv, valid) = match keys {
+        KeyPositions::Range { offset, length } => (
+            Tensor::arange(offset.clone(), offset + length, 1, Kind::Int64, device)?,
+            None,
+        ),
+        KeyPositions::Slots { positions, valid } => (positions.clone(), valid.clone()),
+    };
     let q = cache_position.unsqueeze(1)?;
-    let mut allowed = kv.le(&q)?;
+    let kv_row = kv.unsqueeze(0)?;
+    let mut allowed = kv_row.le(&q)?;
     if let Some(window) = sliding_window {
-        allowed = allowed.logical_and(&kv.gt(&q.sub_scalar(window)?)?)?;
+        allowed = allowed.logical_and(&kv_row.gt(&q.sub_scalar(window)?)?)?;
+    }
+    if let Some(v) = valid {
+        allowed = allowed.logical_and(&v.unsqueeze(0)?)?;
     }
     let mut allowed = allowed.unsqueeze(0)?.unsqueeze(0)?;
     if let Some(m) = attention_mask {
         let m = m.to_kind(Kind::Bool)?;
-        let m = if kv_offset.as_static() == Some(0) {
-            m
-        } else {
-            m.narrow(1, kv_offset.clone(), kv_length.clone())?
+        let m = match keys {
+            KeyPositions::Range { offset, .. } if offset.as_static() == Some(0) => m,
+            KeyPositions::Range { offset, length } => {
+                m.narrow(1, offset.clone(), length.clone())?
+            }
+            KeyPositions::Slots { .. } => {
+                // The mask at each slot's position, 0 past its end.
+                let len = m.size(1)?;
+                let inside = kv.lt_scalar(len.clone())?;
+                let zero = Tensor::zeros(Vec::<SymInt>::new(), Kind::Int64, device)?;
+                let at = kv.where_cond(&inside, &zero)?;
+                m.index_select(1, &at)?
+                    .logical_and(&inside.unsqueeze(0)?)?
+            }
         };
         allowed = allowed.logical_and(&m.unsqueeze(1)?.unsqueeze(1)?)?;
     }
@@ -59,8 +82,8 @@ pub fn causal_mask(
         .mul_scalar(finfo_min(kind))
 }
 
-/// The position ids (those given, else the cache positions `past..past + seq` of the new
-/// tokens) and one eager mask per decoder layer, as transformers' models build their
+/// The position ids (those given, else the cache positions: the cache's `cache_position`
+/// when the model was given one, else `past..past + seq`) and one eager mask per decoder layer, as transformers' models build their
 /// `causal_mask_mapping` before the layers: one mask per layer type (full, or sliding with
 /// its window, `windows[i]` from the config), sized by the cache layer of that type that comes
 /// first (`get_mask_sizes`).
@@ -84,8 +107,13 @@ pub(crate) fn decoder_masks(
     let past = cache
         .past_length(attention_mask, &q)
         .map_err(|e| core_error(model, e))?;
-    let total = &past + &q;
-    let cache_position = Tensor::arange(past.clone(), total, 1, Kind::Int64, input_ids.device())?;
+    let cache_position = match &cache.cache_position {
+        Some(p) => p.clone(),
+        None => {
+            let total = &past + &q;
+            Tensor::arange(past.clone(), total, 1, Kind::Int64, input_ids.device())?
+        }
+    };
     let position_ids = match position_ids {
         Some(p) => p.clone(),
         None => cache_position.unsqueeze(0)?,
@@ -97,17 +125,10 @@ pub(crate) fn decoder_masks(
             masks.push(m.clone());
             continue;
         }
-        let (offset, length) = cache
-            .mask_sizes(i, &past, &q)
+        let keys = cache
+            .key_positions(i, &past, &q, &cache_position)
             .map_err(|e| core_error(model, e))?;
-        let m = causal_mask(
-            attention_mask,
-            &cache_position,
-            &offset,
-            &length,
-            *window,
-            kind,
-        )?;
+        let m = causal_mask(attention_mask, &cache_position, &keys, *window, kind)?;
         by_type.push((*window, m.clone()));
         masks.push(m);
     }

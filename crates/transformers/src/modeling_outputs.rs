@@ -4,27 +4,71 @@
 
 use onnx_diagnostic_core::{Inputs, Result as CoreResult, Tensor, Value, dataclass};
 
-use crate::{cache_utils::DynamicCache, error::core_error};
+use crate::{
+    cache_utils::{DynamicCache, HybridCache, SlidingWindowCache, StaticCache},
+    error::core_error,
+};
 
 /// The forward signature of the causal LMs: `input_ids`, `attention_mask`, `position_ids`,
-/// `past_key_values` (transformers' `*ForCausalLM.forward`, its first arguments).
+/// `past_key_values` (transformers' `*ForCausalLM.forward`, its first arguments), and
+/// `cache_position`, the positions of the new tokens, which transformers 4 took and a static
+/// cache needs across an export (its flattened tensors do not say how many positions they
+/// hold).
 pub fn causal_lm_signature() -> Vec<String> {
     [
         "input_ids",
         "attention_mask",
         "position_ids",
         "past_key_values",
+        "cache_position",
     ]
     .map(str::to_owned)
     .to_vec()
 }
 
+/// The class of the `past_key_values` a causal LM was given, to give the grown cache back as
+/// the same class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CacheClass {
+    Dynamic,
+    Static,
+    Hybrid,
+    SlidingWindow,
+}
+
+/// The layers of a `past_key_values` input of any key/value cache class, and its class.
+fn cache_layers(value: &Value) -> Result<Option<(CacheClass, DynamicCache)>, crate::Error> {
+    if let Value::None = value {
+        return Ok(None);
+    }
+    let wrap = |layers: &[crate::cache_utils::CacheLayer]| DynamicCache {
+        layers: layers.to_vec(),
+        cache_position: None,
+    };
+    if let Some(c) = value.downcast_ref::<DynamicCache>() {
+        return Ok(Some((CacheClass::Dynamic, c.clone())));
+    }
+    if let Some(c) = value.downcast_ref::<StaticCache>() {
+        return Ok(Some((CacheClass::Static, wrap(&c.layers))));
+    }
+    if let Some(c) = value.downcast_ref::<HybridCache>() {
+        return Ok(Some((CacheClass::Hybrid, wrap(&c.0.layers))));
+    }
+    if let Some(c) = value.downcast_ref::<SlidingWindowCache>() {
+        return Ok(Some((CacheClass::SlidingWindow, wrap(&c.0.layers))));
+    }
+    DynamicCache::from_value(value).map(|c| c.map(|c| (CacheClass::Dynamic, c)))
+}
+
 /// The `forward` of a causal LM on bound inputs: `step(input_ids, attention_mask,
 /// position_ids, past_key_values)` gives the logits and the grown cache, returned as
-/// `CausalLMOutputWithPast`.
+/// `CausalLMOutputWithPast`. A static cache (`StaticCache`, `HybridCache`,
+/// `SlidingWindowCache`) runs as its layers and comes back as its class; `cache_position`
+/// reaches its layers through [`DynamicCache::cache_position`].
 ///
 /// # Errors
-/// A `past_key_values` that is not a `DynamicCache`, or any error of `step`.
+/// A `past_key_values` that is not a key/value cache, a `cache_position` that is not a tensor,
+/// or any error of `step`.
 pub(crate) fn causal_lm_forward(
     model: &str,
     inputs: &Inputs,
@@ -35,17 +79,37 @@ pub(crate) fn causal_lm_forward(
         Option<DynamicCache>,
     ) -> CoreResult<(Tensor, DynamicCache)>,
 ) -> CoreResult<Value> {
-    let cache = DynamicCache::from_value(inputs.get("past_key_values"))
-        .map_err(|e| core_error(model, e))?;
-    let (logits, cache) = step(
+    let given = cache_layers(inputs.get("past_key_values")).map_err(|e| core_error(model, e))?;
+    let cache_position = inputs.opt_tensor("cache_position")?;
+    let (class, cache) = match given {
+        Some((class, mut c)) => {
+            c.cache_position = cache_position.cloned();
+            (class, Some(c))
+        }
+        None => (CacheClass::Dynamic, None),
+    };
+    let (logits, mut cache) = step(
         inputs.tensor("input_ids")?,
         inputs.opt_tensor("attention_mask")?,
         inputs.opt_tensor("position_ids")?,
         cache,
     )?;
+    cache.cache_position = None;
+    let past = match class {
+        CacheClass::Dynamic => Value::custom(cache),
+        CacheClass::Static => Value::custom(StaticCache {
+            layers: cache.layers,
+        }),
+        CacheClass::Hybrid => Value::custom(HybridCache(StaticCache {
+            layers: cache.layers,
+        })),
+        CacheClass::SlidingWindow => Value::custom(SlidingWindowCache(StaticCache {
+            layers: cache.layers,
+        })),
+    };
     Ok(Value::custom(CausalLMOutputWithPast {
         logits: Some(Value::Tensor(logits)),
-        past_key_values: Some(Value::custom(cache)),
+        past_key_values: Some(past),
         ..CausalLMOutputWithPast::default()
     }))
 }

@@ -79,6 +79,38 @@ pub fn input_sets(increment: i64) -> Vec<(&'static str, (i64, i64, i64))> {
     TextGenerationOptions::default().input_sets(increment)
 }
 
+/// The cache class of the input sets (`--iop cls_cache=...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CacheChoice {
+    /// `DynamicCache` (its layers sliding where the model has a window).
+    #[default]
+    Dynamic,
+    /// `StaticCache` (transformers 5: `StaticLayer`s, `StaticSlidingWindowLayer`s where the
+    /// model has a window).
+    Static,
+    /// `HybridCache` (transformers 4, Gemma2/3): static, sliding and full layers mixed.
+    Hybrid,
+    /// `SlidingWindowCache` (transformers 4, Mistral): static, every layer sliding.
+    SlidingWindow,
+}
+
+impl CacheChoice {
+    /// The class name.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            CacheChoice::Dynamic => "DynamicCache",
+            CacheChoice::Static => "StaticCache",
+            CacheChoice::Hybrid => "HybridCache",
+            CacheChoice::SlidingWindow => "SlidingWindowCache",
+        }
+    }
+
+    /// Whether the class preallocates its positions (and the model takes `cache_position`).
+    pub fn is_static(self) -> bool {
+        self != CacheChoice::Dynamic
+    }
+}
+
 /// The sizes of the text-generation inputs, set by the Python validate's `--iop KEY=VALUE`
 /// (the keyword arguments of its `get_inputs`, with the same names and defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +121,12 @@ pub struct TextGenerationOptions {
     pub sequence_length: i64,
     /// Number of new tokens (3).
     pub sequence_length2: i64,
+    /// The cache class (`DynamicCache`).
+    pub cls_cache: CacheChoice,
+    /// The slots of a static cache (default: the longest cache + new tokens of the input sets,
+    /// at least `head_dim`, as the Python package's `max(sequence_length + sequence_length2,
+    /// head_dim)` but one size for every set, since the slots are a static dimension).
+    pub max_cache_len: Option<i64>,
 }
 
 impl Default for TextGenerationOptions {
@@ -97,6 +135,8 @@ impl Default for TextGenerationOptions {
             batch_size: 2,
             sequence_length: 30,
             sequence_length2: 3,
+            cls_cache: CacheChoice::Dynamic,
+            max_cache_len: None,
         }
     }
 }
@@ -124,21 +164,124 @@ impl TextGenerationOptions {
             "batch_size" => self.batch_size = number(1)?,
             "sequence_length" => self.sequence_length = number(0)?,
             "sequence_length2" => self.sequence_length2 = number(1)?,
-            "cls_cache" if value == "DynamicCache" => {}
             "cls_cache" => {
-                return Err(refuse(
-                    "the text-generation models take a DynamicCache only (their forward reads \
-                     past_key_values as one)",
-                ));
+                self.cls_cache = match value {
+                    "DynamicCache" => CacheChoice::Dynamic,
+                    "StaticCache" => CacheChoice::Static,
+                    "HybridCache" => CacheChoice::Hybrid,
+                    "SlidingWindowCache" => CacheChoice::SlidingWindow,
+                    _ => {
+                        return Err(refuse(
+                            "expected DynamicCache, StaticCache, HybridCache or \
+                             SlidingWindowCache",
+                        ));
+                    }
+                }
             }
+            "max_cache_len" => self.max_cache_len = Some(number(1)?),
             _ => {
                 return Err(refuse(
                     "unknown option of the text-generation inputs (batch_size, \
-                     sequence_length, sequence_length2, cls_cache)",
+                     sequence_length, sequence_length2, cls_cache, max_cache_len)",
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Checks that the model `d` can take the cache class: a `SlidingWindowCache` needs every
+    /// layer sliding, a `HybridCache` some; a static cache needs `max_cache_len` to hold the
+    /// longest set.
+    ///
+    /// # Errors
+    /// [`Error::InputOption`] naming `cls_cache` or `max_cache_len` and what fits the model.
+    pub fn check(&self, d: &DecoderDims, increment: i64) -> Result<()> {
+        let sliding = (0..d.num_layers)
+            .filter(|&i| matches!(d.layer_kind(i), LayerKind::DynamicSlidingWindow(_)))
+            .count();
+        let refuse = |message: String| Error::InputOption {
+            key: "cls_cache".to_owned(),
+            value: self.cls_cache.class_name().to_owned(),
+            message,
+        };
+        match self.cls_cache {
+            CacheChoice::SlidingWindow if sliding < d.num_layers => {
+                return Err(refuse(format!(
+                    "every layer of a SlidingWindowCache slides, but {} of the model's {} \
+                     layers attend to all positions; use StaticCache or HybridCache",
+                    d.num_layers - sliding,
+                    d.num_layers
+                )));
+            }
+            CacheChoice::Hybrid if sliding == 0 => {
+                return Err(refuse(
+                    "the model has no sliding-window layer to mix with full ones; use \
+                     StaticCache"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        if self.cls_cache.is_static() {
+            let m = self.max_cache_len(d, increment);
+            let longest = self
+                .input_sets(increment)
+                .iter()
+                .map(|(_, (_, q, c))| q + c)
+                .max()
+                .unwrap_or(0);
+            if m < longest {
+                return Err(Error::InputOption {
+                    key: "max_cache_len".to_owned(),
+                    value: m.to_string(),
+                    message: format!(
+                        "a set holds {longest} positions (cache + new tokens); give at least \
+                         that many slots"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The slots of a static cache for these sets ([`TextGenerationOptions::max_cache_len`]).
+    pub fn max_cache_len(&self, d: &DecoderDims, increment: i64) -> i64 {
+        self.max_cache_len.unwrap_or_else(|| {
+            self.input_sets(increment)
+                .iter()
+                .map(|(_, (_, q, c))| q + c)
+                .max()
+                .unwrap_or(0)
+                .max(d.head_dim)
+        })
+    }
+
+    /// One input set of the options' cache class: [`text_generation_inputs`] for a
+    /// `DynamicCache`, [`text_generation_static_inputs`] for the static classes.
+    ///
+    /// # Errors
+    /// As those functions.
+    pub fn inputs(
+        &self,
+        d: &DecoderDims,
+        (batch, seq, cache): (i64, i64, i64),
+        increment: i64,
+    ) -> Result<Vec<(String, Value)>> {
+        if self.cls_cache.is_static() {
+            let m = self.max_cache_len(d, increment);
+            text_generation_static_inputs(d, self.cls_cache, batch, seq, cache, m)
+        } else {
+            text_generation_inputs(d, batch, seq, cache)
+        }
+    }
+
+    /// The dynamic shapes of [`TextGenerationOptions::inputs`].
+    pub fn dynamic_shapes(&self, d: &DecoderDims) -> DynamicShapes {
+        if self.cls_cache.is_static() {
+            text_generation_static_dynamic_shapes(d)
+        } else {
+            text_generation_dynamic_shapes(d)
+        }
     }
 
     /// The named input sets `(name, (batch, new tokens, cache length))` as the Python package
@@ -219,6 +362,111 @@ pub fn text_generation_inputs(
             Value::custom(past),
         ),
     ])
+}
+
+/// Keyword inputs for a static cache of class `cls` with `max_cache_len` slots per layer:
+/// `input_ids` `[batch, seq]`, `attention_mask` `[batch, cache + seq]` (int64 ones),
+/// `cache_position` `cache..cache + seq`, and `past_key_values` as a cache that has seen `cache`
+/// positions: a `StaticLayer` holds them in its first slots (zeros after), a
+/// `StaticSlidingWindowLayer` of `min(window, max_cache_len)` slots holds the last of them.
+/// The Python package's static sets (a 4-D boolean mask, positions from 0) describe no
+/// consistent cache state; these are the ones transformers' `generate` produces.
+///
+/// # Errors
+/// [`Error::InputOption`] for sizes out of range, as [`text_generation_inputs`].
+pub fn text_generation_static_inputs(
+    d: &DecoderDims,
+    cls: CacheChoice,
+    batch: i64,
+    seq: i64,
+    cache: i64,
+    max_cache_len: i64,
+) -> Result<Vec<(String, Value)>> {
+    let mut set = text_generation_inputs(d, batch, seq, 0)?;
+    if cache + seq > max_cache_len {
+        return Err(Error::InputOption {
+            key: "max_cache_len".to_owned(),
+            value: max_cache_len.to_string(),
+            message: format!("{cache} cached and {seq} new positions do not fit"),
+        });
+    }
+    let opts = (Kind::Float, Device::Cpu);
+    let layer = |kind: LayerKind| -> Result<crate::cache_utils::CacheLayer> {
+        let slots = match kind {
+            LayerKind::StaticSlidingWindow(m, w) => m.min(w),
+            _ => max_cache_len,
+        };
+        let held = cache.min(slots);
+        let states = || -> Result<Tensor> {
+            let filled = tch::Tensor::f_randn([batch, d.kv_heads, held, d.head_dim], opts)
+                .and_then(|t| {
+                    let rest = tch::Tensor::f_zeros(
+                        [batch, d.kv_heads, slots - held, d.head_dim],
+                        opts,
+                    )?;
+                    tch::Tensor::f_cat(&[t, rest], 2)
+                })
+                .map_err(|e| size_error("sequence_length", cache, &e))?;
+            Ok(Tensor::from(filled))
+        };
+        let mut l = crate::cache_utils::CacheLayer::filled(kind, states()?, states()?)?;
+        l.set_seen(cache);
+        Ok(l)
+    };
+    let kinds: Vec<LayerKind> = (0..d.num_layers)
+        .map(|i| match d.layer_kind(i) {
+            LayerKind::DynamicSlidingWindow(w) => LayerKind::StaticSlidingWindow(max_cache_len, w),
+            _ => LayerKind::Static(max_cache_len),
+        })
+        .collect();
+    let layers = kinds.into_iter().map(layer).collect::<Result<Vec<_>>>()?;
+    let static_cache = crate::cache_utils::StaticCache { layers };
+    let past = match cls {
+        CacheChoice::Hybrid => Value::custom(crate::cache_utils::HybridCache(static_cache)),
+        CacheChoice::SlidingWindow => {
+            Value::custom(crate::cache_utils::SlidingWindowCache(static_cache))
+        }
+        _ => Value::custom(static_cache),
+    };
+    let mask = tch::Tensor::f_ones([batch, cache + seq], (Kind::Int64, Device::Cpu))
+        .map_err(|e| size_error("batch_size", batch, &e))?;
+    let positions = tch::Tensor::f_arange_start(cache, cache + seq, (Kind::Int64, Device::Cpu))
+        .map_err(|e| size_error("sequence_length2", seq, &e))?;
+    for (name, v) in &mut set {
+        match name.as_str() {
+            "attention_mask" => *v = Value::from(mask.shallow_clone()),
+            "past_key_values" => *v = past.clone(),
+            _ => {}
+        }
+    }
+    set.push(("cache_position".to_owned(), Value::from(positions)));
+    Ok(set)
+}
+
+/// The dynamic shapes of [`text_generation_static_inputs`]: `batch`, `seq_length` (also of
+/// `cache_position`), `total_length`; the slots of the cache are static.
+pub fn text_generation_static_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
+    let (batch, seq) = (Dim::new("batch"), Dim::new("seq_length"));
+    let cache_spec = DynSpec::Seq(
+        (0..2 * d.num_layers)
+            .map(|_| DynSpec::dims([(0, batch.clone())]))
+            .collect(),
+    );
+    DynamicShapes {
+        args: Vec::new(),
+        kwargs: vec![
+            (
+                "input_ids".to_owned(),
+                DynSpec::dims([(0, batch.clone()), (1, seq.clone())]),
+            ),
+            (
+                "attention_mask".to_owned(),
+                DynSpec::dims([(0, batch.clone()), (1, Dim::new("total_length"))]),
+            ),
+            ("past_key_values".to_owned(), cache_spec),
+            ("cache_position".to_owned(), DynSpec::dims([(0, seq)])),
+        ],
+    }
 }
 
 /// The dynamic shapes of [`text_generation_inputs`].

@@ -14,7 +14,8 @@ use onnx_diagnostic_core::{ExportOptions, Inputs, Module, Tensor, export};
 use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, proto};
 use onnx_diagnostic_transformers::DynamicCache;
 use onnx_diagnostic_transformers::tasks::{
-    DecoderDims, INPUT_SETS, cast_floats, text_generation_dynamic_shapes, text_generation_inputs,
+    DecoderDims, INPUT_SETS, TextGenerationOptions, cast_floats, text_generation_dynamic_shapes,
+    text_generation_inputs,
 };
 use tch::Kind;
 
@@ -134,6 +135,42 @@ pub(crate) fn export_and_check_in_ort_in(
         worst = worst.max(d.abs);
     }
     (onnx, worst)
+}
+
+/// Exports `model` on the first input set of `opts` (its cache class), lowers it, and checks
+/// ONNX Runtime against eager on the four validate input sets of `opts` (≤ 1e-4, no NaN).
+/// Returns the ONNX model.
+pub(crate) fn export_and_check_with(
+    model: &dyn Module,
+    dims: &DecoderDims,
+    opts: &TextGenerationOptions,
+) -> proto::ModelProto {
+    let name = model.class_name();
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    opts.check(dims, 1).unwrap();
+    let sets = opts.input_sets(1);
+    let ds = opts.dynamic_shapes(dims);
+    let example = opts.inputs(dims, sets[0].1, 1).unwrap();
+    let ep = export(model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    for (set_name, sizes) in &sets {
+        let set = opts.inputs(dims, *sizes, 1).unwrap();
+        let eager = model
+            .forward(&Inputs::bind_for(model, &[], &set).unwrap())
+            .unwrap();
+        let d = max_diff(&eager, &session.run(&[], &set).unwrap());
+        eprintln!(
+            "{name} {} {set_name} {sizes:?}: abs {:.3e} rel {:.3e} n {}",
+            opts.cls_cache.class_name(),
+            d.abs,
+            d.rel,
+            d.n
+        );
+        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {set_name}: {d:?}");
+    }
+    onnx
 }
 
 /// A model's cached forward: `(input_ids, attention_mask, cache) -> (logits, cache)`.

@@ -2,7 +2,7 @@
 """Produce reference checkpoints and outputs from HF transformers for Rust parity tests.
 
 Usage: python make_reference.py OUT_DIR CONFIG_JSON_PATH [ARCH] [--dtype=float16|bfloat16]
-       [--checkpoint-dtype=float16|bfloat16] [--max-shard-size=SIZE]
+       [--checkpoint-dtype=float16|bfloat16] [--max-shard-size=SIZE] [--static-cache=SLOTS]
 
 ARCH defaults to the config's ``architectures[0]`` (e.g. LlamaForCausalLM).
 The model is built from the config only (random init, torch.manual_seed(0)), never downloaded.
@@ -12,7 +12,9 @@ so the saved logits and cache tensors are of that type.
 With ``--checkpoint-dtype`` the model is converted before it is saved (a checkpoint in that type,
 its config saying so), then loaded back with ``from_pretrained`` (its default ``dtype="auto"``),
 and that loaded model runs: the reference of a real checkpoint. ``--max-shard-size`` shards it
-(``model.safetensors.index.json``).
+(``model.safetensors.index.json``). With ``--static-cache=SLOTS`` the prompt step runs on an
+empty ``StaticCache(config=model.config, max_cache_len=SLOTS)`` (its sliding layers
+``StaticSlidingWindowLayer``s), which the second step grows.
 
 Writes into OUT_DIR:
   config.json, model.safetensors  (save_pretrained, single file)
@@ -104,6 +106,7 @@ def main(argv):
     dtype = None
     checkpoint_dtype = None
     max_shard_size = "1000GB"
+    static_slots = None
     for a in [a for a in argv if a.startswith("--")]:
         argv.remove(a)
         key, value = a.split("=", 1)
@@ -113,6 +116,8 @@ def main(argv):
             checkpoint_dtype = value
         elif key == "--max-shard-size":
             max_shard_size = value
+        elif key == "--static-cache":
+            static_slots = int(value)
         else:
             die(f"unknown option {a}", code=2)
     if len(argv) not in (3, 4):
@@ -174,8 +179,18 @@ def main(argv):
     input_ids_next = torch.randint(0, vocab, (batch, seq_next), dtype=torch.int64)
     attention_mask_next = torch.ones((batch, seq + seq_next), dtype=torch.int64)
 
+    first_cache = None
+    if static_slots is not None:
+        from transformers import StaticCache
+
+        first_cache = StaticCache(config=model.config, max_cache_len=static_slots)
     with torch.no_grad():
-        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=first_cache,
+            use_cache=True,
+        )
         logits = out.logits.detach().clone()
         # Clone before step 2: the cache object is updated in place.
         kv1 = cache_layers(out.past_key_values, num_layers)
@@ -191,7 +206,7 @@ def main(argv):
     # A sliding-window layer keeps only its last positions (sliding_window - 1 of them in
     # transformers 5.23): its length may be shorter, never longer.
     window = getattr(config, "sliding_window", None)
-    for step, kv, length in ((1, kv1, seq), (2, kv2, seq + seq_next)):
+    for step, kv, length in ((1, kv1, seq), (2, kv2, seq + seq_next)) if static_slots is None else ():
         for i, (k, _) in enumerate(kv):
             ok = k.shape[2] == length or (window is not None and k.shape[2] < length)
             if k.shape[0] != batch or not ok:

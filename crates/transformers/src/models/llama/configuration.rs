@@ -431,7 +431,7 @@ impl Config {
     /// The cache layers transformers 5.23's `DynamicCache(config=...)` creates: a
     /// `DynamicSlidingWindowLayer` per layer when the config has a window,
     /// `DynamicLayer`s otherwise.
-    pub(crate) fn layer_kinds(&self) -> Vec<LayerKind> {
+    pub fn layer_kinds(&self) -> Vec<LayerKind> {
         let kind = match self.window() {
             Some(w) => LayerKind::DynamicSlidingWindow(w),
             None => LayerKind::Dynamic,
