@@ -461,13 +461,19 @@ fn input_options_set_the_sizes_of_the_input_sets() {
     assert_eq!(n("2_empty_cache"), (3 * 5 * 32000 + 2 * 3 * 5 * 96) as f64);
     assert_eq!(n("2_batch1"), (5 * 32000 + 2 * 17 * 96) as f64);
     for (option, said) in [
-        ("cls_cache=StaticCache", "DynamicCache only"),
+        ("cls_cache=HybridCache", "no sliding-window layer"),
+        ("cls_cache=QuantizedCache", "expected DynamicCache, StaticCache"),
         ("beam=2", "unknown option"),
         ("batch_size=0", "at least 1"),
     ] {
         let err = tiny_llm_fails(&["--iop", option]);
         assert!(err.contains(option) && err.contains(said), "{err}");
     }
+    let err = tiny_llm_fails(&["--iop", "cls_cache=StaticCache", "--iop", "max_cache_len=20"]);
+    assert!(
+        err.contains("max_cache_len=20") && err.contains("a set holds 35 positions"),
+        "{err}"
+    );
 }
 
 /// `--dtype float16` converts the model and the cache and checks ONNX Runtime within 1e-2;
@@ -565,4 +571,75 @@ fn cuda_without_a_gpu_or_its_runtime_is_refused_saying_why() {
     );
     let err = tiny_llm_fails(&["--device", "gpu"]);
     assert!(err.contains("expected cpu, cuda or cuda:N"), "{err}");
+}
+
+/// Gemma2 and Gemma3 checkpoints saved by transformers validate with every cache class that fits
+/// them, within 1e-4 on every set: windows of 3 and 4 against caches of 30 and 31 positions (the
+/// sliding layers hold 2 and 3, the static sliding slots have rolled) and an empty cache.
+#[test]
+fn gemma_checkpoints_validate_with_every_cache_class() {
+    let gemma2 = transformers_checkpoint(
+        "validate_gemma2",
+        r#"{"architectures":["Gemma2ForCausalLM"],"model_type":"gemma2","vocab_size":96,
+        "hidden_size":32,"intermediate_size":48,"num_hidden_layers":3,"num_attention_heads":4,
+        "num_key_value_heads":2,"head_dim":8,"max_position_embeddings":64,
+        "query_pre_attn_scalar":16,"sliding_window":3,"attn_logit_softcapping":2.0,
+        "final_logit_softcapping":1.5,"pad_token_id":0}"#,
+    );
+    let gemma3 = transformers_checkpoint(
+        "validate_gemma3",
+        r#"{"architectures":["Gemma3ForCausalLM"],"model_type":"gemma3_text","vocab_size":96,
+        "hidden_size":32,"intermediate_size":48,"num_hidden_layers":3,"num_attention_heads":4,
+        "num_key_value_heads":1,"head_dim":8,"max_position_embeddings":64,
+        "query_pre_attn_scalar":8,"sliding_window":4,"sliding_window_pattern":3,
+        "rope_local_base_freq":100.0,"pad_token_id":0}"#,
+    );
+    for (ckpt, class) in [(&gemma2, "Gemma2ForCausalLM"), (&gemma3, "Gemma3ForCausalLM")] {
+        for cls in ["DynamicCache", "StaticCache", "HybridCache"] {
+            let iop = format!("cls_cache={cls}");
+            let (_, s) = validate_ok(&[
+                "-m".as_ref(),
+                ckpt.as_os_str(),
+                "--iop".as_ref(),
+                iop.as_ref(),
+            ]);
+            assert_eq!(s["model_class"], class);
+            assert!(s["model_inputs"].contains(cls), "{}", s["model_inputs"]);
+            for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+                let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+                assert!(abs <= 1e-4, "{class} {cls} {sfx}: {abs}");
+            }
+        }
+    }
+    // A SlidingWindowCache has no full layer for Gemma's: exit 1 naming the option.
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "--run", "--export", "onnx", "-m"])
+        .arg(&gemma2)
+        .args(["--iop", "cls_cache=SlidingWindowCache"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cls_cache=SlidingWindowCache") && err.contains("HybridCache"), "{err}");
+}
+
+/// The catalog's tiny Gemma3 (window 512) with a cache longer than its window: the sliding
+/// layers hold 511 positions at export, 0 in the empty-cache set, and ONNX Runtime matches.
+#[test]
+fn tiny_gemma3_validates_past_its_window() {
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        "hf-internal-testing/tiny-random-Gemma3ForCausalLM".as_ref(),
+        "--iop".as_ref(),
+        "sequence_length=520".as_ref(),
+    ]);
+    assert!(
+        s["model_inputs"].contains("DynamicSlidingWindowLayer(T1s2x1x511x8"),
+        "{}",
+        s["model_inputs"]
+    );
+    for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+    }
 }

@@ -119,7 +119,8 @@ pub(crate) struct ValidateArgs {
     mop: Vec<String>,
     /// Input options: `KEY=VALUE` setting the sizes of the input sets (`batch_size=3`,
     /// `sequence_length=30` for the cache, `sequence_length2=3` new tokens, `cls_cache=
-    /// DynamicCache`), the keyword arguments of the Python package's `get_inputs`.
+    /// DynamicCache|StaticCache|HybridCache|SlidingWindowCache`, `max_cache_len` for the static
+    /// ones), the keyword arguments of the Python package's `get_inputs`.
     #[arg(long = "iop", value_name = "KEY=VALUE")]
     iop: Vec<String>,
 }
@@ -414,12 +415,13 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     let atol = a.atol.unwrap_or(default_atol(dtype));
     let arch = model.class_name();
     let model: &dyn Module = model.as_ref();
+    iop.check(&dims, a.inputs2)?;
     let sets: Vec<(&str, Vec<(String, Value)>)> = iop
         .input_sets(a.inputs2)
         .iter()
         .map(|(name, (b, q, c))| {
             tch::manual_seed(0);
-            let set = cast_floats(&text_generation_inputs(&dims, *b, *q, *c)?, dtype)?;
+            let set = cast_floats(&iop.inputs(&dims, (*b, *q, *c), a.inputs2)?, dtype)?;
             Ok((*name, move_to(&set, device)?))
         })
         .collect::<Result<_>>()?;
@@ -432,7 +434,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     }
     s.s(
         "model_shapes",
-        onnx_diagnostic_core::string_dynamic_shapes(&text_generation_dynamic_shapes(&dims)),
+        onnx_diagnostic_core::string_dynamic_shapes(&iop.dynamic_shapes(&dims)),
     );
     let mut ok = true;
 
@@ -481,7 +483,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
             patch_options.rewrite.join(",")
         },
     );
-    let ds = text_generation_dynamic_shapes(&dims);
+    let ds = iop.dynamic_shapes(&dims);
     let opts = ExportOptions {
         stop_if_static: a.stop_if_static,
     };
