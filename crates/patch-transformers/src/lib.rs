@@ -5,7 +5,7 @@
 //!
 //! | patch | export problem |
 //! |---|---|
-//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding`, `SmolLM3RotaryEmbedding` and `GemmaRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
+//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding`, `SmolLM3RotaryEmbedding`, `GemmaRotaryEmbedding`, `Gemma2RotaryEmbedding` and `Gemma3RotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
 
 use onnx_diagnostic_core::{Result, Tensor};
 use onnx_diagnostic_macros::patch;
@@ -58,9 +58,13 @@ pub fn patched_rotary_forward(
 /// patches are the struct's (`MistralRotaryEmbedding` is `LlamaRotaryEmbedding`).
 pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
     // The compiler checks that each is the struct.
-    use onnx_diagnostic_transformers::models::{gemma, mistral, phi, phi3, qwen2, smollm3};
-    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 6] = [
+    use onnx_diagnostic_transformers::models::{
+        gemma, gemma2, gemma3, mistral, phi, phi3, qwen2, smollm3,
+    };
+    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 8] = [
         |x: &gemma::GemmaRotaryEmbedding| x,
+        |x: &gemma2::Gemma2RotaryEmbedding| x,
+        |x: &gemma3::Gemma3RotaryEmbedding| x,
         |x: &mistral::MistralRotaryEmbedding| x,
         |x: &phi::PhiRotaryEmbedding| x,
         |x: &phi3::Phi3RotaryEmbedding| x,
@@ -69,6 +73,8 @@ pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
     ];
     &[
         ("GemmaRotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("Gemma2RotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("Gemma3RotaryEmbedding", "LlamaRotaryEmbedding"),
         ("MistralRotaryEmbedding", "LlamaRotaryEmbedding"),
         ("PhiRotaryEmbedding", "LlamaRotaryEmbedding"),
         ("Phi3RotaryEmbedding", "LlamaRotaryEmbedding"),

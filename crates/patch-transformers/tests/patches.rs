@@ -329,3 +329,35 @@ fn diffs_show_the_target_and_the_patch() {
     let md = g.details().format_diff(DiffFormat::Markdown);
     assert!(md.contains("```diff\n--- original"), "{md}");
 }
+
+/// Gemma2 and Gemma3 (text) run the same rotary embedding, Gemma3 one per layer type (the
+/// dynamic rope on its full-attention layers): the patch makes both export, with their sliding
+/// layers holding fewer positions than the full ones.
+#[test]
+fn the_patch_covers_gemma2_and_gemma3() {
+    use onnx_diagnostic_transformers::models::gemma2::{Config, Gemma2ForCausalLM};
+    for config in [
+        r#"{"model_type":"gemma2","vocab_size":64,"hidden_size":16,"intermediate_size":32,
+        "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":8,
+        "max_position_embeddings":8,"sliding_window":4,
+        "rope_parameters":{"rope_type":"dynamic","factor":2.0,"rope_theta":10000.0}}"#,
+        r#"{"model_type":"gemma3_text","vocab_size":64,"hidden_size":16,"intermediate_size":32,
+        "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":8,
+        "max_position_embeddings":8,"sliding_window":4,"sliding_window_pattern":2,
+        "rope_scaling":{"rope_type":"dynamic","factor":2.0}}"#,
+    ] {
+        let cfg = Config::from_json(config).unwrap();
+        let class = cfg.family.class_name();
+        let mut w = Weights::untrained(class, 5, 0.02);
+        let model = Gemma2ForCausalLM::new(cfg, &mut w).unwrap();
+        let dims = model.config.decoder_dims();
+        fails_unpatched(&model);
+        let sets = [(3, 4, 29), (1, 2, 3)]
+            .map(|(b, s, c)| text_generation_inputs(&dims, b, s, c).unwrap());
+        let (ep, _) = export_patched_and_compare(&model, &sets);
+        assert!(
+            ep.to_string().contains("torch.ops.higher_order.cond"),
+            "{class}"
+        );
+    }
+}

@@ -19,6 +19,9 @@ use crate::{
     weights::Weights,
 };
 
+/// `Gemma3RotaryEmbedding`: one Llama rotary embedding per layer type.
+pub type Gemma3RotaryEmbedding = super::llama::LlamaRotaryEmbedding;
+
 /// `Gemma3ForCausalLM`: the text model of Gemma3.
 #[derive(Clone, Debug)]
 pub struct Gemma3ForCausalLM {
