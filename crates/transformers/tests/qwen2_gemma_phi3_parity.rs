@@ -10,7 +10,7 @@ mod common;
 use common::{check_two_steps, export_and_check_in_ort, reference};
 use onnx_diagnostic_core::{Module, Tensor};
 use onnx_diagnostic_transformers::{
-    catalog,
+    LayerKind, catalog,
     models::{
         gemma::GemmaForCausalLM, llama::Config, phi3::Phi3ForCausalLM, qwen2::Qwen2ForCausalLM,
     },
@@ -48,15 +48,36 @@ fn qwen2_matches_transformers_and_exports() {
     export_and_check_in_ort(&tiny, &tiny.config().decoder_dims());
 }
 
+/// `use_sliding_window` with `max_window_layers` 1: layer 0 attends to all positions, layer 1
+/// to a window of 3 (a `DynamicSlidingWindowLayer`), as `Qwen2Config` derives `layer_types`;
+/// exported with both kinds of layers and run across the window.
 #[test]
-fn qwen2_with_sliding_layers_is_refused_with_a_typed_error() {
+fn qwen2_with_sliding_layers_matches_transformers_and_exports() {
+    let config = r#"{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2",
+    "vocab_size":128,"hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,
+    "num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":64,
+    "sliding_window":3,"use_sliding_window":true,"max_window_layers":1,
+    "tie_word_embeddings":false}"#;
+    let (dir, io) = reference("qwen2_sliding", config);
+    let model = Qwen2ForCausalLM::from_pretrained(&dir).unwrap();
+    assert_eq!(
+        model.config().layer_kinds(),
+        [LayerKind::Dynamic, LayerKind::DynamicSlidingWindow(3)]
+    );
+    let step = |ids: &Tensor, mask: &Tensor, cache| {
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
+    };
+    check_two_steps("qwen2 sliding", &io, &step, false);
+    export_and_check_in_ort(&model, &model.config().decoder_dims());
+    // A sliding layer needs a window.
     let e = Config::from_json(
         r#"{"model_type":"qwen2","vocab_size":8,"hidden_size":8,"intermediate_size":8,
-        "num_hidden_layers":1,"num_attention_heads":2,"use_sliding_window":true,
-        "sliding_window":4}"#,
+        "num_hidden_layers":1,"num_attention_heads":2,"layer_types":["sliding_attention"]}"#,
     )
     .unwrap_err();
-    assert!(e.to_string().contains("use_sliding_window=true"), "{e}");
+    assert!(e.to_string().contains("sliding_window"), "{e}");
 }
 
 #[test]

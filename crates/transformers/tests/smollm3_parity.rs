@@ -54,3 +54,21 @@ fn smollm3_with_explicit_nope_layers_matches_transformers() {
     );
     export_and_check_in_ort(&model, &model.config().decoder_dims());
 }
+
+#[test]
+fn smollm3_with_sliding_nope_layers_matches_transformers() {
+    // use_sliding_window: the NoPE layer (the fourth) gets the window of 3, as
+    // `SmolLM3Config` derives `layer_types`.
+    let model = check(
+        "smollm3_sliding",
+        r#"{"architectures":["SmolLM3ForCausalLM"],"model_type":"smollm3","vocab_size":96,
+        "hidden_size":32,"intermediate_size":48,"num_hidden_layers":4,"num_attention_heads":4,
+        "num_key_value_heads":2,"max_position_embeddings":64,"use_sliding_window":true,
+        "sliding_window":3,"pad_token_id":0}"#,
+    );
+    assert_eq!(
+        model.config().layer_types(),
+        ["full_attention", "full_attention", "full_attention", "sliding_attention"]
+    );
+    export_and_check_in_ort(&model, &model.config().decoder_dims());
+}

@@ -97,9 +97,17 @@ pub struct Config {
     /// Attention window (Mistral and Phi-3; Llama ignores it, as transformers does).
     #[serde(default)]
     pub sliding_window: Option<i64>,
-    /// Qwen2: whether `sliding_window` applies (to the layers from `max_window_layers` on).
+    /// Qwen2 and SmolLM3: whether `sliding_window` applies (Qwen2: to the layers from
+    /// `max_window_layers` on; SmolLM3: to its NoPE layers).
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Qwen2: the first layer with a window when `use_sliding_window` (28).
+    #[serde(default)]
+    pub max_window_layers: Option<usize>,
+    /// `sliding_attention` or `full_attention` per layer (Qwen2, SmolLM3; derived when absent
+    /// as their configs derive it).
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
     /// Phi-3: the part of the head the rotary embedding applies to (also read from
     /// `rope_parameters`; the rest of the head passes through).
     #[serde(default)]
@@ -397,12 +405,38 @@ impl Config {
                 "must be at least 1".to_owned(),
             ));
         }
-        if matches!(self.arch, Arch::Qwen2 | Arch::SmolLM3) && self.use_sliding_window {
-            return Err(Error::Unsupported {
-                model: model.to_owned(),
-                feature: "use_sliding_window=true (sliding-window layers and their caches)"
+        let types = self.layer_types();
+        if types.len() != self.num_hidden_layers {
+            return Err(field(
+                "layer_types",
+                format!(
+                    "{} entries for num_hidden_layers={}",
+                    types.len(),
+                    self.num_hidden_layers
+                ),
+            ));
+        }
+        for t in &types {
+            if t != "sliding_attention" && t != "full_attention" {
+                return Err(field(
+                    "layer_types",
+                    format!("{t:?}: expected \"sliding_attention\" or \"full_attention\""),
+                ));
+            }
+        }
+        if types.iter().any(|t| t == "sliding_attention") && self.config_window().is_none() {
+            // transformers' create_sliding_window_causal_mask raises the same.
+            return Err(field(
+                "sliding_window",
+                "no window (null, or use_sliding_window=false), but layer_types has \
+                 sliding_attention layers"
                     .to_owned(),
-            });
+            ));
+        }
+        if let Some(w) = self.config_window()
+            && w < 1
+        {
+            return Err(field("sliding_window", format!("{w}: must be at least 1")));
         }
         self.act = Some(Activation::from_name(model, &self.hidden_act)?);
         Ok(())
@@ -419,24 +453,64 @@ impl Config {
         }
     }
 
-    /// The window of the layers (Mistral's and Phi-3's `sliding_window`; the other families
-    /// have none, Qwen2 and SmolLM3 refuse `use_sliding_window`).
-    pub(crate) fn window(&self) -> Option<i64> {
+    /// The window the config gives its sliding layers: `sliding_window` (Qwen2's only with
+    /// `use_sliding_window`, as `Qwen2Config` drops it otherwise; Llama and Gemma have none).
+    fn config_window(&self) -> Option<i64> {
         match self.arch {
-            Arch::Mistral | Arch::Phi3 => self.sliding_window,
+            Arch::Mistral | Arch::Phi3 | Arch::SmolLM3 => self.sliding_window,
+            Arch::Qwen2 if self.use_sliding_window => self.sliding_window,
             _ => None,
         }
     }
 
+    /// The layer types, given or derived as the config classes derive them: Mistral and Phi-3
+    /// slide every layer when they have a window; Qwen2 the layers from `max_window_layers` on
+    /// (28); SmolLM3 its NoPE layers, with `use_sliding_window`.
+    pub fn layer_types(&self) -> Vec<String> {
+        if let Some(t) = &self.layer_types
+            && matches!(self.arch, Arch::Qwen2 | Arch::SmolLM3)
+        {
+            return t.clone();
+        }
+        let w = self.config_window();
+        (0..self.num_hidden_layers)
+            .map(|i| {
+                let sliding = w.is_some()
+                    && match self.arch {
+                        Arch::Mistral | Arch::Phi3 => true,
+                        Arch::Qwen2 => i >= self.max_window_layers.unwrap_or(28),
+                        Arch::SmolLM3 => self.use_sliding_window && !self.uses_rope(i),
+                        _ => false,
+                    };
+                if sliding {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+                .to_owned()
+            })
+            .collect()
+    }
+
+    /// The window of each layer (`None` for a full-attention layer).
+    pub(crate) fn windows(&self) -> Vec<Option<i64>> {
+        let w = self.config_window();
+        self.layer_types()
+            .iter()
+            .map(|t| if t == "sliding_attention" { w } else { None })
+            .collect()
+    }
+
     /// The cache layers transformers 5.23's `DynamicCache(config=...)` creates: a
-    /// `DynamicSlidingWindowLayer` per layer when the config has a window,
-    /// `DynamicLayer`s otherwise.
+    /// `DynamicSlidingWindowLayer` per sliding layer, a `DynamicLayer` per full one.
     pub fn layer_kinds(&self) -> Vec<LayerKind> {
-        let kind = match self.window() {
-            Some(w) => LayerKind::DynamicSlidingWindow(w),
-            None => LayerKind::Dynamic,
-        };
-        vec![kind; self.num_hidden_layers]
+        self.windows()
+            .into_iter()
+            .map(|w| match w {
+                Some(w) => LayerKind::DynamicSlidingWindow(w),
+                None => LayerKind::Dynamic,
+            })
+            .collect()
     }
 
     /// Key/value heads.

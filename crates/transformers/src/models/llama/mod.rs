@@ -251,8 +251,9 @@ pub struct LlamaModel {
     rotary_emb: LlamaRotaryEmbedding,
     /// Gemma's embedding scale, `sqrt(hidden_size)`.
     embed_scale: Option<f64>,
-    /// Positions further back than this are masked (Mistral's and Phi-3's sliding window).
-    sliding_window: Option<i64>,
+    /// The window of each layer (Mistral's and Phi-3's `sliding_window` on every layer, Qwen2's
+    /// and SmolLM3's on their sliding layers).
+    windows: Vec<Option<i64>>,
     /// The cache layers a new cache gets ([`Config::layer_kinds`]).
     layer_kinds: Vec<LayerKind>,
     model: &'static str,
@@ -277,7 +278,7 @@ impl LlamaModel {
             rotary_emb: LlamaRotaryEmbedding::new(cfg)?
                 .with_buffers(vb.buffer_dtype(), vb.device())?,
             embed_scale: gemma.then(|| (cfg.hidden_size as f64).sqrt()),
-            sliding_window: cfg.window(),
+            windows: cfg.windows(),
             layer_kinds: cfg.layer_kinds(),
             model: cfg.arch.class_name(),
         })
@@ -315,7 +316,7 @@ impl LlamaModel {
             attention_mask,
             position_ids,
             cache,
-            &vec![self.sliding_window; self.layers.len()],
+            &self.windows,
             h.kind(),
         )?;
         // transformers' rotary forward ends with `cos.to(x.dtype), sin.to(x.dtype)`.
