@@ -62,13 +62,16 @@ fn fail(class: &str, reason: String) -> Error {
     }
 }
 
-/// The short name of a layer kind in keys (`D`, `W4`, `S`, `X4`).
+/// The short name of a layer kind in keys (`D`, `W4`, `S`, `X4`). A static sliding layer is
+/// named by its slots, `min(window, max_cache_len)`, as the Python package names it (it reads
+/// `sliding_window`, which transformers 5's `StaticSlidingWindowLayer` does not keep, then
+/// `max_cache_len`); the slots are all the layer's update depends on.
 fn layer_tag(kind: LayerKind) -> String {
     match kind {
         LayerKind::Dynamic => "D".to_owned(),
         LayerKind::DynamicSlidingWindow(w) => format!("W{w}"),
         LayerKind::Static(_) => "S".to_owned(),
-        LayerKind::StaticSlidingWindow(_, w) => format!("X{w}"),
+        LayerKind::StaticSlidingWindow(slots, _) => format!("X{slots}"),
     }
 }
 

@@ -33,7 +33,7 @@ pub use auto::{AutoConfig, AutoModelForCausalLM, CausalLM};
 
 pub use cache_utils::{
     CacheLayer, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer, EncoderDecoderCache,
-    HybridCache, LayerKind, MambaCache, SlidingWindowCache, StaticCache, StaticLayer,
+    HybridCache, KeyPositions, LayerKind, MambaCache, SlidingWindowCache, StaticCache, StaticLayer,
     StaticSlidingWindowLayer, make_dynamic_cache, make_dynamic_cache_with_layers,
     make_encoder_decoder_cache, make_hybrid_cache, make_mamba_cache, make_sliding_window_cache,
     make_static_cache,

@@ -6,8 +6,8 @@
 
 use std::{collections::HashMap, path::PathBuf, process::Command};
 
-use onnx_diagnostic_core::Tensor;
-use onnx_diagnostic_transformers::{CacheLayer, LayerKind};
+use onnx_diagnostic_core::{SymInt, Tensor};
+use onnx_diagnostic_transformers::{CacheLayer, KeyPositions, LayerKind};
 
 fn same(name: &str, ours: &Tensor, theirs: &tch::Tensor) {
     assert_eq!(ours.concrete_shape(), theirs.size(), "{name}: shapes");
@@ -70,20 +70,58 @@ fn cache_layers_match_transformers_update_by_update() {
         ("static_sliding", LayerKind::StaticSlidingWindow(8, 4)),
     ] {
         let mut layer = kind.layer();
-        for i in 0..sizes.len() {
+        let mut seen = 0;
+        for (i, n) in sizes.iter().enumerate() {
+            let positions = Tensor::from(tch::Tensor::arange_start(
+                seen,
+                seen + n,
+                tch::kind::INT64_CPU,
+            ));
+            let keys = layer
+                .key_positions(&SymInt::new(seen), &SymInt::new(*n), &positions)
+                .unwrap();
             let (k, v) = layer
                 .update(&t(&format!("k_{i}")), &t(&format!("v_{i}")))
                 .unwrap();
-            same(
-                &format!("{name} returned keys {i}"),
-                &k,
+            let (rk, rv) = (
                 &theirs[&format!("{name}_ret_k_{i}")],
-            );
-            same(
-                &format!("{name} returned values {i}"),
-                &v,
                 &theirs[&format!("{name}_ret_v_{i}")],
             );
+            match keys {
+                KeyPositions::Slots {
+                    positions,
+                    valid: Some(valid),
+                } => {
+                    // The static sliding layer returns its slots and the new states (no
+                    // branch, for the export); transformers returns one of three layouts. The
+                    // states of every position both read must be the same.
+                    let offset = theirs[&format!("{name}_ret_offset_{i}")].int64_value(&[]);
+                    let pos = Vec::<i64>::try_from(positions.as_tch()).unwrap();
+                    let ok = Vec::<bool>::try_from(valid.as_tch()).unwrap();
+                    let mut matched = 0;
+                    for (e, (&p, &good)) in pos.iter().zip(&ok).enumerate() {
+                        if !good || p < offset || p >= seen + n {
+                            continue;
+                        }
+                        for (ours, th) in [(&k, rk), (&v, rv)] {
+                            assert!(
+                                ours.as_tch()
+                                    .narrow(2, e as i64, 1)
+                                    .equal(&th.narrow(2, p - offset, 1)),
+                                "{name} update {i}: the state of position {p} differs"
+                            );
+                        }
+                        matched += 1;
+                    }
+                    let written = rk.size()[2].min(seen + n - offset);
+                    assert_eq!(matched, written, "{name} update {i}: positions read");
+                }
+                _ => {
+                    same(&format!("{name} returned keys {i}"), &k, rk);
+                    same(&format!("{name} returned values {i}"), &v, rv);
+                }
+            }
+            seen += n;
             same(
                 &format!("{name} stored keys {i}"),
                 layer.keys().unwrap(),

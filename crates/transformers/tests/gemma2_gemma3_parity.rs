@@ -56,7 +56,25 @@ fn gemma2_matches_transformers_and_onnx_runtime() {
         .unwrap();
     assert!(diff(&o, &logits.into_tch()) > 1e-3);
 
-    export_and_check_in_ort(&model, &model.config.decoder_dims());
+    let onnx = export_and_check_in_ort(&model, &model.config.decoder_dims());
+    // The mixed cache flattens as the Python package names it: the layer kind (and window) in
+    // the key.
+    let names: Vec<&str> = onnx
+        .graph
+        .as_ref()
+        .unwrap()
+        .input
+        .iter()
+        .filter_map(|i| i.name.as_deref())
+        .collect();
+    for n in [
+        "past_key_values_key_W3_0",
+        "past_key_values_value_W3_0",
+        "past_key_values_key_D_1",
+        "past_key_values_key_W3_2",
+    ] {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
 }
 
 #[test]

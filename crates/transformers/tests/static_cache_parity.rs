@@ -115,8 +115,17 @@ fn gemma2_with_a_static_cache_matches_transformers_and_onnx_runtime() {
     };
     check_two_steps("gemma2 static", &io, &step, false);
     let dims = model.config.decoder_dims();
-    for cls in [CacheChoice::Static, CacheChoice::Hybrid] {
-        export_and_check_with(&model, &dims, &options(cls));
+    for (cls, first) in [
+        (CacheChoice::Static, "past_key_values_key_X3_0"),
+        (CacheChoice::Hybrid, "past_key_values_key_X3_0"),
+    ] {
+        let onnx = export_and_check_with(&model, &dims, &options(cls));
+        let g = onnx.graph.unwrap();
+        let names: Vec<&str> = g.input.iter().filter_map(|i| i.name.as_deref()).collect();
+        assert!(
+            names.contains(&first) && names.contains(&"past_key_values_key_S_1"),
+            "{names:?}"
+        );
     }
     // Every layer of a SlidingWindowCache slides: Gemma2's full layers do not.
     let e = options(CacheChoice::SlidingWindow)

@@ -29,6 +29,9 @@ def main(steps_path: str, out_path: str) -> None:
     out = {}
     for name, layer in layers.items():
         for i in range(n):
+            q = steps[f"k_{i}"].shape[-2]
+            # The absolute position of the first returned state (`get_mask_sizes`).
+            out[f"{name}_ret_offset_{i}"] = torch.tensor(layer.get_mask_sizes(q)[1])
             k, v = layer.update(steps[f"k_{i}"], steps[f"v_{i}"])
             out[f"{name}_ret_k_{i}"] = k.clone()
             out[f"{name}_ret_v_{i}"] = v.clone()
