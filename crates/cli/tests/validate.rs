@@ -462,14 +462,22 @@ fn input_options_set_the_sizes_of_the_input_sets() {
     assert_eq!(n("2_batch1"), (5 * 32000 + 2 * 17 * 96) as f64);
     for (option, said) in [
         ("cls_cache=HybridCache", "no sliding-window layer"),
-        ("cls_cache=QuantizedCache", "expected DynamicCache, StaticCache"),
+        (
+            "cls_cache=QuantizedCache",
+            "expected DynamicCache, StaticCache",
+        ),
         ("beam=2", "unknown option"),
         ("batch_size=0", "at least 1"),
     ] {
         let err = tiny_llm_fails(&["--iop", option]);
         assert!(err.contains(option) && err.contains(said), "{err}");
     }
-    let err = tiny_llm_fails(&["--iop", "cls_cache=StaticCache", "--iop", "max_cache_len=20"]);
+    let err = tiny_llm_fails(&[
+        "--iop",
+        "cls_cache=StaticCache",
+        "--iop",
+        "max_cache_len=20",
+    ]);
     assert!(
         err.contains("max_cache_len=20") && err.contains("a set holds 35 positions"),
         "{err}"
@@ -594,7 +602,10 @@ fn gemma_checkpoints_validate_with_every_cache_class() {
         "query_pre_attn_scalar":8,"sliding_window":4,"sliding_window_pattern":3,
         "rope_local_base_freq":100.0,"pad_token_id":0}"#,
     );
-    for (ckpt, class) in [(&gemma2, "Gemma2ForCausalLM"), (&gemma3, "Gemma3ForCausalLM")] {
+    for (ckpt, class) in [
+        (&gemma2, "Gemma2ForCausalLM"),
+        (&gemma3, "Gemma3ForCausalLM"),
+    ] {
         for cls in ["DynamicCache", "StaticCache", "HybridCache"] {
             let iop = format!("cls_cache={cls}");
             let (_, s) = validate_ok(&[
@@ -620,26 +631,46 @@ fn gemma_checkpoints_validate_with_every_cache_class() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cls_cache=SlidingWindowCache") && err.contains("HybridCache"), "{err}");
+    assert!(
+        err.contains("cls_cache=SlidingWindowCache") && err.contains("HybridCache"),
+        "{err}"
+    );
 }
 
-/// The catalog's tiny Gemma3 (window 512) with a cache longer than its window: the sliding
-/// layers hold 511 positions at export, 0 in the empty-cache set, and ONNX Runtime matches.
+/// The catalog's tiny Gemma3 (window 512, both layers sliding) with a cache longer than its
+/// window: the sliding layers hold 511 positions at export, 0 in the empty-cache set, and ONNX
+/// Runtime matches; with each static class too (512 slots holding the last 512 of 520 cached
+/// positions: the slots have rolled).
 #[test]
 fn tiny_gemma3_validates_past_its_window() {
-    let (_, s) = validate_ok(&[
-        "-m".as_ref(),
-        "hf-internal-testing/tiny-random-Gemma3ForCausalLM".as_ref(),
-        "--iop".as_ref(),
-        "sequence_length=520".as_ref(),
-    ]);
-    assert!(
-        s["model_inputs"].contains("DynamicSlidingWindowLayer(T1s2x1x511x8"),
-        "{}",
-        s["model_inputs"]
-    );
-    for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
-        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-        assert!(abs <= 1e-4, "{sfx}: {abs}");
+    for cls in [
+        "DynamicCache",
+        "StaticCache",
+        "HybridCache",
+        "SlidingWindowCache",
+    ] {
+        let iop = format!("cls_cache={cls}");
+        let (_, s) = validate_ok(&[
+            "-m".as_ref(),
+            "hf-internal-testing/tiny-random-Gemma3ForCausalLM".as_ref(),
+            "--iop".as_ref(),
+            "sequence_length=520".as_ref(),
+            "--iop".as_ref(),
+            iop.as_ref(),
+        ]);
+        let layer = if cls == "DynamicCache" {
+            "DynamicSlidingWindowLayer(T1s2x1x511x8"
+        } else {
+            "key_cache=#2[T1s2x1x512x8"
+        };
+        assert!(
+            s["model_inputs"].contains(layer),
+            "{cls}: {}",
+            s["model_inputs"]
+        );
+        for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+            assert!(abs <= 1e-4, "{cls} {sfx}: {abs}");
+        }
     }
 }

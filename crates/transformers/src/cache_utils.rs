@@ -211,13 +211,7 @@ fn write_positions(
             ),
         ));
     }
-    Ok(Tensor::arange(
-        count,
-        n + count,
-        1,
-        Kind::Int64,
-        device,
-    )?)
+    Ok(Tensor::arange(count, n + count, 1, Kind::Int64, device)?)
 }
 
 impl CacheLayer {
@@ -694,11 +688,7 @@ impl DynamicCache {
         attention_mask: Option<&Tensor>,
         query_length: &SymInt,
     ) -> Result<SymInt> {
-        if let Some(full) = self
-            .layers
-            .iter()
-            .find(|l| l.kind() == LayerKind::Dynamic)
-        {
+        if let Some(full) = self.layers.iter().find(|l| l.kind() == LayerKind::Dynamic) {
             return full.stored_length();
         }
         let sliding = self

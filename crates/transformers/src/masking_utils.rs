@@ -70,8 +70,7 @@ pub fn causal_mask(
                 let inside = kv.lt_scalar(len.clone())?;
                 let zero = Tensor::zeros(Vec::<SymInt>::new(), Kind::Int64, device)?;
                 let at = kv.where_cond(&inside, &zero)?;
-                m.index_select(1, &at)?
-                    .logical_and(&inside.unsqueeze(0)?)?
+                m.index_select(1, &at)?.logical_and(&inside.unsqueeze(0)?)?
             }
         };
         allowed = allowed.logical_and(&m.unsqueeze(1)?.unsqueeze(1)?)?;

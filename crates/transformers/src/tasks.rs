@@ -33,7 +33,10 @@ pub struct DecoderDims {
 impl DecoderDims {
     /// The kind of layer `i`'s cache.
     pub fn layer_kind(&self, i: usize) -> LayerKind {
-        self.layer_kinds.get(i).copied().unwrap_or(LayerKind::Dynamic)
+        self.layer_kinds
+            .get(i)
+            .copied()
+            .unwrap_or(LayerKind::Dynamic)
     }
 }
 
@@ -357,10 +360,7 @@ pub fn text_generation_inputs(
     Ok(vec![
         ("input_ids".to_owned(), Value::from(ids)),
         ("attention_mask".to_owned(), Value::from(mask)),
-        (
-            "past_key_values".to_owned(),
-            Value::custom(past),
-        ),
+        ("past_key_values".to_owned(), Value::custom(past)),
     ])
 }
 
@@ -400,10 +400,8 @@ pub fn text_generation_static_inputs(
         let states = || -> Result<Tensor> {
             let filled = tch::Tensor::f_randn([batch, d.kv_heads, held, d.head_dim], opts)
                 .and_then(|t| {
-                    let rest = tch::Tensor::f_zeros(
-                        [batch, d.kv_heads, slots - held, d.head_dim],
-                        opts,
-                    )?;
+                    let rest =
+                        tch::Tensor::f_zeros([batch, d.kv_heads, slots - held, d.head_dim], opts)?;
                     tch::Tensor::f_cat(&[t, rest], 2)
                 })
                 .map_err(|e| size_error("sequence_length", cache, &e))?;

@@ -105,9 +105,11 @@ fn cache_layers_match_transformers_update_by_update() {
                         }
                         for (ours, th) in [(&k, rk), (&v, rv)] {
                             assert!(
-                                ours.as_tch()
-                                    .narrow(2, e as i64, 1)
-                                    .equal(&th.narrow(2, p - offset, 1)),
+                                ours.as_tch().narrow(2, e as i64, 1).equal(&th.narrow(
+                                    2,
+                                    p - offset,
+                                    1
+                                )),
                                 "{name} update {i}: the state of position {p} differs"
                             );
                         }

@@ -52,7 +52,12 @@ fn gemma2_matches_transformers_and_onnx_runtime() {
     let mut w = Weights::from_dir(&dir, "Gemma2ForCausalLM").unwrap();
     let other = Gemma2ForCausalLM::new(plain, &mut w).unwrap();
     let (o, _) = other
-        .forward_with_cache(&t(&io, "input_ids"), Some(&t(&io, "attention_mask")), None, None)
+        .forward_with_cache(
+            &t(&io, "input_ids"),
+            Some(&t(&io, "attention_mask")),
+            None,
+            None,
+        )
         .unwrap();
     assert!(diff(&o, &logits.into_tch()) > 1e-3);
 
@@ -91,7 +96,12 @@ fn gemma3_text_matches_transformers_and_onnx_runtime() {
     let model = Gemma3ForCausalLM::from_pretrained(&dir).unwrap();
     assert_eq!(
         model.config().layer_types(),
-        ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
+        [
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "full_attention"
+        ]
     );
     assert!(
         model
@@ -112,11 +122,20 @@ fn gemma3_text_matches_transformers_and_onnx_runtime() {
 fn gemma_configs_are_checked() {
     let bad = GEMMA2.replace(r#""sliding_window":3"#, r#""sliding_window":null"#);
     let e = Config::from_json(&bad).unwrap_err().to_string();
-    assert!(e.contains("sliding_window") && e.contains("sliding_attention"), "{e}");
-    let bad = GEMMA2.replace(r#""num_hidden_layers":3"#, r#""num_hidden_layers":3,"layer_types":["full_attention"]"#);
+    assert!(
+        e.contains("sliding_window") && e.contains("sliding_attention"),
+        "{e}"
+    );
+    let bad = GEMMA2.replace(
+        r#""num_hidden_layers":3"#,
+        r#""num_hidden_layers":3,"layer_types":["full_attention"]"#,
+    );
     let e = Config::from_json(&bad).unwrap_err().to_string();
     assert!(e.contains("layer_types") && e.contains("1 entries"), "{e}");
-    let bad = GEMMA2.replace(r#""pad_token_id":0"#, r#""pad_token_id":0,"use_bidirectional_attention":true"#);
+    let bad = GEMMA2.replace(
+        r#""pad_token_id":0"#,
+        r#""pad_token_id":0,"use_bidirectional_attention":true"#,
+    );
     let e = Config::from_json(&bad).unwrap_err().to_string();
     assert!(e.contains("use_bidirectional_attention"), "{e}");
 }

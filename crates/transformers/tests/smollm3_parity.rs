@@ -68,7 +68,12 @@ fn smollm3_with_sliding_nope_layers_matches_transformers() {
     );
     assert_eq!(
         model.config().layer_types(),
-        ["full_attention", "full_attention", "full_attention", "sliding_attention"]
+        [
+            "full_attention",
+            "full_attention",
+            "full_attention",
+            "sliding_attention"
+        ]
     );
     export_and_check_in_ort(&model, &model.config().decoder_dims());
 }

@@ -69,7 +69,8 @@ impl Gemma2MLP {
     fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
         let _s = scope("mlp");
         let gate = self.act.forward(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&gate.mul(&self.up_proj.forward(x)?)?)
+        self.down_proj
+            .forward(&gate.mul(&self.up_proj.forward(x)?)?)
     }
 }
 

@@ -26,8 +26,8 @@ pub use rotary::LlamaRotaryEmbedding;
 
 use crate::{
     cache_utils::DynamicCache,
-    error::{Result, core_error},
     cache_utils::LayerKind,
+    error::{Result, core_error},
     masking_utils::decoder_masks,
     modeling_attention::{apply_rotary_pos_emb, eager_attention_forward},
     modeling_outputs::{causal_lm_forward, causal_lm_signature},
