@@ -47,6 +47,21 @@ pub fn apply_rotary_pos_emb(
     Ok((rotate(q)?, rotate(k)?))
 }
 
+/// `x.view(b, s, heads, head_dim).transpose(1, 2)`: the projected states `[b, s, heads *
+/// head_dim]` split into heads `[b, heads, s, head_dim]`.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn split_heads(x: &Tensor, heads: i64, head_dim: i64) -> Result<Tensor> {
+    x.view(vec![
+        x.size(0)?,
+        x.size(1)?,
+        SymInt::new(heads),
+        SymInt::new(head_dim),
+    ])?
+    .transpose(1, 2)
+}
+
 /// `repeat_kv`: `[b, kv_heads, s, d]` → `[b, kv_heads * n_rep, s, d]`.
 ///
 /// # Errors

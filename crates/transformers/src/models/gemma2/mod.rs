@@ -32,7 +32,7 @@ use crate::{
     cache_utils::DynamicCache,
     error::{Error, Result, core_error},
     masking_utils::decoder_masks,
-    modeling_attention::{apply_rotary_pos_emb, eager_attention_forward_softcapped},
+    modeling_attention::{apply_rotary_pos_emb, eager_attention_forward_softcapped, split_heads},
     modeling_outputs::{causal_lm_forward, causal_lm_signature},
     modeling_rope_utils::RopeSettings,
     nn::{Activation, Embedding, Linear, RmsNorm, round_to},
@@ -128,15 +128,7 @@ impl Gemma2Attention {
     ) -> CoreResult<Tensor> {
         let _s = scope("self_attn");
         let (b, s) = (x.size(0)?, x.size(1)?);
-        let split = |t: &Tensor, heads: i64| -> CoreResult<Tensor> {
-            t.view(vec![
-                b.clone(),
-                s.clone(),
-                SymInt::new(heads),
-                SymInt::new(self.head_dim),
-            ])?
-            .transpose(1, 2)
-        };
+        let split = |t: &Tensor, heads: i64| split_heads(t, heads, self.head_dim);
         let mut q = split(&self.q_proj.forward(x)?, self.heads)?;
         let mut k = split(&self.k_proj.forward(x)?, self.kv_heads)?;
         let v = split(&self.v_proj.forward(x)?, self.kv_heads)?;

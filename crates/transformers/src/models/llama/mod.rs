@@ -29,7 +29,7 @@ use crate::{
     cache_utils::LayerKind,
     error::{Result, core_error},
     masking_utils::decoder_masks,
-    modeling_attention::{apply_rotary_pos_emb, eager_attention_forward},
+    modeling_attention::{apply_rotary_pos_emb, eager_attention_forward, split_heads},
     modeling_outputs::{causal_lm_forward, causal_lm_signature},
     nn::{Activation, Embedding, Linear, RmsNorm},
     weights::{Init, VarBuilder, Weights},
@@ -168,15 +168,7 @@ impl LlamaAttention {
     ) -> CoreResult<Tensor> {
         let _s = scope("self_attn");
         let (b, s) = (x.size(0)?, x.size(1)?);
-        let split = |t: &Tensor, heads: i64| -> CoreResult<Tensor> {
-            t.view(vec![
-                b.clone(),
-                s.clone(),
-                SymInt::new(heads),
-                SymInt::new(self.head_dim),
-            ])?
-            .transpose(1, 2)
-        };
+        let split = |t: &Tensor, heads: i64| split_heads(t, heads, self.head_dim);
         let qkv = self.qkv.forward(x)?;
         let [q, k, v] = qkv.as_slice() else {
             return Err(onnx_diagnostic_core::Error::Model {
