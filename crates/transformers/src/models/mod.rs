@@ -1,5 +1,6 @@
 //! Model definitions, one file per architecture (candle's layout), and the pieces they share.
 
+pub mod bart;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;

@@ -1,0 +1,190 @@
+//! Parity of the encoder-decoders (`BartForConditionalGeneration`,
+//! `PLBartForConditionalGeneration`, `MarianMTModel`) with transformers 5.23 on the same
+//! weights: the encoder's states, the prompt step's logits and `EncoderDecoderCache` (self- and
+//! cross-attention), then a cached step reading the cross-attention states back, as `generate`
+//! runs them; the encoder's input padded on one row.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::{collections::HashMap, path::PathBuf, process::Command};
+
+use common::{diff, t};
+use onnx_diagnostic_core::{Module, Tensor};
+use onnx_diagnostic_transformers::{
+    EncoderDecoderCache,
+    models::bart::{BartForConditionalGeneration, Family},
+};
+
+/// Runs `tests/parity/make_seq2seq_reference.py` on `config`: the checkpoint and the tensors.
+fn reference(
+    name: &str,
+    config: &str,
+    options: &[&str],
+) -> (PathBuf, HashMap<String, tch::Tensor>) {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("seq2seq")
+        .join(name);
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("input_config.json");
+    std::fs::write(&cfg, config).unwrap();
+    let out = root.join("checkpoint");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let run = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("tests/parity/make_seq2seq_reference.py"))
+        .arg(&out)
+        .arg(&cfg)
+        .args(options)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let io = tch::Tensor::read_safetensors(out.join("io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    (out, io)
+}
+
+fn check_cache(
+    name: &str,
+    cache: &EncoderDecoderCache,
+    io: &HashMap<String, tch::Tensor>,
+    sfx: &str,
+    tol: f64,
+) {
+    for (which, c) in [
+        ("self", &cache.self_attention_cache),
+        ("cross", &cache.cross_attention_cache),
+    ] {
+        for (i, l) in c.layers.iter().enumerate() {
+            for (kind, x) in [("key", l.keys()), ("value", l.values())] {
+                let d = diff(x.unwrap(), &io[&format!("{which}_{kind}{sfx}_{i}")]);
+                assert!(d <= tol, "{name}: {which} {kind} {i}{sfx} differs by {d}");
+            }
+        }
+    }
+}
+
+/// The two steps against transformers within `tol`; returns the model.
+fn check(name: &str, config: &str, tol: f64) -> BartForConditionalGeneration {
+    let (dir, io) = reference(name, config, &[]);
+    let model = BartForConditionalGeneration::from_pretrained(&dir).unwrap();
+    let (ids, mask) = (t(&io, "input_ids"), t(&io, "attention_mask"));
+    let (logits, cache, encoder) = model
+        .forward_with_cache(&ids, Some(&mask), &t(&io, "decoder_input_ids"), None, None)
+        .unwrap();
+    let d = diff(&encoder, &io["encoder_last_hidden_state"]);
+    assert!(d <= tol, "{name}: encoder differs by {d}");
+    let d = diff(&logits, &io["logits"]);
+    assert!(d <= tol, "{name}: prompt logits differ by {d}");
+    check_cache(name, &cache, &io, "", tol);
+    let (next, cache, _) = model
+        .forward_with_cache(
+            &ids,
+            Some(&mask),
+            &t(&io, "decoder_input_ids_next"),
+            Some(&encoder),
+            Some(cache),
+        )
+        .unwrap();
+    let d = diff(&next, &io["logits_next"]);
+    assert!(d <= tol, "{name}: cached-step logits differ by {d}");
+    check_cache(name, &cache, &io, "_next", tol);
+    model
+}
+
+#[test]
+fn bart_matches_transformers() {
+    let model = check(
+        "bart",
+        r#"{"architectures":["BartForConditionalGeneration"],"model_type":"bart",
+        "vocab_size":64,"d_model":16,"encoder_layers":2,"decoder_layers":2,
+        "encoder_attention_heads":4,"decoder_attention_heads":4,"encoder_ffn_dim":24,
+        "decoder_ffn_dim":24,"max_position_embeddings":32}"#,
+        1e-5,
+    );
+    assert_eq!(model.config.family, Family::Bart);
+    assert!(
+        model
+            .named_parameters()
+            .iter()
+            .any(|(n, _)| n == "model.encoder.layernorm_embedding.weight")
+    );
+}
+
+#[test]
+fn plbart_matches_transformers() {
+    // The catalog's tiny PLBart shape: scaled embeddings, FFN of 4.
+    check(
+        "plbart",
+        r#"{"architectures":["PLBartForConditionalGeneration"],"model_type":"plbart",
+        "vocab_size":80,"d_model":16,"encoder_layers":2,"decoder_layers":2,
+        "encoder_attention_heads":4,"decoder_attention_heads":4,"encoder_ffn_dim":4,
+        "decoder_ffn_dim":4,"max_position_embeddings":100,"scale_embedding":true,
+        "pad_token_id":1}"#,
+        1e-5,
+    );
+}
+
+#[test]
+fn marian_matches_transformers() {
+    // Sinusoidal positions (not in the checkpoint), no layernorm_embedding, swish.
+    let model = check(
+        "marian",
+        r#"{"architectures":["MarianMTModel"],"model_type":"marian","vocab_size":70,
+        "d_model":16,"encoder_layers":2,"decoder_layers":2,"encoder_attention_heads":2,
+        "decoder_attention_heads":2,"encoder_ffn_dim":8,"decoder_ffn_dim":8,
+        "max_position_embeddings":64,"activation_function":"swish","scale_embedding":true,
+        "pad_token_id":69,"decoder_start_token_id":69}"#,
+        1e-5,
+    );
+    assert_eq!(model.config.family, Family::Marian);
+    assert!(
+        !model
+            .named_parameters()
+            .iter()
+            .any(|(n, _)| n.contains("layernorm_embedding"))
+    );
+}
+
+#[test]
+fn shift_tokens_right_is_bart_s_and_plbart_s() {
+    let bart = onnx_diagnostic_transformers::models::bart::Config::from_json(
+        r#"{"model_type":"bart","vocab_size":16,"d_model":4,"encoder_layers":1,
+        "decoder_layers":1,"encoder_attention_heads":1,"decoder_attention_heads":1,
+        "encoder_ffn_dim":4,"decoder_ffn_dim":4,"max_position_embeddings":8}"#,
+    )
+    .unwrap();
+    let mut w = onnx_diagnostic_transformers::weights::Weights::untrained(
+        "BartForConditionalGeneration",
+        0,
+        0.02,
+    );
+    let model = BartForConditionalGeneration::new(bart, &mut w).unwrap();
+    let labels = Tensor::from(tch::Tensor::from_slice(&[5i64, -100, 6, 7, 8, 9]).reshape([2, 3]));
+    let flat = |t: Tensor| Vec::<i64>::try_from(t.as_tch().reshape([-1])).unwrap();
+    // decoder_start_token_id 2 first, -100 turned into the padding token 1.
+    assert_eq!(
+        flat(model.shift_tokens_right(&labels).unwrap()),
+        [2, 5, 1, 2, 7, 8]
+    );
+    // PLBart starts with the last token that is not padding (its language id).
+    let mut cfg = model.config.clone();
+    cfg.family = Family::PLBart;
+    let mut w = onnx_diagnostic_transformers::weights::Weights::untrained(
+        "PLBartForConditionalGeneration",
+        0,
+        0.02,
+    );
+    let plbart = BartForConditionalGeneration::new(cfg, &mut w).unwrap();
+    let labels = Tensor::from(tch::Tensor::from_slice(&[5i64, 6, 1, 7, 8, 9]).reshape([2, 3]));
+    assert_eq!(
+        flat(plbart.shift_tokens_right(&labels).unwrap()),
+        [6, 5, 6, 9, 7, 8]
+    );
+}
