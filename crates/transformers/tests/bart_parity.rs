@@ -188,3 +188,90 @@ fn shift_tokens_right_is_bart_s_and_plbart_s() {
         [6, 5, 6, 9, 7, 8]
     );
 }
+
+/// Exports `model` on the first text2text set with its dynamic shapes, lowers it, runs ONNX
+/// Runtime on both sets (other batch, source and target lengths) against eager (≤ 1e-4).
+/// Returns the ONNX model.
+fn export_and_check(
+    model: &BartForConditionalGeneration,
+) -> onnx_diagnostic_onnx::proto::ModelProto {
+    use onnx_diagnostic_core::{ExportOptions, Inputs, export};
+    use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
+    use onnx_diagnostic_transformers::tasks::text2text_generation::{
+        INPUT_SETS, Seq2SeqDims, text2text_generation_dynamic_shapes, text2text_generation_inputs,
+    };
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    let c = &model.config;
+    let dims = Seq2SeqDims {
+        vocab_size: c.vocab_size,
+        decoder_layers: c.decoder_layers,
+        heads: c.decoder_attention_heads,
+        head_dim: c.decoder_head_dim(),
+    };
+    let ds = text2text_generation_dynamic_shapes(&dims);
+    let (_, (b, s, q, p)) = INPUT_SETS[0];
+    let example = text2text_generation_inputs(&dims, b, s, q, p).unwrap();
+    let ep = export(model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    for (name, (b, s, q, p)) in INPUT_SETS {
+        let set = text2text_generation_inputs(&dims, *b, *s, *q, *p).unwrap();
+        let eager = model
+            .forward(&Inputs::bind_for(model, &[], &set).unwrap())
+            .unwrap();
+        let d = max_diff(&eager, &session.run(&[], &set).unwrap());
+        eprintln!("{} {name}: abs {:.3e} n {}", model.class_name(), d.abs, d.n);
+        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name}: {d:?}");
+    }
+    onnx
+}
+
+#[test]
+fn bart_plbart_and_marian_export_with_an_encoder_decoder_cache() {
+    for (name, config) in [
+        (
+            "bart_export",
+            r#"{"architectures":["BartForConditionalGeneration"],"model_type":"bart",
+            "vocab_size":64,"d_model":16,"encoder_layers":2,"decoder_layers":2,
+            "encoder_attention_heads":4,"decoder_attention_heads":4,"encoder_ffn_dim":24,
+            "decoder_ffn_dim":24,"max_position_embeddings":64}"#,
+        ),
+        (
+            "plbart_export",
+            r#"{"architectures":["PLBartForConditionalGeneration"],"model_type":"plbart",
+            "vocab_size":80,"d_model":16,"encoder_layers":2,"decoder_layers":2,
+            "encoder_attention_heads":4,"decoder_attention_heads":4,"encoder_ffn_dim":4,
+            "decoder_ffn_dim":4,"max_position_embeddings":100,"scale_embedding":true,
+            "pad_token_id":1}"#,
+        ),
+        (
+            "marian_export",
+            r#"{"architectures":["MarianMTModel"],"model_type":"marian","vocab_size":70,
+            "d_model":16,"encoder_layers":2,"decoder_layers":2,"encoder_attention_heads":2,
+            "decoder_attention_heads":2,"encoder_ffn_dim":8,"decoder_ffn_dim":8,
+            "max_position_embeddings":64,"activation_function":"swish","scale_embedding":true,
+            "pad_token_id":69,"decoder_start_token_id":69}"#,
+        ),
+    ] {
+        let (dir, _) = reference(name, config, &[]);
+        let model = BartForConditionalGeneration::from_pretrained(&dir).unwrap();
+        let onnx = export_and_check(&model);
+        let g = onnx.graph.unwrap();
+        let names: Vec<&str> = g.input.iter().filter_map(|i| i.name.as_deref()).collect();
+        for n in [
+            "input_ids",
+            "attention_mask",
+            "decoder_input_ids",
+            "past_key_values_self_attention_cache_key_0",
+            "past_key_values_cross_attention_cache_value_1",
+        ] {
+            assert!(names.contains(&n), "{n} not in {names:?}");
+        }
+        let outputs: Vec<&str> = g.output.iter().filter_map(|i| i.name.as_deref()).collect();
+        assert!(
+            outputs.contains(&"logits") && outputs.contains(&"encoder_last_hidden_state"),
+            "{outputs:?}"
+        );
+    }
+}

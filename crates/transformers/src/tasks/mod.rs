@@ -1,0 +1,10 @@
+//! The tasks of the Python package's `tasks` module: the input sets `validate` makes for a
+//! model and their dynamic shapes.
+//!
+//! - [`text_generation`]: decoder-only LLMs with a KV cache (the items are re-exported here);
+//! - [`text2text_generation`]: encoder-decoders with an `EncoderDecoderCache`.
+
+pub mod text2text_generation;
+pub mod text_generation;
+
+pub use text_generation::*;
