@@ -13,12 +13,13 @@
 
 use std::path::Path;
 
-use onnx_diagnostic_core::Module;
+use onnx_diagnostic_core::{DynamicShapes, Module, Value};
 use tch::{Device, Kind};
 
 use crate::{
     error::{Error, Result},
     models::{
+        bart::{self, BartForConditionalGeneration},
         gemma::GemmaForCausalLM,
         gemma2::{self, Gemma2ForCausalLM},
         gemma3::Gemma3ForCausalLM,
@@ -29,7 +30,7 @@ use crate::{
         qwen2::Qwen2ForCausalLM,
         smollm3::SmolLM3ForCausalLM,
     },
-    tasks::DecoderDims,
+    tasks::{DecoderDims, TextGenerationOptions},
     weights::Weights,
 };
 
@@ -45,8 +46,101 @@ impl CausalLM for LlamaForCausalLM {
     }
 }
 
-/// Builds a class from its config text on weights.
+/// A model of the registry with the task `validate` runs it for: its input sets, their dynamic
+/// shapes and its eager-only prompt, as the Python package's `tasks` module makes them.
+pub trait TaskModel: Module {
+    /// `text-generation`, `text2text-generation`.
+    fn task(&self) -> &'static str;
+
+    /// The named input sets of `options` (`inputs`, `inputs2`, ...), `increment` growing the
+    /// second one (`--inputs2`).
+    ///
+    /// # Errors
+    /// [`Error::InputOption`] for an option the model cannot take.
+    fn input_sets(
+        &self,
+        options: &TextGenerationOptions,
+        increment: i64,
+    ) -> Result<Vec<(&'static str, Vec<(String, Value)>)>>;
+
+    /// The dynamic shapes of the input sets.
+    fn dynamic_shapes(&self, options: &TextGenerationOptions) -> DynamicShapes;
+
+    /// `inputs_prompt`, run eagerly only.
+    ///
+    /// # Errors
+    /// As the input sets.
+    fn prompt(&self) -> Result<Vec<(String, Value)>>;
+}
+
+/// A causal LM as a [`TaskModel`] of `text-generation`.
+pub struct TextGeneration(pub Box<dyn CausalLM>);
+
+impl Module for TextGeneration {
+    fn class_name(&self) -> String {
+        self.0.class_name()
+    }
+    fn forward_signature(&self) -> Vec<String> {
+        self.0.forward_signature()
+    }
+    fn named_parameters(&self) -> Vec<(String, onnx_diagnostic_core::Tensor)> {
+        self.0.named_parameters()
+    }
+    fn named_buffers(&self) -> Vec<(String, onnx_diagnostic_core::Tensor)> {
+        self.0.named_buffers()
+    }
+    fn forward(
+        &self,
+        inputs: &onnx_diagnostic_core::Inputs,
+    ) -> onnx_diagnostic_core::Result<Value> {
+        self.0.forward(inputs)
+    }
+}
+
+impl TaskModel for TextGeneration {
+    fn task(&self) -> &'static str {
+        "text-generation"
+    }
+
+    fn input_sets(
+        &self,
+        options: &TextGenerationOptions,
+        increment: i64,
+    ) -> Result<Vec<(&'static str, Vec<(String, Value)>)>> {
+        let dims = self.0.decoder_dims();
+        options.check(&dims, increment)?;
+        options
+            .input_sets(increment)
+            .into_iter()
+            .map(|(name, sizes)| {
+                tch::manual_seed(0);
+                Ok((name, options.inputs(&dims, sizes, increment)?))
+            })
+            .collect()
+    }
+
+    fn dynamic_shapes(&self, options: &TextGenerationOptions) -> DynamicShapes {
+        options.dynamic_shapes(&self.0.decoder_dims())
+    }
+
+    fn prompt(&self) -> Result<Vec<(String, Value)>> {
+        tch::manual_seed(0);
+        crate::tasks::text_generation_prompt(&self.0.decoder_dims())
+    }
+}
+
+/// Builds a causal LM from its config text on weights.
 type Build = fn(&str, &mut Weights) -> Result<Box<dyn CausalLM>>;
+
+/// Builds a model of another task from its config text on weights.
+type BuildTask = fn(&str, &mut Weights) -> Result<Box<dyn TaskModel>>;
+
+/// How an entry builds its class.
+#[derive(Debug)]
+enum Builder {
+    CausalLM(Build),
+    Other(BuildTask),
+}
 
 /// One architecture of the registry.
 #[derive(Debug)]
@@ -54,7 +148,7 @@ struct Entry {
     class: &'static str,
     model_type: &'static str,
     task: &'static str,
-    build: Build,
+    build: Builder,
 }
 
 macro_rules! entry {
@@ -63,7 +157,19 @@ macro_rules! entry {
             class: stringify!($ty),
             model_type: $model_type,
             task: "text-generation",
-            build: |text, w| Ok(Box::new($ty::new(<$config>::from_json(text)?, w)?)),
+            build: Builder::CausalLM(|text, w| {
+                Ok(Box::new($ty::new(<$config>::from_json(text)?, w)?))
+            }),
+        }
+    };
+    ($class:literal, $ty:ty, $config:ty, $model_type:literal, $task:literal) => {
+        Entry {
+            class: $class,
+            model_type: $model_type,
+            task: $task,
+            build: Builder::Other(|text, w| {
+                Ok(Box::new(<$ty>::new(<$config>::from_json(text)?, w)?))
+            }),
         }
     };
 }
@@ -78,6 +184,27 @@ const REGISTRY: &[Entry] = &[
     entry!(SmolLM3ForCausalLM, Config, "smollm3"),
     entry!(Gemma2ForCausalLM, gemma2::Config, "gemma2"),
     entry!(Gemma3ForCausalLM, gemma2::Config, "gemma3_text"),
+    entry!(
+        "BartForConditionalGeneration",
+        BartForConditionalGeneration,
+        bart::Config,
+        "bart",
+        "text2text-generation"
+    ),
+    entry!(
+        "PLBartForConditionalGeneration",
+        BartForConditionalGeneration,
+        bart::Config,
+        "plbart",
+        "text2text-generation"
+    ),
+    entry!(
+        "MarianMTModel",
+        BartForConditionalGeneration,
+        bart::Config,
+        "marian",
+        "text2text-generation"
+    ),
 ];
 
 /// The classes the registry builds.
@@ -169,23 +296,82 @@ impl AutoConfig {
         self.entry.task
     }
 
-    /// `initializer_range` (0.02 when absent): the scale of untrained weights.
+    /// `initializer_range` (Bart's `init_std`; 0.02 when absent): the scale of untrained
+    /// weights.
     pub fn initializer_range(&self) -> f64 {
         self.json
             .get("initializer_range")
+            .or_else(|| self.json.get("init_std"))
             .and_then(serde_json::Value::as_f64)
             .unwrap_or(0.02)
     }
 
-    /// The model of this config on `weights`, a config error naming this config's file.
-    fn build(&self, weights: &mut Weights) -> Result<Box<dyn CausalLM>> {
-        (self.entry.build)(&self.json.to_string(), weights).map_err(|e| match e {
+    /// A config error naming this config's file.
+    fn name_file(&self, e: Error) -> Error {
+        match e {
             Error::Config { message, .. } => Error::Config {
                 path: self.path.clone(),
                 message,
             },
             other => other,
-        })
+        }
+    }
+
+    /// The causal LM of this config on `weights`.
+    fn build(&self, weights: &mut Weights) -> Result<Box<dyn CausalLM>> {
+        match &self.entry.build {
+            Builder::CausalLM(b) => {
+                b(&self.json.to_string(), weights).map_err(|e| self.name_file(e))
+            }
+            Builder::Other(_) => Err(Error::Config {
+                path: self.path.clone(),
+                message: format!(
+                    "{} is a {} model, not a causal LM: build it with AutoModel",
+                    self.entry.class, self.entry.task
+                ),
+            }),
+        }
+    }
+
+    /// The model of this config, of any task, on `weights`.
+    fn build_task(&self, weights: &mut Weights) -> Result<Box<dyn TaskModel>> {
+        match &self.entry.build {
+            Builder::CausalLM(b) => b(&self.json.to_string(), weights)
+                .map(|m| Box::new(TextGeneration(m)) as Box<dyn TaskModel>)
+                .map_err(|e| self.name_file(e)),
+            Builder::Other(b) => b(&self.json.to_string(), weights).map_err(|e| self.name_file(e)),
+        }
+    }
+}
+
+/// `AutoModel`: builds the class of a config whatever its task, as a [`TaskModel`].
+#[derive(Clone, Copy, Debug)]
+pub struct AutoModel;
+
+impl AutoModel {
+    /// The model of `config` on `weights` (a checkpoint or untrained).
+    ///
+    /// # Errors
+    /// Any error of the config's fields or of the weights.
+    pub fn from_config(config: &AutoConfig, weights: &mut Weights) -> Result<Box<dyn TaskModel>> {
+        config.build_task(weights)
+    }
+
+    /// The model of a config with untrained weights drawn from `seed`, converted to `dtype`
+    /// and moved to `device`.
+    ///
+    /// # Errors
+    /// As [`AutoModel::from_config`].
+    pub fn untrained(
+        config: &AutoConfig,
+        seed: i64,
+        dtype: Kind,
+        device: Device,
+    ) -> Result<Box<dyn TaskModel>> {
+        let mut w = Weights::untrained(config.class_name(), seed, config.initializer_range())
+            .with_dtype(dtype)
+            .with_device(device);
+        Self::from_config(config, &mut w)
     }
 }
 

@@ -29,7 +29,7 @@ pub mod nn;
 pub mod tasks;
 pub mod weights;
 
-pub use auto::{AutoConfig, AutoModelForCausalLM, CausalLM};
+pub use auto::{AutoConfig, AutoModel, AutoModelForCausalLM, CausalLM, TaskModel, TextGeneration};
 
 pub use cache_utils::{
     CacheLayer, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer, EncoderDecoderCache,

@@ -32,12 +32,8 @@ use onnx_diagnostic_onnx::{
     max_diff, passes, proto, save_model,
 };
 use onnx_diagnostic_transformers::{
-    AutoConfig, AutoModelForCausalLM, CausalLM, catalog,
-    models::llama::Config,
-    tasks::{
-        INPUT_SETS, TextGenerationOptions, cast_floats, move_to, text_generation_dynamic_shapes,
-        text_generation_inputs, text_generation_prompt,
-    },
+    AutoConfig, AutoModel, TaskModel, catalog,
+    tasks::{TextGenerationOptions, cast_floats, move_to},
     weights::Weights,
 };
 
@@ -164,10 +160,7 @@ fn patch_options(a: &ValidateArgs, arch: &str) -> Result<PatchOptions> {
         rewrite: if a.no_rewrite || a.no_patch {
             Vec::new()
         } else {
-            onnx_diagnostic_rewrite::code_needing_rewriting(arch)
-                .into_iter()
-                .map(|r| r.function)
-                .collect()
+            rewrite_targets(arch)
         },
         ..onnx_diagnostic_plugins::patch_options(&plugins)
     };
@@ -192,6 +185,26 @@ fn patch_options(a: &ValidateArgs, arch: &str) -> Result<PatchOptions> {
         }
     }
     Ok(o)
+}
+
+/// The methods the guard rewrites for `arch` (the seeds' `code_needing_rewriting`), named by
+/// the struct that holds their code here (`PLBartEncoderLayer.forward` is
+/// `BartEncoderLayer.forward`), each once.
+fn rewrite_targets(arch: &str) -> Vec<String> {
+    let shared = onnx_diagnostic_transformers::models::bart::shared_classes();
+    let mut out: Vec<String> = Vec::new();
+    for r in onnx_diagnostic_rewrite::code_needing_rewriting(arch) {
+        let (class, method) = r.function.split_once('.').unwrap_or((&r.function, ""));
+        let class = shared
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or(class, |(_, s)| *s);
+        let f = format!("{class}.{method}");
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
 }
 
 /// The config text with `KEY=VALUE` overrides applied.
@@ -293,7 +306,7 @@ fn load_model(
     mop: &[String],
     (dtype, device): (Option<tch::Kind>, tch::Device),
     s: &mut Summary,
-) -> Result<Box<dyn CausalLM>> {
+) -> Result<Box<dyn TaskModel>> {
     let path = Path::new(id);
     let t = Instant::now();
     let (config_text, from_dir) = if path.is_dir() {
@@ -316,9 +329,9 @@ fn load_model(
         if let Some(d) = dtype {
             w = w.with_dtype(d);
         }
-        AutoModelForCausalLM::from_config(&config, &mut w)?
+        AutoModel::from_config(&config, &mut w)?
     } else {
-        AutoModelForCausalLM::untrained(&config, 42, dtype.unwrap_or(tch::Kind::Float), device)?
+        AutoModel::untrained(&config, 42, dtype.unwrap_or(tch::Kind::Float), device)?
     };
     s.f("time_create", ms(t));
     s.s("model_id", id);
@@ -363,15 +376,17 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         if let Some(task) = &a.task {
             return describe_task(task).map(|()| true);
         }
-        println!("text-generation");
+        for (task, _) in TASKS {
+            println!("{task}");
+        }
         return Ok(true);
     };
     let asked = a.dtype.as_deref().map(kind_of).transpose()?;
     let device = device_of(&a.device)?;
     if let Some(task) = &a.task
-        && task != "text-generation"
+        && !TASKS.iter().any(|(t, _)| t == task)
     {
-        bail!("task {task} is not supported yet (text-generation is)");
+        bail!("task {task} is not supported yet ({})", task_names());
     }
     // The cache and output classes cross the export boundary through their serializers,
     // registered for this run (what `torch_export_patches` does first in the Python package).
@@ -386,7 +401,6 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     s.i("version_opset", a.opset);
     s.s("version_dtype", a.dtype.clone().unwrap_or_default());
     s.s("version_device", &a.device);
-    s.s("model_task", "text-generation");
     s.s("model_device", &a.device);
     s.s(
         "version_rewrite",
@@ -399,7 +413,16 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     let (iop, iop_text) = input_options(&a.iop)?;
     s.s("model_inputs_options", iop_text);
     let model = load_model(id, &a.mop, (asked, device), &mut s)?;
-    let dims = model.decoder_dims();
+    if let Some(task) = &a.task
+        && task != model.task()
+    {
+        bail!(
+            "-t {task}: {} is a {} model",
+            model.class_name(),
+            model.task()
+        );
+    }
+    s.s("model_task", model.task());
     // The type the model was built in: the one asked, or the checkpoint's.
     let dtype = model
         .named_parameters()
@@ -414,17 +437,14 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     s.s("model_dtype", format!("torch.{dtype_name}"));
     let atol = a.atol.unwrap_or(default_atol(dtype));
     let arch = model.class_name();
-    let model: &dyn Module = model.as_ref();
-    iop.check(&dims, a.inputs2)?;
-    let sets: Vec<(&str, Vec<(String, Value)>)> = iop
-        .input_sets(a.inputs2)
-        .iter()
-        .map(|(name, (b, q, c))| {
-            tch::manual_seed(0);
-            let set = cast_floats(&iop.inputs(&dims, (*b, *q, *c), a.inputs2)?, dtype)?;
-            Ok((*name, move_to(&set, device)?))
-        })
+    let sets: Vec<(&str, Vec<(String, Value)>)> = model
+        .input_sets(&iop, a.inputs2)?
+        .into_iter()
+        .map(|(name, set)| Ok((name, move_to(&cast_floats(&set, dtype)?, device)?)))
         .collect::<Result<_>>()?;
+    let shapes = model.dynamic_shapes(&iop);
+    let prompt = model.prompt()?;
+    let model: &dyn Module = model.as_ref();
     let show = onnx_diagnostic_core::StringTypeOptions::with_shape();
     if let Some((_, first)) = sets.first() {
         s.s(
@@ -434,15 +454,14 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     }
     s.s(
         "model_shapes",
-        onnx_diagnostic_core::string_dynamic_shapes(&iop.dynamic_shapes(&dims)),
+        onnx_diagnostic_core::string_dynamic_shapes(&shapes),
     );
     let mut ok = true;
 
     // The prompt set runs eagerly only, as in the Python validate (the exported model takes a
     // cache; a prompt needs a generation loop).
     {
-        tch::manual_seed(0);
-        let prompt = move_to(&text_generation_prompt(&dims)?, device)?;
+        let prompt = move_to(&prompt, device)?;
         model.forward(&Inputs::bind_for(model, &[], &prompt)?)?;
     }
     // Eager runs.
@@ -475,6 +494,12 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     );
     s.i("export_stop_if_static", i64::from(a.stop_if_static));
     let patch_options = patch_options(a, &arch)?;
+    let known = onnx_diagnostic_rewrite::code_needing_rewriting(&arch);
+    if !known.is_empty() && !patch_options.rewrite.is_empty() {
+        // The Python package's `model_rewrite`: the rewritings of the seeds' list, by class.
+        let items: Vec<String> = known.iter().map(ToString::to_string).collect();
+        s.s("model_rewrite", format!("[{}]", items.join(", ")));
+    }
     s.s(
         "export_rewrite",
         if patch_options.rewrite.is_empty() {
@@ -483,7 +508,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
             patch_options.rewrite.join(",")
         },
     );
-    let ds = iop.dynamic_shapes(&dims);
+    let ds = shapes;
     let opts = ExportOptions {
         stop_if_static: a.stop_if_static,
     };
@@ -723,31 +748,45 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// `-t TASK` without a model: the inputs of the task (on a small Llama config) and their
-/// dynamic shapes.
+/// The tasks `validate` runs, with the catalog model `-t TASK` describes them on.
+const TASKS: &[(&str, &str)] = &[
+    ("text-generation", "arnir0/Tiny-LLM"),
+    (
+        "text2text-generation",
+        "hf-tiny-model-private/tiny-random-PLBartForConditionalGeneration",
+    ),
+];
+
+fn task_names() -> String {
+    TASKS.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
+}
+
+/// `-t TASK` without a model: the inputs of the task (on a small catalog model, untrained) and
+/// their dynamic shapes.
 fn describe_task(task: &str) -> Result<()> {
-    if task != "text-generation" {
-        bail!("task {task} is not supported yet (text-generation is)");
-    }
-    let cfg = Config::from_json(
-        catalog::config_json("arnir0/Tiny-LLM").ok_or_else(|| anyhow!("catalog is empty"))?,
+    let Some((_, id)) = TASKS.iter().find(|(t, _)| *t == task) else {
+        bail!("task {task} is not supported yet ({})", task_names());
+    };
+    let config = AutoConfig::from_json(
+        catalog::config_json(id).ok_or_else(|| anyhow!("{id} is not in the catalog"))?,
     )?;
-    let dims = cfg.decoder_dims();
+    let model = AutoModel::untrained(&config, 42, tch::Kind::Float, tch::Device::Cpu)?;
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let opts = onnx_diagnostic_core::StringTypeOptions::with_shape();
-    for (name, (b, q, c)) in INPUT_SETS {
-        let set = Value::Dict(text_generation_inputs(&dims, *b, *q, *c)?);
+    let options = TextGenerationOptions::default();
+    for (name, set) in model.input_sets(&options, 1)? {
+        let set = Value::Dict(set);
         println!("{name}: {}", onnx_diagnostic_core::string_type(&set, &opts));
     }
-    let prompt = Value::Dict(text_generation_prompt(&dims)?);
+    let prompt = Value::Dict(model.prompt()?);
     println!(
         "inputs_prompt: {}",
         onnx_diagnostic_core::string_type(&prompt, &opts)
     );
     println!(
         "dynamic_shapes: {}",
-        onnx_diagnostic_core::string_dynamic_shapes(&text_generation_dynamic_shapes(&dims))
+        onnx_diagnostic_core::string_dynamic_shapes(&model.dynamic_shapes(&options))
     );
     Ok(())
 }

@@ -18,6 +18,7 @@ use tch::{Device, Kind};
 use crate::{
     cache_utils::{DynamicCache, EncoderDecoderCache},
     error::{Error, Result},
+    tasks::text_generation::{CacheChoice, TextGenerationOptions},
 };
 
 /// What the input sets need to know of an encoder-decoder config.
@@ -33,9 +34,73 @@ pub struct Seq2SeqDims {
     pub head_dim: i64,
 }
 
-/// The named input sets `(name, (batch, source, new target tokens, cached target tokens))`.
+/// The named input sets of the default options `(name, (batch, source, new target tokens,
+/// cached target tokens))`.
 pub const INPUT_SETS: &[(&str, (i64, i64, i64, i64))] =
-    &[("inputs", (2, 30, 3, 30)), ("inputs2", (3, 31, 4, 30))];
+    &[("inputs", (2, 30, 3, 30)), ("inputs2", (3, 31, 4, 31))];
+
+/// The input sets of `options` as the Python package makes them with
+/// `add_second_input=increment`: `inputs` (batch, `sequence_length` source tokens and cached
+/// target ones, `sequence_length2` new ones) and `inputs2` (one more row, `increment` more
+/// source and cached tokens, one more new token); 0 gives `inputs` alone.
+///
+/// # Errors
+/// [`Error::InputOption`] for a static cache class (the task's cache is an
+/// `EncoderDecoderCache` of dynamic caches) or a negative `increment` (the Python package
+/// asserts it positive).
+pub fn text2text_input_sets(
+    options: &TextGenerationOptions,
+    increment: i64,
+) -> Result<Vec<(&'static str, (i64, i64, i64, i64))>> {
+    if options.cls_cache != CacheChoice::Dynamic {
+        return Err(Error::InputOption {
+            key: "cls_cache".to_owned(),
+            value: options.cls_cache.class_name().to_owned(),
+            message: "the text2text-generation inputs take an EncoderDecoderCache of \
+                      DynamicCaches"
+                .to_owned(),
+        });
+    }
+    if increment < 0 {
+        return Err(Error::InputOption {
+            key: "inputs2".to_owned(),
+            value: increment.to_string(),
+            message: "text2text-generation grows its second set, it cannot shrink it".to_owned(),
+        });
+    }
+    let (b, s, q) = (
+        options.batch_size,
+        options.sequence_length,
+        options.sequence_length2,
+    );
+    let mut sets = vec![("inputs", (b, s, q, s))];
+    if increment > 0 {
+        sets.push(("inputs2", (b + 1, s + increment, q + 1, s + increment)));
+    }
+    Ok(sets)
+}
+
+/// `inputs_prompt`: `input_ids` `[1, 11]` only (the decoder's inputs are the shifted source),
+/// tokens in `[1000, 30000)` as the Python package draws them (within the vocabulary when it
+/// is smaller).
+///
+/// # Errors
+/// [`Error::InputOption`] for an empty vocabulary.
+pub fn text2text_generation_prompt(d: &Seq2SeqDims) -> Result<Vec<(String, Value)>> {
+    let (low, high) = if d.vocab_size > 30000 {
+        (1000, 30000)
+    } else {
+        (0, d.vocab_size)
+    };
+    let ids = tch::Tensor::f_randint_low(low, high, [1, 11], (Kind::Int64, Device::Cpu)).map_err(
+        |e| Error::InputOption {
+            key: "vocab_size".to_owned(),
+            value: d.vocab_size.to_string(),
+            message: format!("libtorch refused the size: {e}"),
+        },
+    )?;
+    Ok(vec![("input_ids".to_owned(), Value::from(ids))])
+}
 
 /// One input set: `input_ids` `[batch, source]` and its `attention_mask` (ones),
 /// `decoder_input_ids` `[batch, new]`, and an `EncoderDecoderCache` of `cached` self-attention

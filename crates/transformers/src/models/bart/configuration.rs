@@ -154,6 +154,20 @@ impl Config {
     fn parse(text: &str, path: &Path) -> Result<Self> {
         let mut raw = crate::error::parse_config(text, path)?;
         let family = family_of(&raw, path)?;
+        // The config classes' `attribute_map`: these names set the fields they alias, and win
+        // over them (transformers applies them last: sshleifer/tiny-marian-en-de's
+        // `num_hidden_layers: 6` makes 6 encoder layers, whatever its `encoder_layers`).
+        if let Some(o) = raw.as_object_mut() {
+            for (alias, field) in [
+                ("num_hidden_layers", "encoder_layers"),
+                ("hidden_size", "d_model"),
+                ("num_attention_heads", "encoder_attention_heads"),
+            ] {
+                if let Some(v) = o.get(alias).cloned() {
+                    o.insert(field.to_owned(), v);
+                }
+            }
+        }
         if let (Some(o), Some(d)) = (raw.as_object_mut(), family.defaults().as_object()) {
             for (k, v) in d {
                 o.entry(k.clone()).or_insert_with(|| v.clone());
@@ -258,6 +272,16 @@ impl Config {
     /// The head size of the decoder's attention (`d_model / decoder_attention_heads`).
     pub fn decoder_head_dim(&self) -> i64 {
         self.d_model / self.decoder_attention_heads
+    }
+
+    /// The sizes the text2text-generation input sets need.
+    pub fn seq2seq_dims(&self) -> crate::tasks::text2text_generation::Seq2SeqDims {
+        crate::tasks::text2text_generation::Seq2SeqDims {
+            vocab_size: self.vocab_size.min(self.decoder_vocab()),
+            decoder_layers: self.decoder_layers,
+            heads: self.decoder_attention_heads,
+            head_dim: self.decoder_head_dim(),
+        }
     }
 }
 

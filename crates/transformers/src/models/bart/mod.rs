@@ -22,7 +22,9 @@ mod configuration;
 
 use std::path::Path;
 
-use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope};
+use onnx_diagnostic_core::{
+    DynamicShapes, Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope,
+};
 use tch::Kind;
 
 pub use configuration::{Config, Family};
@@ -34,6 +36,13 @@ use crate::{
     modeling_attention::split_heads,
     modeling_outputs::{BaseModelOutput, Seq2SeqLMOutput},
     nn::{Activation, Embedding, LayerNorm, Linear},
+    tasks::{
+        TextGenerationOptions,
+        text2text_generation::{
+            text2text_generation_dynamic_shapes, text2text_generation_inputs,
+            text2text_generation_prompt, text2text_input_sets,
+        },
+    },
     weights::{Init, VarBuilder, Weights},
 };
 
@@ -186,7 +195,10 @@ impl BartEncoderLayer {
             final_layer_norm: LayerNorm::load(vb, "final_layer_norm", d, LAYER_NORM_EPS)?,
         })
     }
+}
 
+#[onnx_diagnostic_macros::rewritable(forward, or_into_bitor)]
+impl BartEncoderLayer {
     /// The layer, then transformers' float16 clamp: `if hidden_states.dtype == torch.float16
     /// and (torch.isinf(hidden_states).any() or torch.isnan(hidden_states).any())` (the form of
     /// transformers 4 the seeds rewrite; 5.23's `not torch.isfinite(hidden_states).all()` is
@@ -196,27 +208,27 @@ impl BartEncoderLayer {
     /// # Errors
     /// Any error of the ops; [`onnx_diagnostic_core::Error::DataDependent`] during an export
     /// in float16.
-    pub fn forward(&self, h: &Tensor, mask: Option<&Tensor>) -> CoreResult<Tensor> {
+    pub fn forward(&self, input: &Tensor, mask: Option<&Tensor>) -> CoreResult<Tensor> {
         let x = {
             let _s = scope("self_attn");
-            self.self_attn.forward_self(h, mask, None)?
+            self.self_attn.forward_self(input, mask, None)?
         };
-        let h = h.add(&x)?;
+        let h = input.add(&x)?;
         let h = {
             let _s = scope("self_attn_layer_norm");
             self.self_attn_layer_norm.forward(&h)?
         };
         let x = self.ffn.forward(&h)?;
         let h = h.add(&x)?;
-        let h = {
+        let mut h = {
             let _s = scope("final_layer_norm");
             self.final_layer_norm.forward(&h)?
         };
         if h.kind() == Kind::Half
             && (h.isinf()?.any(&[], false)?.to_bool()? || h.isnan()?.any(&[], false)?.to_bool()?)
         {
-            let clamp = -finfo_min(Kind::Half) - 1000.0;
-            return h.clamp(Some(-clamp), Some(clamp));
+            let clamp_value = -finfo_min(Kind::Half) - 1000.0;
+            h = h.clamp(Some(-clamp_value), Some(clamp_value))?;
         }
         Ok(h)
     }
@@ -607,6 +619,52 @@ impl BartForConditionalGeneration {
         let rest = ids.narrow(1, 0, &n - 1)?;
         Tensor::cat(&[&start, &rest], 1)
     }
+}
+
+impl crate::auto::TaskModel for BartForConditionalGeneration {
+    fn task(&self) -> &'static str {
+        "text2text-generation"
+    }
+
+    fn input_sets(
+        &self,
+        options: &TextGenerationOptions,
+        increment: i64,
+    ) -> Result<Vec<(&'static str, Vec<(String, Value)>)>> {
+        let dims = self.config.seq2seq_dims();
+        text2text_input_sets(options, increment)?
+            .into_iter()
+            .map(|(name, (b, s, q, p))| {
+                tch::manual_seed(0);
+                Ok((name, text2text_generation_inputs(&dims, b, s, q, p)?))
+            })
+            .collect()
+    }
+
+    fn dynamic_shapes(&self, _options: &TextGenerationOptions) -> DynamicShapes {
+        text2text_generation_dynamic_shapes(&self.config.seq2seq_dims())
+    }
+
+    fn prompt(&self) -> Result<Vec<(String, Value)>> {
+        tch::manual_seed(0);
+        text2text_generation_prompt(&self.config.seq2seq_dims())
+    }
+}
+
+/// `PLBartEncoderLayer`: Bart's encoder layer (its code, float16 clamp included).
+pub type PLBartEncoderLayer = BartEncoderLayer;
+
+/// `MarianEncoderLayer`: Bart's encoder layer.
+pub type MarianEncoderLayer = BartEncoderLayer;
+
+/// The transformers classes whose code is another struct's here, with that struct: a
+/// rewriting or patch the seeds name on the class applies to the struct
+/// (`PLBartEncoderLayer.forward` is `BartEncoderLayer.forward`).
+pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
+    &[
+        ("PLBartEncoderLayer", "BartEncoderLayer"),
+        ("MarianEncoderLayer", "BartEncoderLayer"),
+    ]
 }
 
 /// `PLBartForConditionalGeneration`: [`BartForConditionalGeneration`] on a `plbart` config.
