@@ -275,3 +275,120 @@ fn bart_plbart_and_marian_export_with_an_encoder_decoder_cache() {
         );
     }
 }
+
+/// float16 as the Python validate's `--dtype float16` makes it: the same logits, encoder states
+/// and caches as transformers' converted model, to the bit; then the float16 clamp: on weights
+/// that overflow float16 in the last encoder layer, transformers clamps to ±64504 and so do
+/// we (the encoder's states equal to the bit, 64504 held as 64512). Exported with the clamp rewritten into a `cond`
+/// (the export fails without it), ONNX Runtime takes the same branch as eager on both weights:
+/// the clamped states match (an unclamped inf would not).
+#[test]
+fn bart_in_float16_matches_transformers_with_and_without_the_clamp() {
+    use onnx_diagnostic_core::{ExportOptions, PatchOptions, export, torch_export_patches};
+    use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
+    use onnx_diagnostic_transformers::{
+        tasks::cast_floats,
+        tasks::text2text_generation::{
+            INPUT_SETS, text2text_generation_dynamic_shapes, text2text_generation_inputs,
+        },
+        weights::Weights,
+    };
+    let config = r#"{"architectures":["BartForConditionalGeneration"],"model_type":"bart",
+        "vocab_size":64,"d_model":16,"encoder_layers":1,"decoder_layers":2,
+        "encoder_attention_heads":4,"decoder_attention_heads":4,"encoder_ffn_dim":24,
+        "decoder_ffn_dim":24,"max_position_embeddings":64}"#;
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    for (name, options) in [
+        ("bart_fp16", &["--dtype=float16"][..]),
+        ("bart_fp16_inf", &["--dtype=float16", "--inf"][..]),
+    ] {
+        let (dir, io) = reference(name, config, options);
+        let clamps = io["clamped"].int64_value(&[]) == 1;
+        assert_eq!(
+            clamps,
+            name.ends_with("inf"),
+            "{name}: transformers clamped {clamps}"
+        );
+        let cfg =
+            onnx_diagnostic_transformers::models::bart::Config::from_file(&dir.join("config.json"))
+                .unwrap();
+        let mut w = Weights::from_dir(&dir, "BartForConditionalGeneration")
+            .unwrap()
+            .with_dtype(tch::Kind::Half);
+        let model = BartForConditionalGeneration::new(cfg, &mut w).unwrap();
+        let (ids, mask) = (t(&io, "input_ids"), t(&io, "attention_mask"));
+        let (logits, cache, encoder) = model
+            .forward_with_cache(&ids, Some(&mask), &t(&io, "decoder_input_ids"), None, None)
+            .unwrap();
+        let theirs = &io["encoder_last_hidden_state"];
+        assert!(
+            encoder.as_tch().equal(theirs),
+            "{name}: encoder states differ"
+        );
+        if clamps {
+            let top = encoder.as_tch().abs().max().double_value(&[]);
+            // finfo(float16).max - 1000 = 64504, which float16 holds as 64512.
+            assert_eq!(top, 64512.0, "{name}: clamped to finfo.max - 1000");
+        } else {
+            assert_eq!(diff(&logits, &io["logits"]), 0.0, "{name}: logits");
+            check_cache(name, &cache, &io, "", 0.0);
+            let (next, _, _) = model
+                .forward_with_cache(
+                    &ids,
+                    Some(&mask),
+                    &t(&io, "decoder_input_ids_next"),
+                    Some(&encoder),
+                    Some(cache),
+                )
+                .unwrap();
+            assert_eq!(
+                diff(&next, &io["logits_next"]),
+                0.0,
+                "{name}: cached logits"
+            );
+        }
+
+        // The export: data-dependent without the rewrite, a cond with it.
+        let dims = model.config.seq2seq_dims();
+        let ds = text2text_generation_dynamic_shapes(&dims);
+        let (_, (b, s, q, p)) = INPUT_SETS[0];
+        let example = cast_floats(
+            &text2text_generation_inputs(&dims, b, s, q, p).unwrap(),
+            tch::Kind::Half,
+        )
+        .unwrap();
+        let plain = export(&model, &[], &example, Some(&ds), &ExportOptions::default());
+        let e = plain.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.contains("data-dependent") && e.contains("models/bart/mod.rs"),
+            "{e}"
+        );
+        let guard = torch_export_patches(PatchOptions {
+            rewrite: vec!["BartEncoderLayer.forward".to_owned()],
+            ..PatchOptions::default()
+        })
+        .unwrap();
+        let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
+        drop(guard);
+        assert!(
+            ep.to_string().contains("cond"),
+            "{name}: no cond in the graph"
+        );
+        let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+        let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+        for (set_name, (b, s, q, p)) in INPUT_SETS {
+            let set = cast_floats(
+                &text2text_generation_inputs(&dims, *b, *s, *q, *p).unwrap(),
+                tch::Kind::Half,
+            )
+            .unwrap();
+            let eager = model
+                .forward(&onnx_diagnostic_core::Inputs::bind_for(&model, &[], &set).unwrap())
+                .unwrap();
+            let d = max_diff(&eager, &session.run(&[], &set).unwrap());
+            eprintln!("{name} {set_name}: abs {:.3e} dnan {}", d.abs, d.dnan);
+            assert!(d.abs <= 3e-2 && d.dnan == 0.0, "{name} {set_name}: {d:?}");
+        }
+    }
+}

@@ -7,7 +7,9 @@ Usage: python make_seq2seq_reference.py OUT_DIR CONFIG_JSON_PATH [--dtype=float1
 The model is ``AutoModelForSeq2SeqLM.from_config`` of the config (random init,
 ``torch.manual_seed(0)``, eager attention), saved in float32 with ``save_pretrained``; with
 ``--dtype`` it is then converted with ``model.to(dtype)`` before it runs. ``--inf`` scales the
-first encoder layer's ``fc2`` so that its float16 output overflows (the clamp branch fires).
+first feature of the last encoder layer's ``final_layer_norm`` by 1e5 (before saving) so that
+its float16 output overflows (the clamp branch fires; finite in float32); ``clamped`` in the
+output says whether it did.
 
 Two steps, as ``generate`` runs them: the encoder on ``input_ids`` (the second row padded) and
 the decoder on ``decoder_input_ids`` with an empty cache, then the decoder on
@@ -58,13 +60,13 @@ def main(argv):
     arch = (cfg.get("architectures") or [None])[0]
     if arch is not None and type(model).__name__ != arch:
         die(f"built {type(model).__name__}, the config says {arch}")
+    if inf:
+        with torch.no_grad():
+            model.model.encoder.layers[-1].final_layer_norm.weight[0] *= 1e5
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     if dtype is not None:
         model = model.to(getattr(torch, dtype))
-    if inf:
-        with torch.no_grad():
-            model.model.encoder.layers[0].fc2.weight.mul_(3e4)
 
     vocab = model.config.vocab_size
     pad = model.config.pad_token_id
@@ -101,6 +103,18 @@ def main(argv):
             "encoder_last_hidden_state": out.encoder_last_hidden_state.detach().clone(),
         }
         tensors.update(layers(out.past_key_values))
+        # Whether the last encoder layer clamped its output.
+        seen = {}
+
+        def hook(module, args, output):
+            seen["clamped"] = bool(
+                (output.abs() >= torch.finfo(output.dtype).max - 1000).any()
+            ) if output.dtype == torch.float16 else False
+
+        h = model.model.encoder.layers[-1].register_forward_hook(hook)
+        model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        h.remove()
+        tensors["clamped"] = torch.tensor(int(seen["clamped"]))
         out2 = model(
             encoder_outputs=(out.encoder_last_hidden_state,),
             attention_mask=attention_mask,
