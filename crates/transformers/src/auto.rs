@@ -46,6 +46,9 @@ impl CausalLM for LlamaForCausalLM {
     }
 }
 
+/// Named input sets: `(name, keyword inputs)`.
+pub type InputSets = Vec<(&'static str, Vec<(String, Value)>)>;
+
 /// A model of the registry with the task `validate` runs it for: its input sets, their dynamic
 /// shapes and its eager-only prompt, as the Python package's `tasks` module makes them.
 pub trait TaskModel: Module {
@@ -57,11 +60,7 @@ pub trait TaskModel: Module {
     ///
     /// # Errors
     /// [`Error::InputOption`] for an option the model cannot take.
-    fn input_sets(
-        &self,
-        options: &TextGenerationOptions,
-        increment: i64,
-    ) -> Result<Vec<(&'static str, Vec<(String, Value)>)>>;
+    fn input_sets(&self, options: &TextGenerationOptions, increment: i64) -> Result<InputSets>;
 
     /// The dynamic shapes of the input sets.
     fn dynamic_shapes(&self, options: &TextGenerationOptions) -> DynamicShapes;
@@ -102,11 +101,7 @@ impl TaskModel for TextGeneration {
         "text-generation"
     }
 
-    fn input_sets(
-        &self,
-        options: &TextGenerationOptions,
-        increment: i64,
-    ) -> Result<Vec<(&'static str, Vec<(String, Value)>)>> {
+    fn input_sets(&self, options: &TextGenerationOptions, increment: i64) -> Result<InputSets> {
         let dims = self.0.decoder_dims();
         options.check(&dims, increment)?;
         options

@@ -34,10 +34,11 @@ pub struct Seq2SeqDims {
     pub head_dim: i64,
 }
 
-/// The named input sets of the default options `(name, (batch, source, new target tokens,
-/// cached target tokens))`.
-pub const INPUT_SETS: &[(&str, (i64, i64, i64, i64))] =
-    &[("inputs", (2, 30, 3, 30)), ("inputs2", (3, 31, 4, 31))];
+/// The sizes of a set: `(batch, source, new target tokens, cached target tokens)`.
+pub type Sizes = (i64, i64, i64, i64);
+
+/// The named input sets of the default options.
+pub const INPUT_SETS: &[(&str, Sizes)] = &[("inputs", (2, 30, 3, 30)), ("inputs2", (3, 31, 4, 31))];
 
 /// The input sets of `options` as the Python package makes them with
 /// `add_second_input=increment`: `inputs` (batch, `sequence_length` source tokens and cached
@@ -51,7 +52,7 @@ pub const INPUT_SETS: &[(&str, (i64, i64, i64, i64))] =
 pub fn text2text_input_sets(
     options: &TextGenerationOptions,
     increment: i64,
-) -> Result<Vec<(&'static str, (i64, i64, i64, i64))>> {
+) -> Result<Vec<(&'static str, Sizes)>> {
     if options.cls_cache != CacheChoice::Dynamic {
         return Err(Error::InputOption {
             key: "cls_cache".to_owned(),

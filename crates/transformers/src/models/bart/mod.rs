@@ -630,7 +630,7 @@ impl crate::auto::TaskModel for BartForConditionalGeneration {
         &self,
         options: &TextGenerationOptions,
         increment: i64,
-    ) -> Result<Vec<(&'static str, Vec<(String, Value)>)>> {
+    ) -> Result<crate::auto::InputSets> {
         let dims = self.config.seq2seq_dims();
         text2text_input_sets(options, increment)?
             .into_iter()
