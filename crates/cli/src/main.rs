@@ -219,7 +219,24 @@ fn rewrite(
             .iter()
             .map(ToString::to_string)
             .collect();
-        return emit(&format!("[{}]\n", list.join(",\n ")));
+        let mut text = format!("[{}]\n", list.join(",\n "));
+        // The rewritten methods of this build (registered by `#[rewritable]`), with their
+        // diffs: what `validate` applies for the architecture.
+        let registered = onnx_diagnostic_core::patches::registered_patches();
+        for target in validate::rewrite_targets(arch) {
+            if let Some(p) = registered.iter().find(|p| {
+                p.family == onnx_diagnostic_core::patches::PatchFamily::Rewrite
+                    && p.target == target
+            }) {
+                text.push_str(&format!(
+                    "\n{} ({}):\n{}\n",
+                    p.name,
+                    p.target,
+                    rw::unified_diff(p.target_source, p.patch_source)
+                ));
+            }
+        }
+        return emit(&text);
     }
     let (Some(file), Some(method)) = (file, method) else {
         bail!("give FILE.rs --method Type::method, or --known ARCH");

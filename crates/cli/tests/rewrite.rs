@@ -16,9 +16,28 @@ fn run(args: &[&str]) -> (bool, String, String) {
 fn known_rewritings_are_listed_as_the_seeds_print_them() {
     let (ok, out, _) = run(&["--known", "BartForConditionalGeneration"]);
     assert!(ok);
+    let (list, rewritten) = out.split_once("\n\n").unwrap();
     assert_eq!(
-        out,
-        "[{'filter_node': 'clamp_float16', 'function': 'BartEncoderLayer.forward', 'pre_rewriter': 'or_into_bitor'},\n {'filter_node': 'clamp_float16', 'function': 'PLBartEncoderLayer.forward', 'pre_rewriter': 'or_into_bitor'}]\n"
+        list,
+        "[{'filter_node': 'clamp_float16', 'function': 'BartEncoderLayer.forward', 'pre_rewriter': 'or_into_bitor'},\n {'filter_node': 'clamp_float16', 'function': 'PLBartEncoderLayer.forward', 'pre_rewriter': 'or_into_bitor'}]"
+    );
+    // Then the diff of the method this build rewrites for it (PLBart's layer is Bart's): the
+    // clamp's test and assignment move into a cond, the two tests joined by `or_into_bitor`.
+    assert!(
+        rewritten.starts_with("rewritten_BartEncoderLayer.forward (BartEncoderLayer.forward):"),
+        "{rewritten}"
+    );
+    assert!(rewritten.contains("--- original") && rewritten.contains("+++ rewritten"));
+    assert!(
+        rewritten.contains("-    if h.kind() == Kind::Half") && rewritten.contains("cond"),
+        "{rewritten}"
+    );
+    assert_eq!(
+        rewritten
+            .matches("rewritten_BartEncoderLayer.forward")
+            .count(),
+        1,
+        "one struct for both classes"
     );
     assert_eq!(run(&["--known", "LlamaForCausalLM"]).1, "[]\n");
 }

@@ -190,7 +190,7 @@ fn patch_options(a: &ValidateArgs, arch: &str) -> Result<PatchOptions> {
 /// The methods the guard rewrites for `arch` (the seeds' `code_needing_rewriting`), named by
 /// the struct that holds their code here (`PLBartEncoderLayer.forward` is
 /// `BartEncoderLayer.forward`), each once.
-fn rewrite_targets(arch: &str) -> Vec<String> {
+pub(crate) fn rewrite_targets(arch: &str) -> Vec<String> {
     let shared = onnx_diagnostic_transformers::models::bart::shared_classes();
     let mut out: Vec<String> = Vec::new();
     for r in onnx_diagnostic_rewrite::code_needing_rewriting(arch) {
