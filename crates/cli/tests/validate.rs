@@ -721,6 +721,17 @@ fn the_seeds_plbart_command_validates_and_marian_too() {
     );
     // onnx's full checker and strict shape inference accept it.
     onnx_diagnostic_testing::onnx_check(&dump.join("model.onnx"));
+    // The rewriting is dumped as the Python validate dumps it (`DIR/rewrite`): the original,
+    // the rewritten method and their diff, the clamp moved into the cond's branches.
+    let diff = std::fs::read_to_string(dump.join("rewrite/BartEncoderLayer.forward.diff")).unwrap();
+    assert!(
+        diff.contains("-    if h.kind() == Kind::Half") && diff.contains("cond_value"),
+        "{diff}"
+    );
+    assert!(
+        dump.join("rewrite/BartEncoderLayer.forward.rewritten.rs")
+            .is_file()
+    );
     for sfx in ["", "22"] {
         let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
         assert!(abs <= 3e-2, "float16 {sfx}: {abs}");

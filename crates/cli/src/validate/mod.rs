@@ -162,6 +162,8 @@ fn patch_options(a: &ValidateArgs, arch: &str) -> Result<PatchOptions> {
         } else {
             rewrite_targets(arch)
         },
+        // The Python validate's `dump_rewriting=os.path.join(dump_folder, "rewrite")`.
+        dump_rewriting: a.dump.as_ref().map(|d| d.join("rewrite")),
         ..onnx_diagnostic_plugins::patch_options(&plugins)
     };
     for kv in a.patch.iter().flatten() {
