@@ -752,3 +752,49 @@ fn the_seeds_plbart_command_validates_and_marian_too() {
         );
     }
 }
+
+/// A BlenderbotSmall checkpoint saved by transformers (the seeds' clamp list names its encoder
+/// layer, which is Bart's here): validates in float32 within 1e-4 and in float16 with the
+/// clamp rewritten.
+#[test]
+fn a_blenderbot_small_checkpoint_validates_with_its_clamp_rewritten() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_blenderbot_small");
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("config_in.json");
+    std::fs::write(
+        &cfg,
+        r#"{"architectures":["BlenderbotSmallForConditionalGeneration"],
+        "model_type":"blenderbot-small","vocab_size":72,"d_model":16,"encoder_layers":2,
+        "decoder_layers":2,"encoder_attention_heads":4,"decoder_attention_heads":4,
+        "encoder_ffn_dim":24,"decoder_ffn_dim":24,"max_position_embeddings":64,
+        "scale_embedding":true}"#,
+    )
+    .unwrap();
+    let ckpt = root.join("checkpoint");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let made = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("../transformers/tests/parity/make_seq2seq_reference.py"))
+        .arg(&ckpt)
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for (dtype, tol) in [("float32", 1e-4), ("float16", 3e-2)] {
+        let (_, s) = validate_ok(&[
+            "-m".as_ref(),
+            ckpt.as_os_str(),
+            "--dtype".as_ref(),
+            dtype.as_ref(),
+        ]);
+        assert_eq!(s["model_class"], "BlenderbotSmallForConditionalGeneration");
+        assert_eq!(s["export_rewrite"], "BartEncoderLayer.forward");
+        for sfx in ["", "22"] {
+            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+            assert!(abs <= tol, "{dtype} {sfx}: {abs}");
+        }
+    }
+}

@@ -194,6 +194,13 @@ const REGISTRY: &[Entry] = &[
         "text2text-generation"
     ),
     entry!(
+        "BlenderbotSmallForConditionalGeneration",
+        BartForConditionalGeneration,
+        bart::Config,
+        "blenderbot-small",
+        "text2text-generation"
+    ),
+    entry!(
         "MarianMTModel",
         BartForConditionalGeneration,
         bart::Config,

@@ -153,6 +153,24 @@ fn marian_matches_transformers() {
 }
 
 #[test]
+fn blenderbot_small_matches_transformers_and_exports() {
+    // Positions without offset; the decoder's embeddings are not scaled and are normalised
+    // before the positions are added (the encoder's after): with scale_embedding, a model
+    // written as Bart's would differ.
+    let model = check(
+        "blenderbot_small",
+        r#"{"architectures":["BlenderbotSmallForConditionalGeneration"],
+        "model_type":"blenderbot-small","vocab_size":72,"d_model":16,"encoder_layers":2,
+        "decoder_layers":2,"encoder_attention_heads":4,"decoder_attention_heads":4,
+        "encoder_ffn_dim":24,"decoder_ffn_dim":24,"max_position_embeddings":64,
+        "scale_embedding":true}"#,
+        1e-5,
+    );
+    assert_eq!(model.config.family, Family::BlenderbotSmall);
+    export_and_check(&model);
+}
+
+#[test]
 fn shift_tokens_right_is_bart_s_and_plbart_s() {
     let bart = onnx_diagnostic_transformers::models::bart::Config::from_json(
         r#"{"model_type":"bart","vocab_size":16,"d_model":4,"encoder_layers":1,

@@ -1,5 +1,5 @@
-//! `BartConfig`, `PLBartConfig` and `MarianConfig` (transformers 5.23), with the names of
-//! `config.json`.
+//! `BartConfig`, `PLBartConfig`, `MarianConfig` and `BlenderbotSmallConfig` (transformers
+//! 5.23), with the names of `config.json`.
 //!
 //! The three configs share their fields and differ in defaults (and Marian's
 //! `decoder_vocab_size` / `share_encoder_decoder_embeddings`), so one struct reads them: the
@@ -25,6 +25,9 @@ pub enum Family {
     PLBart,
     /// `MarianConfig`: sinusoidal positions, no `layernorm_embedding`.
     Marian,
+    /// `BlenderbotSmallConfig`: learned positions without offset; the decoder normalises its
+    /// embeddings (unscaled) before adding the positions.
+    BlenderbotSmall,
 }
 
 impl Family {
@@ -34,6 +37,7 @@ impl Family {
             Family::Bart => "BartForConditionalGeneration",
             Family::PLBart => "PLBartForConditionalGeneration",
             Family::Marian => "MarianMTModel",
+            Family::BlenderbotSmall => "BlenderbotSmallForConditionalGeneration",
         }
     }
 
@@ -43,6 +47,7 @@ impl Family {
             Family::Bart => "bart",
             Family::PLBart => "plbart",
             Family::Marian => "marian",
+            Family::BlenderbotSmall => "blenderbot-small",
         }
     }
 
@@ -72,6 +77,14 @@ impl Family {
                 "scale_embedding": false, "pad_token_id": 58100,
                 "decoder_start_token_id": 58100, "tie_word_embeddings": true,
                 "share_encoder_decoder_embeddings": true,
+            }),
+            Family::BlenderbotSmall => json!({
+                "vocab_size": 50265, "max_position_embeddings": 512, "encoder_layers": 8,
+                "encoder_ffn_dim": 2048, "encoder_attention_heads": 16, "decoder_layers": 8,
+                "decoder_ffn_dim": 2048, "decoder_attention_heads": 16,
+                "activation_function": "gelu", "d_model": 512, "init_std": 0.02,
+                "scale_embedding": false, "pad_token_id": 0, "decoder_start_token_id": 1,
+                "tie_word_embeddings": true,
             }),
         }
     }
@@ -296,8 +309,9 @@ fn family_of(raw: &Json, path: &Path) -> Result<Family> {
             "bart" => Ok(Family::Bart),
             "plbart" => Ok(Family::PLBart),
             "marian" => Ok(Family::Marian),
+            "blenderbot-small" => Ok(Family::BlenderbotSmall),
             other => Err(fail(format!(
-                "model_type {other:?} is not bart, plbart or marian"
+                "model_type {other:?} is not bart, plbart, marian or blenderbot-small"
             ))),
         };
     }
@@ -309,6 +323,7 @@ fn family_of(raw: &Json, path: &Path) -> Result<Family> {
         Some("BartForConditionalGeneration" | "BartModel") => Ok(Family::Bart),
         Some("PLBartForConditionalGeneration") => Ok(Family::PLBart),
         Some("MarianMTModel") => Ok(Family::Marian),
+        Some("BlenderbotSmallForConditionalGeneration") => Ok(Family::BlenderbotSmall),
         _ => Err(fail(
             "no model_type (bart, plbart, marian) nor a Bart/PLBart/Marian architecture".to_owned(),
         )),

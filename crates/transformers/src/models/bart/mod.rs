@@ -1,7 +1,8 @@
 //! Bart, as transformers 5.23 writes it (`models/bart/modeling_bart.py`), and the models on its
 //! layers: PLBart (`models/plbart`, the same layers, its own `shift_tokens_right`) and Marian
-//! (`models/marian`, sinusoidal positions, no `layernorm_embedding`), configured by
-//! [`Family`]:
+//! (`models/marian`, sinusoidal positions, no `layernorm_embedding`) and BlenderbotSmall
+//! (`models/blenderbot_small`, positions without offset, the decoder's embeddings unscaled and
+//! normalised before the positions), configured by [`Family`]:
 //!
 //! - `BartScaledWordEmbedding` (`shared`, the encoder's and decoder's `embed_tokens`, times
 //!   `sqrt(d_model)` with `scale_embedding`), `BartLearnedPositionalEmbedding` (positions + 2)
@@ -292,10 +293,11 @@ impl BartDecoderLayer {
     }
 }
 
-/// The positions: learned with Bart's offset of 2, or Marian's sinusoidal table.
+/// The positions: learned with an offset (Bart's 2, BlenderbotSmall's 0), or Marian's
+/// sinusoidal table.
 #[derive(Clone, Debug)]
 enum Positions {
-    Learned(Tensor),
+    Learned(Tensor, i64),
     Sinusoidal(Tensor),
 }
 
@@ -304,18 +306,23 @@ impl Positions {
         let (n, d) = (cfg.max_position_embeddings, cfg.d_model);
         Ok(match cfg.family {
             Family::Marian => Positions::Sinusoidal(sinusoidal_table(n, d, vb)?),
-            _ => Positions::Learned(vb.pp("embed_positions").get(
-                "weight",
-                &[n + 2, d],
-                Init::Normal,
-            )?),
+            Family::BlenderbotSmall => Positions::Learned(
+                vb.pp("embed_positions")
+                    .get("weight", &[n, d], Init::Normal)?,
+                0,
+            ),
+            _ => Positions::Learned(
+                vb.pp("embed_positions")
+                    .get("weight", &[n + 2, d], Init::Normal)?,
+                2,
+            ),
         })
     }
 
     /// The embeddings of positions `past..past + seq`, `[seq, d]`.
     fn forward(&self, past: &SymInt, seq: &SymInt, device: tch::Device) -> CoreResult<Tensor> {
         let (table, offset) = match self {
-            Positions::Learned(t) => (t, 2),
+            Positions::Learned(t, offset) => (t, *offset),
             Positions::Sinusoidal(t) => (t, 0),
         };
         let ids = Tensor::arange(past + offset, past + seq + offset, 1, Kind::Int64, device)?;
@@ -523,14 +530,24 @@ impl BartForConditionalGeneration {
             .self_attention_cache
             .get_seq_length()
             .map_err(|e| core_error(self.model(), e))?;
-        let h = self.embed(decoder_input_ids)?;
         let pos = self
             .decoder_positions
             .forward(&past, &q, decoder_input_ids.device())?;
-        let mut h = h.add(&pos)?;
-        if let Some(n) = &self.decoder_layernorm_embedding {
-            h = n.forward(&h)?;
-        }
+        let mut h = if self.config.family == Family::BlenderbotSmall {
+            // BlenderbotSmallDecoder: the embeddings unscaled, normalised, then the positions.
+            let e = self.shared.forward(decoder_input_ids)?;
+            match &self.decoder_layernorm_embedding {
+                Some(n) => n.forward(&e)?,
+                None => e,
+            }
+            .add(&pos)?
+        } else {
+            let mut h = self.embed(decoder_input_ids)?.add(&pos)?;
+            if let Some(n) = &self.decoder_layernorm_embedding {
+                h = n.forward(&h)?;
+            }
+            h
+        };
         let total = &past + &q;
         let cache_position = Tensor::arange(
             past.clone(),
@@ -664,6 +681,7 @@ pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
     &[
         ("PLBartEncoderLayer", "BartEncoderLayer"),
         ("MarianEncoderLayer", "BartEncoderLayer"),
+        ("BlenderbotSmallEncoderLayer", "BartEncoderLayer"),
     ]
 }
 
@@ -672,6 +690,13 @@ pub type PLBartForConditionalGeneration = BartForConditionalGeneration;
 
 /// `MarianMTModel`: [`BartForConditionalGeneration`] on a `marian` config.
 pub type MarianMTModel = BartForConditionalGeneration;
+
+/// `BlenderbotSmallForConditionalGeneration`: [`BartForConditionalGeneration`] on a
+/// `blenderbot-small` config.
+pub type BlenderbotSmallForConditionalGeneration = BartForConditionalGeneration;
+
+/// `BlenderbotSmallEncoderLayer`: Bart's encoder layer.
+pub type BlenderbotSmallEncoderLayer = BartEncoderLayer;
 
 /// The bidirectional padding mask `[batch, 1, 1, kv]` of a 2-D attention mask: 0 where it
 /// keeps a position, the type's minimum elsewhere (`create_bidirectional_mask` for eager
