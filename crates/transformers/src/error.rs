@@ -142,3 +142,57 @@ pub(crate) fn core_error(model: &str, e: Error) -> onnx_diagnostic_core::Error {
         },
     }
 }
+
+/// The family of a config that several classes share (`(model_type, class, family)` rows): its
+/// `model_type`, else its `architectures[0]`.
+///
+/// # Errors
+/// [`Error::Config`] naming `path` when neither names one of `families`.
+pub(crate) fn config_family<F: Copy>(
+    raw: &serde_json::Value,
+    path: &std::path::Path,
+    families: &[(&str, &str, F)],
+) -> Result<F> {
+    let fail = |message: String| Error::Config {
+        path: path.to_owned(),
+        message,
+    };
+    let types: Vec<&str> = families.iter().map(|(t, _, _)| *t).collect();
+    if let Some(t) = raw.get("model_type").and_then(serde_json::Value::as_str) {
+        return families
+            .iter()
+            .find(|(m, _, _)| *m == t)
+            .map(|(_, _, f)| *f)
+            .ok_or_else(|| {
+                fail(format!(
+                    "model_type {t:?} is not one of {}",
+                    types.join(", ")
+                ))
+            });
+    }
+    let arch = raw
+        .pointer("/architectures/0")
+        .and_then(serde_json::Value::as_str);
+    families
+        .iter()
+        .find(|(_, c, _)| Some(*c) == arch)
+        .map(|(_, _, f)| *f)
+        .ok_or_else(|| {
+            let classes: Vec<&str> = families.iter().map(|(_, c, _)| *c).collect();
+            fail(format!(
+                "no model_type ({}) nor an architecture of them ({})",
+                types.join(", "),
+                classes.join(", ")
+            ))
+        })
+}
+
+/// The keys of `defaults` (a JSON object) that `raw` leaves out, added to it: the defaults of
+/// the config class, before the config is read.
+pub(crate) fn fill_defaults(raw: &mut serde_json::Value, defaults: &serde_json::Value) {
+    if let (Some(o), Some(d)) = (raw.as_object_mut(), defaults.as_object()) {
+        for (k, v) in d {
+            o.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+}

@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+use std::{collections::HashMap, path::PathBuf};
 
-use common::{diff, t};
+use common::{diff, run_reference, t};
 use onnx_diagnostic_core::{Module, Tensor};
 use onnx_diagnostic_transformers::{
     EncoderDecoderCache,
@@ -23,31 +23,13 @@ fn reference(
     config: &str,
     options: &[&str],
 ) -> (PathBuf, HashMap<String, tch::Tensor>) {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("seq2seq")
-        .join(name);
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("input_config.json");
-    std::fs::write(&cfg, config).unwrap();
-    let out = root.join("checkpoint");
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let run = Command::new(manifest.join("../../.venv/bin/python"))
-        .arg(manifest.join("tests/parity/make_seq2seq_reference.py"))
-        .arg(&out)
-        .arg(&cfg)
-        .args(options)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let io = tch::Tensor::read_safetensors(out.join("io.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
-    (out, io)
+    run_reference(
+        "make_seq2seq_reference.py",
+        "seq2seq",
+        name,
+        config,
+        options,
+    )
 }
 
 fn check_cache(

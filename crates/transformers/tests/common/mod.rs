@@ -44,8 +44,20 @@ pub(crate) fn reference_with(
     config: &str,
     options: &[&str],
 ) -> (PathBuf, HashMap<String, tch::Tensor>) {
+    run_reference("make_reference.py", "parity", name, config, options)
+}
+
+/// Runs `tests/parity/<script>` on `config` with `options` (in `<target tmp>/<group>/<name>`):
+/// the checkpoint directory it writes and its `io.safetensors` tensors.
+pub(crate) fn run_reference(
+    script: &str,
+    group: &str,
+    name: &str,
+    config: &str,
+    options: &[&str],
+) -> (PathBuf, HashMap<String, tch::Tensor>) {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("parity")
+        .join(group)
         .join(name);
     std::fs::create_dir_all(&root).unwrap();
     let cfg = root.join("input_config.json");
@@ -54,14 +66,14 @@ pub(crate) fn reference_with(
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut command = Command::new(manifest.join("../../.venv/bin/python"));
     command
-        .arg(manifest.join("tests/parity/make_reference.py"))
+        .arg(manifest.join("tests/parity").join(script))
         .arg(&out)
         .arg(&cfg);
     command.args(options);
     let status = command.output().expect("the venv's python runs");
     assert!(
         status.status.success(),
-        "make_reference.py failed for {name}:\n{}",
+        "{script} failed for {name}:\n{}",
         String::from_utf8_lossy(&status.stderr)
     );
     let io = tch::Tensor::read_safetensors(out.join("io.safetensors"))

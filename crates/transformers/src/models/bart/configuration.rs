@@ -166,7 +166,7 @@ impl Config {
 
     fn parse(text: &str, path: &Path) -> Result<Self> {
         let mut raw = crate::error::parse_config(text, path)?;
-        let family = family_of(&raw, path)?;
+        let family = crate::error::config_family(&raw, path, FAMILIES)?;
         // The config classes' `attribute_map`: these names set the fields they alias, and win
         // over them (transformers applies them last: sshleifer/tiny-marian-en-de's
         // `num_hidden_layers: 6` makes 6 encoder layers, whatever its `encoder_layers`).
@@ -181,11 +181,7 @@ impl Config {
                 }
             }
         }
-        if let (Some(o), Some(d)) = (raw.as_object_mut(), family.defaults().as_object()) {
-            for (k, v) in d {
-                o.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
+        crate::error::fill_defaults(&mut raw, &family.defaults());
         let mut cfg: Config = serde_path_to_error::deserialize(raw)
             .map_err(|e| super::super::llama::parse_error(family.class_name(), path, &e))?;
         cfg.family = family;
@@ -298,34 +294,15 @@ impl Config {
     }
 }
 
-/// The family of a config: its `model_type`, else its `architectures[0]`.
-fn family_of(raw: &Json, path: &Path) -> Result<Family> {
-    let fail = |message: String| Error::Config {
-        path: path.to_owned(),
-        message,
-    };
-    if let Some(t) = raw.get("model_type").and_then(Json::as_str) {
-        return match t {
-            "bart" => Ok(Family::Bart),
-            "plbart" => Ok(Family::PLBart),
-            "marian" => Ok(Family::Marian),
-            "blenderbot-small" => Ok(Family::BlenderbotSmall),
-            other => Err(fail(format!(
-                "model_type {other:?} is not bart, plbart, marian or blenderbot-small"
-            ))),
-        };
-    }
-    let arch = raw
-        .get("architectures")
-        .and_then(|a| a.get(0))
-        .and_then(Json::as_str);
-    match arch {
-        Some("BartForConditionalGeneration" | "BartModel") => Ok(Family::Bart),
-        Some("PLBartForConditionalGeneration") => Ok(Family::PLBart),
-        Some("MarianMTModel") => Ok(Family::Marian),
-        Some("BlenderbotSmallForConditionalGeneration") => Ok(Family::BlenderbotSmall),
-        _ => Err(fail(
-            "no model_type (bart, plbart, marian) nor a Bart/PLBart/Marian architecture".to_owned(),
-        )),
-    }
-}
+/// The families by `model_type` and class.
+const FAMILIES: &[(&str, &str, Family)] = &[
+    ("bart", "BartForConditionalGeneration", Family::Bart),
+    ("bart", "BartModel", Family::Bart),
+    ("plbart", "PLBartForConditionalGeneration", Family::PLBart),
+    ("marian", "MarianMTModel", Family::Marian),
+    (
+        "blenderbot-small",
+        "BlenderbotSmallForConditionalGeneration",
+        Family::BlenderbotSmall,
+    ),
+];

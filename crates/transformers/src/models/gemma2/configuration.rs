@@ -170,12 +170,8 @@ impl Config {
 
     fn parse(text: &str, path: &Path) -> Result<Self> {
         let mut raw = crate::error::parse_config(text, path)?;
-        let family = family_of(&raw, path)?;
-        if let (Some(o), Some(d)) = (raw.as_object_mut(), family.defaults().as_object()) {
-            for (k, v) in d {
-                o.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
+        let family = crate::error::config_family(&raw, path, FAMILIES)?;
+        crate::error::fill_defaults(&mut raw, &family.defaults());
         let mut cfg: Config = serde_path_to_error::deserialize(raw)
             .map_err(|e| super::super::llama::parse_error(family.class_name(), path, &e))?;
         cfg.family = family;
@@ -410,30 +406,8 @@ impl Config {
     }
 }
 
-/// The family of a config: its `model_type`, else its `architectures[0]`.
-fn family_of(raw: &Json, path: &Path) -> Result<Family> {
-    let fail = |message: String| Error::Config {
-        path: path.to_owned(),
-        message,
-    };
-    if let Some(t) = raw.get("model_type").and_then(Json::as_str) {
-        return match t {
-            "gemma2" => Ok(Family::Gemma2),
-            "gemma3_text" => Ok(Family::Gemma3),
-            other => Err(fail(format!(
-                "model_type {other:?} is not gemma2 or gemma3_text"
-            ))),
-        };
-    }
-    let arch = raw
-        .get("architectures")
-        .and_then(|a| a.get(0))
-        .and_then(Json::as_str);
-    match arch {
-        Some("Gemma2ForCausalLM") => Ok(Family::Gemma2),
-        Some("Gemma3ForCausalLM") => Ok(Family::Gemma3),
-        _ => Err(fail(
-            "no model_type (gemma2 or gemma3_text) nor a Gemma2/Gemma3 architecture".to_owned(),
-        )),
-    }
-}
+/// The families by `model_type` and class.
+const FAMILIES: &[(&str, &str, Family)] = &[
+    ("gemma2", "Gemma2ForCausalLM", Family::Gemma2),
+    ("gemma3_text", "Gemma3ForCausalLM", Family::Gemma3),
+];
