@@ -369,6 +369,13 @@ impl Pass {
                 if *ty != low {
                     continue;
                 }
+                // A node that only moves values (a weight's Transpose, a Reshape) gives values
+                // its inputs had, already rounded: no rounding after it, and no transient
+                // copies (a tied embedding's Transpose is 2.4 GB in float32 for gemma-2-2b).
+                let moves = MOVES.contains(&n.op_type.as_deref().unwrap_or_default());
+                if moves && !main_outputs.contains(&y) {
+                    continue;
+                }
                 let raw = self.fresh(&format!("{y}__f32"));
                 n.output[k].clone_from(&raw);
                 let (c1, c2) = (
@@ -405,6 +412,22 @@ impl Pass {
         Ok(())
     }
 }
+
+/// Ops whose outputs are values of their inputs, moved: exact in any type, so their float32
+/// results need no rounding.
+const MOVES: &[&str] = &[
+    "Concat",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Identity",
+    "Reshape",
+    "Slice",
+    "Split",
+    "Squeeze",
+    "Transpose",
+    "Unsqueeze",
+];
 
 /// A tensor of bfloat16 or float16 values as float32 (exact: both widen without rounding).
 fn to_float(t: &mut proto::TensorProto) {

@@ -19,7 +19,7 @@ pub use emulate::{EmulateError, emulate_in_float32, emulate_in_float32_owned};
 pub use lower::{LowerError, LowerOptions, lower};
 pub use program::OnnxProgram;
 pub use runtime::{OrtError, Provider, Session, available_providers, environment};
-pub use save::{ExternalData, SaveError, save_model};
+pub use save::{ExternalData, ReadError, SaveError, read_model, save_model};
 
 /// The IR version that goes with an opset of the default domain (the pairs of ONNX's
 /// versioning table): ONNX Runtime refuses IR versions newer than it knows, so a model declares

@@ -167,6 +167,58 @@ pub fn remove_unused_initializers(graph: &mut proto::GraphProto) {
     graph.initializer.retain(|t| used.contains(name(&t.name)));
 }
 
+/// Stores a tied weight once. The lowering gives every `linear` weight a transposed
+/// initializer (`W.T`) so that `linear` is one MatMul; when the weight itself is still read
+/// (a tied `lm_head` reads the token embedding that a Gather also reads), keeping both would
+/// store its bytes twice (2.4 GB for google/gemma-2-2b's embedding in float32). Such a
+/// transposed copy becomes a `Transpose` node of the weight at the head of the graph, which
+/// ONNX Runtime folds once at session creation; `transposed` maps each weight to its copy.
+/// Returns the names of the weights shared that way.
+pub fn share_tied_transposes(
+    graph: &mut proto::GraphProto,
+    transposed: &HashMap<String, String>,
+) -> Vec<String> {
+    let mut read: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| name(&o.name).to_owned()))
+        .collect();
+    read.extend(read_by_subgraphs(graph));
+    let stored: HashSet<String> = graph
+        .initializer
+        .iter()
+        .map(|t| name(&t.name).to_owned())
+        .collect();
+    let mut tied: Vec<(&String, &String)> = transposed
+        .iter()
+        .filter(|(w, t)| read.contains(*w) && stored.contains(*w) && stored.contains(*t))
+        .collect();
+    tied.sort();
+    if tied.is_empty() {
+        return Vec::new();
+    }
+    let drop: HashSet<&str> = tied.iter().map(|(_, t)| t.as_str()).collect();
+    graph.initializer.retain(|t| !drop.contains(name(&t.name)));
+    let heads = tied.iter().map(|(w, t)| proto::NodeProto {
+        input: vec![(*w).clone()],
+        output: vec![(*t).clone()],
+        name: Some(format!("{t}_Transpose")),
+        op_type: Some("Transpose".to_owned()),
+        attribute: vec![proto::AttributeProto {
+            name: Some("perm".to_owned()),
+            r#type: Some(proto::attribute_proto::AttributeType::Ints as i32),
+            ints: vec![1, 0],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let mut nodes: Vec<proto::NodeProto> = heads.collect();
+    nodes.append(&mut graph.node);
+    graph.node = nodes;
+    tied.into_iter().map(|(w, _)| w.clone()).collect()
+}
+
 /// Node counts per op type (`MatMul` → 14), sorted by op type, as the validate summary's
 /// `n_node_*` keys report them.
 pub fn node_counts(graph: &proto::GraphProto) -> BTreeMap<String, usize> {

@@ -25,6 +25,40 @@ pub enum SaveError {
     },
 }
 
+/// Errors of [`read_model`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The model file is not an ONNX model.
+    #[error("{path} is not an ONNX model: {message}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        message: String,
+    },
+    /// An initializer's external data is missing or out of its file's bounds.
+    #[error(
+        "initializer {tensor} of {path}: {message}; keep the data file beside the model as it \
+         was saved"
+    )]
+    External {
+        /// The model file.
+        path: PathBuf,
+        /// The initializer.
+        tensor: String,
+        /// What is wrong (the key, the file, the range).
+        message: String,
+    },
+}
+
 /// Where initializers go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExternalData {
@@ -181,4 +215,77 @@ fn clone_without_data(t: &proto::TensorProto) -> proto::TensorProto {
         uint64_data: t.uint64_data.clone(),
         metadata_props: t.metadata_props.clone(),
     }
+}
+
+/// Reads a model saved by [`save_model`] (or by onnx's `save_model`), with the bytes of its
+/// external initializers read back into `raw_data` from the files beside it: the whole model
+/// in memory, as `onnx.load(path)` gives it.
+///
+/// # Errors
+/// [`ReadError`] naming the file, or the initializer whose data is missing.
+pub fn read_model(path: &Path) -> Result<proto::ModelProto, ReadError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ReadError::Io { path, source }
+    };
+    let bytes = fs::read(path).map_err(io(path))?;
+    let mut model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| ReadError::Decode {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    drop(bytes);
+    let mut files: std::collections::HashMap<String, fs::File> = Default::default();
+    for t in model
+        .graph
+        .iter_mut()
+        .flat_map(|g| g.initializer.iter_mut())
+    {
+        if t.data_location != Some(proto::tensor_proto::DataLocation::External as i32) {
+            continue;
+        }
+        let tensor = t.name.clone().unwrap_or_default();
+        let bad = |message: String| ReadError::External {
+            path: path.to_owned(),
+            tensor: tensor.clone(),
+            message,
+        };
+        let get = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key.as_deref() == Some(k))
+                .and_then(|e| e.value.clone())
+        };
+        let location = get("location").ok_or_else(|| bad("no location key".to_owned()))?;
+        let number = |k: &str| -> Result<Option<u64>, ReadError> {
+            get(k)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| bad(format!("{k} {v:?} is not a number")))
+                })
+                .transpose()
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        let data_path = path.with_file_name(&location);
+        if !files.contains_key(&location) {
+            let f = fs::File::open(&data_path)
+                .map_err(|e| bad(format!("{}: {e}", data_path.display())))?;
+            files.insert(location.clone(), f);
+        }
+        let f = &files[&location];
+        let size = f.metadata().map_err(io(&data_path))?.len();
+        let length = number("length")?.unwrap_or(size.saturating_sub(offset));
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(bad(format!(
+                "bytes {offset}..{} are past the end of {} ({size} bytes)",
+                offset.saturating_add(length),
+                data_path.display()
+            )));
+        }
+        let mut raw = vec![0u8; length as usize];
+        std::os::unix::fs::FileExt::read_exact_at(f, &mut raw, offset).map_err(io(&data_path))?;
+        t.raw_data = Some(raw);
+        t.external_data.clear();
+        t.data_location = None;
+    }
+    Ok(model)
 }

@@ -237,6 +237,20 @@ fn external_data_round_trips_and_files_are_byte_identical() {
     let got = s.run(&[x.into()], &[]).unwrap();
     assert!(max_diff(&eager, &got).abs < 1e-5);
     assert!(!dir.join("model.onnx.partial").exists());
+    // Read back with its external data: the very model that was saved.
+    let back = onnx_diagnostic_onnx::read_model(&a).unwrap();
+    assert!(
+        back == onnx,
+        "the model read back differs from the one saved"
+    );
+    std::fs::write(dir.join("model.onnx.data"), &data[..data.len() / 2]).unwrap();
+    let err = onnx_diagnostic_onnx::read_model(&a)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("past the end of") && err.contains("model.onnx.data"),
+        "{err}"
+    );
 }
 
 /// `if x.sum() > 0 { x.sin() * w } else { x.cos() + 3x }` (a weight and an outer value read by

@@ -283,6 +283,7 @@ pub fn lower(
     if options.optimize {
         passes::optimize(&mut graph_proto);
     }
+    passes::share_tied_transposes(&mut graph_proto, &b.transposed);
     fill_weights(&mut graph_proto, &b.weights)?;
     let guards: Vec<String> = ep
         .guards()
