@@ -19,7 +19,7 @@ use tch::{Device, Kind};
 use crate::{
     error::{Error, Result},
     models::{
-        bart::{self, BartForConditionalGeneration},
+        bart::{self, BartForConditionalGeneration, BartModel},
         gemma::GemmaForCausalLM,
         gemma2::{self, Gemma2ForCausalLM},
         gemma3::Gemma3ForCausalLM,
@@ -52,8 +52,30 @@ pub type InputSets = Vec<(&'static str, Vec<(String, Value)>)>;
 /// A model of the registry with the task `validate` runs it for: its input sets, their dynamic
 /// shapes and its eager-only prompt, as the Python package's `tasks` module makes them.
 pub trait TaskModel: Module {
-    /// `text-generation`, `text2text-generation`.
+    /// The task its input sets are made for: `text-generation`, `text2text-generation`,
+    /// `summarization`, `feature-extraction`.
     fn task(&self) -> &'static str;
+
+    /// Every task the model takes inputs for (the first is its default).
+    fn tasks(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Makes the input sets for `task` from now on (`-t TASK`, or the task a catalog id is
+    /// published with).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedTask`] naming the tasks the model takes.
+    fn set_task(&mut self, task: &str) -> Result<()> {
+        if task == self.task() {
+            return Ok(());
+        }
+        Err(Error::UnsupportedTask {
+            model: self.class_name(),
+            task: task.to_owned(),
+            supported: self.task().to_owned(),
+        })
+    }
 
     /// The named input sets of `options` (`inputs`, `inputs2`, ...), `increment` growing the
     /// second one (`--inputs2`).
@@ -185,6 +207,13 @@ const REGISTRY: &[Entry] = &[
         bart::Config,
         "bart",
         "text2text-generation"
+    ),
+    entry!(
+        "BartModel",
+        BartModel,
+        bart::Config,
+        "bart",
+        "feature-extraction"
     ),
     entry!(
         "PLBartForConditionalGeneration",

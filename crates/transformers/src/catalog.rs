@@ -1,10 +1,50 @@
 //! An offline catalog of model ids → `config.json` contents with their published values (no hub
 //! access here; the values are those cached by the onnx-diagnostic wheel, version 0.9.3,
-//! `torch_models/hghub/hub_data_cached_configs.py`). Layers are at most 4, as the Python
-//! validate reduces them.
+//! `torch_models/hghub/hub_data_cached_configs.py`), reduced as the Python validate reduces
+//! them for their task: text-generation and text2text-generation layers to at most 4,
+//! feature-extraction and summarization vocabularies to 2056.
 
 /// `(model id, config.json)` pairs.
 const CONFIGS: &[(&str, &str)] = &[
+    (
+        // facebook/bart-base's published config.json (a BartModel: feature-extraction), reduced
+        // as the Python package reduces feature-extraction configs (its
+        // `tasks/feature_extraction.py`): vocab_size 2056, the layers kept ("Bart architecture
+        // does not like too much that the number of layers is changed").
+        "facebook/bart-base",
+        r#"{"activation_dropout": 0.1, "activation_function": "gelu", "add_bias_logits": false,
+        "add_final_layer_norm": false, "architectures": ["BartModel"], "attention_dropout": 0.1,
+        "bos_token_id": 0, "classif_dropout": 0.1, "classifier_dropout": 0.0, "d_model": 768,
+        "decoder_attention_heads": 12, "decoder_ffn_dim": 3072, "decoder_layerdrop": 0.0,
+        "decoder_layers": 6, "decoder_start_token_id": 2, "dropout": 0.1,
+        "encoder_attention_heads": 12, "encoder_ffn_dim": 3072, "encoder_layerdrop": 0.0,
+        "encoder_layers": 6, "eos_token_id": 2, "forced_bos_token_id": 0,
+        "forced_eos_token_id": 2, "gradient_checkpointing": false, "init_std": 0.02,
+        "is_encoder_decoder": true, "max_position_embeddings": 1024, "model_type": "bart",
+        "normalize_before": false, "normalize_embedding": true, "num_beams": 4,
+        "num_hidden_layers": 6, "pad_token_id": 1, "scale_embedding": false,
+        "torch_dtype": "float32", "transformers_version": "4.12.0.dev0", "use_cache": true,
+        "vocab_size": 2056}"#,
+    ),
+    (
+        // facebook/bart-large-cnn's published config.json (summarization), reduced as the
+        // Python package reduces summarization configs: vocab_size 2056, the 12 + 12 layers
+        // kept.
+        "facebook/bart-large-cnn",
+        r#"{"_num_labels": 3, "activation_dropout": 0.0, "activation_function": "gelu",
+        "add_final_layer_norm": false, "architectures": ["BartForConditionalGeneration"],
+        "attention_dropout": 0.0, "bos_token_id": 0, "classif_dropout": 0.0,
+        "classifier_dropout": 0.0, "d_model": 1024, "decoder_attention_heads": 16,
+        "decoder_ffn_dim": 4096, "decoder_layerdrop": 0.0, "decoder_layers": 12,
+        "decoder_start_token_id": 2, "dropout": 0.1, "encoder_attention_heads": 16,
+        "encoder_ffn_dim": 4096, "encoder_layerdrop": 0.0, "encoder_layers": 12,
+        "eos_token_id": 2, "force_bos_token_to_be_generated": true, "forced_bos_token_id": 0,
+        "forced_eos_token_id": 2, "gradient_checkpointing": false, "init_std": 0.02,
+        "is_encoder_decoder": true, "max_length": 142, "max_position_embeddings": 1024,
+        "model_type": "bart", "normalize_before": false, "num_beams": 4, "num_hidden_layers": 12,
+        "output_past": true, "pad_token_id": 1, "scale_embedding": false,
+        "transformers_version": "4.7.0.dev0", "use_cache": true, "vocab_size": 2056}"#,
+    ),
     (
         // HuggingFaceTB/SmolLM3-3B's published config.json (the Python package's catalog has
         // no SmolLM3), reduced as it reduces text-generation configs: num_hidden_layers
@@ -190,6 +230,19 @@ pub fn config_json(model_id: &str) -> Option<&'static str> {
         .iter()
         .find(|(id, _)| *id == model_id)
         .map(|(_, c)| *c)
+}
+
+/// The task a catalog id is published with when it is not its class's default (the hub's
+/// `pipeline_tag`, which the Python package's validate runs): facebook/bart-large-cnn is a
+/// `BartForConditionalGeneration` for summarization.
+const TASKS: &[(&str, &str)] = &[("facebook/bart-large-cnn", "summarization")];
+
+/// The task `model_id` is published with, when it is not its class's default.
+pub fn task(model_id: &str) -> Option<&'static str> {
+    TASKS
+        .iter()
+        .find(|(id, _)| *id == model_id)
+        .map(|(_, t)| *t)
 }
 
 /// Every catalog model id, sorted.

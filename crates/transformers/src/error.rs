@@ -95,6 +95,16 @@ pub enum Error {
         /// What the task accepts.
         message: String,
     },
+    /// A task the model's inputs cannot be made for (`-t TASK`).
+    #[error("{model} takes no {task} inputs; its tasks: {supported}")]
+    UnsupportedTask {
+        /// The model's class.
+        model: String,
+        /// The task asked for.
+        task: String,
+        /// The tasks it takes.
+        supported: String,
+    },
     /// An error of the engine while running the model.
     #[error(transparent)]
     Core(#[from] onnx_diagnostic_core::Error),

@@ -39,4 +39,6 @@ pub use cache_utils::{
     make_static_cache,
 };
 pub use error::{Error, Result};
-pub use modeling_outputs::{BaseModelOutput, CausalLMOutputWithPast, Seq2SeqLMOutput};
+pub use modeling_outputs::{
+    BaseModelOutput, CausalLMOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput,
+};

@@ -165,3 +165,25 @@ dataclass! {
         encoder_attentions,
     }
 }
+
+dataclass! {
+    /// `Seq2SeqModelOutput`: what an encoder-decoder base model returns.
+    Seq2SeqModelOutput {
+        /// The decoder's last hidden state `[batch, target_seq, d_model]`.
+        last_hidden_state,
+        /// The grown cache (`EncoderDecoderCache`).
+        past_key_values,
+        /// The decoder's hidden states, when asked for.
+        decoder_hidden_states,
+        /// The decoder's attention weights, when asked for.
+        decoder_attentions,
+        /// The cross-attention weights, when asked for.
+        cross_attentions,
+        /// The encoder's last hidden state.
+        encoder_last_hidden_state,
+        /// The encoder's hidden states, when asked for.
+        encoder_hidden_states,
+        /// The encoder's attention weights, when asked for.
+        encoder_attentions,
+    }
+}

@@ -392,3 +392,148 @@ fn bart_in_float16_matches_transformers_with_and_without_the_clamp() {
         }
     }
 }
+
+/// `BartModel` (the base model of facebook/bart-base, no head) against transformers on the
+/// feature-extraction inputs: the source only (the decoder's inputs shifted from it, one row
+/// padded), without a cache and with an `EncoderDecoderCache` of 5 self-attention and 7
+/// cross-attention positions; then exported on the task's sets and run in ONNX Runtime on the
+/// second one (other batch, source and cache lengths).
+#[test]
+fn bart_model_matches_transformers_on_the_feature_extraction_inputs() {
+    use onnx_diagnostic_core::{ExportOptions, Inputs, Value, export};
+    use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
+    use onnx_diagnostic_transformers::{
+        DynamicCache, Seq2SeqModelOutput,
+        auto::TaskModel,
+        models::bart::BartModel,
+        tasks::{TextGenerationOptions, feature_extraction::encoder_dynamic_shapes},
+    };
+    let (dir, io) = reference(
+        "bart_base_model",
+        r#"{"architectures":["BartModel"],"model_type":"bart",
+        "vocab_size":64,"d_model":16,"encoder_layers":2,"decoder_layers":3,
+        "encoder_attention_heads":4,"decoder_attention_heads":2,"encoder_ffn_dim":24,
+        "decoder_ffn_dim":20,"max_position_embeddings":64}"#,
+        &["--base"],
+    );
+    let model = BartModel::from_pretrained(&dir).unwrap();
+    assert_eq!(model.class_name(), "BartModel");
+    assert!(
+        model
+            .named_parameters()
+            .iter()
+            .any(|(n, _)| n == "encoder.layernorm_embedding.weight"),
+        "BartModel's weights have no model. prefix"
+    );
+    let src = vec![
+        ("input_ids".to_owned(), Value::Tensor(t(&io, "input_ids"))),
+        (
+            "attention_mask".to_owned(),
+            Value::Tensor(t(&io, "attention_mask")),
+        ),
+    ];
+    let run = |set: &[(String, Value)]| -> Seq2SeqModelOutput {
+        let out = model
+            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
+            .unwrap();
+        out.downcast_ref::<Seq2SeqModelOutput>().unwrap().clone()
+    };
+    let tensor = |v: &Option<Value>| match v {
+        Some(Value::Tensor(t)) => t.clone(),
+        other => panic!("expected a tensor, got {other:?}"),
+    };
+    let cache_of = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(|v| v.downcast_ref::<EncoderDecoderCache>())
+            .cloned()
+            .unwrap()
+    };
+    let out = run(&src);
+    for (key, got) in [
+        ("last_hidden_state", &out.last_hidden_state),
+        ("encoder_last_hidden_state", &out.encoder_last_hidden_state),
+    ] {
+        let d = diff(&tensor(got), &io[key]);
+        assert!(d <= 1e-5, "{key} differs by {d}");
+    }
+    check_cache("bart_model", &cache_of(&out.past_key_values), &io, "", 1e-5);
+    let pairs = |which: &str| {
+        DynamicCache::from_pairs(
+            (0..3)
+                .map(|i| {
+                    (
+                        t(&io, &format!("past_{which}_key_{i}")),
+                        t(&io, &format!("past_{which}_value_{i}")),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let mut cached = src.clone();
+    cached.push((
+        "past_key_values".to_owned(),
+        Value::custom(EncoderDecoderCache {
+            self_attention_cache: pairs("self"),
+            cross_attention_cache: pairs("cross"),
+        }),
+    ));
+    let out = run(&cached);
+    let d = diff(
+        &tensor(&out.last_hidden_state),
+        &io["last_hidden_state_next"],
+    );
+    assert!(d <= 1e-5, "cached last_hidden_state differs by {d}");
+    check_cache(
+        "bart_model",
+        &cache_of(&out.past_key_values),
+        &io,
+        "_next",
+        1e-5,
+    );
+
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    assert_eq!(model.task(), "feature-extraction");
+    let sets = model
+        .input_sets(&TextGenerationOptions::default(), 1)
+        .unwrap();
+    let ds = encoder_dynamic_shapes(&model.config.seq2seq_dims());
+    let ep = export(
+        &model,
+        &[],
+        &sets[0].1,
+        Some(&ds),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let outputs: Vec<String> = onnx
+        .graph
+        .as_ref()
+        .unwrap()
+        .output
+        .iter()
+        .filter_map(|o| o.name.clone())
+        .collect();
+    // Seq2SeqModelOutput's fields in order, the cache flattened as for text2text-generation.
+    let mut expected = vec!["last_hidden_state".to_owned()];
+    for which in ["self", "cross"] {
+        for i in 0..3 {
+            for kind in ["key", "value"] {
+                expected.push(format!(
+                    "present_key_values_{which}_attention_cache_{kind}_{i}"
+                ));
+            }
+        }
+    }
+    expected.push("encoder_last_hidden_state".to_owned());
+    assert_eq!(outputs, expected);
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    for (name, set) in &sets {
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
+            .unwrap();
+        let d = max_diff(&eager, &session.run(&[], set).unwrap());
+        assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name}: {d:?}");
+    }
+}

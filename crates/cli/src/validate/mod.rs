@@ -414,15 +414,12 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     );
     let (iop, iop_text) = input_options(&a.iop)?;
     s.s("model_inputs_options", iop_text);
-    let model = load_model(id, &a.mop, (asked, device), &mut s)?;
-    if let Some(task) = &a.task
-        && task != model.task()
-    {
-        bail!(
-            "-t {task}: {} is a {} model",
-            model.class_name(),
-            model.task()
-        );
+    let mut model = load_model(id, &a.mop, (asked, device), &mut s)?;
+    // `-t TASK`, else the task the catalog id is published with, else the class's own.
+    if let Some(task) = a.task.as_deref().or_else(|| catalog::task(id)) {
+        model
+            .set_task(task)
+            .with_context(|| format!("-t {task} on {id}"))?;
     }
     s.s("model_task", model.task());
     // The type the model was built in: the one asked, or the checkpoint's.
@@ -760,6 +757,11 @@ const TASKS: &[(&str, &str)] = &[
         "text2text-generation",
         "hf-tiny-model-private/tiny-random-PLBartForConditionalGeneration",
     ),
+    ("feature-extraction", "facebook/bart-base"),
+    (
+        "summarization",
+        "hf-tiny-model-private/tiny-random-PLBartForConditionalGeneration",
+    ),
 ];
 
 fn task_names() -> String {
@@ -775,7 +777,8 @@ fn describe_task(task: &str) -> Result<()> {
     let config = AutoConfig::from_json(
         catalog::config_json(id).ok_or_else(|| anyhow!("{id} is not in the catalog"))?,
     )?;
-    let model = AutoModel::untrained(&config, 42, tch::Kind::Float, tch::Device::Cpu)?;
+    let mut model = AutoModel::untrained(&config, 42, tch::Kind::Float, tch::Device::Cpu)?;
+    model.set_task(task)?;
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let opts = onnx_diagnostic_core::StringTypeOptions::with_shape();

@@ -2,8 +2,11 @@
 //! model and their dynamic shapes.
 //!
 //! - [`text_generation`]: decoder-only LLMs with a KV cache (the items are re-exported here);
-//! - [`text2text_generation`]: encoder-decoders with an `EncoderDecoderCache`.
+//! - [`text2text_generation`]: encoder-decoders with an `EncoderDecoderCache`;
+//! - [`feature_extraction`]: the feature-extraction and summarization sets of encoder-decoders
+//!   (the source only, the decoder's inputs shifted from it).
 
+pub mod feature_extraction;
 pub mod text2text_generation;
 pub mod text_generation;
 

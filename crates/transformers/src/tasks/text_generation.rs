@@ -130,6 +130,12 @@ pub struct TextGenerationOptions {
     /// at least `head_dim`, as the Python package's `max(sequence_length + sequence_length2,
     /// head_dim)` but one size for every set, since the slots are a static dimension).
     pub max_cache_len: Option<i64>,
+    /// The cached target tokens of the feature-extraction and summarization sets (30, the
+    /// Python package's `past_length`).
+    pub past_length: i64,
+    /// The keys set by [`TextGenerationOptions::set`]: a task whose defaults differ
+    /// (feature-extraction's 12 source tokens) keeps its own where the user gave none.
+    pub given: Vec<String>,
 }
 
 impl Default for TextGenerationOptions {
@@ -140,13 +146,15 @@ impl Default for TextGenerationOptions {
             sequence_length2: 3,
             cls_cache: CacheChoice::Dynamic,
             max_cache_len: None,
+            past_length: 30,
+            given: Vec::new(),
         }
     }
 }
 
 impl TextGenerationOptions {
-    /// Sets the option `key` (`batch_size`, `sequence_length`, `sequence_length2`) from its
-    /// text; `cls_cache` takes `DynamicCache` only, the one cache the models take.
+    /// Sets the option `key` (`batch_size`, `sequence_length`, `sequence_length2`,
+    /// `max_cache_len`, `past_length`) from its text; `cls_cache` takes `DynamicCache` only, the one cache the models take.
     ///
     /// # Errors
     /// [`Error::InputOption`] naming the key and what it accepts.
@@ -182,13 +190,15 @@ impl TextGenerationOptions {
                 }
             }
             "max_cache_len" => self.max_cache_len = Some(number(1)?),
+            "past_length" => self.past_length = number(0)?,
             _ => {
                 return Err(refuse(
                     "unknown option of the text-generation inputs (batch_size, \
-                     sequence_length, sequence_length2, cls_cache, max_cache_len)",
+                     sequence_length, sequence_length2, cls_cache, max_cache_len, past_length)",
                 ));
             }
         }
+        self.given.push(key.to_owned());
         Ok(())
     }
 

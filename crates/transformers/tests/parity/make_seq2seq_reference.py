@@ -2,7 +2,7 @@
 """Reference checkpoints and outputs of transformers' encoder-decoders for the Rust parity tests.
 
 Usage: python make_seq2seq_reference.py OUT_DIR CONFIG_JSON_PATH [--dtype=float16|bfloat16]
-       [--inf]
+       [--inf] [--base]
 
 The model is ``AutoModelForSeq2SeqLM.from_config`` of the config (random init,
 ``torch.manual_seed(0)``, eager attention), saved in float32 with ``save_pretrained``; with
@@ -17,6 +17,13 @@ the decoder on ``decoder_input_ids`` with an empty cache, then the decoder on
 Writes ``io.safetensors``: the inputs, ``logits``, ``encoder_last_hidden_state``, and per layer
 ``self_key_i``/``self_value_i``/``cross_key_i``/``cross_value_i`` after each step (``_next``
 for the second). Prints ``ok OUT_DIR``.
+
+With ``--base`` the model is ``AutoModel.from_config`` (``BartModel``), run as the
+feature-extraction and summarization sets run it: ``input_ids`` and ``attention_mask`` only (the
+decoder's inputs are the source shifted right), first without a cache, then with an
+``EncoderDecoderCache`` of 5 self-attention positions and ``src`` cross-attention ones
+(``past_self_key_i``, ..., ``past_cross_value_i``); writes ``last_hidden_state``,
+``encoder_last_hidden_state`` and the cache layers, ``_next`` for the cached call.
 """
 import json
 import os
@@ -31,12 +38,15 @@ def die(msg, code=1):
 def main(argv):
     dtype = None
     inf = False
+    base = False
     for a in [a for a in argv if a.startswith("--")]:
         argv.remove(a)
         if a.startswith("--dtype="):
             dtype = a.split("=", 1)[1]
         elif a == "--inf":
             inf = True
+        elif a == "--base":
+            base = True
         else:
             die(f"unknown option {a}", code=2)
     if len(argv) != 3:
@@ -48,14 +58,15 @@ def main(argv):
     import torch
     import transformers
     from safetensors.torch import save_file
-    from transformers import AutoModelForSeq2SeqLM
+    from transformers import AutoModel, AutoModelForSeq2SeqLM
 
     torch.manual_seed(0)
     model_type = cfg.pop("model_type")
     for k in ("torch_dtype", "dtype", "attn_implementation", "_attn_implementation"):
         cfg.pop(k, None)
     config = transformers.AutoConfig.for_model(model_type, **cfg)
-    model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation="eager")
+    auto = AutoModel if base else AutoModelForSeq2SeqLM
+    model = auto.from_config(config, attn_implementation="eager")
     model = model.to(torch.float32).eval()
     arch = (cfg.get("architectures") or [None])[0]
     if arch is not None and type(model).__name__ != arch:
@@ -86,6 +97,41 @@ def main(argv):
                 out[f"{name}_key_{i}"] = layer.keys.detach().clone()
                 out[f"{name}_value_{i}"] = layer.values.detach().clone()
         return out
+
+    if base:
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        with torch.no_grad():
+            out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+            tensors = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "last_hidden_state": out.last_hidden_state.detach().clone(),
+                "encoder_last_hidden_state": out.encoder_last_hidden_state.detach().clone(),
+            }
+            tensors.update(layers(out.past_key_values))
+            c = model.config
+            heads, hd = c.decoder_attention_heads, c.d_model // c.decoder_attention_heads
+            self_c, cross_c = DynamicCache(), DynamicCache()
+            for i in range(c.decoder_layers):
+                for name, cache, length in (("self", self_c, 5), ("cross", cross_c, src)):
+                    k = torch.randn(batch, heads, length, hd, dtype=model.dtype)
+                    v = torch.randn(batch, heads, length, hd, dtype=model.dtype)
+                    tensors[f"past_{name}_key_{i}"] = k.clone()
+                    tensors[f"past_{name}_value_{i}"] = v.clone()
+                    cache.update(k, v, i)
+            out2 = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                past_key_values=EncoderDecoderCache(self_c, cross_c),
+                use_cache=True,
+            )
+            tensors["last_hidden_state_next"] = out2.last_hidden_state.detach().clone()
+            for k, v in layers(out2.past_key_values).items():
+                tensors[k.replace("_key_", "_key_next_").replace("_value_", "_value_next_")] = v
+        save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out_dir, "io.safetensors"))
+        print(f"ok {out_dir}")
+        return
 
     with torch.no_grad():
         out = model(

@@ -41,6 +41,16 @@ impl Family {
         }
     }
 
+    /// The transformers class of the base model (no head).
+    pub fn base_class_name(self) -> &'static str {
+        match self {
+            Family::Bart => "BartModel",
+            Family::PLBart => "PLBartModel",
+            Family::Marian => "MarianModel",
+            Family::BlenderbotSmall => "BlenderbotSmallModel",
+        }
+    }
+
     /// The `model_type`.
     pub fn model_type(self) -> &'static str {
         match self {
