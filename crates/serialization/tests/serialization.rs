@@ -66,6 +66,7 @@ fn registration_is_scoped_and_per_thread() {
             "HybridCache",
             "MambaCache",
             "Seq2SeqLMOutput",
+            "Seq2SeqModelOutput",
             "SlidingWindowCache",
             "StaticCache",
             "UNet2DConditionOutput"
@@ -87,7 +88,7 @@ fn registration_is_scoped_and_per_thread() {
     );
     {
         let guard = register_cache_serialization(true, false, 0);
-        assert_eq!(guard.registered().len(), 9);
+        assert_eq!(guard.registered().len(), 10);
         assert!(is_registered("DynamicCache"));
         assert!(!is_registered("UNet2DConditionOutput"));
         cache.flatten("past_key_values").unwrap();

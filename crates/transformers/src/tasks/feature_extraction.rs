@@ -16,15 +16,14 @@
 //! also has one more cached token (the Python package keeps 30), so that every dimension
 //! named dynamic changes between the sets.
 
-use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
+use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Value};
 use tch::{Device, Kind};
 
 use crate::{
-    cache_utils::{DynamicCache, EncoderDecoderCache},
     error::{Error, Result},
     tasks::{
         text_generation::{CacheChoice, TextGenerationOptions},
-        text2text_generation::Seq2SeqDims,
+        text2text_generation::{Seq2SeqDims, encoder_decoder_cache},
     },
 };
 
@@ -96,27 +95,11 @@ pub fn encoder_inputs(
             });
         }
     }
+    let cache = encoder_decoder_cache(d, batch, cached, source)?;
     let fail = |e: tch::TchError| Error::InputOption {
         key: "sequence_length".to_owned(),
         value: source.to_string(),
         message: format!("libtorch refused the size: {e}"),
-    };
-    let states = |len: i64| -> Result<Tensor> {
-        tch::Tensor::f_randn(
-            [batch, d.heads, len, d.head_dim],
-            (Kind::Float, Device::Cpu),
-        )
-        .map(Tensor::from)
-        .map_err(fail)
-    };
-    let pairs = |len: i64| -> Result<Vec<(Tensor, Tensor)>> {
-        (0..d.decoder_layers)
-            .map(|_| Ok((states(len)?, states(len)?)))
-            .collect()
-    };
-    let cache = EncoderDecoderCache {
-        self_attention_cache: DynamicCache::from_pairs(pairs(cached)?),
-        cross_attention_cache: DynamicCache::from_pairs(pairs(source)?),
     };
     let ids = tch::Tensor::f_randint(d.vocab_size, [batch, source], (Kind::Int64, Device::Cpu))
         .map_err(fail)?;

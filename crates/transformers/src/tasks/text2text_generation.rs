@@ -130,27 +130,11 @@ pub fn text2text_generation_inputs(
             });
         }
     }
+    let cache = encoder_decoder_cache(d, batch, cached, source)?;
     let fail = |e: tch::TchError| Error::InputOption {
         key: "sequence_length".to_owned(),
         value: source.to_string(),
         message: format!("libtorch refused the size: {e}"),
-    };
-    let states = |len: i64| -> Result<Tensor> {
-        tch::Tensor::f_randn(
-            [batch, d.heads, len, d.head_dim],
-            (Kind::Float, Device::Cpu),
-        )
-        .map(Tensor::from)
-        .map_err(fail)
-    };
-    let pairs = |len: i64| -> Result<Vec<(Tensor, Tensor)>> {
-        (0..d.decoder_layers)
-            .map(|_| Ok((states(len)?, states(len)?)))
-            .collect()
-    };
-    let cache = EncoderDecoderCache {
-        self_attention_cache: DynamicCache::from_pairs(pairs(cached)?),
-        cross_attention_cache: DynamicCache::from_pairs(pairs(source)?),
     };
     let ids = |n: i64| -> Result<Value> {
         tch::Tensor::f_randint(d.vocab_size, [batch, n], (Kind::Int64, Device::Cpu))
@@ -164,6 +148,41 @@ pub fn text2text_generation_inputs(
         ("decoder_input_ids".to_owned(), ids(new)?),
         ("past_key_values".to_owned(), Value::custom(cache)),
     ])
+}
+
+/// An `EncoderDecoderCache` of `cached` self-attention positions and `source`
+/// cross-attention ones (the encoder's states of the source), `[batch, heads, len, head_dim]`
+/// per layer, drawn from libtorch's generator.
+///
+/// # Errors
+/// [`Error::InputOption`] when libtorch refuses a size.
+pub(crate) fn encoder_decoder_cache(
+    d: &Seq2SeqDims,
+    batch: i64,
+    cached: i64,
+    source: i64,
+) -> Result<EncoderDecoderCache> {
+    let states = |len: i64| -> Result<Tensor> {
+        tch::Tensor::f_randn(
+            [batch, d.heads, len, d.head_dim],
+            (Kind::Float, Device::Cpu),
+        )
+        .map(Tensor::from)
+        .map_err(|e| Error::InputOption {
+            key: "sequence_length".to_owned(),
+            value: len.to_string(),
+            message: format!("libtorch refused the size: {e}"),
+        })
+    };
+    let pairs = |len: i64| -> Result<Vec<(Tensor, Tensor)>> {
+        (0..d.decoder_layers)
+            .map(|_| Ok((states(len)?, states(len)?)))
+            .collect()
+    };
+    Ok(EncoderDecoderCache {
+        self_attention_cache: DynamicCache::from_pairs(pairs(cached)?),
+        cross_attention_cache: DynamicCache::from_pairs(pairs(source)?),
+    })
 }
 
 /// The dynamic shapes of [`text2text_generation_inputs`]: the cache follows its flattened
