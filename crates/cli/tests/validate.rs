@@ -872,3 +872,47 @@ fn a_blenderbot_small_checkpoint_validates_with_its_clamp_rewritten() {
         }
     }
 }
+
+/// A `BartModel` checkpoint saved by transformers (`AutoModel.from_config`, no `model.`
+/// prefix; decoder heads and FFN sizes unlike the encoder's): validates under
+/// feature-extraction in float32 within 1e-4 on both sets.
+#[test]
+fn a_bart_model_checkpoint_validates_for_feature_extraction() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_bart_model");
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("config_in.json");
+    std::fs::write(
+        &cfg,
+        r#"{"architectures":["BartModel"],"model_type":"bart","vocab_size":90,"d_model":24,
+        "encoder_layers":3,"decoder_layers":2,"encoder_attention_heads":4,
+        "decoder_attention_heads":3,"encoder_ffn_dim":40,"decoder_ffn_dim":28,
+        "max_position_embeddings":80,"pad_token_id":1}"#,
+    )
+    .unwrap();
+    let ckpt = root.join("checkpoint");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let made = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("../transformers/tests/parity/make_seq2seq_reference.py"))
+        .arg(&ckpt)
+        .arg(&cfg)
+        .arg("--base")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
+    assert_eq!(s["model_class"], "BartModel");
+    assert_eq!(s["model_task"], "feature-extraction");
+    assert!(
+        s["model_inputs"].contains("T1s2x3x30x8") && s["model_inputs"].contains("T1s2x3x12x8"),
+        "{}",
+        s["model_inputs"]
+    );
+    for sfx in ["", "22"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+    }
+}
