@@ -70,6 +70,22 @@ pub(crate) struct Frame {
     pub(crate) captures: Vec<(ValueId, ValueId)>,
 }
 
+/// A size created during the recording that no input gives (torch's unbacked symbol).
+#[derive(Clone, Debug)]
+pub(crate) struct Unbacked {
+    /// `u0`, `u1`, ...
+    pub(crate) name: String,
+    /// Its value for the example inputs.
+    pub(crate) hint: i64,
+    /// Largest value it can take, when the op that made it knows (`nonzero` of a static
+    /// shape: the number of elements).
+    pub(crate) max: Option<i64>,
+    /// What made it (`nonzero`, `an output size of cond`).
+    pub(crate) origin: String,
+    /// Where.
+    pub(crate) location: Loc,
+}
+
 pub(crate) struct Recorder {
     pub(crate) id: u64,
     pub(crate) graph: Graph,
@@ -81,9 +97,10 @@ pub(crate) struct Recorder {
     pub(crate) captures: Vec<(ValueId, ValueId)>,
     /// The enclosing frames, innermost last (empty at the top).
     parents: Vec<Frame>,
-    /// Symbols created by control flow (sizes of `cond` outputs that differ between the
-    /// branches), torch's unbacked `u0`, `u1`, ...
-    pub(crate) unbacked: Vec<(String, i64, Loc)>,
+    /// Sizes no input gives (torch's unbacked `u0`, `u1`, ...): outputs of data-dependent
+    /// ops (`nonzero`, `masked_select`, `bincount`) and `cond` outputs whose sizes differ
+    /// between the branches.
+    pub(crate) unbacked: Vec<Unbacked>,
     /// Range refinements from `check` on sizes: (symbol, min, max).
     pub(crate) refinements: Vec<(String, Option<i64>, Option<i64>)>,
     /// Lifted tensors: (placeholder kind, tensor), in lifting order.
@@ -330,6 +347,30 @@ impl Recorder {
     /// Records a guard, after the patchable [`ShapeEnv::log_guard`](crate::shape_env::ShapeEnv)
     /// accepted it (crates/patch-torch's `stop_if_static` refuses some).
     pub(crate) fn add_guard(&mut self, a: Assumption, location: Loc) -> Result<()> {
+        if let Some(u) = self
+            .unbacked_in(&a.lhs)
+            .or_else(|| self.unbacked_in(&a.rhs))
+        {
+            if self.implied_by_range(&a) {
+                return Ok(());
+            }
+            let (min, max) = self.unbacked_range(&u.name);
+            return Err(Error::DataDependent {
+                what: format!(
+                    "size {} (made by {} at {}, range [{min}, {}]): the code needs `{} {} {}` \
+                     ({}); bound it with core::check_size, or replace the code with a patch",
+                    u.name,
+                    u.origin,
+                    u.location,
+                    max.map_or("inf".to_owned(), |m| m.to_string()),
+                    a.lhs,
+                    a.rel,
+                    a.rhs,
+                    a.reason
+                ),
+                location,
+            });
+        }
         let guard = Guard {
             lhs: a.lhs,
             rel: a.rel,
@@ -343,6 +384,81 @@ impl Recorder {
         self.shape_env.log_guard(&guard)?;
         self.guards.push(guard);
         Ok(())
+    }
+
+    /// A fresh unbacked size `u<n>` of value `hint` for the example inputs.
+    pub(crate) fn fresh_unbacked(
+        &mut self,
+        hint: i64,
+        max: Option<i64>,
+        origin: &str,
+        location: Loc,
+    ) -> SymInt {
+        let name = format!("u{}", self.unbacked.len());
+        self.unbacked.push(Unbacked {
+            name: name.clone(),
+            hint,
+            max,
+            origin: origin.to_owned(),
+            location,
+        });
+        SymInt::symbolic(SymExpr::symbol(&name), hint)
+    }
+
+    /// The first unbacked size `expr` reads.
+    fn unbacked_in(&self, expr: &SymExpr) -> Option<Unbacked> {
+        let symbols = expr.symbols();
+        self.unbacked
+            .iter()
+            .find(|u| symbols.iter().any(|s| **s == *u.name))
+            .cloned()
+    }
+
+    /// The range of an unbacked size: `[0, max]` refined by `check_size`.
+    fn unbacked_range(&self, name: &str) -> (i64, Option<i64>) {
+        let mut min = 0;
+        let mut max = self
+            .unbacked
+            .iter()
+            .find(|u| u.name == name)
+            .and_then(|u| u.max);
+        for (s, lo, hi) in &self.refinements {
+            if s == name {
+                if let Some(lo) = lo {
+                    min = min.max(*lo);
+                }
+                if let Some(hi) = hi {
+                    max = Some(max.map_or(*hi, |m| m.min(*hi)));
+                }
+            }
+        }
+        (min, max)
+    }
+
+    /// Whether a relation between one unbacked size and a constant holds for every value of
+    /// the size's range (`u0 >= 0`, or `u0 != 0` after `check_size(u0 >= 1)`): such a
+    /// decision needs no value, as torch's size-oblivious reasoning decides it.
+    fn implied_by_range(&self, a: &Assumption) -> bool {
+        let (sym, rel, c) = match (
+            a.lhs.as_symbol(),
+            a.rhs.as_const(),
+            a.rhs.as_symbol(),
+            a.lhs.as_const(),
+        ) {
+            (Some(s), Some(c), _, _) => (s, a.rel, c),
+            (_, _, Some(s), Some(c)) => (s, crate::control_flow::flip(a.rel), c),
+            _ => return false,
+        };
+        let (min, max) = self.unbacked_range(sym);
+        match rel {
+            Rel::Ge => min >= c,
+            Rel::Gt => min > c,
+            Rel::Le => max.is_some_and(|m| m <= c),
+            Rel::Lt => max.is_some_and(|m| m < c),
+            Rel::Ne => min > c || max.is_some_and(|m| m < c),
+            Rel::Eq => min == c && max == Some(c),
+            Rel::Broadcast => false,
+        }
     }
 
     pub(crate) fn shape_of(&self, id: ValueId) -> &[SymInt] {
@@ -367,12 +483,25 @@ pub(crate) fn record(
             .collect();
         let shape_refs: Vec<Option<&[SymInt]>> = shapes.iter().map(|s| s.as_deref()).collect();
         let mut ctx = ShapeCtx::default();
-        let rule = (op.shape)(&shape_refs, &attrs, &mut ctx).map_err(|message| Error::Torch {
-            op: op.name,
-            location,
-            message,
-        })?;
+        let mut rule =
+            (op.shape)(&shape_refs, &attrs, &mut ctx).map_err(|message| Error::Torch {
+                op: op.name,
+                location,
+                message,
+            })?;
         let eager: Vec<Vec<i64>> = outputs.iter().map(tch::Tensor::size).collect();
+        // Sizes the rule could not know (data-dependent): fresh unbacked symbols whose
+        // example values are what the kernel computed.
+        if !ctx.data_dependent.is_empty() {
+            for (shape, sizes) in rule.iter_mut().zip(&eager) {
+                for (d, size) in shape.iter_mut().zip(sizes) {
+                    if let Some(k) = ShapeCtx::placeholder_index(d) {
+                        let max = ctx.data_dependent.get(k).copied().flatten();
+                        *d = r.fresh_unbacked(*size, max, op.short_name(), location);
+                    }
+                }
+            }
+        }
         let rule_hints: Vec<Vec<i64>> = rule
             .iter()
             .map(|s| s.iter().map(SymInt::hint).collect())

@@ -21,7 +21,7 @@ use crate::{
     graph::{Attr, Graph, InputKind, Node, SubGraph, ValueId},
     ops::{self, Rel},
     program::eval_graph,
-    sym::{SymExpr, SymInt},
+    sym::SymInt,
     tensor::{Tensor, Traced},
 };
 use std::sync::Arc;
@@ -344,12 +344,8 @@ pub fn cond<'p>(
 }
 
 fn fresh_unbacked(hint: i64, location: Loc) -> SymInt {
-    with_recorder(|r| {
-        let name = format!("u{}", r.unbacked.len());
-        r.unbacked.push((name.clone(), hint, location));
-        SymInt::symbolic(SymExpr::symbol(&name), hint)
-    })
-    .unwrap_or_else(|| SymInt::new(hint))
+    with_recorder(|r| r.fresh_unbacked(hint, None, "an output size of cond", location))
+        .unwrap_or_else(|| SymInt::new(hint))
 }
 
 /// `torch._check(cond, message)` on a boolean tensor: fails with `message` when it is false;
@@ -453,7 +449,7 @@ pub fn check_size(a: &SymInt, rel: Rel, b: impl Into<SymInt>, message: &str) -> 
 }
 
 /// The relation seen from the other side (`a < b` is `b > a`).
-fn flip(rel: Rel) -> Rel {
+pub(crate) fn flip(rel: Rel) -> Rel {
     match rel {
         Rel::Lt => Rel::Gt,
         Rel::Le => Rel::Ge,

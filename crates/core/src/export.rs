@@ -681,13 +681,13 @@ pub fn export(
     })?;
     recorder.graph.outputs = outputs;
     // Sizes created by control flow, and ranges refined by `check_size`.
-    for (name, hint, location) in &recorder.unbacked {
+    for u in &recorder.unbacked {
         symbols.infos.push(SymbolInfo {
-            name: name.clone(),
+            name: u.name.clone(),
             min: 0,
-            max: None,
-            hint: *hint,
-            source: format!("an output size of cond at {location}"),
+            max: u.max,
+            hint: u.hint,
+            source: format!("{} at {}", u.origin, u.location),
             auto: false,
         });
     }

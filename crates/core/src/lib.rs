@@ -29,6 +29,7 @@ pub mod shape_env;
 pub mod state;
 pub mod sym;
 pub mod tensor;
+mod tensor_indexing;
 
 pub use context::{Guard, ScopeGuard, scope};
 pub use control_flow::{

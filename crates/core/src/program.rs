@@ -321,7 +321,18 @@ pub(crate) fn eval_graph(
                 .map(|a| a.map_syms(&mut eval))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(torch_err)?;
-            (node.op.kernel)(&inputs, &attrs).map_err(torch_err)?
+            let outs = (node.op.kernel)(&inputs, &attrs).map_err(torch_err)?;
+            if crate::ops::is_data_dependent(node.op) {
+                // A fresh value every time the node runs (a loop body runs it many times).
+                for (id, t) in node.outputs.iter().zip(&outs) {
+                    for (d, size) in graph.value(*id).shape.iter().zip(t.size()) {
+                        if let Some(sym) = d.expr().as_symbol() {
+                            bindings.insert(Arc::from(sym), size);
+                        }
+                    }
+                }
+            }
+            outs
         };
         for (id, t) in node.outputs.iter().zip(outs) {
             env[id.index()] = Some(t);

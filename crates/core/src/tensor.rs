@@ -167,7 +167,11 @@ pub(crate) fn call(
 
 /// [`call`] for an op with one output.
 #[track_caller]
-fn call1(op: &'static OpDef, inputs: &[Option<&Tensor>], attrs: Vec<Attr>) -> Result<Tensor> {
+pub(crate) fn call1(
+    op: &'static OpDef,
+    inputs: &[Option<&Tensor>],
+    attrs: Vec<Attr>,
+) -> Result<Tensor> {
     let location = Loc::caller();
     let missing = || Error::Torch {
         op: op.name,
@@ -1152,25 +1156,6 @@ impl Tensor {
         Ok(self.item_f64()? != 0.0)
     }
 
-    /// Indices of the non-zero elements. Its size depends on the data: during an export this is
-    /// a data-dependent error.
-    ///
-    /// # Errors
-    /// [`Error::DataDependent`] during an export.
-    #[track_caller]
-    pub fn nonzero(&self) -> Result<Tensor> {
-        self.forbid_data_read("nonzero (an output size that depends on tensor values)")?;
-        let location = Loc::caller();
-        self.t
-            .f_nonzero()
-            .map(Tensor::from)
-            .map_err(|e| Error::Torch {
-                op: "aten.nonzero.default",
-                location,
-                message: e.to_string(),
-            })
-    }
-
     /// The elements as `f32`, row-major (eager use only).
     ///
     /// # Errors
@@ -1193,7 +1178,7 @@ impl Tensor {
 }
 
 #[track_caller]
-fn pair(out: &mut Vec<Tensor>, op: &'static str) -> Result<(Tensor, Tensor)> {
+pub(crate) fn pair(out: &mut Vec<Tensor>, op: &'static str) -> Result<(Tensor, Tensor)> {
     let location = Loc::caller();
     let missing = || Error::Torch {
         op,

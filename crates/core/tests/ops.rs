@@ -179,3 +179,105 @@ fn a_device_move_works_or_names_the_op() {
         }
     }
 }
+
+#[test]
+fn routing_ops_one_hot_index_add_scatter_add_sort_repeat_interleave() {
+    let text = check(case("routing")).to_string();
+    assert!(text.contains(r#"one_hot: "i64[n, 2, 4]""#), "{text}");
+    assert!(
+        text.contains(r#"repeat_interleave: "f32[2*n, 3]""#),
+        "{text}"
+    );
+    assert!(text.contains("aten.index_add.default"), "{text}");
+    assert!(text.contains("aten.scatter_add.default"), "{text}");
+    assert!(
+        text.contains(r#"sort_2_result = torch.ops.aten.sort.default(x, 0, False)"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn nonzero_masked_select_bincount_give_unbacked_sizes_bound_at_run_time() {
+    let text = check(case("data_dependent")).to_string();
+    // Fresh unbacked symbols, printed and ranged as torch prints them.
+    assert!(text.contains(r#"nonzero: "i64[u0, 2]""#), "{text}");
+    assert!(text.contains(r#"index_select: "f32[u1, 4]""#), "{text}");
+    assert!(text.contains(r#"bincount: "i64[u2]""#), "{text}");
+    assert!(text.contains(r#"masked_select: "f32[u3]""#), "{text}");
+    assert!(text.contains("u0: VR[0, int_oo]"), "{text}");
+    assert!(text.contains(r#""f32[4*u1]""#), "{text}");
+}
+
+/// A module that branches on the number of selected rows.
+fn branch_on_count(bound_first: bool) -> impl onnx_diagnostic_core::Module {
+    onnx_diagnostic_core::FnModule::new("BranchOnCount", &["x"], move |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let rows = x.gt_scalar(0.0)?.nonzero()?;
+        let n = rows.size(0)?;
+        if bound_first {
+            onnx_diagnostic_core::check_size(&n, onnx_diagnostic_core::Rel::Ge, 1, "a row")?;
+        }
+        if n.compare(onnx_diagnostic_core::Rel::Eq, 0)? {
+            return Ok(Value::from(x.clone()));
+        }
+        Ok(Value::from(x.index_select(0, &rows.select(1, 0)?)?))
+    })
+}
+
+#[test]
+fn a_decision_on_an_unbacked_size_is_a_data_dependent_error_unless_its_range_settles_it() {
+    let x = Value::from(randn(&[3, 4]).abs().unwrap());
+    let ds = dynamic_shapes(1, &[(0, 0, "batch")]);
+    let err = export(
+        &branch_on_count(false),
+        &[x.clone()],
+        &[],
+        Some(&ds),
+        &ExportOptions::default(),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::DataDependent { .. }), "{text}");
+    assert!(
+        text.contains("size u0 (made by nonzero at crates/core/tests/ops.rs:"),
+        "{text}"
+    );
+    assert!(text.contains("range [0, inf]"), "{text}");
+    assert!(text.contains("`u0 != 0`"), "{text}");
+    // The line of the comparison in the model code.
+    let line = 1 + include_str!("ops.rs")
+        .lines()
+        .position(|l| l.contains("if n.compare(onnx_diagnostic_core::Rel::Eq, 0)?"))
+        .unwrap();
+    assert!(
+        text.contains(&format!("crates/core/tests/ops.rs:{line}:")),
+        "{line}: {text}"
+    );
+    // check_size(u0 >= 1) settles `u0 == 0`: the export goes through, and runs on other counts.
+    let ep = export(
+        &branch_on_count(true),
+        &[x],
+        &[],
+        Some(&ds),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let printed = ep.to_string();
+    assert!(printed.contains("u0: VR[1, int_oo]"), "{printed}");
+    let other = tch::Tensor::from_slice(&[
+        1.0f32, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 2.0, 3.0, -1.0, -1.0,
+    ])
+    .reshape([3, 4]);
+    let got = ep
+        .run(
+            &[Value::from(onnx_diagnostic_core::Tensor::from(
+                other.shallow_clone(),
+            ))],
+            &[],
+        )
+        .unwrap();
+    let got = leaves(&got)[0].as_tch().shallow_clone();
+    assert_eq!(got.size(), vec![3, 4]);
+    let rows: Vec<f32> = Vec::try_from(got.select(1, 0)).unwrap();
+    assert_eq!(rows, vec![1.0, 2.0, 2.0]);
+}

@@ -322,7 +322,92 @@ pub fn cases() -> Vec<Case> {
         conv(),
         reduce(),
         attention(),
+        routing(),
+        data_dependent(),
     ]
+}
+
+/// The ops of mixture-of-experts routing: `one_hot`, `index_add` (along 0 and 1),
+/// `repeat_interleave`, `scatter_add`, `sort` both ways, `argsort`, over `n` tokens routed to
+/// `k` of `e` experts.
+fn routing() -> Case {
+    const E: i64 = 4;
+    const K: i64 = 2;
+    let m = FnModule::new("Routing", &["x", "idx", "w"], |i: &Inputs| {
+        let (x, idx, w) = (i.tensor("x")?, i.tensor("idx")?, i.tensor("w")?);
+        let n = x.size(0)?;
+        let h = x.size(1)?;
+        let flat = idx.reshape(vec![SymInt::new(-1)])?;
+        let per_expert = Tensor::zeros(vec![SymInt::new(E), h.clone()], Kind::Float, Device::Cpu)?
+            .index_add(0, &flat, &x.repeat_interleave(K, 0)?)?;
+        let per_expert_t = Tensor::zeros(vec![h, SymInt::new(E)], Kind::Float, Device::Cpu)?
+            .index_add(1, &flat, &x.transpose(0, 1)?.repeat_interleave(K, 1)?)?;
+        let scores = Tensor::zeros(vec![n, SymInt::new(E)], Kind::Float, Device::Cpu)?
+            .scatter_add(1, idx, w)?;
+        let (desc, desc_i) = w.sort(1, true)?;
+        let (asc, asc_i) = x.sort(0, false)?;
+        Ok(tuple(vec![
+            idx.one_hot(E)?,
+            per_expert,
+            per_expert_t,
+            scores,
+            desc,
+            desc_i,
+            asc,
+            asc_i,
+            x.argsort(-1, true)?,
+        ]))
+    });
+    let set = |n: i64| vec![randn(&[n, 3]), randint(E, &[n, K]), randn(&[n, K])];
+    Case {
+        name: "routing",
+        module: Box::new(m),
+        example: set(5),
+        dims: vec![(0, 0, "n"), (1, 0, "n"), (2, 0, "n")],
+        others: vec![set(1), set(3), set(9)],
+        atol: 1e-5,
+    }
+}
+
+/// Data-dependent sizes: `nonzero` (and its tuple form) whose rows then index another tensor,
+/// `masked_select`, `bincount`; the other sets select no row, one row and many rows.
+fn data_dependent() -> Case {
+    let m = FnModule::new("DataDependent", &["x", "y"], |i: &Inputs| {
+        let (x, y) = (i.tensor("x")?, i.tensor("y")?);
+        let mask = x.gt_scalar(0.5)?;
+        let nz = mask.nonzero()?;
+        let rc = mask.nonzero_tuple()?;
+        let rows = y.index_select(0, &rc[0])?;
+        let picked = x.index(&[&rc[0], &rc[1]])?;
+        let counts = mask.to_kind(Kind::Int64)?.sum(&[1], false)?.bincount(2)?;
+        Ok(tuple(vec![
+            nz,
+            rows.mul(&picked.unsqueeze(1)?)?,
+            rows.reshape(vec![SymInt::new(-1)])?,
+            x.masked_select(&mask)?,
+            counts,
+        ]))
+    });
+    let set = |x: Tensor, b: i64| vec![x, randn(&[b, 4])];
+    let only = |b: i64, l: i64, at: &[(i64, i64)]| {
+        let x = tch::Tensor::zeros([b, l], (Kind::Float, Device::Cpu));
+        for (r, c) in at {
+            let _ = x.get(*r).get(*c).fill_(1.0);
+        }
+        Tensor::from(x)
+    };
+    Case {
+        name: "data_dependent",
+        module: Box::new(m),
+        example: set(randn(&[4, 6]), 4),
+        dims: vec![(0, 0, "batch"), (0, 1, "len"), (1, 0, "batch")],
+        others: vec![
+            set(only(3, 5, &[]), 3),
+            set(only(2, 7, &[(1, 3)]), 2),
+            set(randn(&[6, 9]).add_scalar(0.5).unwrap(), 6),
+        ],
+        atol: 1e-6,
+    }
 }
 
 /// RMSNorm as transformers writes it: `x * rsqrt(mean(x^2) + eps) * weight`.

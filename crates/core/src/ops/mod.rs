@@ -17,14 +17,18 @@ use crate::{
 
 mod control;
 mod creation;
+mod data_dependent;
 mod elementwise;
+mod indexing;
 mod nn;
 mod reduce;
 mod shape;
 
 pub(crate) use control::*;
 pub(crate) use creation::*;
+pub(crate) use data_dependent::*;
 pub(crate) use elementwise::*;
+pub(crate) use indexing::*;
 pub(crate) use nn::*;
 pub(crate) use reduce::*;
 pub(crate) use shape::*;
@@ -194,9 +198,33 @@ pub struct Assumption {
 #[derive(Default, Debug)]
 pub(crate) struct ShapeCtx {
     pub(crate) assumptions: Vec<Assumption>,
+    /// The largest value (if known) of each data-dependent size the rule asked for with
+    /// [`ShapeCtx::data_dependent`].
+    pub(crate) data_dependent: Vec<Option<i64>>,
 }
 
+/// The prefix of the placeholder symbols of data-dependent sizes (no symbol name has it).
+const PLACEHOLDER: &str = "?dd";
+
 impl ShapeCtx {
+    /// A size that depends on the values of the inputs (`nonzero`'s count), at most `max`:
+    /// a placeholder the recording replaces by a fresh unbacked symbol (`u0`) whose example
+    /// value is what the kernel computed. Outside a recording the rule's result is not used.
+    pub(crate) fn data_dependent(&mut self, max: Option<i64>) -> SymInt {
+        let k = self.data_dependent.len();
+        self.data_dependent.push(max);
+        SymInt::symbolic(SymExpr::symbol(&format!("{PLACEHOLDER}{k}")), -1)
+    }
+
+    /// The index of a placeholder made by [`ShapeCtx::data_dependent`].
+    pub(crate) fn placeholder_index(d: &SymInt) -> Option<usize> {
+        d.expr()
+            .as_symbol()?
+            .strip_prefix(PLACEHOLDER)?
+            .parse()
+            .ok()
+    }
+
     /// Records `a == b` when the two sizes are different expressions (their hints are equal).
     pub(crate) fn assume_eq(&mut self, a: &SymInt, b: &SymInt, reason: &str) {
         if a.expr() != b.expr() {

@@ -1,7 +1,7 @@
 //! Lowering of an [`ExportedProgram`] to an ONNX [`proto::ModelProto`] (torch.onnx.export's
 //! counterpart).
 //!
-//! - Each engine op has one lowering in [`ops::TABLE`], with the oldest opset it needs; a
+//! - Each engine op has one lowering in the tables of `lower/ops.rs` and its sub-modules, with the oldest opset it needs; a
 //!   missing lowering or a too old opset is an error naming the op, the node and the opset.
 //! - Symbols become `dim_param`s with the Dim names (`batch`, `seq_length`); a size computed from
 //!   symbols (`seq_length + 1`) is computed at run time from `Shape` nodes of the inputs where
@@ -187,7 +187,7 @@ fn metadata(key: &str, value: String) -> proto::StringStringEntryProto {
 
 /// The engine ops that have a lowering, with the oldest opset each needs.
 pub fn lowered_ops() -> Vec<(&'static str, i64)> {
-    ops::TABLE.iter().map(|e| (e.op, e.min_opset)).collect()
+    ops::tables().map(|e| (e.op, e.min_opset)).collect()
 }
 
 /// Lowers an exported program to ONNX.
@@ -327,7 +327,7 @@ fn checks(graph: &Graph) -> Vec<String> {
 
 /// Lowers the nodes of `graph` (whose values have the ONNX names `names`) into the builder.
 fn lower_nodes(b: &mut Builder, graph: &Graph, names: &[String]) -> Result<(), LowerError> {
-    let table: HashMap<&str, &ops::Entry> = ops::TABLE.iter().map(|e| (e.op, e)).collect();
+    let table: HashMap<&str, &ops::Entry> = ops::tables().map(|e| (e.op, e)).collect();
     for node in &graph.nodes {
         b.prefix = module_prefix(&node.module);
         let first = node
@@ -361,6 +361,23 @@ fn lower_nodes(b: &mut Builder, graph: &Graph, names: &[String]) -> Result<(), L
             names,
         };
         (entry.lower)(&mut ctx)?;
+        // Sizes no input carries (`nonzero`'s count, a `cond` output size) are read from
+        // the first output that carries them.
+        for id in &node.outputs {
+            for (d, size) in graph.value(*id).shape.iter().enumerate() {
+                if let Some(symbol) = size.expr().as_symbol()
+                    && !b.sources.contains_key(symbol)
+                {
+                    b.sources.insert(
+                        symbol.into(),
+                        SymbolSource {
+                            input: names[id.index()].clone(),
+                            dim: d as i64,
+                        },
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -24,6 +24,13 @@ use super::{
 };
 use crate::convert;
 
+mod routing;
+
+/// Every lowering: the table of this file and those of its sub-modules.
+pub(crate) fn tables() -> impl Iterator<Item = &'static Entry> {
+    TABLE.iter().chain(routing::TABLE.iter())
+}
+
 /// What a lowering sees: the builder, the engine node and the ONNX names of its values.
 pub(crate) struct Ctx<'a> {
     pub(crate) b: &'a mut Builder,
@@ -612,6 +619,11 @@ fn gather(c: &mut Ctx<'_>) -> Result<(), LowerError> {
 }
 
 fn scatter(c: &mut Ctx<'_>) -> Result<(), LowerError> {
+    scatter_with(c, None)
+}
+
+/// `scatter` (no reduction) and `scatter_add` (`reduction="add"`): ScatterElements.
+fn scatter_with(c: &mut Ctx<'_>, reduction: Option<&'static str>) -> Result<(), LowerError> {
     let rank = c.shape(0)?.len();
     let axis = c.dim(0, rank)?;
     let k = c.out_kind()?;
@@ -628,11 +640,11 @@ fn scatter(c: &mut Ctx<'_>) -> Result<(), LowerError> {
         let ends = c.b.shape(&idx_shape)?;
         src = c.b.op("Slice", &[&src, &zeros, &ends], Vec::new());
     }
-    c.emit_out(
-        "ScatterElements",
-        &[&x, &idx, &src],
-        vec![("axis", A::Int(axis))],
-    )
+    let mut attrs = vec![("axis", A::Int(axis))];
+    if let Some(r) = reduction {
+        attrs.push(("reduction", A::Str(r)));
+    }
+    c.emit_out("ScatterElements", &[&x, &idx, &src], attrs)
 }
 
 /// The index tensors of `index`/`index_put` (inputs from `first`) broadcast and stacked on a

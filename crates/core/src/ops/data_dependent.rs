@@ -1,0 +1,56 @@
+//! Ops whose output sizes depend on the values of their inputs (torch's data-dependent ops):
+//! during an export each such size is a fresh unbacked symbol (`u0`), bounded by what the op
+//! knows (`nonzero` of a static shape: at most its number of elements), and bound again from
+//! the actual output whenever the program runs.
+
+use super::{OpDef, ShapeCtx, a, err, numel, op, s, t};
+use crate::sym::SymInt;
+
+/// The largest value a count over these sizes can take, when they are static.
+fn static_numel(shape: &[SymInt]) -> Option<i64> {
+    numel(shape).as_static()
+}
+
+// nonzero(x) -> [u, rank] (int64)
+op!(
+    NONZERO = "aten.nonzero.default",
+    |i, _| Ok(vec![t(i, 0)?.f_nonzero().map_err(err)?]),
+    |sh, _, ctx: &mut ShapeCtx| {
+        let x = s(sh, 0)?;
+        let n = ctx.data_dependent(static_numel(x));
+        Ok(vec![vec![n, SymInt::new(x.len() as i64)]])
+    }
+);
+
+// masked_select(x, mask) -> [u]: the elements of the broadcast x where mask is true.
+op!(
+    MASKED_SELECT = "aten.masked_select.default",
+    |i, _| Ok(vec![t(i, 0)?.f_masked_select(t(i, 1)?).map_err(err)?]),
+    |sh, _, ctx: &mut ShapeCtx| {
+        let b = super::broadcast(&[s(sh, 0)?, s(sh, 1)?], ctx)?;
+        let n = ctx.data_dependent(static_numel(&b));
+        Ok(vec![vec![n]])
+    }
+);
+
+// bincount(x, minlength) -> [u] with u = max(max(x) + 1, minlength) (no weights).
+op!(
+    BINCOUNT = "aten.bincount.default",
+    |i, at| Ok(vec![
+        t(i, 0)?
+            .f_bincount(None::<&tch::Tensor>, a(at, 0)?.int()?)
+            .map_err(err)?
+    ]),
+    |sh, _, ctx: &mut ShapeCtx| {
+        s(sh, 0)?;
+        Ok(vec![vec![ctx.data_dependent(None)]])
+    }
+);
+
+/// Whether the sizes of `op`'s outputs depend on its input values: `ExportedProgram::run`
+/// binds their symbols from every run's actual outputs (a loop body runs it many times).
+pub(crate) fn is_data_dependent(op: &OpDef) -> bool {
+    [&NONZERO, &MASKED_SELECT, &BINCOUNT]
+        .iter()
+        .any(|d| std::ptr::eq(*d, op))
+}
