@@ -345,6 +345,79 @@ impl<'a> VarBuilder<'a> {
         self.weights.contains(&self.path(name))
     }
 
+    /// A weight the model holds fused (`mlp.experts.gate_up_proj`, `[experts, 2 * inner,
+    /// hidden]`) while checkpoints store it in pieces (`mlp.experts.{e}.gate_proj.weight`,
+    /// ...), as transformers 5.23's weight conversion fuses them on load and splits them back
+    /// on save: `parts[e]` lists the pieces (name under this view, shape) concatenated along
+    /// dim 0 into slice `e` of the result, and `stack` stacks the slices along a new dim 0
+    /// (else `parts` must hold one slice, the result: a renamed weight). A checkpoint holding
+    /// the fused name itself, or none of the pieces, reads the fused name; untrained, the fused
+    /// weight is drawn under its own name. The fused name is what `named_parameters` reports;
+    /// the pieces count as read.
+    ///
+    /// # Errors
+    /// [`Error::Weight`] naming the missing or misshaped piece (or fused weight); on the fused
+    /// name when the pieces do not make `shape`.
+    pub fn get_fused(
+        &self,
+        name: &str,
+        shape: &[i64],
+        init: Init,
+        parts: &[Vec<(String, Vec<i64>)>],
+        stack: bool,
+    ) -> Result<Tensor> {
+        let full = self.path(name);
+        let first = parts
+            .first()
+            .and_then(|p| p.first())
+            .map(|(n, _)| self.path(n));
+        if self.weights.contains(&full) || !first.is_some_and(|n| self.weights.contains(&n)) {
+            return self.weights.get(&full, shape, init);
+        }
+        let w = self.weights;
+        let mut slices = Vec::with_capacity(parts.len());
+        let mut read = Vec::new();
+        for pieces in parts {
+            let mut cat = Vec::with_capacity(pieces.len());
+            for (n, sh) in pieces {
+                let path = self.path(n);
+                cat.push(w.get(&path, sh, init)?.as_tch().shallow_clone());
+                read.push(path);
+            }
+            slices.push(if cat.len() == 1 {
+                cat.remove(0)
+            } else {
+                tch::Tensor::f_cat(&cat, 0).map_err(|e| w.weight_error(&full, e.to_string()))?
+            });
+        }
+        let fused = if stack {
+            tch::Tensor::f_stack(&slices, 0).map_err(|e| w.weight_error(&full, e.to_string()))?
+        } else if slices.len() == 1 {
+            slices.remove(0)
+        } else {
+            return Err(w.weight_error(&full, "several slices and no stacking".to_owned()));
+        };
+        if fused.size() != shape {
+            return Err(w.weight_error(
+                &full,
+                format!(
+                    "its pieces make shape {:?}, the config implies {shape:?}",
+                    fused.size()
+                ),
+            ));
+        }
+        let fused = Tensor::from(fused);
+        let mut record = w.record.borrow_mut();
+        for n in &read {
+            record.handed.remove(n);
+            record.ignored.push(n.clone());
+        }
+        record.order.retain(|n| !read.contains(n));
+        record.order.push(full.clone());
+        record.handed.insert(full, fused.clone());
+        Ok(fused)
+    }
+
     /// The element type of the weights handed out.
     pub fn dtype(&self) -> Kind {
         self.weights.dtype()

@@ -6,9 +6,12 @@ pub mod gemma2;
 pub mod gemma3;
 pub mod llama;
 pub mod mistral;
+pub mod mixtral;
 pub mod phi;
 pub mod phi3;
 pub mod qwen2;
+pub mod qwen3;
+pub mod qwen3_moe;
 pub mod smollm3;
 
 /// Declares a causal LM of the Llama family under its transformers class name: the same

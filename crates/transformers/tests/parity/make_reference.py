@@ -3,6 +3,7 @@
 
 Usage: python make_reference.py OUT_DIR CONFIG_JSON_PATH [ARCH] [--dtype=float16|bfloat16]
        [--checkpoint-dtype=float16|bfloat16] [--max-shard-size=SIZE] [--static-cache=SLOTS]
+       [--batch=N] [--next-tokens=N]
 
 ARCH defaults to the config's ``architectures[0]`` (e.g. LlamaForCausalLM).
 The model is built from the config only (random init, torch.manual_seed(0)), never downloaded.
@@ -14,7 +15,10 @@ its config saying so), then loaded back with ``from_pretrained`` (its default ``
 and that loaded model runs: the reference of a real checkpoint. ``--max-shard-size`` shards it
 (``model.safetensors.index.json``). With ``--static-cache=SLOTS`` the prompt step runs on an
 empty ``StaticCache(config=model.config, max_cache_len=SLOTS)`` (its sliding layers
-``StaticSlidingWindowLayer``s), which the second step grows.
+``StaticSlidingWindowLayer``s), which the second step grows. ``--batch`` (2) and
+``--next-tokens`` (3) size the steps (the prompt has 5 tokens). Mixture-of-experts models run
+transformers' eager experts loop, and ``expert_counts[_next]_{i}`` hold how many tokens each
+expert of the i-th sparse layer got in each step.
 
 Writes into OUT_DIR:
   config.json, model.safetensors  (save_pretrained, single file)
@@ -56,13 +60,18 @@ def build_model(config, arch):
         auto_cls = AutoModelForCausalLM._model_mapping[type(config)]
     except Exception:
         auto_cls = None
+    # Mixture-of-experts models run transformers' eager experts loop (the default is
+    # grouped_mm), the code the Rust models are written after.
+    kwargs = {"attn_implementation": "eager"}
+    if getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None):
+        kwargs["experts_implementation"] = "eager"
     if arch is None or (auto_cls is not None and auto_cls.__name__ == arch):
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
     else:
         cls = getattr(transformers, arch, None)
         if cls is None:
             die(f"unknown architecture class '{arch}' in transformers {transformers.__version__}")
-        model = cls._from_config(config, attn_implementation="eager")
+        model = cls._from_config(config, **kwargs)
     model = model.to(torch.float32).eval()
     impl = getattr(model.config, "_attn_implementation", None)
     if impl != "eager":
@@ -107,6 +116,7 @@ def main(argv):
     checkpoint_dtype = None
     max_shard_size = "1000GB"
     static_slots = None
+    batch, seq, seq_next = 2, 5, 3
     for a in [a for a in argv if a.startswith("--")]:
         argv.remove(a)
         key, value = a.split("=", 1)
@@ -118,6 +128,10 @@ def main(argv):
             max_shard_size = value
         elif key == "--static-cache":
             static_slots = int(value)
+        elif key == "--batch":
+            batch = int(value)
+        elif key == "--next-tokens":
+            seq_next = int(value)
         else:
             die(f"unknown option {a}", code=2)
     if len(argv) not in (3, 4):
@@ -171,7 +185,18 @@ def main(argv):
 
     vocab = model.config.vocab_size
     num_layers = model.config.num_hidden_layers
-    batch, seq, seq_next = 2, 5, 3
+
+    # The number of tokens each expert of each sparse layer gets, per step (routers are the
+    # `*TopKRouter` modules; their third output holds the chosen experts).
+    counts = []
+    for name, module in model.named_modules():
+        if type(module).__name__.endswith("TopKRouter"):
+            n_experts = module.num_experts
+
+            def hook(mod, args, output, name=name, n=n_experts):
+                counts.append(torch.bincount(output[2].reshape(-1), minlength=n))
+
+            module.register_forward_hook(hook)
 
     torch.manual_seed(1)
     input_ids = torch.randint(0, vocab, (batch, seq), dtype=torch.int64)
@@ -192,6 +217,7 @@ def main(argv):
             use_cache=True,
         )
         logits = out.logits.detach().clone()
+        counts_first, counts[:] = list(counts), []
         # Clone before step 2: the cache object is updated in place.
         kv1 = cache_layers(out.past_key_values, num_layers)
         out2 = model(
@@ -220,6 +246,10 @@ def main(argv):
         "attention_mask_next": attention_mask_next,
         "logits_next": logits_next,
     }
+    for i, c in enumerate(counts_first):
+        tensors[f"expert_counts_{i}"] = c
+    for i, c in enumerate(counts):
+        tensors[f"expert_counts_next_{i}"] = c
     for i, (k, v) in enumerate(kv1):
         tensors[f"present_key_{i}"] = k
         tensors[f"present_value_{i}"] = v

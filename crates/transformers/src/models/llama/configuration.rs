@@ -132,6 +132,29 @@ pub struct Config {
     /// Gemma-2-style activation name: accepted, not read by these families.
     #[serde(default)]
     pub hidden_activation: Option<String>,
+    /// Qwen3Moe and Mixtral: the number of experts (`num_experts`, saved by transformers 5.23
+    /// as `num_local_experts`).
+    #[serde(default, alias = "num_local_experts")]
+    pub num_experts: Option<i64>,
+    /// Qwen3Moe and Mixtral: the experts each token is routed to.
+    #[serde(default)]
+    pub num_experts_per_tok: Option<i64>,
+    /// Qwen3Moe: the inner size of each expert (Mixtral's experts use `intermediate_size`).
+    #[serde(default)]
+    pub moe_intermediate_size: Option<i64>,
+    /// Qwen3Moe: the top-k routing weights are renormalised to sum to 1 (Mixtral always does).
+    #[serde(default)]
+    pub norm_topk_prob: Option<bool>,
+    /// Qwen3Moe: every `decoder_sparse_step`-th layer is sparse (1: all).
+    #[serde(default)]
+    pub decoder_sparse_step: Option<i64>,
+    /// Qwen3Moe: the layers that keep a dense MLP.
+    #[serde(default)]
+    pub mlp_only_layers: Option<Vec<usize>>,
+    /// Qwen3Moe and Mixtral: whether the model also returns the router logits and the
+    /// auxiliary loss (refused: see [`Config::validate`]).
+    #[serde(default)]
+    pub output_router_logits: bool,
     /// The architecture family, from `model_type` (what differs from Llama, see [`Arch`]).
     #[serde(skip)]
     pub arch: Arch,
@@ -159,17 +182,30 @@ pub enum Arch {
     /// `smollm3`: the layers of `no_rope_layers` at 0 take no rotary embedding (NoPE), tied
     /// embeddings by default.
     SmolLM3,
+    /// `qwen3`: RMSNorm of each query and key head (`q_norm`, `k_norm`), `head_dim` 128 by
+    /// default, sliding layers as Qwen2's.
+    Qwen3,
+    /// `qwen3_moe`: Qwen3's attention, sparse mixture-of-experts MLPs
+    /// ([`crate::models::qwen3_moe::Qwen3MoeSparseMoeBlock`]), every layer windowed when
+    /// `use_sliding_window`.
+    Qwen3Moe,
+    /// `mixtral`: Mistral's attention, top-2 sparse experts on every layer, rope base 1e6 by
+    /// default.
+    Mixtral,
 }
 
 impl Arch {
     /// Every family, in the registry's order.
-    pub const ALL: [Arch; 6] = [
+    pub const ALL: [Arch; 9] = [
         Arch::Llama,
         Arch::Mistral,
         Arch::Qwen2,
         Arch::Gemma,
         Arch::Phi3,
         Arch::SmolLM3,
+        Arch::Qwen3,
+        Arch::Qwen3Moe,
+        Arch::Mixtral,
     ];
 
     /// The family of a `model_type`.
@@ -191,6 +227,9 @@ impl Arch {
             Arch::Gemma => "gemma",
             Arch::Phi3 => "phi3",
             Arch::SmolLM3 => "smollm3",
+            Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3_moe",
+            Arch::Mixtral => "mixtral",
         }
     }
 
@@ -203,6 +242,9 @@ impl Arch {
             Arch::Gemma => "GemmaForCausalLM",
             Arch::Phi3 => "Phi3ForCausalLM",
             Arch::SmolLM3 => "SmolLM3ForCausalLM",
+            Arch::Qwen3 => "Qwen3ForCausalLM",
+            Arch::Qwen3Moe => "Qwen3MoeForCausalLM",
+            Arch::Mixtral => "MixtralForCausalLM",
         }
     }
 }
@@ -283,6 +325,38 @@ impl Config {
                     "hidden_act".to_owned(),
                     serde_json::json!("gelu_pytorch_tanh"),
                 );
+            }
+        }
+        // The defaults of the other config classes, for keys a config does not give.
+        let defaults: &[(&str, serde_json::Value)] = match arch {
+            Arch::Qwen3 => &[("head_dim", serde_json::json!(128))],
+            Arch::Qwen3Moe => &[
+                ("num_experts", serde_json::json!(128)),
+                ("num_experts_per_tok", serde_json::json!(8)),
+                ("moe_intermediate_size", serde_json::json!(768)),
+                ("norm_topk_prob", serde_json::json!(false)),
+                ("decoder_sparse_step", serde_json::json!(1)),
+            ],
+            Arch::Mixtral => &[
+                ("num_experts", serde_json::json!(8)),
+                ("num_experts_per_tok", serde_json::json!(2)),
+                ("rms_norm_eps", serde_json::json!(1e-5)),
+                ("rope_theta", serde_json::json!(1e6)),
+            ],
+            _ => &[],
+        };
+        if let Some(obj) = raw.as_object_mut() {
+            if obj.contains_key("num_local_experts") {
+                // `num_experts` is the attribute name, `num_local_experts` the stored one.
+                obj.remove("num_experts");
+            }
+            for (k, v) in defaults {
+                // (`rope_theta` is the base when `rope_parameters` does not give one.)
+                let given = obj.get(*k).is_some_and(|x| !x.is_null())
+                    || (*k == "num_experts" && obj.contains_key("num_local_experts"));
+                if !given {
+                    obj.insert((*k).to_owned(), v.clone());
+                }
             }
         }
         let model = arch.class_name();
@@ -438,8 +512,84 @@ impl Config {
         {
             return Err(field("sliding_window", format!("{w}: must be at least 1")));
         }
+        self.validate_experts()?;
         self.act = Some(Activation::from_name(model, &self.hidden_act)?);
         Ok(())
+    }
+
+    /// The checks of the mixture-of-experts fields (Qwen3Moe, Mixtral).
+    fn validate_experts(&self) -> Result<()> {
+        if !matches!(self.arch, Arch::Qwen3Moe | Arch::Mixtral) {
+            return Ok(());
+        }
+        let model = self.arch.class_name();
+        let field = |name: &str, message: String| Error::ConfigField {
+            model: model.to_owned(),
+            field: name.to_owned(),
+            message,
+        };
+        let experts = self.num_experts.unwrap_or(0);
+        if experts < 1 {
+            return Err(field(
+                "num_experts",
+                format!("{experts}: must be at least 1"),
+            ));
+        }
+        let k = self.num_experts_per_tok.unwrap_or(0);
+        if !(1..=experts).contains(&k) {
+            return Err(field(
+                "num_experts_per_tok",
+                format!("{k}: must be between 1 and num_experts={experts}"),
+            ));
+        }
+        if self.expert_intermediate_size() < 1 {
+            return Err(field(
+                "moe_intermediate_size",
+                format!("{}: must be at least 1", self.expert_intermediate_size()),
+            ));
+        }
+        if self.decoder_sparse_step.is_some_and(|s| s < 1) {
+            return Err(field(
+                "decoder_sparse_step",
+                "must be at least 1 (transformers divides by it)".to_owned(),
+            ));
+        }
+        if self.output_router_logits {
+            return Err(field(
+                "output_router_logits",
+                "true: the model would also return its router logits and auxiliary loss, which \
+                 this export does not build; set it to false in config.json (inference does \
+                 not need them)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The inner size of an expert: Qwen3Moe's `moe_intermediate_size`, Mixtral's
+    /// `intermediate_size`.
+    pub(crate) fn expert_intermediate_size(&self) -> i64 {
+        match self.arch {
+            Arch::Qwen3Moe => self.moe_intermediate_size.unwrap_or(768),
+            _ => self.intermediate_size,
+        }
+    }
+
+    /// Whether layer `i` has a sparse mixture-of-experts MLP: every Mixtral layer; Qwen3Moe's
+    /// layers not in `mlp_only_layers` whose number (from 1) `decoder_sparse_step` divides.
+    pub fn is_sparse_layer(&self, i: usize) -> bool {
+        match self.arch {
+            Arch::Mixtral => true,
+            Arch::Qwen3Moe => {
+                !self
+                    .mlp_only_layers
+                    .as_ref()
+                    .is_some_and(|l| l.contains(&i))
+                    && self.num_experts.unwrap_or(0) > 0
+                    && (i as i64 + 1) % self.decoder_sparse_step.unwrap_or(1) == 0
+            }
+            _ => false,
+        }
     }
 
     /// The sizes the text-generation input sets need.
@@ -457,18 +607,21 @@ impl Config {
     /// `use_sliding_window`, as `Qwen2Config` drops it otherwise; Llama and Gemma have none).
     fn config_window(&self) -> Option<i64> {
         match self.arch {
-            Arch::Mistral | Arch::Phi3 | Arch::SmolLM3 => self.sliding_window,
-            Arch::Qwen2 if self.use_sliding_window => self.sliding_window,
+            Arch::Mistral | Arch::Phi3 | Arch::SmolLM3 | Arch::Mixtral => self.sliding_window,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe if self.use_sliding_window => {
+                self.sliding_window
+            }
             _ => None,
         }
     }
 
-    /// The layer types, given or derived as the config classes derive them: Mistral and Phi-3
-    /// slide every layer when they have a window; Qwen2 the layers from `max_window_layers` on
-    /// (28); SmolLM3 its NoPE layers, with `use_sliding_window`.
+    /// The layer types, given or derived as the config classes derive them: Mistral, Phi-3,
+    /// Qwen3Moe and Mixtral slide every layer when they have a window; Qwen2 and Qwen3 the
+    /// layers from `max_window_layers` on (28); SmolLM3 its NoPE layers, with
+    /// `use_sliding_window`.
     pub fn layer_types(&self) -> Vec<String> {
         if let Some(t) = &self.layer_types
-            && matches!(self.arch, Arch::Qwen2 | Arch::SmolLM3)
+            && matches!(self.arch, Arch::Qwen2 | Arch::Qwen3 | Arch::SmolLM3)
         {
             return t.clone();
         }
@@ -477,8 +630,8 @@ impl Config {
             .map(|i| {
                 let sliding = w.is_some()
                     && match self.arch {
-                        Arch::Mistral | Arch::Phi3 => true,
-                        Arch::Qwen2 => i >= self.max_window_layers.unwrap_or(28),
+                        Arch::Mistral | Arch::Phi3 | Arch::Qwen3Moe | Arch::Mixtral => true,
+                        Arch::Qwen2 | Arch::Qwen3 => i >= self.max_window_layers.unwrap_or(28),
                         Arch::SmolLM3 => self.use_sliding_window && !self.uses_rope(i),
                         _ => false,
                     };

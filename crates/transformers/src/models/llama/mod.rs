@@ -4,8 +4,9 @@
 //! [`crate::modeling_rope_utils`], [`crate::masking_utils`], [`crate::modeling_attention`]).
 //! Eager attention, the causal mask combined with the padding mask, an explicit
 //! [`DynamicCache`]. Written the natural eager way: making it export-friendly is the patches'
-//! job. Mistral, Qwen2, Gemma and Phi-3 are this decoder with the differences of their
-//! [`Arch`] (their files declare them under their class names).
+//! job. Mistral, Qwen2, Gemma, Phi-3, SmolLM3, Qwen3, Qwen3Moe and Mixtral are this decoder
+//! with the differences of their [`Arch`] (their files declare them under their class names;
+//! the sparse MLP of the last two is [`Qwen3MoeSparseMoeBlock`]).
 //!
 //! Weights load through [`Weights`]: their names are written once, in the `load` functions, and
 //! `named_parameters` is what the loading recorded. A checkpoint tensor no module reads is an
@@ -24,6 +25,7 @@ pub(crate) use configuration::parse_error;
 pub use configuration::{Arch, Config};
 pub use rotary::LlamaRotaryEmbedding;
 
+use super::qwen3_moe::{ExpertNames, Qwen3MoeSparseMoeBlock};
 use crate::{
     cache_utils::DynamicCache,
     cache_utils::LayerKind,
@@ -118,6 +120,8 @@ pub struct LlamaAttention {
     layer: usize,
     /// SmolLM3's NoPE layers take no rotary embedding.
     use_rope: bool,
+    /// Qwen3's RMSNorm of each query and key head (`q_norm`, `k_norm`).
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     model: &'static str,
 }
 
@@ -151,6 +155,14 @@ impl LlamaAttention {
             head_dim: d,
             layer,
             use_rope: cfg.uses_rope(layer),
+            qk_norm: if matches!(cfg.arch, Arch::Qwen3 | Arch::Qwen3Moe) {
+                Some((
+                    RmsNorm::load(vb, "q_norm", d, cfg.rms_norm_eps, false)?,
+                    RmsNorm::load(vb, "k_norm", d, cfg.rms_norm_eps, false)?,
+                ))
+            } else {
+                None
+            },
             model: cfg.arch.class_name(),
         })
     }
@@ -176,8 +188,20 @@ impl LlamaAttention {
                 message: format!("the q/k/v projections gave {} tensors", qkv.len()),
             });
         };
-        let q = split(q, self.heads)?;
-        let k = split(k, self.kv_heads)?;
+        let (q, k) = (split(q, self.heads)?, split(k, self.kv_heads)?);
+        // Qwen3 normalises each head (before the transpose in transformers: the same over the
+        // last dim).
+        let (q, k) = match &self.qk_norm {
+            Some((qn, kn)) => {
+                let q = {
+                    let _n = scope("q_norm");
+                    qn.forward(&q)?
+                };
+                let _n = scope("k_norm");
+                (q, kn.forward(&k)?)
+            }
+            None => (q, k),
+        };
         let v = split(v, self.kv_heads)?;
         let (q, k) = if self.use_rope {
             apply_rotary_pos_emb(&q, &k, &cos_sin.0, &cos_sin.1)?
@@ -194,13 +218,20 @@ impl LlamaAttention {
     }
 }
 
+/// The MLP of a decoder layer: dense, or Qwen3Moe's and Mixtral's sparse experts.
+#[derive(Clone, Debug)]
+enum Mlp {
+    Dense(LlamaMLP),
+    Sparse(Box<Qwen3MoeSparseMoeBlock>),
+}
+
 /// `LlamaDecoderLayer`: pre-norm attention and MLP with residuals.
 #[derive(Clone, Debug)]
 pub struct LlamaDecoderLayer {
     input_layernorm: LlamaRMSNorm,
     self_attn: LlamaAttention,
     post_attention_layernorm: LlamaRMSNorm,
-    mlp: LlamaMLP,
+    mlp: Mlp,
 }
 
 impl LlamaDecoderLayer {
@@ -210,7 +241,15 @@ impl LlamaDecoderLayer {
             input_layernorm: RmsNorm::load(vb, "input_layernorm", h, eps, gemma)?,
             self_attn: LlamaAttention::load(&vb.pp("self_attn"), cfg, layer)?,
             post_attention_layernorm: RmsNorm::load(vb, "post_attention_layernorm", h, eps, gemma)?,
-            mlp: LlamaMLP::load(&vb.pp("mlp"), cfg)?,
+            mlp: if cfg.is_sparse_layer(layer) {
+                Mlp::Sparse(Box::new(Qwen3MoeSparseMoeBlock::load(
+                    vb,
+                    cfg,
+                    &ExpertNames::of(cfg.arch),
+                )?))
+            } else {
+                Mlp::Dense(LlamaMLP::load(&vb.pp("mlp"), cfg)?)
+            },
         })
     }
 
@@ -230,7 +269,11 @@ impl LlamaDecoderLayer {
             let _n = scope("post_attention_layernorm");
             self.post_attention_layernorm.forward(&h)?
         };
-        h.add(&self.mlp.forward(&x)?)
+        let m = match &self.mlp {
+            Mlp::Dense(m) => m.forward(&x)?,
+            Mlp::Sparse(m) => m.forward(&x)?,
+        };
+        h.add(&m)
     }
 }
 
