@@ -5,11 +5,15 @@
 //!
 //! | patch | export problem |
 //! |---|---|
-//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding`, `SmolLM3RotaryEmbedding`, `GemmaRotaryEmbedding`, `Gemma2RotaryEmbedding` and `Gemma3RotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
+//! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding`, `SmolLM3RotaryEmbedding`, `GemmaRotaryEmbedding`, `Gemma2RotaryEmbedding`, `Gemma3RotaryEmbedding`, `Qwen3RotaryEmbedding`, `Qwen3MoeRotaryEmbedding` and `MixtralRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
+//! | `patched_Qwen3MoeSparseMoeBlock.forward` (also `MixtralSparseMoeBlock`: the same struct), with its `_forward_expert_loop` | the expert loop runs over the data-dependent list of experts hit; the patch loops over every expert, each in a `cond` on whether a token chose it, on its tokens only |
 
-use onnx_diagnostic_core::{Result, Tensor};
+use onnx_diagnostic_core::{Result, SymInt, Tensor};
 use onnx_diagnostic_macros::patch;
-use onnx_diagnostic_transformers::models::llama::LlamaRotaryEmbedding;
+use onnx_diagnostic_transformers::models::{
+    llama::LlamaRotaryEmbedding,
+    qwen3_moe::{Qwen3MoeExperts, Qwen3MoeSparseMoeBlock},
+};
 use tch::Kind;
 
 /// Replaces `LlamaRotaryEmbedding.forward`, whose `dynamic` rope update (transformers'
@@ -54,14 +58,116 @@ pub fn patched_rotary_forward(
     this.cos_sin(position_ids, &inv_freq[0])
 }
 
+/// Replaces `Qwen3MoeSparseMoeBlock.forward` (and `MixtralSparseMoeBlock.forward`, the same
+/// struct), whose experts loop (transformers' eager `Qwen3MoeExperts.forward`) iterates over
+/// `nonzero(expert_mask.sum(...) > 0)`: the number of experts hit depends on the routing, so
+/// torch.export (and this engine) stop on the data-dependent loop. As the seeds'
+/// `patched_Qwen3MoeSparseMoeBlock` does, the patch loops over every expert with a static
+/// count and wraps each expert in `cond(expert_sum[e] > 0, _forward_expert_loop, clone)`: an
+/// expert no token chose costs nothing at run time, and one that was chosen runs on its own
+/// tokens only (`nonzero` of its mask gives a data-dependent count of rows, gathered, computed
+/// and added back with `index_add`), never on every token. The routing (softmax, top-k,
+/// `norm_topk_prob`) and the arithmetic are the original's, so the outputs are the same. It
+/// can go when exporters handle a loop over a data-dependent list (transformers' other experts
+/// implementations, `batched_mm` and `grouped_mm`, compute every expert or use kernels the
+/// ONNX standard does not have).
+#[patch(target = Qwen3MoeSparseMoeBlock::forward, family = "transformers")]
+pub fn patched_moe_forward(
+    this: &Qwen3MoeSparseMoeBlock,
+    hidden_states: &Tensor,
+) -> Result<Tensor> {
+    let _s = onnx_diagnostic_core::scope("mlp");
+    let shape = hidden_states.shape();
+    let h = hidden_states.reshape(vec![SymInt::new(-1), shape[2].clone()])?;
+    let (_, routing_weights, selected_experts) = this.gate().forward(&h)?;
+    let experts = this.experts();
+    let n = experts.num_experts();
+    let _e = onnx_diagnostic_core::scope("experts");
+    // [experts, top_k, tokens], and the number of (token, slot) pairs of each expert.
+    let expert_mask = selected_experts.one_hot(n)?.permute(&[2, 1, 0])?;
+    let expert_sum = expert_mask.sum(&[-1, -2], false)?;
+    let mut out = Tensor::zeros(h.shape(), h.kind(), h.device())?;
+    for e in 0..n {
+        let chosen = expert_sum.select(0, e)?.gt_scalar(0)?;
+        let operands = [
+            out,
+            expert_mask.select(0, e)?,
+            h.clone(),
+            routing_weights.clone(),
+        ];
+        out = onnx_diagnostic_core::cond(
+            &chosen,
+            |x| {
+                Ok(vec![forward_expert_loop(
+                    experts, &x[0], &x[1], &x[2], &x[3], e,
+                )?])
+            },
+            |x| Ok(vec![x[0].copy()?]),
+            &operands,
+        )?
+        .remove(0);
+    }
+    out.reshape(shape)
+}
+
+/// The seeds' `_forward_expert_loop`: expert `e` on the tokens its mask `[top_k, tokens]`
+/// selects, weighted by their routing weights and added into `out`.
+fn forward_expert_loop(
+    experts: &Qwen3MoeExperts,
+    out: &Tensor,
+    mask: &Tensor,
+    h: &Tensor,
+    routing_weights: &Tensor,
+    e: i64,
+) -> Result<Tensor> {
+    let rows = mask.nonzero_tuple()?;
+    let (slot, token) = (&rows[0], &rows[1]);
+    let y = experts.expert_forward(e, &h.index_select(0, token)?)?;
+    let w = routing_weights.index(&[token, slot])?.unsqueeze(-1)?;
+    out.index_add(0, token, &y.mul(&w)?.to_kind(out.kind())?)
+}
+
+/// The all-experts form of the block, for comparison (benches): every expert on every token,
+/// weighted by a dense `[tokens, experts]` routing matrix (zero where a token did not choose
+/// the expert). It exports without control flow and computes `num_experts / top_k` times the
+/// work of [`patched_moe_forward`]; supply it as a custom patch of
+/// `Qwen3MoeSparseMoeBlock.forward` to export that form.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn dense_moe_forward(this: &Qwen3MoeSparseMoeBlock, hidden_states: &Tensor) -> Result<Tensor> {
+    let _s = onnx_diagnostic_core::scope("mlp");
+    let shape = hidden_states.shape();
+    let h = hidden_states.reshape(vec![SymInt::new(-1), shape[2].clone()])?;
+    let (_, routing_weights, selected_experts) = this.gate().forward(&h)?;
+    let experts = this.experts();
+    let tokens = h.size(0)?;
+    let dense = Tensor::zeros(
+        vec![tokens, SymInt::new(experts.num_experts())],
+        routing_weights.kind(),
+        h.device(),
+    )?
+    .scatter_add(1, &selected_experts, &routing_weights)?;
+    // [experts, tokens, hidden]
+    let y = experts.all_experts_forward(&h)?;
+    let w = dense.transpose(0, 1)?.unsqueeze(-1)?;
+    y.mul(&w)?
+        .sum(&[0], false)?
+        .to_kind(h.kind())?
+        .reshape(shape)
+}
+
 /// The HF class names whose Rust model shares a patched struct, with that struct: their
 /// patches are the struct's (`MistralRotaryEmbedding` is `LlamaRotaryEmbedding`).
 pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
     // The compiler checks that each is the struct.
     use onnx_diagnostic_transformers::models::{
-        gemma, gemma2, gemma3, mistral, phi, phi3, qwen2, smollm3,
+        gemma, gemma2, gemma3, mistral, mixtral, phi, phi3, qwen2, qwen3, qwen3_moe, smollm3,
     };
-    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 8] = [
+    let _: [fn(&LlamaRotaryEmbedding) -> &LlamaRotaryEmbedding; 11] = [
+        |x: &qwen3::Qwen3RotaryEmbedding| x,
+        |x: &qwen3_moe::Qwen3MoeRotaryEmbedding| x,
+        |x: &mixtral::MixtralRotaryEmbedding| x,
         |x: &gemma::GemmaRotaryEmbedding| x,
         |x: &gemma2::Gemma2RotaryEmbedding| x,
         |x: &gemma3::Gemma3RotaryEmbedding| x,
@@ -71,6 +177,8 @@ pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
         |x: &qwen2::Qwen2RotaryEmbedding| x,
         |x: &smollm3::SmolLM3RotaryEmbedding| x,
     ];
+    let _: [fn(&Qwen3MoeSparseMoeBlock) -> &Qwen3MoeSparseMoeBlock; 1] =
+        [|x: &mixtral::MixtralSparseMoeBlock| x];
     &[
         ("GemmaRotaryEmbedding", "LlamaRotaryEmbedding"),
         ("Gemma2RotaryEmbedding", "LlamaRotaryEmbedding"),
@@ -80,6 +188,10 @@ pub fn shared_classes() -> &'static [(&'static str, &'static str)] {
         ("Phi3RotaryEmbedding", "LlamaRotaryEmbedding"),
         ("Qwen2RotaryEmbedding", "LlamaRotaryEmbedding"),
         ("SmolLM3RotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("Qwen3RotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("Qwen3MoeRotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("MixtralRotaryEmbedding", "LlamaRotaryEmbedding"),
+        ("MixtralSparseMoeBlock", "Qwen3MoeSparseMoeBlock"),
     ]
 }
 
@@ -91,6 +203,7 @@ pub fn patches() -> Vec<&'static str> {
     // Refer to every patch of the crate.
     let _ =
         patched_rotary_forward as fn(&LlamaRotaryEmbedding, &Tensor) -> Result<(Tensor, Tensor)>;
+    let _ = patched_moe_forward as fn(&Qwen3MoeSparseMoeBlock, &Tensor) -> Result<Tensor>;
     onnx_diagnostic_core::patches::registered_patches()
         .into_iter()
         .filter(|p| p.family == onnx_diagnostic_core::patches::PatchFamily::Transformers)

@@ -23,7 +23,10 @@ fn dynamic_llama() -> LlamaForCausalLM {
     // Both crates the guard draws on are linked (their link-time entries are kept).
     assert_eq!(
         onnx_diagnostic_patch_transformers::patches(),
-        ["patched_LlamaRotaryEmbedding.forward"]
+        [
+            "patched_LlamaRotaryEmbedding.forward",
+            "patched_Qwen3MoeSparseMoeBlock.forward"
+        ]
     );
     assert!(onnx_diagnostic_serialization::supported_classes().contains(&"DynamicCache"));
     let cfg = Config::from_json(
@@ -248,7 +251,8 @@ fn nesting_conflicts_and_panics() {
             assert!(e.to_string().contains("inner patch ran"), "{e}");
         }
         assert!(forward(&model).is_ok());
-        assert_eq!(outer.details().n_patches(), 1);
+        // The rotary and the mixture-of-experts patches.
+        assert_eq!(outer.details().n_patches(), 2);
     }
     assert!(!any_active());
     // A custom patch replaces the built-in patch of its target in the same guard (the seeds
@@ -260,7 +264,10 @@ fn nesting_conflicts_and_panics() {
             ..PatchOptions::default()
         })
         .unwrap();
-        assert_eq!(g.details().names(), ["patched_mine"]);
+        assert_eq!(
+            g.details().names(),
+            ["patched_Qwen3MoeSparseMoeBlock.forward", "patched_mine"]
+        );
         let e = forward(&model).unwrap_err();
         assert!(e.to_string().contains("inner patch ran"), "{e}");
     }

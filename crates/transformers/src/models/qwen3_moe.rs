@@ -115,6 +115,20 @@ impl Qwen3MoeExperts {
         h.linear(&self.down_proj.select(0, e)?, None)
     }
 
+    /// Every expert on every token `[tokens, hidden]`: `[experts, tokens, hidden]` (the dense
+    /// form, for comparisons).
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn all_experts_forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        let gate_up = x
+            .unsqueeze(0)?
+            .matmul(&self.gate_up_proj.transpose(1, 2)?)?;
+        let parts = gate_up.chunk(2, -1)?;
+        let h = self.act.forward(&parts[0])?.mul(&parts[1])?;
+        h.matmul(&self.down_proj.transpose(1, 2)?)
+    }
+
     /// transformers' eager loop: only the experts some token was routed to, each on its
     /// tokens.
     fn forward(
