@@ -204,6 +204,54 @@ fn a_phi3_longrope_checkpoint_saved_by_transformers_validates() {
     }
 }
 
+/// Qwen3, Qwen3Moe and Mixtral checkpoints as transformers 5.23 saves them (the experts one by
+/// one, Mixtral's under `block_sparse_moe`) validate with `-m DIR`, every set within 1e-4;
+/// the mixture-of-experts ones through `patched_Qwen3MoeSparseMoeBlock.forward`.
+#[test]
+fn qwen3_and_mixture_of_experts_checkpoints_saved_by_transformers_validate() {
+    for (name, config, moe) in [
+        (
+            "validate_qwen3",
+            r#"{"architectures":["Qwen3ForCausalLM"],"model_type":"qwen3","vocab_size":96,
+            "hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,
+            "max_position_embeddings":64}"#,
+            false,
+        ),
+        (
+            "validate_qwen3_moe",
+            r#"{"architectures":["Qwen3MoeForCausalLM"],"model_type":"qwen3_moe",
+            "vocab_size":96,"hidden_size":32,"intermediate_size":48,"moe_intermediate_size":16,
+            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "num_experts":6,"num_experts_per_tok":2,"decoder_sparse_step":2,
+            "max_position_embeddings":64}"#,
+            true,
+        ),
+        (
+            "validate_mixtral",
+            r#"{"architectures":["MixtralForCausalLM"],"model_type":"mixtral","vocab_size":96,
+            "hidden_size":32,"intermediate_size":40,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"num_local_experts":4,
+            "num_experts_per_tok":2,"max_position_embeddings":64}"#,
+            true,
+        ),
+    ] {
+        let ckpt = transformers_checkpoint(name, config);
+        let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
+        assert_eq!(s["model_source"], "checkpoint", "{name}");
+        for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
+            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+            assert!(abs <= 1e-4, "{name} {sfx}: {abs}");
+        }
+        assert_eq!(
+            s["export_patch"].contains("patched_Qwen3MoeSparseMoeBlock.forward"),
+            moe,
+            "{name}: {}",
+            s["export_patch"]
+        );
+    }
+}
+
 /// A GPT-2 checkpoint: the architecture is named with the supported ones, before any field is
 /// read (not `missing field hidden_size`).
 #[test]
@@ -297,8 +345,12 @@ fn every_catalog_model_validates() {
             } else {
                 &["", "22"]
             };
-            // In float32 every entry, real widths included, is within 1e-4 on every set.
-            if weights < 1e7 || dtype == "float32" {
+            // In float32 every entry, real widths included, is within 1e-4 on every set. In
+            // the half types a mixture of experts may route a token near a tie to another
+            // expert than eager does, so those entries keep validate's own tolerance.
+            let moe =
+                ["Qwen3MoeForCausalLM", "MixtralForCausalLM"].contains(&s["model_class"].as_str());
+            if (weights < 1e7 && !moe) || dtype == "float32" {
                 for sfx in sets {
                     let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
                     assert!(abs <= small, "{id} {dtype} {sfx}: {abs}");

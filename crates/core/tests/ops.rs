@@ -230,7 +230,7 @@ fn a_decision_on_an_unbacked_size_is_a_data_dependent_error_unless_its_range_set
     let ds = dynamic_shapes(1, &[(0, 0, "batch")]);
     let err = export(
         &branch_on_count(false),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[],
         Some(&ds),
         &ExportOptions::default(),

@@ -2,7 +2,9 @@
 //! access here; the values are those cached by the onnx-diagnostic wheel, version 0.9.3,
 //! `torch_models/hghub/hub_data_cached_configs.py`), reduced as the Python validate reduces
 //! them for their task: text-generation and text2text-generation layers to at most 4,
-//! feature-extraction and summarization vocabularies to 2056.
+//! feature-extraction and summarization vocabularies to 2056. The `tiny-random/*` ids (the
+//! Python package's name for configs it makes itself) are transformers 5.23's default configs
+//! of architectures its catalog lacks, reduced further in width (each entry says how).
 
 /// `(model id, config.json)` pairs.
 const CONFIGS: &[(&str, &str)] = &[
@@ -209,6 +211,61 @@ const CONFIGS: &[(&str, &str)] = &[
         "rms_norm_eps": 1e-06,
         "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
         "tie_word_embeddings": false, "use_cache": true, "vocab_size": 32000}"#,
+    ),
+    (
+        // The Python package's catalog has no mixture-of-experts id. This entry is
+        // transformers 5.23's `Qwen3MoeConfig()` (its docstring: Qwen3-15B-A2B style; the
+        // expert layout of Qwen3-30B-A3B: 128 experts, 8 per token, no renormalisation,
+        // every layer sparse) as `save_pretrained` writes it, reduced: the Python package's
+        // text-generation reduction (4 layers), plus widths this project's machines can
+        // validate in every type (hidden 64, 4 heads and 2 key/value heads of 16, dense MLP
+        // 128, experts 32 wide). The vocabulary, the experts and the rest are the defaults.
+        "tiny-random/qwen3-moe",
+        r#"{"architectures": ["Qwen3MoeForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "bos_token_id": null, "decoder_sparse_step": 1,
+        "dtype": null, "eos_token_id": null, "head_dim": 16, "hidden_act": "silu",
+        "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 128,
+        "max_position_embeddings": 32768, "mlp_only_layers": [], "model_type": "qwen3_moe",
+        "moe_intermediate_size": 32, "norm_topk_prob": false, "num_attention_heads": 4,
+        "num_experts_per_tok": 8, "num_hidden_layers": 4, "num_key_value_heads": 2,
+        "num_local_experts": 128, "output_router_logits": false, "pad_token_id": null,
+        "rms_norm_eps": 1e-06,
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+        "router_aux_loss_coef": 0.001, "sliding_window": null, "tie_word_embeddings": false,
+        "use_cache": true, "use_sliding_window": false, "vocab_size": 151936}"#,
+    ),
+    (
+        // transformers 5.23's `MixtralConfig()` (Mixtral-8x7B: 8 experts, 2 per token, rope
+        // base 1e6, eps 1e-5, no window), reduced as `tiny-random/qwen3-moe` is: 4 layers,
+        // hidden 64, 4 heads and 2 key/value heads, experts 128 wide.
+        "tiny-random/mixtral",
+        r#"{"architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0,
+        "bos_token_id": 1, "dtype": null, "eos_token_id": 2, "head_dim": null,
+        "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+        "intermediate_size": 128, "max_position_embeddings": 131072, "model_type": "mixtral",
+        "num_attention_heads": 4, "num_experts_per_tok": 2, "num_hidden_layers": 4,
+        "num_key_value_heads": 2, "num_local_experts": 8, "output_router_logits": false,
+        "pad_token_id": null, "rms_norm_eps": 1e-05,
+        "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
+        "router_aux_loss_coef": 0.001, "router_jitter_noise": 0.0, "sliding_window": null,
+        "tie_word_embeddings": false, "use_cache": true, "vocab_size": 32000}"#,
+    ),
+    (
+        // transformers 5.23's `Qwen3Config()` (its docstring: Qwen3-8B style; head_dim 128
+        // as in every Qwen3), reduced as `tiny-random/qwen3-moe` is: 4 layers, hidden 64,
+        // 4 heads and 2 key/value heads (of 128), MLP 128.
+        "tiny-random/qwen3",
+        r#"{"architectures": ["Qwen3ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "bos_token_id": null, "dtype": null, "eos_token_id": null,
+        "head_dim": 128, "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+        "intermediate_size": 128, "layer_types": ["full_attention", "full_attention",
+        "full_attention", "full_attention"], "max_position_embeddings": 32768,
+        "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": 4,
+        "num_hidden_layers": 4, "num_key_value_heads": 2, "pad_token_id": null,
+        "rms_norm_eps": 1e-06,
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+        "sliding_window": null, "tie_word_embeddings": false, "use_cache": true,
+        "use_sliding_window": false, "vocab_size": 151936}"#,
     ),
     (
         "xenova/tiny-random-Phi3ForCausalLM",

@@ -626,8 +626,13 @@ fn scatter(c: &mut Ctx<'_>) -> Result<(), LowerError> {
 fn scatter_with(c: &mut Ctx<'_>, reduction: Option<&'static str>) -> Result<(), LowerError> {
     let rank = c.shape(0)?.len();
     let axis = c.dim(0, rank)?;
-    let k = c.out_kind()?;
-    let (x, idx) = (c.input(0)?, c.input(1)?);
+    let out_kind = c.out_kind()?;
+    let k = match reduction {
+        Some(_) => routing::accumulation_kind(out_kind),
+        None => out_kind,
+    };
+    let x = c.input_as(0, k)?;
+    let idx = c.input(1)?;
     let mut src = c.input_as(2, k)?;
     let (idx_shape, src_shape) = (c.shape(1)?, c.shape(2)?);
     if idx_shape
@@ -644,7 +649,11 @@ fn scatter_with(c: &mut Ctx<'_>, reduction: Option<&'static str>) -> Result<(), 
     if let Some(r) = reduction {
         attrs.push(("reduction", A::Str(r)));
     }
-    c.emit_out("ScatterElements", &[&x, &idx, &src], attrs)
+    if k == out_kind {
+        return c.emit_out("ScatterElements", &[&x, &idx, &src], attrs);
+    }
+    let y = c.b.op("ScatterElements", &[&x, &idx, &src], attrs);
+    c.finish_as(&y, k)
 }
 
 /// The index tensors of `index`/`index_put` (inputs from `first`) broadcast and stacked on a

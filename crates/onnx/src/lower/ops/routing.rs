@@ -110,11 +110,23 @@ fn swap_first(rank: usize, d: usize) -> Vec<i64> {
     perm
 }
 
+/// The type a `reduction="add"` scatter computes in: float32 for the half types, which ONNX
+/// Runtime's CPU ScatterND and ScatterElements do not add (each index is added once per
+/// node in the experts' use, so the result is the half-precision sum rounded once).
+pub(super) fn accumulation_kind(k: Kind) -> Kind {
+    if matches!(k, Kind::Half | Kind::BFloat16) {
+        Kind::Float
+    } else {
+        k
+    }
+}
+
 fn index_add(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let rank = c.shape(0)?.len();
     let d = c.dim(0, rank)? as usize;
-    let k = c.out_kind()?;
-    let mut x = c.input(0)?;
+    let out_kind = c.out_kind()?;
+    let k = accumulation_kind(out_kind);
+    let mut x = c.input_as(0, k)?;
     let mut src = c.input_as(2, k)?;
     let idx = c.input_as(1, Kind::Int64)?;
     let as_column = c.b.ints(&[-1, 1])?;
@@ -127,11 +139,11 @@ fn index_add(c: &mut Ctx<'_>) -> Result<(), LowerError> {
             c.b.op("Transpose", &[&src], vec![("perm", A::Ints(perm.clone()))]);
     }
     let attrs = vec![("reduction", A::Str("add"))];
-    if d == 0 {
-        return c.emit_out("ScatterND", &[&x, &idx, &src], attrs);
+    let mut y = c.b.op("ScatterND", &[&x, &idx, &src], attrs);
+    if d != 0 {
+        y = c.b.op("Transpose", &[&y], vec![("perm", A::Ints(perm))]);
     }
-    let y = c.b.op("ScatterND", &[&x, &idx, &src], attrs);
-    c.emit_out("Transpose", &[&y], vec![("perm", A::Ints(perm))])
+    c.finish_as(&y, k)
 }
 
 fn scatter_add(c: &mut Ctx<'_>) -> Result<(), LowerError> {
