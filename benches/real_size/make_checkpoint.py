@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Writes an untrained, real-size checkpoint for the real-size benchmark (benches/real_size).
 
-Usage: make_checkpoint.py {llama-3.2-1b|qwen2.5-0.5b} OUT_DIR
+Usage: make_checkpoint.py {llama-3.2-1b|qwen2.5-0.5b|qwen3-moe-2l} OUT_DIR
 
 The model is built with transformers from a config written below (the published config.json
-values of meta-llama/Llama-3.2-1B and Qwen/Qwen2.5-0.5B), without any network access, with the
+values of meta-llama/Llama-3.2-1B and Qwen/Qwen2.5-0.5B; transformers' `Qwen3MoeConfig()` with
+2 layers for the mixture of experts), without any network access, with the
 normal initialisation transformers applies to an untrained model (seed 0), in bfloat16, and
 saved with `save_pretrained` (safetensors). The Llama one is sharded (`max_shard_size="1GB"`)
 so that the `model.safetensors.index.json` path is exercised; the Qwen2 one is a single
@@ -95,10 +96,20 @@ def qwen2_5_0_5b():
     )
 
 
+def qwen3_moe_2l():
+    from transformers import Qwen3MoeConfig
+
+    # transformers 5.23's defaults (hidden 2048, 32 heads and 4 key/value heads, 128 experts
+    # of 768, 8 per token: the expert layout of Qwen3-30B-A3B) with 2 of the 24 layers: the
+    # widths of a real mixture of experts (1.85 B parameters, 3.45 GB in bfloat16) on this machine.
+    return Qwen3MoeConfig(architectures=["Qwen3MoeForCausalLM"], num_hidden_layers=2)
+
+
 # name -> (config builder, max_shard_size given to save_pretrained, None for the default)
 MODELS = {
     "llama-3.2-1b": (llama_3_2_1b, "1GB"),
     "qwen2.5-0.5b": (qwen2_5_0_5b, None),
+    "qwen3-moe-2l": (qwen3_moe_2l, "2GB"),
 }
 
 

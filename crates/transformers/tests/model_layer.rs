@@ -273,14 +273,14 @@ GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_posi
         other => panic!("expected UnsupportedArchitecture, got {:?}", other.err()),
     }
     // A config of a family not implemented yet is refused, never built as Llama.
-    let qwen3 = TINY.replace(r#""model_type":"llama""#, r#""model_type":"qwen3""#);
+    let olmo2 = TINY.replace(r#""model_type":"llama""#, r#""model_type":"olmo2""#);
     assert!(matches!(
-        Config::from_json(&qwen3),
+        Config::from_json(&olmo2),
         Err(Error::UnsupportedArchitecture { .. })
     ));
-    let err = AutoConfig::from_json(&qwen3).unwrap_err().to_string();
+    let err = AutoConfig::from_json(&olmo2).unwrap_err().to_string();
     assert!(
-        err.contains("qwen3") && err.contains("LlamaForCausalLM"),
+        err.contains("olmo2") && err.contains("LlamaForCausalLM"),
         "{err}"
     );
 }
