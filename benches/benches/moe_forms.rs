@@ -7,7 +7,8 @@
 //! a one-token step (batch 1, 1 new token, 30 cached), after checking that both match eager.
 //!
 //! Run: `cargo bench -p onnx-diagnostic-benches --bench moe_forms` (not criterion: each ORT
-//! run is long enough to time directly; 20 runs after 3 warm-up runs).
+//! run is long enough to time directly; 20 runs after 3 warm-up runs). With
+//! `MOE_FORMS_DIR=DIR` it loads that Qwen3Moe checkpoint (in float32) instead.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,14 +23,15 @@ use onnx_diagnostic_core::{
     CustomPatch, ExportOptions, Inputs, Module, PatchOptions, Result, Tensor, Value, export,
     torch_export_patches,
 };
-use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff, passes};
+use onnx_diagnostic_onnx::{
+    ExternalData, LowerOptions, OnnxProgram, lower, max_diff, passes, save_model,
+};
 use onnx_diagnostic_transformers::{
     CausalLM, catalog,
     models::{llama::Config, qwen3_moe::Qwen3MoeForCausalLM, qwen3_moe::Qwen3MoeSparseMoeBlock},
     tasks::{text_generation_dynamic_shapes, text_generation_inputs},
     weights::Weights,
 };
-use prost::Message;
 
 type BlockFn = fn(&Qwen3MoeSparseMoeBlock, &Tensor) -> Result<Tensor>;
 
@@ -65,10 +67,32 @@ fn main() {
     let _ = onnx_diagnostic_patch_transformers::patches();
     let _ = onnx_diagnostic_serialization::supported_classes();
     tch::set_num_threads(1);
-    let id = "tiny-random/qwen3-moe";
-    let cfg = Config::from_json(catalog::config_json(id).unwrap()).unwrap();
-    let mut w = Weights::untrained("Qwen3MoeForCausalLM", 0, cfg.initializer_range);
-    let model = Qwen3MoeForCausalLM::new(cfg, &mut w).unwrap();
+    let _serialization =
+        onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
+    // MOE_FORMS_DIR=DIR: a Qwen3Moe checkpoint directory instead (converted to float32), e.g.
+    // the real-width one of benches/real_size (`make_checkpoint.py qwen3-moe-2l DIR`).
+    let dir = std::env::var_os("MOE_FORMS_DIR").map(std::path::PathBuf::from);
+    let (id, model) = match &dir {
+        Some(d) => {
+            let cfg = Config::from_file(&d.join("config.json")).unwrap();
+            let mut w = Weights::from_dir(d, "Qwen3MoeForCausalLM")
+                .unwrap()
+                .with_dtype(tch::Kind::Float);
+            (
+                d.display().to_string(),
+                Qwen3MoeForCausalLM::new(cfg, &mut w).unwrap(),
+            )
+        }
+        None => {
+            let id = "tiny-random/qwen3-moe";
+            let cfg = Config::from_json(catalog::config_json(id).unwrap()).unwrap();
+            let mut w = Weights::untrained("Qwen3MoeForCausalLM", 0, cfg.initializer_range);
+            (
+                id.to_owned(),
+                Qwen3MoeForCausalLM::new(cfg, &mut w).unwrap(),
+            )
+        }
+    };
     let dims = model.decoder_dims();
     let ds = text_generation_dynamic_shapes(&dims);
     let example = text_generation_inputs(&dims, 2, 3, 30).unwrap();
@@ -82,6 +106,7 @@ fn main() {
         ("patched (experts hit only)", None),
         ("dense (all experts)", Some(dense_patch())),
     ] {
+        let custom_form = custom.is_some();
         let guard = torch_export_patches(PatchOptions {
             patch_transformers: true,
             custom_patches: custom.into_iter().collect(),
@@ -125,8 +150,22 @@ fn main() {
             count(graph)
         };
         let _ = passes::node_counts(graph);
-        let size = onnx.encoded_len() as f64 / 1e6;
-        let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+        let (ifs, nonzeros, matmuls) = (
+            all(graph, "If"),
+            all(graph, "NonZero"),
+            all(graph, "MatMul"),
+        );
+        // Saved with external data and opened from the file: a real-width model is beyond
+        // protobuf's 2 GB.
+        let path =
+            std::env::temp_dir().join(format!("moe_forms_{}.onnx", usize::from(custom_form)));
+        save_model(&onnx, &path, ExternalData::Above(1024)).unwrap();
+        let size = (std::fs::metadata(&path).unwrap().len()
+            + std::fs::metadata(path.with_extension("onnx.data")).map_or(0, |m| m.len()))
+            as f64
+            / 1e6;
+        drop(onnx);
+        let mut session = OnnxProgram::from_file(&path, &ep).unwrap();
         for set in [&example, &one_token] {
             let eager = model
                 .forward(&Inputs::bind_for(&model, &[], set).unwrap())
@@ -140,9 +179,7 @@ fn main() {
         );
         println!(
             "| {form} | {total} | {} | {} | {} | {size:.1} | {a:.2} | {b:.2} |",
-            all(graph, "If"),
-            all(graph, "NonZero"),
-            all(graph, "MatMul"),
+            ifs, nonzeros, matmuls,
         );
     }
 }
