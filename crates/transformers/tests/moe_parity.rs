@@ -51,6 +51,20 @@ where
     );
 }
 
+/// Logits and caches of both steps ([`check_two_steps`]), then the expert counts of the two
+/// sparse layers against transformers'.
+fn check_moe<F>(name: &str, io: &HashMap<String, tch::Tensor>, cropped: bool, step: F)
+where
+    F: Fn(
+        &Tensor,
+        &Tensor,
+        Option<onnx_diagnostic_transformers::DynamicCache>,
+    ) -> (Tensor, onnx_diagnostic_transformers::DynamicCache),
+{
+    check_two_steps(name, io, &step, cropped);
+    check_counts(name, io, 2, step);
+}
+
 #[test]
 fn qwen3_with_head_norms_matches_transformers() {
     let config = r#"{"architectures":["Qwen3ForCausalLM"],"model_type":"qwen3",
@@ -101,13 +115,11 @@ fn qwen3_moe_matches_transformers_with_idle_experts() {
     assert_eq!(params["model.layers.0.mlp.gate.weight"], [8, 32]);
     assert_eq!(params["model.layers.1.mlp.gate_proj.weight"], [48, 32]);
     assert!(!params.keys().any(|n| n.contains("experts.0.")));
-    let step = |ids: &Tensor, mask: &Tensor, cache| {
+    check_moe("qwen3_moe", &io, false, |ids, mask, cache| {
         model
             .forward_with_cache(ids, Some(mask), None, cache)
             .unwrap()
-    };
-    check_two_steps("qwen3_moe", &io, &step, false);
-    check_counts("qwen3_moe", &io, 2, step);
+    });
     // 6 tokens of the cached step, 2 experts each, over 8 experts: some get none.
     assert!(their_counts(&io, "_next", 2).iter().any(|l| l.contains(&0)));
 }
@@ -119,13 +131,11 @@ fn qwen3_moe_matches_transformers_when_one_expert_gets_every_token() {
     let config = QWEN3_MOE.replace(r#""num_experts_per_tok":2"#, r#""num_experts_per_tok":1"#);
     let (dir, io) = reference_with("qwen3_moe_top1", &config, &["--batch=1", "--next-tokens=1"]);
     let model = Qwen3MoeForCausalLM::from_pretrained(&dir).unwrap();
-    let step = |ids: &Tensor, mask: &Tensor, cache| {
+    check_moe("qwen3_moe top-1", &io, false, |ids, mask, cache| {
         model
             .forward_with_cache(ids, Some(mask), None, cache)
             .unwrap()
-    };
-    check_two_steps("qwen3_moe top-1", &io, &step, false);
-    check_counts("qwen3_moe top-1", &io, 2, step);
+    });
     for layer in their_counts(&io, "_next", 2) {
         assert_eq!(layer.iter().max(), Some(&1), "{layer:?}");
         assert_eq!(layer.iter().filter(|c| **c == 0).count(), 7, "{layer:?}");
@@ -152,11 +162,9 @@ fn mixtral_matches_transformers() {
         [4, 80, 32]
     );
     assert_eq!(params["model.layers.1.mlp.gate.weight"], [4, 32]);
-    let step = |ids: &Tensor, mask: &Tensor, cache| {
+    check_moe("mixtral", &io, true, |ids, mask, cache| {
         model
             .forward_with_cache(ids, Some(mask), None, cache)
             .unwrap()
-    };
-    check_two_steps("mixtral", &io, &step, true);
-    check_counts("mixtral", &io, 2, step);
+    });
 }
