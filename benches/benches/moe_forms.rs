@@ -17,14 +17,14 @@
     missing_docs
 )]
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use onnx_diagnostic_core::{
     CustomPatch, ExportOptions, Inputs, Module, PatchOptions, Result, Tensor, Value, export,
     torch_export_patches,
 };
 use onnx_diagnostic_onnx::{
-    ExternalData, LowerOptions, OnnxProgram, lower, max_diff, passes, save_model,
+    ExternalData, LowerOptions, OnnxProgram, lower, max_diff, proto::GraphProto, save_model,
 };
 use onnx_diagnostic_transformers::{
     CausalLM, catalog,
@@ -45,6 +45,18 @@ fn dense_patch() -> CustomPatch {
         target_source: Qwen3MoeSparseMoeBlock::__patchable_source_forward.to_owned(),
         func: Arc::new(onnx_diagnostic_patch_transformers::dense_moe_forward as BlockFn),
         plugin: None,
+    }
+}
+
+/// The nodes of `g` and of its sub-graphs (`If` branches), by op type.
+fn count_nodes(g: &GraphProto, counts: &mut BTreeMap<String, usize>) {
+    for n in &g.node {
+        *counts
+            .entry(n.op_type.clone().unwrap_or_default())
+            .or_default() += 1;
+        for sub in n.attribute.iter().filter_map(|a| a.g.as_ref()) {
+            count_nodes(sub, counts);
+        }
     }
 }
 
@@ -116,45 +128,11 @@ fn main() {
         let ep = export(&model, &[], &example, Some(&ds), &ExportOptions::default()).unwrap();
         drop(guard);
         let onnx = lower(&ep, &LowerOptions::default()).unwrap();
-        let graph = onnx.graph.as_ref().unwrap();
-        let all = |g: &onnx_diagnostic_onnx::proto::GraphProto, op: &str| -> usize {
-            fn walk(g: &onnx_diagnostic_onnx::proto::GraphProto, op: &str) -> usize {
-                g.node
-                    .iter()
-                    .map(|n| {
-                        usize::from(n.op_type.as_deref() == Some(op))
-                            + n.attribute
-                                .iter()
-                                .filter_map(|a| a.g.as_ref())
-                                .map(|s| walk(s, op))
-                                .sum::<usize>()
-                    })
-                    .sum()
-            }
-            walk(g, op)
-        };
-        let total: usize = {
-            fn count(g: &onnx_diagnostic_onnx::proto::GraphProto) -> usize {
-                g.node
-                    .iter()
-                    .map(|n| {
-                        1 + n
-                            .attribute
-                            .iter()
-                            .filter_map(|a| a.g.as_ref())
-                            .map(count)
-                            .sum::<usize>()
-                    })
-                    .sum()
-            }
-            count(graph)
-        };
-        let _ = passes::node_counts(graph);
-        let (ifs, nonzeros, matmuls) = (
-            all(graph, "If"),
-            all(graph, "NonZero"),
-            all(graph, "MatMul"),
-        );
+        let mut counts = BTreeMap::new();
+        count_nodes(onnx.graph.as_ref().unwrap(), &mut counts);
+        let total: usize = counts.values().sum();
+        let n = |op: &str| counts.get(op).copied().unwrap_or(0);
+        let (ifs, nonzeros, matmuls) = (n("If"), n("NonZero"), n("MatMul"));
         // Saved with external data and opened from the file: a real-width model is beyond
         // protobuf's 2 GB.
         let path =
@@ -177,6 +155,10 @@ fn main() {
             median_ms(&mut session, &example),
             median_ms(&mut session, &one_token),
         );
+        drop(session);
+        for f in [path.clone(), path.with_extension("onnx.data")] {
+            let _ = std::fs::remove_file(f);
+        }
         println!(
             "| {form} | {total} | {} | {} | {} | {size:.1} | {a:.2} | {b:.2} |",
             ifs, nonzeros, matmuls,

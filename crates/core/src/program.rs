@@ -322,7 +322,7 @@ pub(crate) fn eval_graph(
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(torch_err)?;
             let outs = (node.op.kernel)(&inputs, &attrs).map_err(torch_err)?;
-            if crate::ops::is_data_dependent(node.op) {
+            if node.op.data_dependent {
                 // A fresh value every time the node runs (a loop body runs it many times).
                 for (id, t) in node.outputs.iter().zip(&outs) {
                     for (d, size) in graph.value(*id).shape.iter().zip(t.size()) {

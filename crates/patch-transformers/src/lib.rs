@@ -12,7 +12,7 @@ use onnx_diagnostic_core::{Result, SymInt, Tensor};
 use onnx_diagnostic_macros::patch;
 use onnx_diagnostic_transformers::models::{
     llama::LlamaRotaryEmbedding,
-    qwen3_moe::{Qwen3MoeExperts, Qwen3MoeSparseMoeBlock},
+    qwen3_moe::{Qwen3MoeExperts, Qwen3MoeSparseMoeBlock, Routing},
 };
 use tch::Kind;
 
@@ -77,9 +77,11 @@ pub fn patched_moe_forward(
     hidden_states: &Tensor,
 ) -> Result<Tensor> {
     let _s = onnx_diagnostic_core::scope("mlp");
-    let shape = hidden_states.shape();
-    let h = hidden_states.reshape(vec![SymInt::new(-1), shape[2].clone()])?;
-    let (_, routing_weights, selected_experts) = this.gate().forward(&h)?;
+    let Routing {
+        tokens: h,
+        weights: routing_weights,
+        experts: selected_experts,
+    } = this.route(hidden_states)?;
     let experts = this.experts();
     let n = experts.num_experts();
     let _e = onnx_diagnostic_core::scope("experts");
@@ -107,7 +109,7 @@ pub fn patched_moe_forward(
         )?
         .remove(0);
     }
-    out.reshape(shape)
+    out.reshape(hidden_states.shape())
 }
 
 /// The seeds' `_forward_expert_loop`: expert `e` on the tokens its mask `[top_k, tokens]`
@@ -137,9 +139,11 @@ fn forward_expert_loop(
 /// Any error of the ops.
 pub fn dense_moe_forward(this: &Qwen3MoeSparseMoeBlock, hidden_states: &Tensor) -> Result<Tensor> {
     let _s = onnx_diagnostic_core::scope("mlp");
-    let shape = hidden_states.shape();
-    let h = hidden_states.reshape(vec![SymInt::new(-1), shape[2].clone()])?;
-    let (_, routing_weights, selected_experts) = this.gate().forward(&h)?;
+    let Routing {
+        tokens: h,
+        weights: routing_weights,
+        experts: selected_experts,
+    } = this.route(hidden_states)?;
     let experts = this.experts();
     let tokens = h.size(0)?;
     let dense = Tensor::zeros(
@@ -154,7 +158,7 @@ pub fn dense_moe_forward(this: &Qwen3MoeSparseMoeBlock, hidden_states: &Tensor) 
     y.mul(&w)?
         .sum(&[0], false)?
         .to_kind(h.kind())?
-        .reshape(shape)
+        .reshape(hidden_states.shape())
 }
 
 /// The HF class names whose Rust model shares a patched struct, with that struct: their

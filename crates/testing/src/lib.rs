@@ -370,7 +370,8 @@ fn routing() -> Case {
 }
 
 /// Data-dependent sizes: `nonzero` (and its tuple form) whose rows then index another tensor,
-/// `masked_select`, `bincount`; the other sets select no row, one row and many rows.
+/// `masked_select`, `bincount` (also of an empty tensor); the other sets select no row, one
+/// row and many rows.
 fn data_dependent() -> Case {
     let m = FnModule::new("DataDependent", &["x", "y"], |i: &Inputs| {
         let (x, y) = (i.tensor("x")?, i.tensor("y")?);
@@ -386,6 +387,8 @@ fn data_dependent() -> Case {
             rows.reshape(vec![SymInt::new(-1)])?,
             x.masked_select(&mask)?,
             counts,
+            // Empty when no element is selected: bincount of an empty tensor.
+            x.masked_select(&mask)?.to_kind(Kind::Int64)?.bincount(2)?,
         ]))
     });
     let set = |x: Tensor, b: i64| vec![x, randn(&[b, 4])];

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{check_two_steps, reference, reference_with, t};
+use common::{Step, check_two_steps, reference, reference_with, t};
 use onnx_diagnostic_core::{Module, Tensor};
 use onnx_diagnostic_transformers::models::{
     mixtral::MixtralForCausalLM,
@@ -25,44 +25,21 @@ fn their_counts(io: &HashMap<String, tch::Tensor>, step: &str, layers: usize) ->
         .collect()
 }
 
-/// Both steps of `step_fn`, with our expert counts checked against transformers'.
-fn check_counts<F>(name: &str, io: &HashMap<String, tch::Tensor>, layers: usize, step_fn: F)
-where
-    F: Fn(
-        &Tensor,
-        &Tensor,
-        Option<onnx_diagnostic_transformers::DynamicCache>,
-    ) -> (Tensor, onnx_diagnostic_transformers::DynamicCache),
-{
+/// Logits and caches of both steps ([`check_two_steps`]), then both steps again with our
+/// expert counts of the two sparse layers checked against transformers' routers.
+fn check_moe(name: &str, io: &HashMap<String, tch::Tensor>, cropped: bool, step: Step<'_>) {
+    check_two_steps(name, io, step, cropped);
     let ((_, cache), first) =
-        record_expert_counts(|| step_fn(&t(io, "input_ids"), &t(io, "attention_mask"), None));
-    assert_eq!(first, their_counts(io, "", layers), "{name}: prompt step");
+        record_expert_counts(|| step(&t(io, "input_ids"), &t(io, "attention_mask"), None));
+    assert_eq!(first, their_counts(io, "", 2), "{name}: prompt step");
     let (_, next) = record_expert_counts(|| {
-        step_fn(
+        step(
             &t(io, "input_ids_next"),
             &t(io, "attention_mask_next"),
             Some(cache),
         )
     });
-    assert_eq!(
-        next,
-        their_counts(io, "_next", layers),
-        "{name}: cached step"
-    );
-}
-
-/// Logits and caches of both steps ([`check_two_steps`]), then the expert counts of the two
-/// sparse layers against transformers'.
-fn check_moe<F>(name: &str, io: &HashMap<String, tch::Tensor>, cropped: bool, step: F)
-where
-    F: Fn(
-        &Tensor,
-        &Tensor,
-        Option<onnx_diagnostic_transformers::DynamicCache>,
-    ) -> (Tensor, onnx_diagnostic_transformers::DynamicCache),
-{
-    check_two_steps(name, io, &step, cropped);
-    check_counts(name, io, 2, step);
+    assert_eq!(next, their_counts(io, "_next", 2), "{name}: cached step");
 }
 
 #[test]
@@ -115,11 +92,16 @@ fn qwen3_moe_matches_transformers_with_idle_experts() {
     assert_eq!(params["model.layers.0.mlp.gate.weight"], [8, 32]);
     assert_eq!(params["model.layers.1.mlp.gate_proj.weight"], [48, 32]);
     assert!(!params.keys().any(|n| n.contains("experts.0.")));
-    check_moe("qwen3_moe", &io, false, |ids, mask, cache| {
-        model
-            .forward_with_cache(ids, Some(mask), None, cache)
-            .unwrap()
-    });
+    check_moe(
+        "qwen3_moe",
+        &io,
+        false,
+        &|ids: &Tensor, mask: &Tensor, cache| {
+            model
+                .forward_with_cache(ids, Some(mask), None, cache)
+                .unwrap()
+        },
+    );
     // 6 tokens of the cached step, 2 experts each, over 8 experts: some get none.
     assert!(their_counts(&io, "_next", 2).iter().any(|l| l.contains(&0)));
 }
@@ -131,11 +113,16 @@ fn qwen3_moe_matches_transformers_when_one_expert_gets_every_token() {
     let config = QWEN3_MOE.replace(r#""num_experts_per_tok":2"#, r#""num_experts_per_tok":1"#);
     let (dir, io) = reference_with("qwen3_moe_top1", &config, &["--batch=1", "--next-tokens=1"]);
     let model = Qwen3MoeForCausalLM::from_pretrained(&dir).unwrap();
-    check_moe("qwen3_moe top-1", &io, false, |ids, mask, cache| {
-        model
-            .forward_with_cache(ids, Some(mask), None, cache)
-            .unwrap()
-    });
+    check_moe(
+        "qwen3_moe top-1",
+        &io,
+        false,
+        &|ids: &Tensor, mask: &Tensor, cache| {
+            model
+                .forward_with_cache(ids, Some(mask), None, cache)
+                .unwrap()
+        },
+    );
     for layer in their_counts(&io, "_next", 2) {
         assert_eq!(layer.iter().max(), Some(&1), "{layer:?}");
         assert_eq!(layer.iter().filter(|c| **c == 0).count(), 7, "{layer:?}");
@@ -162,9 +149,14 @@ fn mixtral_matches_transformers() {
         [4, 80, 32]
     );
     assert_eq!(params["model.layers.1.mlp.gate.weight"], [4, 32]);
-    check_moe("mixtral", &io, true, |ids, mask, cache| {
-        model
-            .forward_with_cache(ids, Some(mask), None, cache)
-            .unwrap()
-    });
+    check_moe(
+        "mixtral",
+        &io,
+        true,
+        &|ids: &Tensor, mask: &Tensor, cache| {
+            model
+                .forward_with_cache(ids, Some(mask), None, cache)
+                .unwrap()
+        },
+    );
 }

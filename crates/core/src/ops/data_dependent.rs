@@ -3,7 +3,7 @@
 //! knows (`nonzero` of a static shape: at most its number of elements), and bound again from
 //! the actual output whenever the program runs.
 
-use super::{OpDef, ShapeCtx, a, err, numel, op, s, t};
+use super::{ShapeCtx, a, err, numel, op, s, t};
 use crate::sym::SymInt;
 
 /// The largest value a count over these sizes can take, when they are static.
@@ -19,7 +19,8 @@ op!(
         let x = s(sh, 0)?;
         let n = ctx.data_dependent(static_numel(x));
         Ok(vec![vec![n, SymInt::new(x.len() as i64)]])
-    }
+    },
+    data_dependent
 );
 
 // masked_select(x, mask) -> [u]: the elements of the broadcast x where mask is true.
@@ -30,7 +31,8 @@ op!(
         let b = super::broadcast(&[s(sh, 0)?, s(sh, 1)?], ctx)?;
         let n = ctx.data_dependent(static_numel(&b));
         Ok(vec![vec![n]])
-    }
+    },
+    data_dependent
 );
 
 // bincount(x, minlength) -> [u] with u = max(max(x) + 1, minlength) (no weights).
@@ -44,13 +46,6 @@ op!(
     |sh, _, ctx: &mut ShapeCtx| {
         s(sh, 0)?;
         Ok(vec![vec![ctx.data_dependent(None)]])
-    }
+    },
+    data_dependent
 );
-
-/// Whether the sizes of `op`'s outputs depend on its input values: `ExportedProgram::run`
-/// binds their symbols from every run's actual outputs (a loop body runs it many times).
-pub(crate) fn is_data_dependent(op: &OpDef) -> bool {
-    [&NONZERO, &MASKED_SELECT, &BINCOUNT]
-        .iter()
-        .any(|d| std::ptr::eq(*d, op))
-}

@@ -50,6 +50,10 @@ pub struct OpDef {
     pub(crate) shape: ShapeRule,
     /// The tensor inputs are printed as one list (`cat([a, b], 1)`).
     pub(crate) list_input: bool,
+    /// Output sizes depend on the input values (its shape rule asks for
+    /// [`ShapeCtx::data_dependent`] sizes): `ExportedProgram::run` binds their symbols from
+    /// every run's actual outputs (a loop body runs the node many times).
+    pub(crate) data_dependent: bool,
 }
 
 impl OpDef {
@@ -97,20 +101,25 @@ pub fn all_ops() -> Vec<&'static OpDef> {
 }
 
 /// Defines an op: `op!(STATIC = "aten.x.y", kernel, shape_rule)`, optionally `list` after the
-/// rule when the tensor inputs print as a list.
+/// rule when the tensor inputs print as a list, or `data_dependent` when its output sizes
+/// depend on the input values.
 macro_rules! op {
     ($id:ident = $name:literal, $kernel:expr, $shape:expr) => {
-        op!(@ $id, $name, $kernel, $shape, false);
+        op!(@ $id, $name, $kernel, $shape, false, false);
     };
     ($id:ident = $name:literal, $kernel:expr, $shape:expr, list) => {
-        op!(@ $id, $name, $kernel, $shape, true);
+        op!(@ $id, $name, $kernel, $shape, true, false);
     };
-    (@ $id:ident, $name:literal, $kernel:expr, $shape:expr, $list:expr) => {
+    ($id:ident = $name:literal, $kernel:expr, $shape:expr, data_dependent) => {
+        op!(@ $id, $name, $kernel, $shape, false, true);
+    };
+    (@ $id:ident, $name:literal, $kernel:expr, $shape:expr, $list:expr, $dd:expr) => {
         pub(crate) static $id: $crate::ops::OpDef = $crate::ops::OpDef {
             name: $name,
             kernel: $kernel,
             shape: $shape,
             list_input: $list,
+            data_dependent: $dd,
         };
         inventory::submit! { $crate::ops::OpRef(&$id) }
     };

@@ -263,14 +263,37 @@ impl Qwen3MoeSparseMoeBlock {
     #[onnx_diagnostic_macros::patchable]
     pub fn forward(&self, hidden_states: &Tensor) -> CoreResult<Tensor> {
         let _s = scope("mlp");
-        let shape = hidden_states.shape();
-        let h = hidden_states.reshape(vec![SymInt::new(-1), shape[2].clone()])?;
-        let (_, routing_weights, selected_experts) = self.gate.forward(&h)?;
-        let out = self
-            .experts
-            .forward(&h, &selected_experts, &routing_weights)?;
-        out.reshape(shape)
+        let r = self.route(hidden_states)?;
+        let out = self.experts.forward(&r.tokens, &r.experts, &r.weights)?;
+        out.reshape(hidden_states.shape())
     }
+
+    /// The first half of the block's forward, shared by its export forms: the hidden states
+    /// `[..., hidden]` flattened to tokens `[tokens, hidden]`, and the router's top-k weights
+    /// and experts `[tokens, k]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn route(&self, hidden_states: &Tensor) -> CoreResult<Routing> {
+        let tokens = hidden_states.reshape(vec![SymInt::new(-1), hidden_states.size(-1)?])?;
+        let (_, weights, experts) = self.gate.forward(&tokens)?;
+        Ok(Routing {
+            tokens,
+            weights,
+            experts,
+        })
+    }
+}
+
+/// What [`Qwen3MoeSparseMoeBlock::route`] gives.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    /// The hidden states as `[tokens, hidden]`.
+    pub tokens: Tensor,
+    /// The routing weights of the chosen experts, `[tokens, k]` (float32 for Mixtral).
+    pub weights: Tensor,
+    /// The chosen experts, `[tokens, k]` (int64).
+    pub experts: Tensor,
 }
 
 /// Where a checkpoint stores a layer's experts, relative to the layer: Qwen3Moe's
