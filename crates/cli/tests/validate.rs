@@ -205,8 +205,9 @@ fn a_phi3_longrope_checkpoint_saved_by_transformers_validates() {
 }
 
 /// Qwen3, Qwen3Moe and Mixtral checkpoints as transformers 5.23 saves them (the experts one by
-/// one, Mixtral's under `block_sparse_moe`) validate with `-m DIR`, every set within 1e-4;
-/// the mixture-of-experts ones through `patched_Qwen3MoeSparseMoeBlock.forward`.
+/// one, Mixtral's under `block_sparse_moe`, with a window of 3) validate with `-m DIR -o
+/// DUMP`, every set within 1e-4; the mixture-of-experts ones through
+/// `patched_Qwen3MoeSparseMoeBlock.forward`.
 #[test]
 fn qwen3_and_mixture_of_experts_checkpoints_saved_by_transformers_validate() {
     for (name, config, moe) in [
@@ -232,12 +233,21 @@ fn qwen3_and_mixture_of_experts_checkpoints_saved_by_transformers_validate() {
             r#"{"architectures":["MixtralForCausalLM"],"model_type":"mixtral","vocab_size":96,
             "hidden_size":32,"intermediate_size":40,"num_hidden_layers":2,
             "num_attention_heads":4,"num_key_value_heads":2,"num_local_experts":4,
-            "num_experts_per_tok":2,"max_position_embeddings":64}"#,
+            "num_experts_per_tok":2,"sliding_window":3,"max_position_embeddings":64}"#,
             true,
         ),
     ] {
         let ckpt = transformers_checkpoint(name, config);
-        let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
+        // With a dump folder: the inputs and expected outputs are written too (a sliding
+        // cache layer is a view, written contiguous).
+        let dump = ckpt.with_file_name("dump");
+        let (_, s) = validate_ok(&[
+            "-m".as_ref(),
+            ckpt.as_os_str(),
+            "-o".as_ref(),
+            dump.as_os_str(),
+        ]);
+        assert!(dump.join("expected2.safetensors").is_file(), "{name}");
         assert_eq!(s["model_source"], "checkpoint", "{name}");
         for sfx in ["", "22", "2_empty_cache", "2_batch1"] {
             let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();

@@ -160,3 +160,35 @@ fn mixtral_matches_transformers() {
         },
     );
 }
+
+/// Qwen3Moe with every option the others leave at their defaults: a window of 3 on every
+/// layer (`use_sliding_window`), sparse layers every second layer except the last
+/// (`decoder_sparse_step` 2, `mlp_only_layers` [3]: layer 1 only), 16 experts of which 4 per
+/// token, tied embeddings.
+#[test]
+fn qwen3_moe_with_a_window_and_sparse_steps_matches_transformers() {
+    let config = r#"{"architectures":["Qwen3MoeForCausalLM"],"model_type":"qwen3_moe",
+    "vocab_size":300,"hidden_size":48,"intermediate_size":40,"moe_intermediate_size":20,
+    "num_hidden_layers":4,"num_attention_heads":6,"num_key_value_heads":3,"head_dim":32,
+    "num_experts":16,"num_experts_per_tok":4,"norm_topk_prob":true,"decoder_sparse_step":2,
+    "mlp_only_layers":[3],"use_sliding_window":true,"sliding_window":3,
+    "tie_word_embeddings":true,"rope_theta":1000000.0,"max_position_embeddings":128}"#;
+    let (dir, io) = reference("qwen3_moe_window", config);
+    let model = Qwen3MoeForCausalLM::from_pretrained(&dir).unwrap();
+    assert_eq!(
+        model.config().layer_kinds(),
+        [onnx_diagnostic_transformers::LayerKind::DynamicSlidingWindow(3); 4]
+    );
+    let sparse: Vec<bool> = (0..4).map(|i| model.config().is_sparse_layer(i)).collect();
+    assert_eq!(sparse, [false, true, false, false]);
+    let step = |ids: &Tensor, mask: &Tensor, cache| {
+        model
+            .forward_with_cache(ids, Some(mask), None, cache)
+            .unwrap()
+    };
+    check_two_steps("qwen3_moe window", &io, &step, true);
+    let (_, first) =
+        record_expert_counts(|| step(&t(&io, "input_ids"), &t(&io, "attention_mask"), None));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first, their_counts(&io, "", 1));
+}

@@ -358,10 +358,11 @@ fn load_model(
 }
 
 fn write_safetensors(path: &Path, tensors: &[(String, tch::Tensor)]) -> Result<()> {
-    // safetensors reads host memory.
+    // safetensors reads host memory, in row-major order (a sliding-window cache layer is a
+    // view of a longer tensor).
     let host: Vec<tch::Tensor> = tensors
         .iter()
-        .map(|(_, t)| t.to_device(tch::Device::Cpu))
+        .map(|(_, t)| t.to_device(tch::Device::Cpu).contiguous())
         .collect();
     let refs: Vec<(&str, &tch::Tensor)> = tensors
         .iter()
