@@ -30,6 +30,7 @@ pub mod state;
 pub mod sym;
 pub mod tensor;
 mod tensor_indexing;
+mod tensor_resample;
 
 pub use context::{Guard, ScopeGuard, scope};
 pub use control_flow::{
@@ -53,3 +54,4 @@ pub use serialization::{
 pub use shape_env::{Broadcast, ConstraintViolation, ShapeEnv};
 pub use sym::{Atom, SymExpr, SymInt};
 pub use tensor::{IntoSizes, Scalar, Tensor, TensorIndex};
+pub use tensor_resample::{InterpolateMode, Resize};

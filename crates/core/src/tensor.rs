@@ -908,25 +908,6 @@ impl Tensor {
         )
     }
 
-    /// Nearest-neighbour upsampling of the two trailing dims by an integer factor.
-    #[track_caller]
-    pub fn upsample_nearest2d(&self, scale: i64) -> Result<Tensor> {
-        let shape = self.shape();
-        if shape.len() != 4 {
-            return Err(Error::Torch {
-                op: ops::UPSAMPLE_NEAREST2D.name,
-                location: Loc::caller(),
-                message: format!("expects a 4-D input, got rank {}", shape.len()),
-            });
-        }
-        let size = vec![&shape[2] * scale, &shape[3] * scale];
-        call1(
-            &ops::UPSAMPLE_NEAREST2D,
-            &[Some(self)],
-            vec![Attr::Ints(size)],
-        )
-    }
-
     /// `torch.nn.functional.scaled_dot_product_attention`.
     #[track_caller]
     pub fn scaled_dot_product_attention(

@@ -324,6 +324,7 @@ pub fn cases() -> Vec<Case> {
         attention(),
         routing(),
         data_dependent(),
+        resampling(),
     ]
 }
 
@@ -413,6 +414,47 @@ fn data_dependent() -> Case {
             ),
         ],
         atol: 1e-6,
+    }
+}
+
+/// `F.interpolate` as the diffusion models and the vision encoders use it: nearest to a
+/// symbolic `size=` (a skip connection's), nearest by 2 and by 1.5, bilinear to a size with
+/// and without `align_corners`, bilinear by 0.5 and 1.25; and `F.pad` with a constant
+/// (Downsample2D's `(0, 1, 0, 1)`, a crop, a value).
+fn resampling() -> Case {
+    use onnx_diagnostic_core::{InterpolateMode as M, Resize as R};
+    let m = FnModule::new("Resampling", &["x", "skip"], |i: &Inputs| {
+        let (x, skip) = (i.tensor("x")?, i.tensor("skip")?);
+        let to_skip = R::Size([skip.size(2)?, skip.size(3)?]);
+        let bilinear = |align_corners| M::Bilinear { align_corners };
+        Ok(tuple(vec![
+            x.interpolate(&to_skip, M::Nearest)?,
+            x.upsample_nearest2d(2)?,
+            x.interpolate(&R::Scale([1.5, 1.5]), M::Nearest)?,
+            x.interpolate(&to_skip, bilinear(false))?,
+            x.interpolate(&to_skip, bilinear(true))?,
+            x.interpolate(&R::Scale([0.5, 1.25]), bilinear(false))?,
+            x.pad(&[0, 1, 0, 1], 0.0)?,
+            x.pad(&[-1, 2], -3.5)?,
+        ]))
+    });
+    let set = |b: i64, h: i64, w: i64, sh: i64, sw: i64| {
+        vec![randn(&[b, 3, h, w]), randn(&[b, 2, sh, sw])]
+    };
+    Case {
+        name: "resampling",
+        module: Box::new(m),
+        example: set(2, 4, 6, 8, 12),
+        dims: vec![
+            (0, 0, "batch"),
+            (0, 2, "height"),
+            (0, 3, "width"),
+            (1, 0, "batch"),
+            (1, 2, "skip_height"),
+            (1, 3, "skip_width"),
+        ],
+        others: vec![set(1, 5, 7, 9, 13), set(3, 2, 2, 3, 5), set(1, 8, 4, 16, 8)],
+        atol: 1e-5,
     }
 }
 

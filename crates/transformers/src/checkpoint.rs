@@ -1,5 +1,6 @@
 //! A checkpoint directory as transformers' `save_pretrained` writes it: `model.safetensors`, or
-//! `model.safetensors.index.json` naming its shards. Every file is memory-mapped and only its
+//! `model.safetensors.index.json` naming its shards (diffusers' `save_pretrained` writes the
+//! same files named `diffusion_pytorch_model.*`). Every file is memory-mapped and only its
 //! header is parsed up front; a tensor's bytes are read when a module asks for it, straight into
 //! the libtorch tensor handed out (one copy, in the checkpoint's type; a second one only when the
 //! model's type differs). The maps are released with the checkpoint, right after the model is
@@ -96,8 +97,16 @@ impl Checkpoint {
     /// [`Error::Checkpoint`] naming the file that cannot be read, that is no safetensors file,
     /// or a shard index that names a missing file or a tensor its shard does not hold.
     pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
+        // transformers' names, then diffusers' (`ModelMixin.save_pretrained`).
+        let stem = ["model", "diffusion_pytorch_model"]
+            .into_iter()
+            .find(|s| {
+                dir.join(format!("{s}.safetensors")).exists()
+                    || dir.join(format!("{s}.safetensors.index.json")).exists()
+            })
+            .unwrap_or("model");
+        let single = dir.join(format!("{stem}.safetensors"));
+        let index = dir.join(format!("{stem}.safetensors.index.json"));
         let fail = |path: &Path, message: String| Error::Checkpoint {
             path: path.to_owned(),
             message,
@@ -136,8 +145,9 @@ impl Checkpoint {
         } else {
             return Err(fail(
                 dir,
-                "no model.safetensors nor model.safetensors.index.json: give a directory written \
-                 by save_pretrained with safetensors"
+                "no model.safetensors nor model.safetensors.index.json (nor diffusers' \
+                 diffusion_pytorch_model.safetensors): give a directory written by \
+                 save_pretrained with safetensors"
                     .to_owned(),
             ));
         };

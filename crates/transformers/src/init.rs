@@ -21,6 +21,10 @@ pub enum Init {
     Zeros,
     /// Ones: norm weights.
     Ones,
+    /// U(-bound, bound): torch's own initialisation of `nn.Linear` and `nn.Conv2d`
+    /// (`kaiming_uniform_(a=sqrt(5))` for the weight, the same bound `1/sqrt(fan_in)` for the
+    /// bias), what a model without `_init_weights` gets (diffusers' models).
+    Uniform(f64),
 }
 
 /// A SplitMix64 stream.
@@ -73,6 +77,15 @@ pub(crate) fn normal(seed: i64, name: &str, n: usize, std: f64) -> Vec<f32> {
         }
     });
     out
+}
+
+/// `n` values of U(-`bound`, `bound`) for weight `name`, as f32, from the stream of
+/// [`normal`] (one draw per value).
+pub(crate) fn uniform(seed: i64, name: &str, n: usize, bound: f64) -> Vec<f32> {
+    let mut rng = SplitMix64(stream_seed(seed, name));
+    (0..n)
+        .map(|_| ((2.0 * rng.next_open01() - 1.0) * bound) as f32)
+        .collect()
 }
 
 /// Fills `out` with N(0, `std`) from `rng`, two values per two draws (Box–Muller).

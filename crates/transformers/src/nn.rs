@@ -47,6 +47,34 @@ impl Linear {
         })
     }
 
+    /// [`Linear::load`] with torch's own initialisation when untrained (U(±1/√in) for weight
+    /// and bias, see [`Init::Uniform`]): the layers of a model without `_init_weights`
+    /// (diffusers').
+    ///
+    /// # Errors
+    /// A missing, misshaped or non-floating weight.
+    pub fn load_torch_default(
+        vb: &VarBuilder<'_>,
+        name: &str,
+        in_features: i64,
+        out_features: i64,
+        bias: bool,
+    ) -> Result<Self> {
+        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
+        let vb = vb.pp(name);
+        let weight = vb.get("weight", &[out_features, in_features], Init::Uniform(bound))?;
+        let bias = if bias {
+            Some(vb.get("bias", &[out_features], Init::Uniform(bound))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            weight,
+            bias,
+        })
+    }
+
     /// The projection, recorded under the module name.
     ///
     /// # Errors

@@ -291,6 +291,10 @@ fn untrained(
     match init {
         Init::Zeros => tch::Tensor::f_zeros(shape, opts),
         Init::Ones => tch::Tensor::f_ones(shape, opts),
+        Init::Uniform(bound) => {
+            let n = shape.iter().product::<i64>().max(0) as usize;
+            tch::Tensor::f_from_slice(&init::uniform(seed, name, n, bound))?.f_reshape(shape)
+        }
         Init::Normal | Init::NormalWithZeroRow(_) => {
             let n = shape.iter().product::<i64>().max(0) as usize;
             let t =

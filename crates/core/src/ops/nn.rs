@@ -1,5 +1,5 @@
 //! Neural-network ops: linear/matmul/bmm, embedding, normalisations, convolution, pooling,
-//! nearest interpolation, scaled dot-product attention, topk.
+//! nearest and bilinear interpolation, constant padding, scaled dot-product attention, topk.
 
 use super::{ShapeCtx, a, broadcast, err, norm_dim, op, s, same_as_first, t};
 use crate::{graph::Attr, sym::SymInt};
@@ -204,22 +204,75 @@ op!(
     }
 );
 
-// upsample_nearest2d.vec(x, output_size): the Tensor method computes the output size from the
-// scale factors, so that it stays symbolic.
+/// The output shape of a 2-D resampling: batch and channels, then the sizes of attribute 0.
+fn resampled(sh: &[Option<&[SymInt]>], at: &[Attr], what: &str) -> Result<Shapes, String> {
+    let x = s(sh, 0)?;
+    if x.len() != 4 {
+        return Err(format!("{what} expects a 4-D input"));
+    }
+    let mut out = x[..2].to_vec();
+    out.extend(a(at, 0)?.syms()?.iter().cloned());
+    Ok(vec![out])
+}
+
+// upsample_nearest2d(x, output_size, scales_h=None, scales_w=None): `Tensor::interpolate`
+// computes the output size (symbolic) and passes the scales torch's `F.interpolate` passes
+// (its `scale_factor`, used for the coordinates; none with `size=`).
 op!(
     UPSAMPLE_NEAREST2D = "aten.upsample_nearest2d.vec",
     |i, at| Ok(vec![
         t(i, 0)?
-            .f_upsample_nearest2d(a(at, 0)?.ints()?, None::<f64>, None::<f64>)
+            .f_upsample_nearest2d(
+                a(at, 0)?.ints()?,
+                a(at, 1)?.opt_float()?,
+                a(at, 2)?.opt_float()?
+            )
+            .map_err(err)?
+    ]),
+    |sh, at, _| resampled(sh, at, "upsample_nearest2d")
+);
+
+// upsample_bilinear2d(x, output_size, align_corners, scales_h=None, scales_w=None)
+op!(
+    UPSAMPLE_BILINEAR2D = "aten.upsample_bilinear2d.vec",
+    |i, at| Ok(vec![
+        t(i, 0)?
+            .f_upsample_bilinear2d(
+                a(at, 0)?.ints()?,
+                a(at, 1)?.bool()?,
+                a(at, 2)?.opt_float()?,
+                a(at, 3)?.opt_float()?
+            )
+            .map_err(err)?
+    ]),
+    |sh, at, _| resampled(sh, at, "upsample_bilinear2d")
+);
+
+// constant_pad_nd(x, pad, value): `pad` pairs (before, after) from the last dimension on, as
+// `F.pad(x, pad, mode="constant", value=value)`; negative amounts crop.
+op!(
+    CONSTANT_PAD_ND = "aten.constant_pad_nd.default",
+    |i, at| Ok(vec![
+        t(i, 0)?
+            .f_pad(a(at, 0)?.ints()?, "constant", a(at, 1)?.float()?)
             .map_err(err)?
     ]),
     |sh, at, _| {
         let x = s(sh, 0)?;
-        if x.len() != 4 {
-            return Err("upsample_nearest2d expects a 4-D input".to_owned());
+        let pad = a(at, 0)?.syms()?;
+        if pad.len() % 2 != 0 || pad.len() / 2 > x.len() {
+            return Err(format!(
+                "pad of {} amounts for a tensor of rank {}: give (before, after) pairs for at \
+                 most every dimension",
+                pad.len(),
+                x.len()
+            ));
         }
-        let mut out = x[..2].to_vec();
-        out.extend(a(at, 0)?.syms()?.iter().cloned());
+        let mut out = x.to_vec();
+        for (k, pair) in pad.chunks(2).enumerate() {
+            let d = x.len() - 1 - k;
+            out[d] = &(&out[d] + &pair[0]) + &pair[1];
+        }
         Ok(vec![out])
     }
 );

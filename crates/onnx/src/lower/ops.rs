@@ -9,8 +9,8 @@
 //! - `silu`, `rsqrt`, `gelu` and `scaled_dot_product_attention` are decomposed (opset 18 has no
 //!   single op for them); `group_norm` goes through InstanceNormalization, because
 //!   GroupNormalization-18 scales per group, not per channel.
-//! - `upsample_nearest2d` is Resize with `asymmetric` coordinates and `floor` rounding, which
-//!   is torch's legacy nearest mode.
+//! - The resampling ops (`upsample_nearest2d`, `upsample_bilinear2d`, `constant_pad_nd`) are
+//!   in `ops/resample.rs`, the data-dependent and routing ops in `ops/routing.rs`.
 //! - `cond` is `If` (its branches read the operands from the enclosing scope), `scan` is `Loop`
 //!   (the body gathers the slice of the step; the step outputs are the Loop's scan outputs),
 //!   `check` on a tensor is dropped (ONNX has no assertion; the messages go to the metadata).
@@ -24,11 +24,15 @@ use super::{
 };
 use crate::convert;
 
+mod resample;
 mod routing;
 
 /// Every lowering: the table of this file and those of its sub-modules.
 pub(crate) fn tables() -> impl Iterator<Item = &'static Entry> {
-    TABLE.iter().chain(routing::TABLE.iter())
+    TABLE
+        .iter()
+        .chain(routing::TABLE.iter())
+        .chain(resample::TABLE.iter())
 }
 
 /// What a lowering sees: the builder, the engine node and the ONNX names of its values.
@@ -880,21 +884,6 @@ fn avg_pool2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     )
 }
 
-fn upsample_nearest2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
-    let x = c.input(0)?;
-    let target = c.out_info(0)?.shape.clone();
-    let sizes = c.b.shape(&target)?;
-    c.emit_out(
-        "Resize",
-        &[&x, "", "", &sizes],
-        vec![
-            ("mode", A::Str("nearest")),
-            ("coordinate_transformation_mode", A::Str("asymmetric")),
-            ("nearest_mode", A::Str("floor")),
-        ],
-    )
-}
-
 fn sdpa(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let k = c.out_kind()?;
     let (qs, ks) = (c.shape(0)?, c.shape(1)?);
@@ -1177,7 +1166,6 @@ table! {
     "aten.group_norm.default", 13 => group_norm;
     "aten.conv2d.default", 11 => conv2d;
     "aten.avg_pool2d.default", 11 => avg_pool2d;
-    "aten.upsample_nearest2d.vec", 13 => upsample_nearest2d;
     "aten.scaled_dot_product_attention.default", 14 => sdpa;
     "aten.topk.default", 11 => topk;
     "aten.sum.dim_IntList", 13 => |c| reduce(c, "ReduceSum");

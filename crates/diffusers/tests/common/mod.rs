@@ -1,0 +1,87 @@
+//! Helpers of the diffusers tests: the diffusers reference (a checkpoint and its outputs).
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::{collections::HashMap, path::PathBuf, process::Command};
+
+use onnx_diagnostic_core::{Tensor, Value};
+
+/// The tiny UNet of the catalog (`diffusers/tiny-torch-full-checker/unet`).
+pub(crate) fn tiny_config() -> &'static str {
+    onnx_diagnostic_diffusers::catalog::config_json("diffusers/tiny-torch-full-checker/unet")
+        .unwrap()
+}
+
+/// Runs `tests/parity/make_unet_reference.py` on `config` and `sets`
+/// (`name:batch:height:width:length,...`) in `<target tmp>/unet/<name>`: the checkpoint
+/// directory and the tensors of every set.
+pub(crate) fn reference(
+    name: &str,
+    config: &str,
+    sets: &str,
+    options: &[&str],
+) -> (PathBuf, HashMap<String, tch::Tensor>) {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("unet")
+        .join(name);
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("input_config.json");
+    std::fs::write(&cfg, config).unwrap();
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("tests/parity/make_unet_reference.py"))
+        .arg(&root)
+        .arg(&cfg)
+        .arg(sets)
+        .args(options)
+        .output()
+        .expect("the venv's python runs");
+    assert!(
+        out.status.success(),
+        "make_unet_reference.py failed for {name}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let io = tch::Tensor::read_safetensors(root.join("io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    (root.join("checkpoint"), io)
+}
+
+/// The keyword inputs of set `name`.
+pub(crate) fn inputs(io: &HashMap<String, tch::Tensor>, name: &str) -> Vec<(String, Value)> {
+    ["sample", "timestep", "encoder_hidden_states"]
+        .iter()
+        .map(|k| {
+            let t = io[&format!("{name}.{k}")].shallow_clone();
+            ((*k).to_owned(), Value::Tensor(Tensor::from(t)))
+        })
+        .collect()
+}
+
+/// The largest absolute difference of two tensors (of the same shape).
+pub(crate) fn max_abs(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+/// The `sample` of a `UNet2DConditionOutput`.
+pub(crate) fn sample_of(v: &Value) -> tch::Tensor {
+    let Value::Custom(c) = v else {
+        panic!("not a UNet2DConditionOutput: {v:?}")
+    };
+    assert_eq!(c.class_name(), "UNet2DConditionOutput");
+    match c.fields().as_slice() {
+        [(name, Value::Tensor(t))] if name == "sample" => t.as_tch().shallow_clone(),
+        other => panic!("fields {other:?}"),
+    }
+}
