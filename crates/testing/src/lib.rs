@@ -458,6 +458,51 @@ fn resampling() -> Case {
     }
 }
 
+/// Runs diffusers (crates/diffusers/tests/parity/make_unet_reference.py, in the project's
+/// venv) on a `UNet2DConditionModel` `config` in `root`: the checkpoint directory its
+/// `save_pretrained` writes, and per input set of `sets` (`name:batch:height:width:length,...`)
+/// the tensors `NAME.sample`, `NAME.timestep`, `NAME.encoder_hidden_states` and diffusers'
+/// output `NAME.out`. `options`: `--dtype=float16`.
+///
+/// # Errors
+/// The script's failure with its standard error, or unreadable outputs.
+pub fn unet_reference(
+    root: &std::path::Path,
+    config: &str,
+    sets: &str,
+    options: &[&str],
+) -> std::result::Result<
+    (
+        std::path::PathBuf,
+        std::collections::HashMap<String, tch::Tensor>,
+    ),
+    String,
+> {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
+    let cfg = root.join("input_config.json");
+    std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("../diffusers/tests/parity/make_unet_reference.py"))
+        .arg(root)
+        .arg(&cfg)
+        .arg(sets)
+        .args(options)
+        .output()
+        .map_err(|e| format!("the venv's python does not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "make_unet_reference.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let io = tch::Tensor::read_safetensors(root.join("io.safetensors"))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    Ok((root.join("checkpoint"), io))
+}
+
 /// RMSNorm as transformers writes it: `x * rsqrt(mean(x^2) + eps) * weight`.
 ///
 /// # Errors

@@ -8,7 +8,7 @@
     missing_docs
 )]
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+use std::{collections::HashMap, path::PathBuf};
 
 use onnx_diagnostic_core::{Tensor, Value};
 
@@ -18,9 +18,8 @@ pub(crate) fn tiny_config() -> &'static str {
         .unwrap()
 }
 
-/// Runs `tests/parity/make_unet_reference.py` on `config` and `sets`
-/// (`name:batch:height:width:length,...`) in `<target tmp>/unet/<name>`: the checkpoint
-/// directory and the tensors of every set.
+/// diffusers' checkpoint and outputs of `config` on `sets`, in `<target tmp>/unet/<name>`
+/// (see `onnx_diagnostic_testing::unet_reference`).
 pub(crate) fn reference(
     name: &str,
     config: &str,
@@ -30,28 +29,7 @@ pub(crate) fn reference(
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("unet")
         .join(name);
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("input_config.json");
-    std::fs::write(&cfg, config).unwrap();
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(manifest.join("../../.venv/bin/python"))
-        .arg(manifest.join("tests/parity/make_unet_reference.py"))
-        .arg(&root)
-        .arg(&cfg)
-        .arg(sets)
-        .args(options)
-        .output()
-        .expect("the venv's python runs");
-    assert!(
-        out.status.success(),
-        "make_unet_reference.py failed for {name}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let io = tch::Tensor::read_safetensors(root.join("io.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
-    (root.join("checkpoint"), io)
+    onnx_diagnostic_testing::unet_reference(&root, config, sets, options).unwrap()
 }
 
 /// The keyword inputs of set `name`.
