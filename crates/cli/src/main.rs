@@ -136,6 +136,7 @@ fn list_patches(
     // Keep the patch crates' registrations linked.
     let _ = onnx_diagnostic_patch_torch::patches();
     let _ = onnx_diagnostic_patch_transformers::patches();
+    let _ = onnx_diagnostic_patch_diffusers::patches();
     let plugins = onnx_diagnostic_plugins::load_all(plugins)?;
     let entries: Vec<_> = registered_patches()
         .into_iter()

@@ -402,8 +402,26 @@ fn tasks_and_their_inputs_are_described() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        "text-generation\ntext2text-generation\nfeature-extraction\nsummarization"
+        "text-generation\ntext2text-generation\nfeature-extraction\nsummarization\ntext-to-image"
     );
+    // The Python package's text-to-image sets, with dynamic height and width.
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "-t", "text-to-image"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "inputs: dict(sample:T1s2x4x32x32,timestep:T7s1,encoder_hidden_states:T1s2x4x32)",
+        "inputs2: dict(sample:T1s3x4x32x32,timestep:T7s1,encoder_hidden_states:T1s3x4x32)",
+        "inputs_resolution: dict(sample:T1s2x4x40x48,timestep:T7s1,encoder_hidden_states:T1s2x5x32)",
+        "dynamic_shapes: ((),dict(sample:{0:DYN(batch),2:DYN(height),3:DYN(width)},timestep:None,encoder_hidden_states:{0:DYN(batch),1:DYN(encoder_length)}))",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from\n{text}"
+        );
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
         .args(["validate", "-t", "text-generation"])
         .output()
@@ -990,5 +1008,68 @@ fn a_bart_model_checkpoint_validates_for_feature_extraction() {
     for sfx in ["", "22"] {
         let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
         assert!(abs <= 1e-4, "{sfx}: {abs}");
+    }
+}
+
+/// A UNet directory written by diffusers' `save_pretrained` validates with `-m DIR`: every set
+/// (two batches, 40×48 and 33×35 after exporting at 32×32) within 1e-4 in ONNX Runtime, no
+/// guard left, the diffusers patches applied; without them the export keeps the guard on the
+/// height and the odd resolution fails, naming it. The catalog id validates in float16 too.
+#[test]
+fn a_unet_saved_by_diffusers_validates_for_every_resolution() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_unet");
+    let config = r#"{"_class_name": "UNet2DConditionModel", "sample_size": 24,
+    "block_out_channels": [16, 32, 32], "norm_num_groups": 8, "cross_attention_dim": 24,
+    "attention_head_dim": [2, 4, 4], "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}"#;
+    let (ckpt, _) =
+        onnx_diagnostic_testing::unet_reference(&root, config, "x:1:8:8:2", &[]).unwrap();
+    let dump = root.join("dump");
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        ckpt.as_os_str(),
+        "-o".as_ref(),
+        dump.as_os_str(),
+    ]);
+    assert!(dump.join("expected_odd_resolution.safetensors").is_file());
+    assert_eq!(s["model_source"], "checkpoint");
+    assert_eq!(s["model_class"], "UNet2DConditionModel");
+    assert_eq!(s["model_task"], "text-to-image");
+    assert_eq!(s["export_guards"], "0");
+    for p in [
+        "patched_UNet2DConditionModel.forward_upsample_size",
+        "patched_Upsample2D.forward",
+    ] {
+        assert!(s["export_patch"].contains(p), "{}", s["export_patch"]);
+    }
+    assert_eq!(
+        s["model_inputs"],
+        "dict(sample:T1s2x4x24x24,timestep:T7s1,encoder_hidden_states:T1s2x4x24)"
+    );
+    for sfx in ["", "22", "2_resolution", "2_odd_resolution"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+    }
+    let err = tiny_fails(
+        ckpt.to_str().unwrap(),
+        &["--patch", "patch_diffusers=False"],
+    );
+    assert!(
+        err.contains("guard Mod(height, 4) == 0")
+            && err.contains("unet_2d_condition.rs:")
+            && err.contains("height=25"),
+        "{err}"
+    );
+    let (_, s) = validate_ok(&[
+        "-m".as_ref(),
+        "diffusers/tiny-torch-full-checker/unet".as_ref(),
+        "--dtype".as_ref(),
+        "float16".as_ref(),
+    ]);
+    assert_eq!(s["model_dtype"], "torch.float16");
+    for sfx in ["", "22", "2_resolution", "2_odd_resolution"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1.0 / 128.0, "float16 {sfx}: {abs}");
     }
 }

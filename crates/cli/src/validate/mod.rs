@@ -27,6 +27,7 @@ use onnx_diagnostic_core::{
     ExportOptions, ExportedProgram, Inputs, Module, PatchOptions, Value, export,
     torch_export_patches,
 };
+use onnx_diagnostic_diffusers as diffusers;
 use onnx_diagnostic_onnx::{
     ExternalData, LowerOptions, OnnxProgram, OrtError, Provider, emulate_in_float32_owned, lower,
     max_diff, passes, proto, read_model, save_model,
@@ -316,28 +317,49 @@ fn load_model(
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         (text, true)
-    } else if let Some(text) = catalog::config_json(id) {
+    } else if let Some(text) =
+        catalog::config_json(id).or_else(|| diffusers::catalog::config_json(id))
+    {
         (text.to_owned(), false)
     } else {
+        let mut ids = catalog::model_ids();
+        ids.extend(diffusers::catalog::model_ids());
         bail!(
             "unknown model {id:?}: give a checkpoint directory or one of the catalog ids: {}",
-            catalog::model_ids().join(", ")
+            ids.join(", ")
         );
     };
     let config_text = override_config(&config_text, mop)?;
-    let config = AutoConfig::from_json(&config_text)?;
-    let model = if from_dir {
-        let mut w = Weights::from_dir(path, config.class_name())?.with_device(device);
-        if let Some(d) = dtype {
+    let model = if diffusers::auto::is_diffusers_config(&config_text) {
+        // A diffusers config (`_class_name`): its model, untrained with torch's own
+        // initialisation as diffusers' `from_config` builds it.
+        let class = diffusers::auto::class_name(&config_text).unwrap_or_default();
+        let mut w = if from_dir {
+            Weights::from_dir(path, &class)?.with_device(device)
+        } else {
+            Weights::untrained(&class, 42, 0.02)
+                .with_dtype(dtype.unwrap_or(tch::Kind::Float))
+                .with_device(device)
+        };
+        if let (true, Some(d)) = (from_dir, dtype) {
             w = w.with_dtype(d);
         }
-        AutoModel::from_config(&config, &mut w)?
+        diffusers::auto::from_config_json(&config_text, &path.join("config.json"), &mut w)?
     } else {
-        AutoModel::untrained(&config, 42, dtype.unwrap_or(tch::Kind::Float), device)?
+        let config = AutoConfig::from_json(&config_text)?;
+        if from_dir {
+            let mut w = Weights::from_dir(path, config.class_name())?.with_device(device);
+            if let Some(d) = dtype {
+                w = w.with_dtype(d);
+            }
+            AutoModel::from_config(&config, &mut w)?
+        } else {
+            AutoModel::untrained(&config, 42, dtype.unwrap_or(tch::Kind::Float), device)?
+        }
     };
     s.f("time_create", ms(t));
     s.s("model_id", id);
-    s.s("model_class", config.class_name());
+    s.s("model_class", model.class_name());
     s.s(
         "model_source",
         if from_dir {
@@ -417,7 +439,12 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     s.s("model_inputs_options", iop_text);
     let mut model = load_model(id, &a.mop, (asked, device), &mut s)?;
     // `-t TASK`, else the task the catalog id is published with, else the class's own.
-    if let Some(task) = a.task.as_deref().or_else(|| catalog::task(id)) {
+    if let Some(task) = a
+        .task
+        .as_deref()
+        .or_else(|| catalog::task(id))
+        .or_else(|| diffusers::catalog::task(id))
+    {
         model
             .set_task(task)
             .with_context(|| format!("-t {task} on {id}"))?;
@@ -461,7 +488,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     // The prompt set runs eagerly only, as in the Python validate (the exported model takes a
     // cache; a prompt needs a generation loop).
     {
-        let prompt = move_to(&prompt, device)?;
+        let prompt = move_to(&cast_floats(&prompt, dtype)?, device)?;
         model.forward(&Inputs::bind_for(model, &[], &prompt)?)?;
     }
     // Eager runs.
@@ -763,6 +790,7 @@ const TASKS: &[(&str, &str)] = &[
         "summarization",
         "hf-tiny-model-private/tiny-random-PLBartForConditionalGeneration",
     ),
+    ("text-to-image", "diffusers/tiny-torch-full-checker/unet"),
 ];
 
 fn task_names() -> String {
@@ -775,10 +803,15 @@ fn describe_task(task: &str) -> Result<()> {
     let Some((_, id)) = TASKS.iter().find(|(t, _)| *t == task) else {
         bail!("task {task} is not supported yet ({})", task_names());
     };
-    let config = AutoConfig::from_json(
-        catalog::config_json(id).ok_or_else(|| anyhow!("{id} is not in the catalog"))?,
-    )?;
-    let mut model = AutoModel::untrained(&config, 42, tch::Kind::Float, tch::Device::Cpu)?;
+    let mut model = if let Some(text) = diffusers::catalog::config_json(id) {
+        let mut w = Weights::untrained("UNet2DConditionModel", 42, 0.02);
+        diffusers::auto::from_config_json(text, Path::new(id), &mut w)?
+    } else {
+        let config = AutoConfig::from_json(
+            catalog::config_json(id).ok_or_else(|| anyhow!("{id} is not in the catalog"))?,
+        )?;
+        AutoModel::untrained(&config, 42, tch::Kind::Float, tch::Device::Cpu)?
+    };
     model.set_task(task)?;
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);

@@ -77,6 +77,8 @@ pub(super) fn suffix(set: &str) -> &'static str {
         "inputs2" => "22",
         "inputs_empty_cache" => "2_empty_cache",
         "inputs_batch1" => "2_batch1",
+        "inputs_resolution" => "2_resolution",
+        "inputs_odd_resolution" => "2_odd_resolution",
         _ => "_other",
     }
 }
