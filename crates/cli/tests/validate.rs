@@ -1061,15 +1061,18 @@ fn a_unet_saved_by_diffusers_validates_for_every_resolution() {
             && err.contains("height=25"),
         "{err}"
     );
-    let (_, s) = validate_ok(&[
-        "-m".as_ref(),
-        "diffusers/tiny-torch-full-checker/unet".as_ref(),
-        "--dtype".as_ref(),
-        "float16".as_ref(),
-    ]);
-    assert_eq!(s["model_dtype"], "torch.float16");
-    for sfx in ["", "22", "2_resolution", "2_odd_resolution"] {
-        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-        assert!(abs <= 1.0 / 128.0, "float16 {sfx}: {abs}");
+    for (dtype, atol) in [("float32", 1e-4), ("float16", 1.0 / 128.0)] {
+        let (_, s) = validate_ok(&[
+            "-m".as_ref(),
+            "diffusers/tiny-torch-full-checker/unet".as_ref(),
+            "--dtype".as_ref(),
+            dtype.as_ref(),
+        ]);
+        assert_eq!(s["model_dtype"], format!("torch.{dtype}"));
+        assert_eq!(s["model_nweights"], "1427012");
+        for sfx in ["", "22", "2_resolution", "2_odd_resolution"] {
+            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+            assert!(abs <= atol, "{dtype} {sfx}: {abs}");
+        }
     }
 }

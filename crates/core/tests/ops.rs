@@ -281,3 +281,105 @@ fn a_decision_on_an_unbacked_size_is_a_data_dependent_error_unless_its_range_set
     let rows: Vec<f32> = Vec::try_from(got.select(1, 0)).unwrap();
     assert_eq!(rows, vec![1.0, 2.0, 2.0]);
 }
+
+#[test]
+fn resampling_sizes_follow_size_and_scale_factors() {
+    let text = check(case("resampling")).to_string();
+    for shape in [
+        r#"upsample_nearest2d: "f32[batch, 3, skip_height, skip_width]""#,
+        r#"upsample_nearest2d_1: "f32[batch, 3, 2*height, 2*width]""#,
+        r#"upsample_nearest2d_2: "f32[batch, 3, ((3*height)//2), ((3*width)//2)]""#,
+        r#"upsample_bilinear2d_1: "f32[batch, 3, skip_height, skip_width]""#,
+        r#"upsample_bilinear2d_2: "f32[batch, 3, (height//2), ((5*width)//4)]""#,
+        r#"constant_pad_nd: "f32[batch, 3, height + 1, width + 1]""#,
+        r#"constant_pad_nd_1: "f32[batch, 3, height, width + 1]""#,
+    ] {
+        assert!(text.contains(shape), "{shape} missing from\n{text}");
+    }
+}
+
+/// Our `interpolate` and `pad` give what torch's `F.interpolate` and `F.pad` give (run by the
+/// venv's Python on the same tensor): the sizes of scale factors and the coordinate mapping
+/// through them, both bilinear alignments, a crop and a fill value.
+#[test]
+fn interpolate_and_pad_match_torch_functional() {
+    use onnx_diagnostic_core::{InterpolateMode as M, Resize as R, SymInt, Tensor};
+    let x = Tensor::from(tch::Tensor::randn([2, 3, 5, 7], (Kind::Float, Device::Cpu)));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interpolate");
+    std::fs::create_dir_all(&dir).unwrap();
+    tch::Tensor::write_safetensors(&[("x", x.as_tch())], dir.join("x.safetensors")).unwrap();
+    let script = r#"
+import sys, torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+d = sys.argv[1]
+x = load_file(d + "/x.safetensors")["x"]
+out = {
+    "size_nearest": F.interpolate(x, size=(9, 11), mode="nearest"),
+    "scale_nearest": F.interpolate(x, scale_factor=1.5, mode="nearest"),
+    "scale_nearest_2": F.interpolate(x, scale_factor=(0.6, 1.7), mode="nearest"),
+    "size_bilinear": F.interpolate(x, size=(8, 13), mode="bilinear", align_corners=False),
+    "size_bilinear_ac": F.interpolate(x, size=(8, 13), mode="bilinear", align_corners=True),
+    "scale_bilinear": F.interpolate(x, scale_factor=(0.5, 1.25), mode="bilinear"),
+    "pad": F.pad(x, (0, 1, 0, 1)),
+    "pad_value": F.pad(x, (-1, 2, 3, 0), mode="constant", value=-3.5),
+}
+save_file({k: v.contiguous() for k, v in out.items()}, d + "/out.safetensors")
+"#;
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let status = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let expected: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(dir.join("out.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let size = |h: i64, w: i64| R::Size([SymInt::new(h), SymInt::new(w)]);
+    let bilinear = |align_corners| M::Bilinear { align_corners };
+    let ours = [
+        (
+            "size_nearest",
+            x.interpolate(&size(9, 11), M::Nearest).unwrap(),
+        ),
+        (
+            "scale_nearest",
+            x.interpolate(&R::Scale([1.5, 1.5]), M::Nearest).unwrap(),
+        ),
+        (
+            "scale_nearest_2",
+            x.interpolate(&R::Scale([0.6, 1.7]), M::Nearest).unwrap(),
+        ),
+        (
+            "size_bilinear",
+            x.interpolate(&size(8, 13), bilinear(false)).unwrap(),
+        ),
+        (
+            "size_bilinear_ac",
+            x.interpolate(&size(8, 13), bilinear(true)).unwrap(),
+        ),
+        (
+            "scale_bilinear",
+            x.interpolate(&R::Scale([0.5, 1.25]), bilinear(false))
+                .unwrap(),
+        ),
+        ("pad", x.pad(&[0, 1, 0, 1], 0.0).unwrap()),
+        ("pad_value", x.pad(&[-1, 2, 3, 0], -3.5).unwrap()),
+    ];
+    for (name, got) in ours {
+        let e = &expected[name];
+        assert_eq!(got.as_tch().size(), e.size(), "{name}");
+        let d = (got.as_tch() - e).abs().max().double_value(&[]);
+        assert!(d <= 1e-6, "{name}: {d}");
+    }
+    // A scale that is no small ratio on a dynamic size is refused when exporting; eagerly the
+    // size is static and the scale is taken as torch takes it.
+    let e = x
+        .interpolate(&R::Scale([f64::NAN, 1.0]), M::Nearest)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("scale factor NaN"), "{e}");
+}

@@ -13,6 +13,7 @@ use super::LowerError;
 use crate::{convert, proto};
 
 /// An attribute of an ONNX node.
+#[derive(Clone)]
 pub(crate) enum A {
     Int(i64),
     Ints(Vec<i64>),

@@ -2,8 +2,10 @@
 //! `Resize`) and `constant_pad_nd` (ONNX `Pad`).
 //!
 //! - Nearest is Resize with `asymmetric` coordinates and `floor` rounding, torch's legacy
-//!   nearest mode; bilinear is Resize `linear` with `pytorch_half_pixel` coordinates
-//!   (`align_corners=False`: `(dst + 0.5) / scale - 0.5`, clamped at 0) or `align_corners`.
+//!   nearest mode; bilinear is Resize `linear` with `half_pixel` coordinates
+//!   (`align_corners=False`: `(dst + 0.5) / scale - 0.5`, clamped at 0, as libtorch maps them,
+//!   an output of one pixel included: `pytorch_half_pixel` would map it to 0) or
+//!   `align_corners`.
 //! - A scale factor given to `F.interpolate` goes to Resize as its `scales` input (both map
 //!   the output coordinates through the scale, as libtorch does, and both size the output as
 //!   `floor(size * scale)`); a `size=` goes as `sizes`, computed at run time from the symbolic
@@ -32,7 +34,20 @@ fn resize(
         kind
     };
     let x = c.input_as(0, compute)?;
+    let linear = attrs
+        .iter()
+        .any(|(k, v)| *k == "mode" && matches!(v, A::Str("linear")));
     let out = match scales {
+        Some((h, w)) if linear => {
+            // One axis at a time (bilinear is separable): ONNX Runtime 1.31's CPU Resize maps
+            // the width wrongly when both scales are given and one of them shrinks.
+            let sh = tch::Tensor::from_slice(&[1f32, 1.0, h as f32, 1.0]);
+            let sh = c.b.constant(&sh, "resize_scales")?;
+            let sw = tch::Tensor::from_slice(&[1f32, 1.0, 1.0, w as f32]);
+            let sw = c.b.constant(&sw, "resize_scales")?;
+            let y = c.b.op("Resize", &[&x, "", &sh], attrs.clone());
+            c.b.op("Resize", &[&y, "", &sw], attrs)
+        }
         Some((h, w)) => {
             let s = tch::Tensor::from_slice(&[1f32, 1.0, h as f32, w as f32]);
             let s = c.b.constant(&s, "resize_scales")?;
@@ -78,7 +93,7 @@ fn upsample_bilinear2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let mode = if align_corners {
         "align_corners"
     } else {
-        "pytorch_half_pixel"
+        "half_pixel"
     };
     resize(
         c,
