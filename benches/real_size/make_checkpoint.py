@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Writes an untrained, real-size checkpoint for the real-size benchmark (benches/real_size).
 
-Usage: make_checkpoint.py {llama-3.2-1b|qwen2.5-0.5b|qwen3-moe-2l} OUT_DIR
+Usage: make_checkpoint.py {llama-3.2-1b|qwen2.5-0.5b|qwen3-moe-2l|sd15-unet} OUT_DIR
 
 The model is built with transformers from a config written below (the published config.json
 values of meta-llama/Llama-3.2-1B and Qwen/Qwen2.5-0.5B; transformers' `Qwen3MoeConfig()` with
@@ -105,8 +105,41 @@ def qwen3_moe_2l():
     return Qwen3MoeConfig(architectures=["Qwen3MoeForCausalLM"], num_hidden_layers=2)
 
 
+def sd15_unet():
+    # runwayml/stable-diffusion-v1-5's unet/config.json (block_out_channels 320-640-1280-1280,
+    # cross_attention_dim 768, 8 heads, 2 layers per block: 860 M parameters), its sample_size
+    # reduced from 64 to 32 as the Python package's text-to-image task reduces it; float32
+    # (3.44 GB), made by diffusers.
+    return {
+        "_class_name": "UNet2DConditionModel",
+        "act_fn": "silu",
+        "attention_head_dim": 8,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "center_input_sample": False,
+        "cross_attention_dim": 768,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                             "CrossAttnDownBlock2D", "DownBlock2D"],
+        "downsample_padding": 1,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "in_channels": 4,
+        "layers_per_block": 2,
+        "mid_block_scale_factor": 1,
+        "norm_eps": 1e-05,
+        "norm_num_groups": 32,
+        "out_channels": 4,
+        "sample_size": 32,
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                           "CrossAttnUpBlock2D"],
+    }
+
+
+# Models made by diffusers (the others by transformers).
+DIFFUSERS = {"sd15-unet"}
+
 # name -> (config builder, max_shard_size given to save_pretrained, None for the default)
 MODELS = {
+    "sd15-unet": (sd15_unet, None),
     "llama-3.2-1b": (llama_3_2_1b, "1GB"),
     "qwen2.5-0.5b": (qwen2_5_0_5b, None),
     "qwen3-moe-2l": (qwen3_moe_2l, "2GB"),
@@ -175,18 +208,28 @@ def main(argv):
 
     t0 = time.perf_counter()
     import torch
-    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     config = build_config()
-    # dtype=bfloat16: the parameters are created (and initialised) in bfloat16, no float32 copy.
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    if name in DIFFUSERS:
+        from diffusers import UNet2DConditionModel
+
+        # torch's own initialisation, float32 (what diffusers' from_config gives).
+        model = UNet2DConditionModel.from_config(config)
+        want = torch.float32
+    else:
+        from transformers import AutoModelForCausalLM
+
+        # dtype=bfloat16: the parameters are created (and initialised) in bfloat16, no float32
+        # copy.
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        want = torch.bfloat16
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
-    bad = [n for n, p in model.named_parameters() if p.is_meta or p.dtype != torch.bfloat16]
+    bad = [n for n, p in model.named_parameters() if p.is_meta or p.dtype != want]
     if bad:
-        print(f"make_checkpoint: parameters not real bfloat16 tensors: {bad[:5]}", file=sys.stderr)
+        print(f"make_checkpoint: parameters not real {want} tensors: {bad[:5]}", file=sys.stderr)
         return 1
     t_build = time.perf_counter() - t0
 
@@ -210,12 +253,13 @@ def main(argv):
         "parameters": n_params,
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
+        "diffusers": __import__("diffusers").__version__ if name in DIFFUSERS else None,
         "files": files,
     }
     (out / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
 
     print(f"make_checkpoint: wrote {name} to {out}")
-    print(f"  parameters: {n_params} ({n_params / 1e9:.3f} B), dtype bfloat16")
+    print(f"  parameters: {n_params} ({n_params / 1e9:.3f} B), dtype {want}")
     print(f"  size on disk: {human(sum(files.values()))} in {len(files)} files: {', '.join(files)}")
     print(f"  time: build {t_build:.1f} s, save {t_save:.1f} s; peak RSS {peak_rss_gb():.2f} GB")
     return 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real-size benchmark of `onnx-diagnostic validate` (see README.md next to this script).
 #
-# Usage: benches/real_size/run.sh [llama-3.2-1b|qwen2.5-0.5b|qwen3-moe-2l|all] [VALIDATE_ARGS...]
+# Usage: benches/real_size/run.sh [llama-3.2-1b|qwen2.5-0.5b|qwen3-moe-2l|sd15-unet|all] [VALIDATE_ARGS...]
 #
 # Sets up what is missing (scripts/setup), builds the CLI (release), writes an untrained
 # bfloat16 checkpoint of each model's real shape into ${REAL_SIZE_DIR:-target/real_size}/<name>
@@ -15,15 +15,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 usage() {
-  echo "usage: benches/real_size/run.sh [llama-3.2-1b|qwen2.5-0.5b|qwen3-moe-2l|all] [VALIDATE_ARGS...]" >&2
+  echo "usage: benches/real_size/run.sh [llama-3.2-1b|qwen2.5-0.5b|qwen3-moe-2l|sd15-unet|all] [VALIDATE_ARGS...]" >&2
   exit 2
 }
 
 which="${1:-all}"
 [ "$#" -gt 0 ] && shift
 case "$which" in
-  all) models=(llama-3.2-1b qwen2.5-0.5b qwen3-moe-2l) ;;
-  llama-3.2-1b | qwen2.5-0.5b | qwen3-moe-2l) models=("$which") ;;
+  all) models=(llama-3.2-1b qwen2.5-0.5b qwen3-moe-2l sd15-unet) ;;
+  llama-3.2-1b | qwen2.5-0.5b | qwen3-moe-2l | sd15-unet) models=("$which") ;;
   -h | --help) usage ;;
   *)
     echo "run.sh: unknown model '$which'" >&2
