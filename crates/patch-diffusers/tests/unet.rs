@@ -11,7 +11,7 @@
 use std::{collections::HashMap, path::PathBuf};
 
 use onnx_diagnostic_core::{
-    ExportOptions, ExportedProgram, PatchOptions, Tensor, Value, export, torch_export_patches,
+    ExportOptions, ExportedProgram, PatchOptions, Value, export, torch_export_patches,
 };
 use onnx_diagnostic_diffusers::{
     UNet2DConditionModel, catalog, text_to_image::text_to_image_dynamic_shapes,
@@ -27,13 +27,7 @@ fn reference() -> (PathBuf, HashMap<String, tch::Tensor>) {
 }
 
 fn set(io: &HashMap<String, tch::Tensor>, name: &str) -> Vec<(String, Value)> {
-    ["sample", "timestep", "encoder_hidden_states"]
-        .iter()
-        .map(|k| {
-            let t = io[&format!("{name}.{k}")].shallow_clone();
-            ((*k).to_owned(), Value::Tensor(Tensor::from(t)))
-        })
-        .collect()
+    onnx_diagnostic_testing::unet_inputs(io, name)
 }
 
 fn export_with(

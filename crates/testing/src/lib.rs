@@ -503,6 +503,20 @@ pub fn unet_reference(
     Ok((root.join("checkpoint"), io))
 }
 
+/// The keyword inputs of set `name` of an [`unet_reference`].
+pub fn unet_inputs(
+    io: &std::collections::HashMap<String, tch::Tensor>,
+    name: &str,
+) -> Vec<(String, Value)> {
+    ["sample", "timestep", "encoder_hidden_states"]
+        .iter()
+        .filter_map(|k| {
+            let t = io.get(&format!("{name}.{k}"))?.shallow_clone();
+            Some(((*k).to_owned(), Value::Tensor(Tensor::from(t))))
+        })
+        .collect()
+}
+
 /// RMSNorm as transformers writes it: `x * rsqrt(mean(x^2) + eps) * weight`.
 ///
 /// # Errors

@@ -33,17 +33,23 @@ impl Linear {
         out_features: i64,
         bias: bool,
     ) -> Result<Self> {
+        let inits = (Init::Normal, bias.then_some(Init::Zeros));
+        Self::load_init(vb, name, (in_features, out_features), inits)
+    }
+
+    fn load_init(
+        vb: &VarBuilder<'_>,
+        name: &str,
+        (in_features, out_features): (i64, i64),
+        (weight, bias): (Init, Option<Init>),
+    ) -> Result<Self> {
         let vb = vb.pp(name);
-        let weight = vb.get("weight", &[out_features, in_features], Init::Normal)?;
-        let bias = if bias {
-            Some(vb.get("bias", &[out_features], Init::Zeros)?)
-        } else {
-            None
-        };
         Ok(Self {
             name: name.to_owned(),
-            weight,
-            bias,
+            weight: vb.get("weight", &[out_features, in_features], weight)?,
+            bias: bias
+                .map(|init| vb.get("bias", &[out_features], init))
+                .transpose()?,
         })
     }
 
@@ -60,19 +66,13 @@ impl Linear {
         out_features: i64,
         bias: bool,
     ) -> Result<Self> {
-        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
-        let vb = vb.pp(name);
-        let weight = vb.get("weight", &[out_features, in_features], Init::Uniform(bound))?;
-        let bias = if bias {
-            Some(vb.get("bias", &[out_features], Init::Uniform(bound))?)
-        } else {
-            None
-        };
-        Ok(Self {
-            name: name.to_owned(),
-            weight,
-            bias,
-        })
+        let uniform = Init::Uniform(1.0 / (in_features.max(1) as f64).sqrt());
+        Self::load_init(
+            vb,
+            name,
+            (in_features, out_features),
+            (uniform, bias.then_some(uniform)),
+        )
     }
 
     /// The projection, recorded under the module name.

@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
-use onnx_diagnostic_core::{Tensor, Value};
+use onnx_diagnostic_core::Value;
 
 /// The tiny UNet of the catalog (`diffusers/tiny-torch-full-checker/unet`).
 pub(crate) fn tiny_config() -> &'static str {
@@ -34,13 +34,7 @@ pub(crate) fn reference(
 
 /// The keyword inputs of set `name`.
 pub(crate) fn inputs(io: &HashMap<String, tch::Tensor>, name: &str) -> Vec<(String, Value)> {
-    ["sample", "timestep", "encoder_hidden_states"]
-        .iter()
-        .map(|k| {
-            let t = io[&format!("{name}.{k}")].shallow_clone();
-            ((*k).to_owned(), Value::Tensor(Tensor::from(t)))
-        })
-        .collect()
+    onnx_diagnostic_testing::unet_inputs(io, name)
 }
 
 /// The largest absolute difference of two tensors (of the same shape).
