@@ -64,7 +64,17 @@ fn patches_are_listed_and_diffed() {
         run(&["--family", "torch"]),
         "ShapeEnv: log_guard\ninfer_size\nproduce_guards_and_solve_constraints\n"
     );
-    assert!(run(&["--family", "diffusers"]).trim().is_empty());
+    assert_eq!(
+        run(&["--family", "diffusers"]),
+        "UNet2DConditionModel: forward_upsample_size\nUpsample2D: forward\n"
+    );
+    let diff = run(&["--diff", "--family", "diffusers"]);
+    assert!(
+        diff.contains("diffusers: Upsample2D.forward -> patched_Upsample2D.forward\n")
+            && diff.contains("\n-    if shape[0].compare(Rel::Ge, 64)? {")
+            && diff.contains("\n-        if dim.modulo(factor).compare(Rel::Ne, 0)? {"),
+        "{diff}"
+    );
     let diff = run(&["--diff"]);
     assert!(
         diff.starts_with(
