@@ -20,6 +20,16 @@ fn check(
     sets: &[&str],
     atol: f64,
 ) {
+    let ours: i64 = model
+        .named_parameters()
+        .iter()
+        .map(|(_, t)| t.as_tch().numel() as i64)
+        .sum();
+    assert_eq!(
+        ours,
+        io["n_parameters"].int64_value(&[0]),
+        "parameter count"
+    );
     for name in sets {
         let set = inputs(io, name);
         let got = model

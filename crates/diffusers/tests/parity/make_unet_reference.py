@@ -13,7 +13,8 @@ each input set. SETS is ``name:batch:height:width:length,...``; each set's input
 cross_attention_dim]``.
 
 Writes OUT_DIR/checkpoint (the saved model) and OUT_DIR/io.safetensors holding, per set NAME,
-``NAME.sample``, ``NAME.timestep``, ``NAME.encoder_hidden_states`` and ``NAME.out``.
+``NAME.sample``, ``NAME.timestep``, ``NAME.encoder_hidden_states`` and ``NAME.out``, and
+``n_parameters`` (the model's parameter count).
 """
 import json
 import os
@@ -41,7 +42,8 @@ def main():
     cross = cfg.get("cross_attention_dim", 1280)
     if isinstance(cross, list):
         cross = cross[0]
-    io = {}
+    # The parameter count diffusers gives, for the tests to compare theirs with.
+    io = {"n_parameters": torch.tensor([sum(p.numel() for p in model.parameters())])}
     for i, spec in enumerate(sets.split(",")):
         name, b, h, w, length = spec.split(":")
         b, h, w, length = int(b), int(h), int(w), int(length)

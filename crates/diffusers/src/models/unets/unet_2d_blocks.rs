@@ -67,6 +67,31 @@ fn transformer(
     )
 }
 
+/// The `num_layers` resnets of a block (`resnets.{k}`, of `input(k)` channels to
+/// `out_channels`) and, for a cross-attention block, a transformer after each.
+fn layers(
+    vb: &VarBuilder<'_>,
+    d: &BlockDims,
+    input: impl Fn(usize) -> i64,
+    r: ResnetSettings,
+    cross: Option<CrossAttnSettings>,
+) -> Result<(Vec<ResnetBlock2D>, Vec<Transformer2DModel>)> {
+    let mut resnets = Vec::new();
+    let mut attentions = Vec::new();
+    for k in 0..d.num_layers {
+        resnets.push(ResnetBlock2D::load(
+            vb,
+            &format!("resnets.{k}"),
+            (input(k), d.out_channels),
+            r,
+        )?);
+        if let Some(x) = &cross {
+            attentions.push(transformer(vb, k, d.out_channels, &r, x)?);
+        }
+    }
+    Ok((resnets, attentions))
+}
+
 /// A down block: `DownBlock2D` (no attentions) or `CrossAttnDownBlock2D`.
 #[derive(Clone, Debug)]
 pub struct DownBlock {
@@ -89,24 +114,14 @@ impl DownBlock {
         cross: Option<CrossAttnSettings>,
     ) -> Result<Self> {
         let vb = vb.pp(name);
-        let mut resnets = Vec::new();
-        let mut attentions = Vec::new();
-        for k in 0..d.num_layers {
-            let i = if k == 0 {
+        let input = |k: usize| {
+            if k == 0 {
                 d.in_channels
             } else {
                 d.out_channels
-            };
-            resnets.push(ResnetBlock2D::load(
-                &vb,
-                &format!("resnets.{k}"),
-                (i, d.out_channels),
-                r,
-            )?);
-            if let Some(x) = &cross {
-                attentions.push(transformer(&vb, k, d.out_channels, &r, x)?);
             }
-        }
+        };
+        let (resnets, attentions) = layers(&vb, &d, input, r, cross)?;
         let downsampler = if d.add_sampler {
             Some(Downsample2D::load(
                 &vb,
@@ -225,29 +240,22 @@ impl UpBlock {
         cross: Option<CrossAttnSettings>,
     ) -> Result<Self> {
         let vb = vb.pp(name);
-        let mut resnets = Vec::new();
-        let mut attentions = Vec::new();
-        for k in 0..d.num_layers {
+        // Each resnet takes the previous output and one skip state (the block's input width
+        // for the last one).
+        let input = |k: usize| {
             let skip = if k + 1 == d.num_layers {
                 d.in_channels
             } else {
                 d.out_channels
             };
-            let input = if k == 0 {
+            let previous = if k == 0 {
                 d.prev_output_channel
             } else {
                 d.out_channels
             };
-            resnets.push(ResnetBlock2D::load(
-                &vb,
-                &format!("resnets.{k}"),
-                (input + skip, d.out_channels),
-                r,
-            )?);
-            if let Some(x) = &cross {
-                attentions.push(transformer(&vb, k, d.out_channels, &r, x)?);
-            }
-        }
+            previous + skip
+        };
+        let (resnets, attentions) = layers(&vb, &d, input, r, cross)?;
         let upsampler = if d.add_sampler {
             Some(Upsample2D::load(
                 &vb,
