@@ -298,6 +298,10 @@ impl Tensor {
         add => ADD;
         /// `self - other`.
         sub => SUB;
+        /// `torch.floor_divide(self, other)`: the quotient rounded down.
+        floor_divide => FLOOR_DIVIDE;
+        /// `torch.remainder(self, other)`: Python's `%`, of the sign of `other`.
+        remainder => REMAINDER;
         /// `self * other`.
         mul => MUL;
         /// `self / other`.
@@ -889,6 +893,29 @@ impl Tensor {
         )
     }
 
+    /// 3-D convolution (`torch.nn.functional.conv3d`).
+    #[track_caller]
+    pub fn conv3d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [i64; 3],
+        padding: [i64; 3],
+        dilation: [i64; 3],
+        groups: i64,
+    ) -> Result<Tensor> {
+        call1(
+            &ops::CONV3D,
+            &[Some(self), Some(weight), bias],
+            vec![
+                Attr::Ints(stride.into_sizes()),
+                Attr::Ints(padding.into_sizes()),
+                Attr::Ints(dilation.into_sizes()),
+                Attr::Int(groups.into()),
+            ],
+        )
+    }
+
     /// 2-D average pooling.
     #[track_caller]
     pub fn avg_pool2d(
@@ -1135,6 +1162,28 @@ impl Tensor {
     pub fn to_bool(&self) -> Result<bool> {
         self.forbid_data_read("use of a tensor as a bool")?;
         Ok(self.item_f64()? != 0.0)
+    }
+
+    /// The elements as `i64`, row-major: `tensor.tolist()` of an integer tensor (eager use
+    /// only).
+    ///
+    /// # Errors
+    /// [`Error::DataDependent`] during an export: the values are not known when the graph is
+    /// recorded.
+    #[track_caller]
+    pub fn to_vec_i64(&self) -> Result<Vec<i64>> {
+        self.forbid_data_read("tolist() on a tensor")?;
+        let location = Loc::caller();
+        let flat = self
+            .t
+            .f_to_kind(Kind::Int64)
+            .and_then(|t| t.f_reshape([-1]));
+        flat.and_then(|t| Vec::<i64>::try_from(&t))
+            .map_err(|e| Error::Torch {
+                op: "aten._to_copy.default",
+                location,
+                message: e.to_string(),
+            })
     }
 
     /// The elements as `f32`, row-major (eager use only).

@@ -142,4 +142,44 @@ impl Tensor {
             vec![Attr::Int(repeats.into()), Attr::Int(dim.into())],
         )
     }
+
+    /// `torch.repeat_interleave(self, repeats)` of a 1-D tensor with a 1-D tensor of counts:
+    /// element `i` repeated `repeats[i]` times. The length, `sum(repeats)`, depends on the
+    /// data: during an export it is a fresh unbacked symbol.
+    ///
+    /// # Errors
+    /// Any error of libtorch (negative counts, sizes that differ).
+    #[track_caller]
+    pub fn repeat_interleave_tensor(&self, repeats: &Tensor) -> Result<Tensor> {
+        call1(
+            &ops::REPEAT_INTERLEAVE_TENSOR,
+            &[Some(self), Some(repeats)],
+            Vec::new(),
+        )
+    }
+
+    /// `self.masked_scatter(mask, source)`: the elements of `self` where `mask` (broadcast to
+    /// `self`'s shape) is true replaced, in row-major order, by the first elements of
+    /// `source`. Written as torch's decomposition would run it, so that it exports with any
+    /// number of true elements: the exclusive prefix count of the mask indexes the flattened
+    /// source, and a `where` keeps `self` elsewhere. An empty source with an all-false mask
+    /// is an error (the gather needs one element), as no caller here scatters nothing.
+    ///
+    /// # Errors
+    /// Any error of the ops (a mask that does not broadcast, a source too short for the mask:
+    /// an index out of range).
+    #[track_caller]
+    pub fn masked_scatter(&self, mask: &Tensor, source: &Tensor) -> Result<Tensor> {
+        let shape = self.shape();
+        let mask = mask.expand(shape.clone())?;
+        let flat = mask.reshape(vec![crate::SymInt::new(-1)])?;
+        let counts = flat.to_kind(tch::Kind::Int64)?;
+        // cumsum - mask: for a true element, the number of true elements before it (0 at the
+        // false ones, which would otherwise index past the source's end).
+        let zero = Tensor::zeros(Vec::<crate::SymInt>::new(), tch::Kind::Int64, self.device())?;
+        let index = counts.cumsum(0)?.sub(&counts)?.where_cond(&flat, &zero)?;
+        let src = source.reshape(vec![crate::SymInt::new(-1)])?;
+        let picked = src.index_select(0, &index)?.reshape(shape)?;
+        picked.to_kind(self.kind())?.where_cond(&mask, self)
+    }
 }

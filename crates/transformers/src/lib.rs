@@ -27,6 +27,7 @@ pub mod modeling_rope_utils;
 pub mod models;
 pub mod nn;
 pub mod tasks;
+pub mod vision_utils;
 pub mod weights;
 
 pub use auto::{AutoConfig, AutoModel, AutoModelForCausalLM, CausalLM, TaskModel, TextGeneration};

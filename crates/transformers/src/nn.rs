@@ -37,6 +37,11 @@ impl Linear {
         Self::load_init(vb, name, (in_features, out_features), inits)
     }
 
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     fn load_init(
         vb: &VarBuilder<'_>,
         name: &str,

@@ -44,6 +44,8 @@ struct Record {
     order: Vec<String>,
     handed: BTreeMap<String, Tensor>,
     ignored: Vec<String>,
+    /// Checkpoint names read for another model name ([`Weights::map_keys`]).
+    read_as: Vec<String>,
 }
 
 /// Named weights of one model build, by checkpoint name.
@@ -57,6 +59,8 @@ pub struct Weights {
     auto_dtype: Option<Kind>,
     device: Option<Device>,
     record: RefCell<Record>,
+    /// `(model prefix, checkpoint prefix)` pairs ([`Weights::map_keys`]).
+    key_mapping: Vec<(String, String)>,
 }
 
 impl Weights {
@@ -76,6 +80,7 @@ impl Weights {
             auto_dtype,
             device: None,
             record: RefCell::default(),
+            key_mapping: Vec::new(),
         })
     }
 
@@ -90,7 +95,35 @@ impl Weights {
             auto_dtype: None,
             device: None,
             record: RefCell::default(),
+            key_mapping: Vec::new(),
         }
+    }
+
+    /// Checkpoints that store a weight of the model under another prefix: the model's
+    /// `MODEL_PREFIX...` is read as `CHECKPOINT_PREFIX...` when the checkpoint does not hold
+    /// the model's name, as transformers' `_checkpoint_conversion_mapping` renames the hub's
+    /// layout on load (and `save_pretrained` writes it back: Qwen2-VL's `visual.*` and
+    /// `model.*` are the model's `model.visual.*` and `model.language_model.*`). The model's
+    /// names are what `named_parameters` reports.
+    pub fn map_keys(&mut self, mapping: &[(&str, &str)]) {
+        self.key_mapping = mapping
+            .iter()
+            .map(|(m, c)| ((*m).to_owned(), (*c).to_owned()))
+            .collect();
+    }
+
+    /// The checkpoint's name of the model's weight `name` ([`Weights::map_keys`]).
+    fn checkpoint_name(&self, c: &Checkpoint, name: &str) -> String {
+        if c.entry(name).is_some() {
+            return name.to_owned();
+        }
+        self.key_mapping
+            .iter()
+            .find_map(|(m, k)| {
+                let mapped = format!("{k}{}", name.strip_prefix(m.as_str())?);
+                c.entry(&mapped).is_some().then_some(mapped)
+            })
+            .unwrap_or_else(|| name.to_owned())
     }
 
     /// The same weights handed out in `dtype` (float32, float16, bfloat16, float64): the model
@@ -145,7 +178,7 @@ impl Weights {
     /// Whether the checkpoint holds `name` (false for untrained weights).
     pub fn contains(&self, name: &str) -> bool {
         match &self.source {
-            Source::Checkpoint(c) => c.entry(name).is_some(),
+            Source::Checkpoint(c) => c.entry(&self.checkpoint_name(c, name)).is_some(),
             _ => false,
         }
     }
@@ -175,7 +208,9 @@ impl Weights {
             };
             let unused: Vec<String> = c
                 .names()
-                .filter(|n| !record.handed.contains_key(*n) && !ignored(n))
+                .filter(|n| {
+                    !record.handed.contains_key(*n) && !record.read_as.contains(n) && !ignored(n)
+                })
                 .cloned()
                 .collect();
             if !unused.is_empty() {
@@ -217,7 +252,11 @@ impl Weights {
         }
         let raw = match &self.source {
             Source::Checkpoint(c) => {
-                let e = c.entry(name).ok_or_else(|| {
+                let stored = self.checkpoint_name(c, name);
+                if stored != name {
+                    self.record.borrow_mut().read_as.push(stored.clone());
+                }
+                let e = c.entry(&stored).ok_or_else(|| {
                     self.weight_error(
                         name,
                         "missing from the checkpoint (a checkpoint of another architecture or \
@@ -247,7 +286,7 @@ impl Weights {
                         ),
                     ));
                 }
-                c.read(name, e)?
+                c.read(&stored, e)?
             }
             Source::Untrained { seed, std } => untrained(*seed, *std, name, shape, init)
                 .map_err(|e| self.weight_error(name, e.to_string()))?,

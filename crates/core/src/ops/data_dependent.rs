@@ -49,3 +49,23 @@ op!(
     },
     data_dependent
 );
+
+// repeat_interleave(x, repeats) -> [u]: each element of the 1-D x repeated repeats[i] times
+// (`torch.repeat_interleave(x, repeats)` with a tensor of counts), u = sum(repeats).
+op!(
+    REPEAT_INTERLEAVE_TENSOR = "aten.repeat_interleave.self_Tensor",
+    |i, _| Ok(vec![
+        t(i, 0)?
+            .f_repeat_interleave_self_tensor(t(i, 1)?, Some(0), None::<i64>)
+            .map_err(err)?
+    ]),
+    |sh, _, ctx: &mut ShapeCtx| {
+        if s(sh, 0)?.len() != 1 || s(sh, 1)?.len() != 1 {
+            return Err(
+                "repeat_interleave with tensor repeats expects 1-D values and repeats".to_owned(),
+            );
+        }
+        Ok(vec![vec![ctx.data_dependent(None)]])
+    },
+    data_dependent
+);

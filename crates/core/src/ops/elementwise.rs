@@ -27,6 +27,8 @@ binary! {
     SUB = "aten.sub.Tensor" => f_sub;
     MUL = "aten.mul.Tensor" => f_mul;
     DIV = "aten.div.Tensor" => f_div;
+    FLOOR_DIVIDE = "aten.floor_divide.default" => f_floor_divide;
+    REMAINDER = "aten.remainder.Tensor" => f_remainder_tensor;
     POW = "aten.pow.Tensor_Tensor" => f_pow;
     MAXIMUM = "aten.maximum.default" => f_maximum;
     MINIMUM = "aten.minimum.default" => f_minimum;

@@ -138,6 +138,33 @@ fn window_out(size: &SymInt, kernel: i64, stride: i64, padding: i64, dilation: i
     (size + (2 * padding - dilation * (kernel - 1) - 1)).floor_div(stride) + 1
 }
 
+/// The output shape of an `n`-D convolution of `x` `[batch, in, *spatial]` by `w` `[out, in /
+/// groups, *kernel]` (the kernel sizes static).
+fn conv_shape(
+    name: &str,
+    n: usize,
+    x: &[SymInt],
+    w: &[SymInt],
+    (st, pa, di): (&[i64], &[i64], &[i64]),
+) -> Result<Vec<SymInt>, String> {
+    if x.len() != n + 2 || w.len() != n + 2 {
+        return Err(format!("{name} expects {}-D input and weight", n + 2));
+    }
+    if st.len() != n || pa.len() != n || di.len() != n {
+        return Err(format!(
+            "{name} expects {n} strides, paddings and dilations"
+        ));
+    }
+    let mut out = vec![x[0].clone(), w[0].clone()];
+    for k in 0..n {
+        let kernel = w[2 + k]
+            .as_static()
+            .ok_or_else(|| format!("{name} with a dynamic kernel size"))?;
+        out.push(window_out(&x[2 + k], kernel, st[k], pa[k], di[k]));
+    }
+    Ok(out)
+}
+
 // conv2d(x, weight, bias=None, stride, padding, dilation, groups)
 op!(
     CONV2D = "aten.conv2d.default",
@@ -156,20 +183,43 @@ op!(
         ])
     },
     |sh, at, _| {
-        let x = s(sh, 0)?;
-        let w = s(sh, 1)?;
-        if x.len() != 4 || w.len() != 4 {
-            return Err("conv2d expects 4-D input and weight".to_owned());
-        }
         let (st, pa, di) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
-        let mut out = vec![x[0].clone(), w[0].clone()];
-        for k in 0..2 {
-            let kernel = w[2 + k]
-                .as_static()
-                .ok_or("conv2d with a dynamic kernel size")?;
-            out.push(window_out(&x[2 + k], kernel, st[k], pa[k], di[k]));
-        }
-        Ok(vec![out])
+        Ok(vec![conv_shape(
+            "conv2d",
+            2,
+            s(sh, 0)?,
+            s(sh, 1)?,
+            (&st, &pa, &di),
+        )?])
+    }
+);
+
+// conv3d(x, weight, bias=None, stride, padding, dilation, groups)
+op!(
+    CONV3D = "aten.conv3d.default",
+    |i, at| {
+        let x = t(i, 0)?;
+        Ok(vec![
+            x.f_conv3d(
+                t(i, 1)?,
+                i.get(2).copied().flatten(),
+                a(at, 0)?.ints()?,
+                a(at, 1)?.ints()?,
+                a(at, 2)?.ints()?,
+                a(at, 3)?.int()?,
+            )
+            .map_err(err)?,
+        ])
+    },
+    |sh, at, _| {
+        let (st, pa, di) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
+        Ok(vec![conv_shape(
+            "conv3d",
+            3,
+            s(sh, 0)?,
+            s(sh, 1)?,
+            (&st, &pa, &di),
+        )?])
     }
 );
 

@@ -274,6 +274,30 @@ fn arith(c: &mut Ctx<'_>, op_type: &str) -> Result<(), LowerError> {
     c.emit_out(op_type, &[&x, &y], Vec::new())
 }
 
+/// torch's `floor_divide` and `remainder` (Python's `//` and `%`). On integers ONNX's `Mod`
+/// with `fmod=0` is Python's `%`, and `a - a % b` is an exact multiple of `b`, so `Div` of it
+/// is the floored quotient whatever the signs (`Div` alone truncates toward zero). On floats:
+/// `floor(a / b)`, and `a - floor(a / b) * b`.
+fn floor_div_or_remainder(c: &mut Ctx<'_>, remainder: bool) -> Result<(), LowerError> {
+    let k = c.out_kind()?;
+    let (x, y) = (c.input_as(0, k)?, c.input_as(1, k)?);
+    if is_float(k) {
+        let q = c.b.op("Div", &[&x, &y], Vec::new());
+        let q = c.b.op("Floor", &[&q], Vec::new());
+        if !remainder {
+            return c.emit_out("Identity", &[&q], Vec::new());
+        }
+        let qy = c.b.op("Mul", &[&q, &y], Vec::new());
+        return c.emit_out("Sub", &[&x, &qy], Vec::new());
+    }
+    let m = c.b.op("Mod", &[&x, &y], vec![("fmod", A::Int(0))]);
+    if remainder {
+        return c.emit_out("Identity", &[&m], Vec::new());
+    }
+    let exact = c.b.op("Sub", &[&x, &m], Vec::new());
+    c.emit_out("Div", &[&exact, &y], Vec::new())
+}
+
 fn arith_scalar(c: &mut Ctx<'_>, op_type: &str, reversed: bool) -> Result<(), LowerError> {
     let k = c.out_kind()?;
     let x = c.input_as(0, k)?;
@@ -1087,6 +1111,8 @@ table! {
     "aten.sub.Tensor", 14 => |c| arith(c, "Sub");
     "aten.mul.Tensor", 14 => |c| arith(c, "Mul");
     "aten.div.Tensor", 14 => |c| arith(c, "Div");
+    "aten.floor_divide.default", 14 => |c| floor_div_or_remainder(c, false);
+    "aten.remainder.Tensor", 14 => |c| floor_div_or_remainder(c, true);
     "aten.pow.Tensor_Tensor", 15 => |c| arith(c, "Pow");
     "aten.maximum.default", 13 => |c| arith(c, "Max");
     "aten.minimum.default", 13 => |c| arith(c, "Min");
@@ -1165,6 +1191,7 @@ table! {
     "aten.layer_norm.default", 17 => layer_norm;
     "aten.group_norm.default", 13 => group_norm;
     "aten.conv2d.default", 11 => conv2d;
+    "aten.conv3d.default", 11 => conv2d;
     "aten.avg_pool2d.default", 11 => avg_pool2d;
     "aten.scaled_dot_product_attention.default", 14 => sdpa;
     "aten.topk.default", 11 => topk;

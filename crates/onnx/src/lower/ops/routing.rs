@@ -186,6 +186,30 @@ fn repeat_interleave(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     c.emit_out("Reshape", &[&tiled, &target], Vec::new())
 }
 
+/// `repeat_interleave(x, repeats)` with 1-D tensor counts: output `j` is `x[i]` for the `i`
+/// whose range `cumsum(repeats)[i-1] <= j < cumsum(repeats)[i]` holds it, i.e. the number of
+/// prefix sums at or below `j`, gathered from `x` (any total, zero included).
+fn repeat_interleave_tensor(c: &mut Ctx<'_>) -> Result<(), LowerError> {
+    let k = c.out_kind()?;
+    let x = c.input_as(0, k)?;
+    let reps = c.input_as(1, Kind::Int64)?;
+    let axis = c.b.scalar(0.0, Kind::Int64)?;
+    let ends = c.b.op("CumSum", &[&reps, &axis], Vec::new());
+    let total = c.b.op("ReduceSum", &[&reps], vec![("keepdims", A::Int(0))]);
+    let (zero, one) = (c.b.scalar(0.0, Kind::Int64)?, c.b.scalar(1.0, Kind::Int64)?);
+    let j = c.b.op("Range", &[&zero, &total, &one], Vec::new());
+    let last = c.b.ints(&[-1])?;
+    let col = c.b.op("Unsqueeze", &[&j, &last], Vec::new());
+    let passed = c.b.op("GreaterOrEqual", &[&col, &ends], Vec::new());
+    let passed = c.cast(&passed, Kind::Bool, Kind::Int64)?;
+    let index = c.b.op(
+        "ReduceSum",
+        &[&passed, &last],
+        vec![("keepdims", A::Int(0))],
+    );
+    c.emit_out("Gather", &[&x, &index], vec![("axis", A::Int(0))])
+}
+
 /// The lowerings of this file.
 pub(crate) static TABLE: &[Entry] = &[
     Entry {
@@ -222,6 +246,11 @@ pub(crate) static TABLE: &[Entry] = &[
         op: "aten.sort.default",
         min_opset: 11,
         lower: sort,
+    },
+    Entry {
+        op: "aten.repeat_interleave.self_Tensor",
+        min_opset: 13,
+        lower: repeat_interleave_tensor,
     },
     Entry {
         op: "aten.repeat_interleave.self_int",

@@ -295,7 +295,7 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
-    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
         let gemma = cfg.arch == Arch::Gemma;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| LlamaDecoderLayer::load(&vb.pp(format!("layers.{i}")), cfg, i))
@@ -331,16 +331,45 @@ impl LlamaModel {
         cache: &mut DynamicCache,
     ) -> CoreResult<Tensor> {
         let _s = scope("model");
-        let mut h = {
-            let _e = scope("embed_tokens");
-            let h = self.embed_tokens.forward(input_ids)?;
-            match self.embed_scale {
-                // transformers multiplies by a tensor of the hidden states' type holding
-                // sqrt(hidden_size).
-                Some(scale) => h.mul_scalar(crate::nn::round_to(scale, h.kind()))?,
-                None => h,
-            }
-        };
+        let h = self.embed(input_ids)?;
+        self.forward_embeds(h, input_ids, attention_mask, position_ids, None, cache)
+    }
+
+    /// `embed_tokens(input_ids)` (times Gemma's scale).
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub(crate) fn embed(&self, input_ids: &Tensor) -> CoreResult<Tensor> {
+        let _e = scope("embed_tokens");
+        let h = self.embed_tokens.forward(input_ids)?;
+        match self.embed_scale {
+            // transformers multiplies by a tensor of the hidden states' type holding
+            // sqrt(hidden_size).
+            Some(scale) => h.mul_scalar(crate::nn::round_to(scale, h.kind())),
+            None => Ok(h),
+        }
+    }
+
+    /// The embedding matrix.
+    pub(crate) fn embed_weight(&self) -> &Tensor {
+        self.embed_tokens.weight()
+    }
+
+    /// The decoder on input embeddings `h` (`inputs_embeds`; `input_ids` gives the batch and
+    /// length): the masks, the rotary embedding of `position_ids` (or `cos_sin` when the
+    /// model computes its own, Qwen2-VL's multimodal rope), the layers and the final norm.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub(crate) fn forward_embeds(
+        &self,
+        mut h: Tensor,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        cos_sin: Option<(Tensor, Tensor)>,
+        cache: &mut DynamicCache,
+    ) -> CoreResult<Tensor> {
         if cache.layers.is_empty() {
             // `DynamicCache(config=...)`: sliding layers where the config has a window.
             *cache = DynamicCache::with_layers(&self.layer_kinds);
@@ -354,15 +383,39 @@ impl LlamaModel {
             &self.windows,
             h.kind(),
         )?;
-        // transformers' rotary forward ends with `cos.to(x.dtype), sin.to(x.dtype)`.
-        let (cos, sin) = self.rotary_emb.forward(&position_ids)?;
-        let cos_sin = (cos.to_kind(h.kind())?, sin.to_kind(h.kind())?);
+        let cos_sin = match cos_sin {
+            Some(cs) => cs,
+            None => {
+                // transformers' rotary forward ends with `cos.to(x.dtype), sin.to(x.dtype)`.
+                let (cos, sin) = self.rotary_emb.forward(&position_ids)?;
+                (cos.to_kind(h.kind())?, sin.to_kind(h.kind())?)
+            }
+        };
         for (i, (layer, mask)) in self.layers.iter().zip(&masks).enumerate() {
             let _l = scope(&format!("layers.{i}"));
             h = layer.forward(&h, &cos_sin, mask, cache)?;
         }
         let _n = scope("norm");
         self.norm.forward(&h)
+    }
+
+    /// The positions of the new tokens, `past..past + seq` `[1, seq]`, as the decoder computes
+    /// them when none are given.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub(crate) fn default_positions(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: &DynamicCache,
+    ) -> CoreResult<Tensor> {
+        let q = input_ids.size(1)?;
+        let past = cache
+            .past_length(attention_mask, &q)
+            .map_err(|e| core_error(self.model, e))?;
+        let total = &past + &q;
+        Tensor::arange(past, total, 1, tch::Kind::Int64, input_ids.device())?.unsqueeze(0)
     }
 }
 

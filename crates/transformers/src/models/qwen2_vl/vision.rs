@@ -1,0 +1,450 @@
+//! Qwen2-VL's vision transformer (`Qwen2VisionTransformerPretrainedModel`) as transformers
+//! 5.23 writes it: `PatchEmbed` (a 3-D convolution over each flattened patch of
+//! `temporal_patch_size` frames), `Qwen2VLVisionRotaryEmbedding` (the axial 2-D rope of the
+//! patch rows and columns), `Qwen2VLVisionBlock`s of `VisionAttention` and `VisionMlp`, and
+//! the `PatchMerger` (each `m x m` square of patches to one feature of the text model's width).
+//!
+//! Written the natural way: `VisionAttention` splits the patches into one attention segment
+//! per frame with `cu_seqlens.tolist()` and loops over them, and the position ids loop over
+//! `grid_thw.tolist()` ([`get_vision_position_ids`]). Both read the data, so an export stops
+//! there; the patches of crates/patch-transformers (`patched_VisionAttention.forward`,
+//! `patched_Qwen2VisionTransformerPretrainedModel.forward`) make it export with any number of
+//! images of any size.
+
+use onnx_diagnostic_core::{Result as CoreResult, SymInt, Tensor, scope};
+use tch::Kind;
+
+use super::configuration::{MODEL, VisionConfig};
+use crate::{
+    error::Result,
+    modeling_attention::rotate_half,
+    modeling_rope_utils::default_inv_freq,
+    nn::{Activation, LayerNorm, Linear},
+    vision_utils::{get_vision_cu_seqlens, get_vision_position_ids},
+    weights::{Init, VarBuilder},
+};
+
+/// `PatchEmbed`: `Conv3d(in_channels, embed_dim, kernel = stride = [temporal_patch_size,
+/// patch_size, patch_size], bias=False)` over each patch, i.e. one projection per patch.
+#[derive(Clone, Debug)]
+pub struct PatchEmbed {
+    weight: Tensor,
+    in_channels: i64,
+    temporal_patch_size: i64,
+    patch_size: i64,
+    embed_dim: i64,
+}
+
+impl PatchEmbed {
+    fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
+        let (c, t, p, e) = (
+            cfg.in_channels,
+            cfg.temporal_patch_size,
+            cfg.patch_size,
+            cfg.embed_dim,
+        );
+        Ok(Self {
+            weight: vb
+                .pp("proj")
+                .get("weight", &[e, c, t, p, p], Init::Normal)?,
+            in_channels: c,
+            temporal_patch_size: t,
+            patch_size: p,
+            embed_dim: e,
+        })
+    }
+
+    /// `[patches, C*T*P*P]` → `[patches, embed_dim]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        let _s = scope("patch_embed");
+        let (t, p) = (self.temporal_patch_size, self.patch_size);
+        let x = x.view(vec![
+            SymInt::new(-1),
+            SymInt::new(self.in_channels),
+            SymInt::new(t),
+            SymInt::new(p),
+            SymInt::new(p),
+        ])?;
+        x.to_kind(self.weight.kind())?
+            .conv3d(&self.weight, None, [t, p, p], [0, 0, 0], [1, 1, 1], 1)?
+            .view(vec![SymInt::new(-1), SymInt::new(self.embed_dim)])
+    }
+}
+
+/// `Qwen2VLVisionRotaryEmbedding`: the axial rope, the same frequencies (of a quarter of the
+/// head) for the row and the column of each patch.
+#[derive(Clone, Debug)]
+pub struct Qwen2VLVisionRotaryEmbedding {
+    inv_freq: Tensor,
+}
+
+impl Qwen2VLVisionRotaryEmbedding {
+    fn new(cfg: &VisionConfig, vb: &VarBuilder<'_>) -> Result<Self> {
+        let inv = default_inv_freq(cfg.rope_theta(), cfg.head_dim() / 2)
+            .and_then(|f| f.f_to_device(vb.device()))
+            .map_err(|e| {
+                crate::Error::Core(onnx_diagnostic_core::Error::Model {
+                    model: MODEL.to_owned(),
+                    message: e.to_string(),
+                })
+            })?;
+        let mut inv_freq = Tensor::from(inv);
+        // A non-persistent buffer: `model.to(dtype)` rounds it, the forward reads it in float32.
+        if vb.buffer_dtype() != Kind::Float {
+            inv_freq = inv_freq
+                .to_kind(vb.buffer_dtype())
+                .and_then(|f| f.to_kind(Kind::Float))?;
+        }
+        Ok(Self { inv_freq })
+    }
+
+    /// The frequencies (a buffer).
+    pub fn inv_freq(&self) -> &Tensor {
+        &self.inv_freq
+    }
+
+    /// `(cos, sin)` `[patches, head_dim]` (float32) of `position_ids` `[patches, 2]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(&self, position_ids: &Tensor) -> CoreResult<(Tensor, Tensor)> {
+        let _s = scope("rotary_pos_emb");
+        // [patches, 2, d/4]
+        let freqs = position_ids
+            .unsqueeze(-1)?
+            .to_kind(Kind::Float)?
+            .mul(&self.inv_freq)?;
+        let recompose = |f: &Tensor| -> CoreResult<Tensor> {
+            let hw = Tensor::cat(&[&f.select(1, 0)?, &f.select(1, 1)?], -1)?;
+            Tensor::cat(&[&hw, &hw], -1)
+        };
+        Ok((recompose(&freqs.cos()?)?, recompose(&freqs.sin()?)?))
+    }
+}
+
+/// `apply_rotary_pos_emb_vision`: the rope in float32 on `q`, `k` `[patches, heads, d]`, cast
+/// back to their type.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn apply_rotary_pos_emb_vision(
+    q: &Tensor,
+    k: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> CoreResult<(Tensor, Tensor)> {
+    let cos = cos.unsqueeze(-2)?.to_kind(Kind::Float)?;
+    let sin = sin.unsqueeze(-2)?.to_kind(Kind::Float)?;
+    let rotate = |x: &Tensor| -> CoreResult<Tensor> {
+        let xf = x.to_kind(Kind::Float)?;
+        xf.mul(&cos)?
+            .add(&rotate_half(&xf)?.mul(&sin)?)?
+            .to_kind(x.kind())
+    };
+    Ok((rotate(q)?, rotate(k)?))
+}
+
+/// Attention of `q`, `k`, `v` `[1, heads, n, d]` with an optional additive mask, the softmax in
+/// float32 (transformers' eager and SDPA attention agree on these values). Returns `[1, n,
+/// heads, d]`.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn vision_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scaling: f64,
+) -> CoreResult<Tensor> {
+    let mut w = q.matmul(&k.transpose(2, 3)?)?.mul_scalar(scaling)?;
+    if let Some(m) = mask {
+        w = w.add(m)?;
+    }
+    let w = w.to_kind(Kind::Float)?.softmax(-1)?.to_kind(q.kind())?;
+    w.matmul(v)?.transpose(1, 2)?.contiguous()
+}
+
+/// `VisionAttention`: fused `qkv`, the axial rope, attention within each frame, `proj`.
+#[derive(Clone, Debug)]
+pub struct VisionAttention {
+    qkv: Linear,
+    proj: Linear,
+    heads: i64,
+    head_dim: i64,
+}
+
+impl VisionAttention {
+    fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
+        let d = cfg.embed_dim;
+        Ok(Self {
+            qkv: Linear::load(vb, "qkv", d, 3 * d, true)?,
+            proj: Linear::load(vb, "proj", d, d, true)?,
+            heads: cfg.num_heads,
+            head_dim: cfg.head_dim(),
+        })
+    }
+
+    /// The type of its weights.
+    pub fn kind(&self) -> Kind {
+        self.qkv.weight().kind()
+    }
+
+    /// `head_dim ** -0.5`.
+    pub fn scaling(&self) -> f64 {
+        (self.head_dim as f64).powf(-0.5)
+    }
+
+    /// The rotated queries and keys and the values, each `[1, heads, patches, head_dim]`, of
+    /// `hidden_states` `[patches, embed_dim]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn project(
+        &self,
+        hidden_states: &Tensor,
+        position_embeddings: &(Tensor, Tensor),
+    ) -> CoreResult<[Tensor; 3]> {
+        let n = hidden_states.size(0)?;
+        let qkv = self
+            .qkv
+            .forward(hidden_states)?
+            .reshape(vec![
+                n,
+                SymInt::new(3),
+                SymInt::new(self.heads),
+                SymInt::new(-1),
+            ])?
+            .permute(&[1, 0, 2, 3])?;
+        let (q, k, v) = (qkv.select(0, 0)?, qkv.select(0, 1)?, qkv.select(0, 2)?);
+        let (q, k) =
+            apply_rotary_pos_emb_vision(&q, &k, &position_embeddings.0, &position_embeddings.1)?;
+        let heads_first = |x: &Tensor| x.transpose(0, 1)?.unsqueeze(0);
+        Ok([heads_first(&q)?, heads_first(&k)?, heads_first(&v)?])
+    }
+
+    /// The output projection of the attention `[1, patches, heads, head_dim]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn output(&self, attn: &Tensor, patches: SymInt) -> CoreResult<Tensor> {
+        self.proj
+            .forward(&attn.reshape(vec![patches, SymInt::new(-1)])?.contiguous()?)
+    }
+
+    /// Attention within each segment of `cu_seqlens` (one per frame): transformers splits the
+    /// states with `lengths.tolist()` and loops over the pieces, a data-dependent read an
+    /// export stops on. Patchable: `patched_VisionAttention.forward` (crates/patch-transformers)
+    /// masks the other segments instead.
+    ///
+    /// # Errors
+    /// [`onnx_diagnostic_core::Error::DataDependent`] during an export; any error of the ops.
+    #[onnx_diagnostic_macros::patchable]
+    pub fn forward(
+        &self,
+        hidden_states: &Tensor,
+        cu_seqlens: &Tensor,
+        position_embeddings: &(Tensor, Tensor),
+    ) -> CoreResult<Tensor> {
+        let _s = scope("attn");
+        let n = hidden_states.size(0)?;
+        let [q, k, v] = self.project(hidden_states, position_embeddings)?;
+        let ends = cu_seqlens.slice(0, Some(SymInt::new(1)), None, 1)?;
+        let starts = cu_seqlens.slice(0, None, Some(SymInt::new(-1)), 1)?;
+        let lengths = ends.sub(&starts)?.to_vec_i64()?;
+        let (mut outs, mut start) = (Vec::with_capacity(lengths.len()), 0);
+        for len in lengths {
+            let piece = |x: &Tensor| x.narrow(2, start, len);
+            outs.push(vision_attention(
+                &piece(&q)?,
+                &piece(&k)?,
+                &piece(&v)?,
+                None,
+                self.scaling(),
+            )?);
+            start += len;
+        }
+        let refs: Vec<&Tensor> = outs.iter().collect();
+        self.output(&Tensor::cat(&refs, 1)?, n)
+    }
+}
+
+/// `VisionMlp`: `fc2(act(fc1(x)))`.
+#[derive(Clone, Debug)]
+pub struct VisionMlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl VisionMlp {
+    fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
+        let (d, h) = (cfg.embed_dim, (cfg.embed_dim as f64 * cfg.mlp_ratio) as i64);
+        Ok(Self {
+            fc1: Linear::load(vb, "fc1", d, h, true)?,
+            fc2: Linear::load(vb, "fc2", h, d, true)?,
+            act: Activation::from_name(MODEL, &cfg.hidden_act)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        let _s = scope("mlp");
+        self.fc2.forward(&self.act.forward(&self.fc1.forward(x)?)?)
+    }
+}
+
+/// `Qwen2VLVisionBlock`: pre-norm attention and MLP with residuals.
+#[derive(Clone, Debug)]
+pub struct Qwen2VLVisionBlock {
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    /// The attention.
+    pub attn: VisionAttention,
+    mlp: VisionMlp,
+}
+
+impl Qwen2VLVisionBlock {
+    fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
+        Ok(Self {
+            norm1: LayerNorm::load(vb, "norm1", cfg.embed_dim, 1e-6)?,
+            norm2: LayerNorm::load(vb, "norm2", cfg.embed_dim, 1e-6)?,
+            attn: VisionAttention::load(&vb.pp("attn"), cfg)?,
+            mlp: VisionMlp::load(&vb.pp("mlp"), cfg)?,
+        })
+    }
+
+    /// The block on `[patches, embed_dim]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        cu_seqlens: &Tensor,
+        position_embeddings: &(Tensor, Tensor),
+    ) -> CoreResult<Tensor> {
+        let x = {
+            let _n = scope("norm1");
+            self.norm1.forward(h)?
+        };
+        let h = h.add(&self.attn.forward(&x, cu_seqlens, position_embeddings)?)?;
+        let x = {
+            let _n = scope("norm2");
+            self.norm2.forward(&h)?
+        };
+        h.add(&self.mlp.forward(&x)?)
+    }
+}
+
+/// `PatchMerger`: LayerNorm, then each `m x m` square of consecutive patches concatenated and
+/// projected by `Linear, GELU, Linear` (`mlp.0`, `mlp.2`) to the text model's width.
+#[derive(Clone, Debug)]
+pub struct PatchMerger {
+    ln_q: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    hidden: i64,
+}
+
+impl PatchMerger {
+    fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
+        let hidden = cfg.embed_dim * cfg.spatial_merge_size * cfg.spatial_merge_size;
+        let mlp = vb.pp("mlp");
+        Ok(Self {
+            ln_q: LayerNorm::load(vb, "ln_q", cfg.embed_dim, 1e-6)?,
+            fc1: Linear::load(&mlp, "0", hidden, hidden, true)?,
+            fc2: Linear::load(&mlp, "2", hidden, cfg.hidden_size, true)?,
+            hidden,
+        })
+    }
+
+    /// `[patches, embed_dim]` → `[patches / m^2, hidden_size]`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        let _s = scope("merger");
+        let x = self
+            .ln_q
+            .forward(x)?
+            .view(vec![SymInt::new(-1), SymInt::new(self.hidden)])?;
+        self.fc2.forward(&self.fc1.forward(&x)?.gelu("none")?)
+    }
+}
+
+/// `Qwen2VisionTransformerPretrainedModel`: the vision tower.
+#[derive(Clone, Debug)]
+pub struct Qwen2VisionTransformerPretrainedModel {
+    patch_embed: PatchEmbed,
+    rotary_pos_emb: Qwen2VLVisionRotaryEmbedding,
+    /// The blocks.
+    pub blocks: Vec<Qwen2VLVisionBlock>,
+    merger: PatchMerger,
+    /// `spatial_merge_size`.
+    pub spatial_merge_size: i64,
+}
+
+impl Qwen2VisionTransformerPretrainedModel {
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
+        let blocks = (0..cfg.depth)
+            .map(|i| Qwen2VLVisionBlock::load(&vb.pp(format!("blocks.{i}")), cfg))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            patch_embed: PatchEmbed::load(&vb.pp("patch_embed"), cfg)?,
+            rotary_pos_emb: Qwen2VLVisionRotaryEmbedding::new(cfg, vb)?,
+            blocks,
+            merger: PatchMerger::load(&vb.pp("merger"), cfg)?,
+            spatial_merge_size: cfg.spatial_merge_size,
+        })
+    }
+
+    /// The rotary embedding (its `inv_freq` is the buffer `rotary_pos_emb.inv_freq`).
+    pub fn rotary_pos_emb(&self) -> &Qwen2VLVisionRotaryEmbedding {
+        &self.rotary_pos_emb
+    }
+
+    /// The last hidden states `[patches, embed_dim]` and the merged features `[patches / m^2,
+    /// hidden_size]` of `pixel_values` `[patches, C*T*P*P]` whose patches have the `(row,
+    /// column)` `position_ids` `[patches, 2]`, attending within the segments of `cu_seqlens`.
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub fn forward_with_positions(
+        &self,
+        pixel_values: &Tensor,
+        position_ids: &Tensor,
+        cu_seqlens: &Tensor,
+    ) -> CoreResult<(Tensor, Tensor)> {
+        let mut h = self.patch_embed.forward(pixel_values)?;
+        let position_embeddings = self.rotary_pos_emb.forward(position_ids)?;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let _b = scope(&format!("blocks.{i}"));
+            h = blk.forward(&h, cu_seqlens, &position_embeddings)?;
+        }
+        let merged = self.merger.forward(&h)?;
+        Ok((h, merged))
+    }
+
+    /// The forward of transformers: position ids and segments from `grid_thw`, then
+    /// [`Qwen2VisionTransformerPretrainedModel::forward_with_positions`]. Patchable:
+    /// `patched_Qwen2VisionTransformerPretrainedModel.forward` computes the position ids from
+    /// the patch index instead of looping over `grid_thw.tolist()`.
+    ///
+    /// # Errors
+    /// [`onnx_diagnostic_core::Error::DataDependent`] during an export (the position ids);
+    /// any error of the ops.
+    #[onnx_diagnostic_macros::patchable]
+    pub fn forward(
+        &self,
+        pixel_values: &Tensor,
+        grid_thw: &Tensor,
+    ) -> CoreResult<(Tensor, Tensor)> {
+        let _s = scope("visual");
+        let position_ids = get_vision_position_ids(grid_thw, self.spatial_merge_size)?;
+        let cu_seqlens = get_vision_cu_seqlens(grid_thw)?;
+        self.forward_with_positions(pixel_values, &position_ids, &cu_seqlens)
+    }
+}

@@ -1,0 +1,65 @@
+//! The helpers of transformers 5.23's `vision_utils` that the vision encoders call on
+//! `grid_thw` (`[images, 3]`: the temporal, height and width sizes of each image in patches),
+//! written as transformers writes them: `get_vision_position_ids` loops over
+//! `grid_thw.tolist()` (a data-dependent read, which an export refuses) and
+//! `get_vision_cu_seqlens` repeats each frame's length with a data-dependent count (which an
+//! export records with an unbacked length).
+
+use onnx_diagnostic_core::{Result, SymInt, Tensor};
+use tch::Kind;
+
+/// `get_vision_cu_seqlens(grid_thw)`: the cumulative lengths `[0, h0*w0, 2*h0*w0, ...]` of
+/// the attention segments, one per frame (`h * w` patches each, `t` frames per image), in
+/// int32 as transformers' eager path gives them. Its length, one more than the number of
+/// frames, depends on the values of `grid_thw`.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn get_vision_cu_seqlens(grid_thw: &Tensor) -> Result<Tensor> {
+    let (t, h, w) = (
+        grid_thw.select(1, 0)?,
+        grid_thw.select(1, 1)?,
+        grid_thw.select(1, 2)?,
+    );
+    let seqlens = h.mul(&w)?.repeat_interleave_tensor(&t)?;
+    seqlens.cumsum(0)?.to_kind(Kind::Int)?.pad(&[1, 0], 0.0)
+}
+
+/// `get_vision_position_ids(grid_thw, spatial_merge_size)`: the `(row, column)` of every
+/// patch, `[patches, 2]` int64, laid out block-major over `m x m` merge blocks and repeated
+/// for each frame, image after image. Loops over `grid_thw.tolist()` as transformers does,
+/// so an export stops here on the data-dependent read. Patchable:
+/// `patched_Qwen2VisionTransformerPretrainedModel.forward` (crates/patch-transformers)
+/// computes the same ids from the patch index.
+///
+/// # Errors
+/// [`onnx_diagnostic_core::Error::DataDependent`] during an export; any error of the ops.
+#[onnx_diagnostic_macros::patchable]
+pub fn get_vision_position_ids(grid_thw: &Tensor, spatial_merge_size: i64) -> Result<Tensor> {
+    let device = grid_thw.device();
+    let m = spatial_merge_size;
+    let mut position_ids = Vec::new();
+    for g in grid_thw.to_vec_i64()?.chunks(3) {
+        let [t, h, w] = [g[0], g[1], g[2]];
+        let hpos = Tensor::arange(0, h, 1, Kind::Int64, device)?
+            .unsqueeze(1)?
+            .expand([h, w])?;
+        let wpos = Tensor::arange(0, w, 1, Kind::Int64, device)?
+            .unsqueeze(0)?
+            .expand([h, w])?;
+        let block = |x: &Tensor| -> Result<Tensor> {
+            x.reshape([h / m, m, w / m, m])?
+                .transpose(1, 2)?
+                .reshape(vec![SymInt::new(-1)])
+        };
+        let ids = Tensor::stack(&[&block(&hpos)?, &block(&wpos)?], -1)?;
+        // `.repeat(t, 1)`
+        position_ids.push(
+            ids.unsqueeze(0)?
+                .expand([t, h * w, 2])?
+                .reshape([t * h * w, 2])?,
+        );
+    }
+    let refs: Vec<&Tensor> = position_ids.iter().collect();
+    Tensor::cat(&refs, 0)
+}
