@@ -14,7 +14,7 @@ use crate::{
     graph::{Attr, Graph, InputKind, Node, ValueId, ValueInfo},
     ops::{Assumption, OpDef, Rel, ShapeCtx},
     state,
-    sym::{SymExpr, SymInt},
+    sym::{Atom, SymExpr, SymInt},
     tensor::{Tensor, Traced},
 };
 
@@ -438,25 +438,45 @@ impl Recorder {
     /// Whether a relation between one unbacked size and a constant holds for every value of
     /// the size's range (`u0 >= 0`, or `u0 != 0` after `check_size(u0 >= 1)`): such a
     /// decision needs no value, as torch's size-oblivious reasoning decides it.
+    /// Whether the ranges of the symbols settle `a`: `lhs - rhs` is evaluated over intervals
+    /// when it is linear (each term a constant or a constant times one symbol), the unbacked
+    /// symbols taking their ranges and the others `[0, inf)` (sizes are never negative).
     fn implied_by_range(&self, a: &Assumption) -> bool {
-        let (sym, rel, c) = match (
-            a.lhs.as_symbol(),
-            a.rhs.as_const(),
-            a.rhs.as_symbol(),
-            a.lhs.as_const(),
-        ) {
-            (Some(s), Some(c), _, _) => (s, a.rel, c),
-            (_, _, Some(s), Some(c)) => (s, crate::control_flow::flip(a.rel), c),
-            _ => return false,
-        };
-        let (min, max) = self.unbacked_range(sym);
-        match rel {
-            Rel::Ge => min >= c,
-            Rel::Gt => min > c,
-            Rel::Le => max.is_some_and(|m| m <= c),
-            Rel::Lt => max.is_some_and(|m| m < c),
-            Rel::Ne => min > c || max.is_some_and(|m| m < c),
-            Rel::Eq => min == c && max == Some(c),
+        let d = &a.lhs - &a.rhs;
+        // lo, hi of `d`; None is -inf / +inf.
+        let (mut lo, mut hi) = (Some(0i64), Some(0i64));
+        for (mono, c) in d.terms() {
+            let (tlo, thi) = match mono {
+                [] => (Some(c), Some(c)),
+                [Atom::Sym(name)] => {
+                    let (min, max) = if self
+                        .unbacked
+                        .iter()
+                        .any(|u| u.name.as_str() == name.as_ref())
+                    {
+                        self.unbacked_range(name)
+                    } else {
+                        (0, None)
+                    };
+                    let scale = |v: i64| v.checked_mul(c);
+                    if c > 0 {
+                        (scale(min), max.and_then(scale))
+                    } else {
+                        (max.and_then(scale), scale(min))
+                    }
+                }
+                _ => return false,
+            };
+            lo = lo.zip(tlo).and_then(|(x, y)| x.checked_add(y));
+            hi = hi.zip(thi).and_then(|(x, y)| x.checked_add(y));
+        }
+        match a.rel {
+            Rel::Ge => lo.is_some_and(|l| l >= 0),
+            Rel::Gt => lo.is_some_and(|l| l > 0),
+            Rel::Le => hi.is_some_and(|h| h <= 0),
+            Rel::Lt => hi.is_some_and(|h| h < 0),
+            Rel::Ne => lo.is_some_and(|l| l > 0) || hi.is_some_and(|h| h < 0),
+            Rel::Eq => lo == Some(0) && hi == Some(0),
             Rel::Broadcast => false,
         }
     }

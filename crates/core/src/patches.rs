@@ -277,6 +277,9 @@ pub struct PatchOptions {
     pub custom_patches: Vec<CustomPatch>,
     /// Serializers supplied at run time (plugins'), registered with the others.
     pub custom_serializers: Vec<Arc<dyn crate::Serializer>>,
+    /// Built-in patches not to apply, by name (`patched_VisionAttention.forward`): to see
+    /// what one patch of a family fixes, or to supply another form through `custom_patches`.
+    pub skip: Vec<String>,
     /// Methods to rewrite (the control-flow rewriting issue; accepted and kept, unused so far).
     pub rewrite: Vec<String>,
     /// Where to dump the rewritten code (rewriting issue).
@@ -294,6 +297,7 @@ impl Default for PatchOptions {
             verbose: 0,
             patch: true,
             custom_patches: Vec::new(),
+            skip: Vec::new(),
             custom_serializers: Vec::new(),
             rewrite: Vec::new(),
             dump_rewriting: None,
@@ -559,8 +563,20 @@ pub fn torch_export_patches(options: PatchOptions) -> Result<PatchGuard> {
         register_families_with(&families, &options.custom_serializers, options.verbose);
 
     let mut applied: Vec<(AppliedPatch, Arc<dyn Any + Send + Sync>)> = Vec::new();
+    for name in &options.skip {
+        if !registered_patches().iter().any(|e| e.name == name.as_str()) {
+            return Err(Error::Patch {
+                patch: name.clone(),
+                reason: "asked to skip it, but no linked crate registers a patch of this name"
+                    .to_owned(),
+            });
+        }
+    }
     if options.patch {
         for e in registered_patches() {
+            if options.skip.iter().any(|s| s == e.name) {
+                continue;
+            }
             let on = match e.family {
                 PatchFamily::Torch => options.patch_torch,
                 PatchFamily::Transformers => options.patch_transformers,

@@ -162,8 +162,8 @@ impl Tensor {
     /// `self`'s shape) is true replaced, in row-major order, by the first elements of
     /// `source`. Written as torch's decomposition would run it, so that it exports with any
     /// number of true elements: the exclusive prefix count of the mask indexes the flattened
-    /// source, and a `where` keeps `self` elsewhere. An empty source with an all-false mask
-    /// is an error (the gather needs one element), as no caller here scatters nothing.
+    /// source, and a `where` keeps `self` elsewhere (also with an empty source and an all-false
+    /// mask: the gather reads a padding element).
     ///
     /// # Errors
     /// Any error of the ops (a mask that does not broadcast, a source too short for the mask:
@@ -178,7 +178,14 @@ impl Tensor {
         // false ones, which would otherwise index past the source's end).
         let zero = Tensor::zeros(Vec::<crate::SymInt>::new(), tch::Kind::Int64, self.device())?;
         let index = counts.cumsum(0)?.sub(&counts)?.where_cond(&flat, &zero)?;
-        let src = source.reshape(vec![crate::SymInt::new(-1)])?;
+        // One more element, so that an empty source (no true element) still gathers.
+        let src = Tensor::cat(
+            &[
+                &source.reshape(vec![crate::SymInt::new(-1)])?,
+                &Tensor::zeros([1], source.kind(), source.device())?,
+            ],
+            0,
+        )?;
         let picked = src.index_select(0, &index)?.reshape(shape)?;
         picked.to_kind(self.kind())?.where_cond(&mask, self)
     }

@@ -29,6 +29,7 @@ use crate::{
         phi::{self, PhiForCausalLM},
         phi3::Phi3ForCausalLM,
         qwen2::Qwen2ForCausalLM,
+        qwen2_vl::{self, Qwen2VLForConditionalGeneration},
         qwen3::Qwen3ForCausalLM,
         qwen3_moe::Qwen3MoeForCausalLM,
         smollm3::SmolLM3ForCausalLM,
@@ -234,6 +235,13 @@ const REGISTRY: &[Entry] = &[
         bart::Config,
         "blenderbot-small",
         "text2text-generation"
+    ),
+    entry!(
+        "Qwen2VLForConditionalGeneration",
+        Qwen2VLForConditionalGeneration,
+        qwen2_vl::Config,
+        "qwen2_vl",
+        "image-text-to-text"
     ),
     entry!(
         "MarianMTModel",

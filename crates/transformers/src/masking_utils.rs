@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// `torch.finfo(kind).min`: the most negative finite value of a floating type.
-pub(crate) fn finfo_min(kind: Kind) -> f64 {
+pub fn finfo_min(kind: Kind) -> f64 {
     match kind {
         Kind::Half => -65504.0,
         // bfloat16 keeps float32's exponent: its largest value is 0x7f7f.

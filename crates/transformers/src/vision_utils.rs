@@ -28,13 +28,12 @@ pub fn get_vision_cu_seqlens(grid_thw: &Tensor) -> Result<Tensor> {
 /// `get_vision_position_ids(grid_thw, spatial_merge_size)`: the `(row, column)` of every
 /// patch, `[patches, 2]` int64, laid out block-major over `m x m` merge blocks and repeated
 /// for each frame, image after image. Loops over `grid_thw.tolist()` as transformers does,
-/// so an export stops here on the data-dependent read. Patchable:
-/// `patched_Qwen2VisionTransformerPretrainedModel.forward` (crates/patch-transformers)
-/// computes the same ids from the patch index.
+/// so an export stops here on the data-dependent read
+/// (`patched_Qwen2VisionTransformerPretrainedModel.forward` of crates/patch-transformers
+/// computes the same ids from the patch index instead).
 ///
 /// # Errors
 /// [`onnx_diagnostic_core::Error::DataDependent`] during an export; any error of the ops.
-#[onnx_diagnostic_macros::patchable]
 pub fn get_vision_position_ids(grid_thw: &Tensor, spatial_merge_size: i64) -> Result<Tensor> {
     let device = grid_thw.device();
     let m = spatial_merge_size;
@@ -59,6 +58,11 @@ pub fn get_vision_position_ids(grid_thw: &Tensor, spatial_merge_size: i64) -> Re
                 .expand([t, h * w, 2])?
                 .reshape([t * h * w, 2])?,
         );
+    }
+    if position_ids.is_empty() {
+        // No image: transformers' `torch.cat([])` raises; an image-less step (`pixel_values`
+        // `[0, ...]`) gets no positions, as the patched form computes.
+        return Tensor::zeros([0, 2], Kind::Int64, device);
     }
     let refs: Vec<&Tensor> = position_ids.iter().collect();
     Tensor::cat(&refs, 0)

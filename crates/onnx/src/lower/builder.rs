@@ -158,6 +158,13 @@ impl Builder {
         attrs: Vec<(&str, A)>,
     ) {
         let name = self.node_name(op_type);
+        let mut attrs = attrs;
+        if op_type == "Reshape" && self.opset >= 14 && !attrs.iter().any(|(n, _)| *n == "allowzero")
+        {
+            // torch's sizes: a 0 in a shape is a size of 0 (a step without images), never ONNX's
+            // "copy the input's dim", which a run-time shape would otherwise turn it into.
+            attrs.push(("allowzero", A::Int(1)));
+        }
         self.nodes.push(proto::NodeProto {
             input: inputs.iter().map(|s| (*s).to_owned()).collect(),
             output: outputs.to_vec(),

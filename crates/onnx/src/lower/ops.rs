@@ -1009,6 +1009,11 @@ fn reduce(c: &mut Ctx<'_>, op_type: &str) -> Result<(), LowerError> {
         .collect();
     let keep = i64::from(c.bool(1)?);
     let k = c.out_kind()?;
+    let dynamic = c.shape(0)?.iter().any(|d| !d.is_static());
+    let last_or_all = dims.is_empty() || dims == [rank - 1];
+    if op_type == "ReduceSum" && matches!(k, Kind::Int64 | Kind::Int) && dynamic && last_or_all {
+        return integer_sum(c, dims.is_empty(), keep != 0, rank);
+    }
     // any/all reduce booleans as integers (ReduceMax/Min take bool from opset 20 only).
     let compute = if k == Kind::Bool { Kind::Int64 } else { k };
     let x = c.input_as(0, compute)?;
@@ -1022,6 +1027,42 @@ fn reduce(c: &mut Ctx<'_>, op_type: &str) -> Result<(), LowerError> {
     }
     let r = c.b.op(op_type, &refs, vec![("keepdims", A::Int(keep))]);
     c.finish_as(&r, compute)
+}
+
+/// An integer sum over the last axis (or all of them) of a dynamic shape, as a MatMul with a
+/// column of ones: ONNX Runtime 1.31's CPU ReduceSum returns its input unchanged when the input
+/// has no element (a `[2, 0]` sum over the last axis gives `[2, 0]`, not `[2]` of zeros), and
+/// counts over data-dependent or image-less dims (Qwen2-VL's patches without images) meet empty
+/// inputs. The MatMul is exact on integers and handles empty dims.
+fn integer_sum(c: &mut Ctx<'_>, all: bool, keep: bool, rank: i64) -> Result<(), LowerError> {
+    let k = c.out_kind()?;
+    let mut x = c.input_as(0, k)?;
+    if all {
+        let flat = c.b.ints(&[-1])?;
+        x = c.b.op("Reshape", &[&x, &flat], Vec::new());
+    }
+    let y = sum_last_keepdim(c, &x, k)?;
+    let target: Vec<SymInt> = c.out_info(0)?.shape.clone();
+    if all {
+        let out = c.b.shape(&target)?;
+        return c.emit_out("Reshape", &[&y, &out], Vec::new());
+    }
+    if keep {
+        return c.emit_out("Identity", &[&y], Vec::new());
+    }
+    let last = c.b.ints(&[rank - 1])?;
+    c.emit_out("Squeeze", &[&y, &last], Vec::new())
+}
+
+/// `x.sum(-1, keepdim=True)` of an integer `x` of type `k` as `x @ ones([K, 1])` (see
+/// [`integer_sum`]).
+pub(super) fn sum_last_keepdim(c: &mut Ctx<'_>, x: &str, k: Kind) -> Result<String, LowerError> {
+    let shape = c.b.op("Shape", &[x], vec![("start", A::Int(-1))]);
+    let one = c.b.ints(&[1])?;
+    let wshape = c.b.op("Concat", &[&shape, &one], vec![("axis", A::Int(0))]);
+    let unit = c.b.scalar(1.0, k)?;
+    let ones = c.b.op("Expand", &[&unit, &wshape], Vec::new());
+    Ok(c.b.op("MatMul", &[x, &ones], Vec::new()))
 }
 
 fn reduce_with_index(c: &mut Ctx<'_>, value_op: &str, index_op: &str) -> Result<(), LowerError> {
@@ -1070,6 +1111,21 @@ fn arange(c: &mut Ctx<'_>) -> Result<(), LowerError> {
 
 fn filled(c: &mut Ctx<'_>, value: Option<f64>) -> Result<(), LowerError> {
     let k = c.out_kind()?;
+    if value.is_none()
+        && let Attr::Int(v) = c.attr(1)?
+        && !v.is_static()
+    {
+        // A symbolic fill value (`torch.full(shape, x.shape[0])`): the size computed at run time,
+        // cast and expanded to the shape.
+        let v = v.clone();
+        let one = c.b.shape(std::slice::from_ref(&v))?;
+        let one = c.cast(&one, Kind::Int64, k)?;
+        let sizes = c.syms(0)?;
+        let shape = c.b.shape(&sizes)?;
+        let empty = c.b.ints(&[])?;
+        let scalar = c.b.op("Reshape", &[&one, &empty], Vec::new());
+        return c.emit_out("Expand", &[&scalar, &shape], Vec::new());
+    }
     let value = match value {
         Some(v) => v,
         None => c.float(1)?.ok_or_else(|| c.fail("fill value is missing"))?,

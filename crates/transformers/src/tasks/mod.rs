@@ -4,9 +4,11 @@
 //! - [`text_generation`]: decoder-only LLMs with a KV cache (the items are re-exported here);
 //! - [`text2text_generation`]: encoder-decoders with an `EncoderDecoderCache`;
 //! - [`feature_extraction`]: the feature-extraction and summarization sets of encoder-decoders
-//!   (the source only, the decoder's inputs shifted from it).
+//!   (the source only, the decoder's inputs shifted from it);
+//! - [`image_text_to_text`]: vision-language models (Qwen2-VL) with images and a KV cache.
 
 pub mod feature_extraction;
+pub mod image_text_to_text;
 pub mod text2text_generation;
 pub mod text_generation;
 

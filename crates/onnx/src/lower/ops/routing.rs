@@ -195,18 +195,19 @@ fn repeat_interleave_tensor(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let reps = c.input_as(1, Kind::Int64)?;
     let axis = c.b.scalar(0.0, Kind::Int64)?;
     let ends = c.b.op("CumSum", &[&reps, &axis], Vec::new());
-    let total = c.b.op("ReduceSum", &[&reps], vec![("keepdims", A::Int(0))]);
+    // The total, `sum(repeats)`, also of no repeats (ReduceSum mishandles empty inputs, see
+    // `integer_sum`).
+    let total = super::sum_last_keepdim(c, &reps, Kind::Int64)?;
+    let scalar = c.b.ints(&[])?;
+    let total = c.b.op("Reshape", &[&total, &scalar], Vec::new());
     let (zero, one) = (c.b.scalar(0.0, Kind::Int64)?, c.b.scalar(1.0, Kind::Int64)?);
     let j = c.b.op("Range", &[&zero, &total, &one], Vec::new());
     let last = c.b.ints(&[-1])?;
     let col = c.b.op("Unsqueeze", &[&j, &last], Vec::new());
     let passed = c.b.op("GreaterOrEqual", &[&col, &ends], Vec::new());
     let passed = c.cast(&passed, Kind::Bool, Kind::Int64)?;
-    let index = c.b.op(
-        "ReduceSum",
-        &[&passed, &last],
-        vec![("keepdims", A::Int(0))],
-    );
+    let index = super::sum_last_keepdim(c, &passed, Kind::Int64)?;
+    let index = c.b.op("Squeeze", &[&index, &last], Vec::new());
     c.emit_out("Gather", &[&x, &index], vec![("axis", A::Int(0))])
 }
 

@@ -192,10 +192,13 @@ impl Qwen2VLModel {
                 )
             })?;
             let features = self.get_image_features(pv, grid)?;
-            let refs: Vec<&Tensor> = features.iter().collect();
-            let embeds = Tensor::cat(&refs, 0)?.to_kind(h.kind())?;
-            let mask = self.get_placeholder_mask(input_ids, &embeds)?;
-            h = h.masked_scatter(&mask, &embeds)?;
+            // No image (`pixel_values` `[0, ...]`): nothing to scatter.
+            if !features.is_empty() {
+                let refs: Vec<&Tensor> = features.iter().collect();
+                let embeds = Tensor::cat(&refs, 0)?.to_kind(h.kind())?;
+                let mask = self.get_placeholder_mask(input_ids, &embeds)?;
+                h = h.masked_scatter(&mask, &embeds)?;
+            }
         }
         let (b, s) = (input_ids.size(0)?, input_ids.size(1)?);
         let three = |p: &Tensor| {

@@ -4,6 +4,10 @@
 //! patch rows and columns), `Qwen2VLVisionBlock`s of `VisionAttention` and `VisionMlp`, and
 //! the `PatchMerger` (each `m x m` square of patches to one feature of the text model's width).
 //!
+//! Where transformers reshapes with `-1`, the sizes are written out (the same values): torch
+//! refuses `-1` on zero elements, and with the sizes an input set without images
+//! (`pixel_values` `[0, ...]`, `image_grid_thw` `[0, 3]`) runs through the same graph.
+//!
 //! Written the natural way: `VisionAttention` splits the patches into one attention segment
 //! per frame with `cu_seqlens.tolist()` and loops over them, and the position ids loop over
 //! `grid_thw.tolist()` ([`get_vision_position_ids`]). Both read the data, so an export stops
@@ -54,15 +58,19 @@ impl PatchEmbed {
         })
     }
 
-    /// `[patches, C*T*P*P]` → `[patches, embed_dim]`.
+    /// `[patches, C*T*P*P]` → `[patches, embed_dim]` (transformers also takes any layout of the
+    /// same values; the processor gives this one).
     ///
     /// # Errors
     /// Any error of the ops.
     pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
         let _s = scope("patch_embed");
         let (t, p) = (self.temporal_patch_size, self.patch_size);
+        // The patch count where transformers writes -1 (`view(-1, ...)` of zero patches is
+        // ambiguous to torch: with it, an image-less step runs, see the module doc).
+        let n = x.size(0)?;
         let x = x.view(vec![
-            SymInt::new(-1),
+            n.clone(),
             SymInt::new(self.in_channels),
             SymInt::new(t),
             SymInt::new(p),
@@ -70,7 +78,7 @@ impl PatchEmbed {
         ])?;
         x.to_kind(self.weight.kind())?
             .conv3d(&self.weight, None, [t, p, p], [0, 0, 0], [1, 1, 1], 1)?
-            .view(vec![SymInt::new(-1), SymInt::new(self.embed_dim)])
+            .view(vec![n, SymInt::new(self.embed_dim)])
     }
 }
 
@@ -216,7 +224,7 @@ impl VisionAttention {
                 n,
                 SymInt::new(3),
                 SymInt::new(self.heads),
-                SymInt::new(-1),
+                SymInt::new(self.head_dim),
             ])?
             .permute(&[1, 0, 2, 3])?;
         let (q, k, v) = (qkv.select(0, 0)?, qkv.select(0, 1)?, qkv.select(0, 2)?);
@@ -231,8 +239,9 @@ impl VisionAttention {
     /// # Errors
     /// Any error of the ops.
     pub fn output(&self, attn: &Tensor, patches: SymInt) -> CoreResult<Tensor> {
+        let width = SymInt::new(self.heads * self.head_dim);
         self.proj
-            .forward(&attn.reshape(vec![patches, SymInt::new(-1)])?.contiguous()?)
+            .forward(&attn.reshape(vec![patches, width])?.contiguous()?)
     }
 
     /// Attention within each segment of `cu_seqlens` (one per frame): transformers splits the
@@ -266,6 +275,10 @@ impl VisionAttention {
                 self.scaling(),
             )?);
             start += len;
+        }
+        if outs.is_empty() {
+            // No segment, no patch (an image-less step): the attention of nothing.
+            outs.push(vision_attention(&q, &k, &v, None, self.scaling())?);
         }
         let refs: Vec<&Tensor> = outs.iter().collect();
         self.output(&Tensor::cat(&refs, 1)?, n)
@@ -347,6 +360,8 @@ pub struct PatchMerger {
     fc1: Linear,
     fc2: Linear,
     hidden: i64,
+    /// `spatial_merge_size ** 2`: patches per merged feature.
+    merge2: i64,
 }
 
 impl PatchMerger {
@@ -358,6 +373,7 @@ impl PatchMerger {
             fc1: Linear::load(&mlp, "0", hidden, hidden, true)?,
             fc2: Linear::load(&mlp, "2", hidden, cfg.hidden_size, true)?,
             hidden,
+            merge2: cfg.spatial_merge_size * cfg.spatial_merge_size,
         })
     }
 
@@ -367,10 +383,11 @@ impl PatchMerger {
     /// Any error of the ops.
     pub fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
         let _s = scope("merger");
+        let merged = x.size(0)?.floor_div(self.merge2);
         let x = self
             .ln_q
             .forward(x)?
-            .view(vec![SymInt::new(-1), SymInt::new(self.hidden)])?;
+            .view(vec![merged, SymInt::new(self.hidden)])?;
         self.fc2.forward(&self.fc1.forward(&x)?.gelu("none")?)
     }
 }

@@ -1,0 +1,162 @@
+//! Qwen2-VL's vision path exports only with its three patches, and the exported program and
+//! ONNX Runtime then match eager on sets with another number and other sizes of images (and
+//! none): without `patched_Qwen2VisionTransformerPretrainedModel.forward` the export stops on
+//! the position ids' `grid_thw.tolist()`, without `patched_VisionAttention.forward` on the
+//! attention's loop over `cu_seqlens.tolist()`, without
+//! `patched_Qwen2VLModel.get_image_features` on the split per image.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use onnx_diagnostic_core::{
+    Error, ExportOptions, ExportedProgram, Inputs, Module, PatchOptions, Result, Value, export,
+    patches::any_active, torch_export_patches,
+};
+use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
+use onnx_diagnostic_transformers::{
+    TaskModel, models::qwen2_vl::Qwen2VLForConditionalGeneration, tasks::TextGenerationOptions,
+    weights::Weights,
+};
+
+const TINY: &str = r#"{"architectures": ["Qwen2VLForConditionalGeneration"],
+  "model_type": "qwen2_vl",
+  "text_config": {"vocab_size": 200, "hidden_size": 32, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 1, 1]}},
+  "vision_config": {"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4,
+    "patch_size": 4, "temporal_patch_size": 2, "spatial_merge_size": 2},
+  "image_token_id": 199, "video_token_id": 198, "vision_start_token_id": 197,
+  "vision_end_token_id": 196}"#;
+
+fn tiny() -> Qwen2VLForConditionalGeneration {
+    let cfg = onnx_diagnostic_transformers::models::qwen2_vl::Config::from_json(TINY).unwrap();
+    let mut w = Weights::untrained("Qwen2VLForConditionalGeneration", 3, 0.02);
+    Qwen2VLForConditionalGeneration::new(cfg, &mut w).unwrap()
+}
+
+fn try_export(model: &Qwen2VLForConditionalGeneration, skip: &[&str]) -> Result<ExportedProgram> {
+    let _g = torch_export_patches(PatchOptions {
+        patch_transformers: true,
+        patch: true,
+        skip: skip.iter().map(|s| (*s).to_owned()).collect(),
+        ..PatchOptions::default()
+    })
+    .unwrap();
+    let options = TextGenerationOptions::default();
+    let sets = model.input_sets(&options, 1).unwrap();
+    export(
+        model,
+        &[],
+        &sets[0].1,
+        Some(&model.dynamic_shapes(&options)),
+        &ExportOptions::default(),
+    )
+}
+
+/// The export stops with a data-dependent error at a line of `file`.
+fn stops_in(e: &Error, file: &str) {
+    match e {
+        Error::DataDependent { location, .. } => {
+            assert!(location.file.ends_with(file), "{e}");
+        }
+        other => panic!("not a data-dependent stop: {other}"),
+    }
+}
+
+#[test]
+fn qwen2_vl_exports_only_with_its_vision_patches_and_matches_eager_in_ort() {
+    // Both crates the guard draws on are linked (their link-time entries are kept).
+    let patches = onnx_diagnostic_patch_transformers::patches();
+    for p in [
+        "patched_VisionAttention.forward",
+        "patched_Qwen2VisionTransformerPretrainedModel.forward",
+        "patched_Qwen2VLModel.get_image_features",
+    ] {
+        assert!(patches.contains(&p), "{patches:?}");
+    }
+    assert!(onnx_diagnostic_serialization::supported_classes().contains(&"DynamicCache"));
+    let model = tiny();
+    // Serialization only: the position ids' loop over `grid_thw.tolist()`.
+    let e = {
+        let _g = torch_export_patches(PatchOptions {
+            patch_transformers: true,
+            patch: false,
+            ..PatchOptions::default()
+        })
+        .unwrap();
+        let options = TextGenerationOptions::default();
+        let sets = model.input_sets(&options, 1).unwrap();
+        export(
+            &model,
+            &[],
+            &sets[0].1,
+            Some(&model.dynamic_shapes(&options)),
+            &ExportOptions::default(),
+        )
+        .unwrap_err()
+    };
+    stops_in(&e, "vision_utils.rs");
+    // Each patch alone missing.
+    let e = try_export(&model, &["patched_VisionAttention.forward"]).unwrap_err();
+    stops_in(&e, "qwen2_vl/vision.rs");
+    assert!(e.to_string().contains("tolist"), "{e}");
+    let e = try_export(&model, &["patched_Qwen2VLModel.get_image_features"]).unwrap_err();
+    stops_in(&e, "qwen2_vl/mod.rs");
+    let e = try_export(
+        &model,
+        &["patched_Qwen2VisionTransformerPretrainedModel.forward"],
+    )
+    .unwrap_err();
+    stops_in(&e, "vision_utils.rs");
+
+    // With the three: the exported program and ONNX Runtime match eager on every set.
+    let options = TextGenerationOptions::default();
+    let sets = model.input_sets(&options, 1).unwrap();
+    let names: Vec<&str> = sets.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["inputs", "inputs2", "inputs_images"]);
+    let guard = torch_export_patches(PatchOptions {
+        patch_transformers: true,
+        ..PatchOptions::default()
+    })
+    .unwrap();
+    let ep = export(
+        &model,
+        &[],
+        &sets[0].1,
+        Some(&model.dynamic_shapes(&options)),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    let mut got = Vec::new();
+    for (name, set) in &sets {
+        let from_ep = ep.run(&[], set).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let from_ort = session
+            .run(&[], set)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        got.push((from_ep, from_ort));
+    }
+    drop(guard);
+    assert!(!any_active());
+    for ((name, set), (from_ep, from_ort)) in sets.iter().zip(&got) {
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
+            .unwrap();
+        for (what, v) in [("exported program", from_ep), ("ORT", from_ort)] {
+            let d = max_diff(&eager, v);
+            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {what}: {d:?}");
+        }
+    }
+    // The image sets hold 2 and 3 images of other sizes than each other; inputs2 none.
+    let images = |i: usize| match &sets[i]
+        .1
+        .iter()
+        .find(|(k, _)| k == "image_grid_thw")
+        .unwrap()
+        .1
+    {
+        Value::Tensor(t) => t.concrete_shape()[0],
+        _ => panic!(),
+    };
+    assert_eq!((images(0), images(1), images(2)), (2, 0, 3));
+}
