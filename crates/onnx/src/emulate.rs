@@ -245,6 +245,7 @@ impl Pass {
             | "Mod"
             | "Mul"
             | "Neg"
+            | "Pad"
             | "Pow"
             | "Range"
             | "Reciprocal"
@@ -421,6 +422,7 @@ const MOVES: &[&str] = &[
     "Flatten",
     "Gather",
     "Identity",
+    "Pad",
     "Reshape",
     "Slice",
     "Split",

@@ -268,6 +268,34 @@ const CONFIGS: &[(&str, &str)] = &[
         "use_sliding_window": false, "vocab_size": 151936}"#,
     ),
     (
+        // transformers 5.23's `Qwen2VLConfig()` (Qwen2-VL-7B style), reduced as the Python
+        // package's `tasks/image_text_to_text.py` reduces image-text-to-text configs: 2 text
+        // layers of hidden 16, MLP 320 and 2 heads, 2 vision blocks of 4 heads, patches of
+        // 1 pixel (`patch_size` 1) over 2 frames, vision `hidden_size` 16. Beyond it, where its
+        // reduction gives a model that cannot run: 2 key/value heads (the default 8 do not
+        // divide 2 heads), `mrope_section` [2, 1, 1] (the default [16, 24, 24] is for a head
+        // of 128, not 8), and the vision width `embed_dim` 32 (1280 kept would be 95% of the
+        // weights).
+        "tiny-random/qwen2-vl",
+        r#"{"architectures": ["Qwen2VLForConditionalGeneration"], "image_token_id": 151655,
+        "model_type": "qwen2_vl", "video_token_id": 151656, "vision_end_token_id": 151653,
+        "vision_start_token_id": 151652, "tie_word_embeddings": false,
+        "text_config": {"attention_dropout": 0.0, "bos_token_id": 151643,
+        "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 16,
+        "initializer_range": 0.02, "intermediate_size": 320,
+        "layer_types": ["full_attention", "full_attention"], "max_position_embeddings": 32768,
+        "max_window_layers": 80, "model_type": "qwen2_vl_text", "num_attention_heads": 2,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "pad_token_id": null,
+        "rms_norm_eps": 1e-05, "rope_parameters": {"mrope_section": [2, 1, 1],
+        "rope_theta": 1000000.0, "rope_type": "default"}, "sliding_window": null,
+        "use_cache": true, "use_sliding_window": false, "vocab_size": 152064},
+        "vision_config": {"depth": 2, "embed_dim": 32, "hidden_act": "quick_gelu",
+        "hidden_size": 16, "in_channels": 3, "initializer_range": 0.02, "mlp_ratio": 4,
+        "model_type": "qwen2_vl_vision", "num_heads": 4, "patch_size": 1,
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "axial"},
+        "spatial_merge_size": 2, "temporal_patch_size": 2}}"#,
+    ),
+    (
         "xenova/tiny-random-Phi3ForCausalLM",
         r#"{"architectures": ["Phi3ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
         "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 32,

@@ -79,6 +79,7 @@ pub(super) fn suffix(set: &str) -> &'static str {
         "inputs_batch1" => "2_batch1",
         "inputs_resolution" => "2_resolution",
         "inputs_odd_resolution" => "2_odd_resolution",
+        "inputs_images" => "2_images",
         _ => "_other",
     }
 }

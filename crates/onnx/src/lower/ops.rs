@@ -869,26 +869,35 @@ fn group_norm(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     c.emit_out("Identity", &[&y], Vec::new())
 }
 
+/// `conv2d` and `conv3d` as ONNX `Conv` (any spatial rank). ONNX's `Conv` takes no bfloat16
+/// before opset 22: bfloat16 convolutions compute in float32 and cast back.
 fn conv2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let (stride, padding, dilation) = (c.static_ints(0)?, c.static_ints(1)?, c.static_ints(2)?);
     let groups = c.int(3)?;
-    let mut inputs = vec![c.input(0)?, c.input(1)?];
+    let out = c.out_kind()?;
+    let k = if out == Kind::BFloat16 && c.b.opset < 22 {
+        Kind::Float
+    } else {
+        out
+    };
+    let mut inputs = vec![c.input_as(0, k)?, c.input_as(1, k)?];
     if c.has(2) {
-        inputs.push(c.input(2)?);
+        inputs.push(c.input_as(2, k)?);
     }
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let mut pads = padding.clone();
     pads.extend(padding);
-    c.emit_out(
-        "Conv",
-        &refs,
-        vec![
-            ("strides", A::Ints(stride)),
-            ("pads", A::Ints(pads)),
-            ("dilations", A::Ints(dilation)),
-            ("group", A::Int(groups)),
-        ],
-    )
+    let attrs = vec![
+        ("strides", A::Ints(stride)),
+        ("pads", A::Ints(pads)),
+        ("dilations", A::Ints(dilation)),
+        ("group", A::Int(groups)),
+    ];
+    if k == out {
+        return c.emit_out("Conv", &refs, attrs);
+    }
+    let y = c.b.op("Conv", &refs, attrs);
+    c.finish_as(&y, k)
 }
 
 fn avg_pool2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
