@@ -18,7 +18,7 @@ use onnx_diagnostic_macros::patch;
 use onnx_diagnostic_transformers::{
     masking_utils::finfo_min,
     models::qwen2_vl::{
-        Qwen2VLModel, Qwen2VisionTransformerPretrainedModel, VisionAttention,
+        Qwen2VLModel, Qwen2VisionTransformerPretrainedModel, VisionAttention, Windows,
         vision::vision_attention,
     },
     vision_utils::get_vision_cu_seqlens,
@@ -104,13 +104,87 @@ pub fn position_ids_from_patch_index(
     Tensor::stack(&[&row, &col], -1)
 }
 
-/// Replaces `Qwen2VisionTransformerPretrainedModel.forward`, whose position ids
-/// (`get_vision_position_ids`) loop over `grid_thw.tolist()` building one `arange` grid per
-/// image: the export stops on the read. The patch computes the same ids from the patch index
-/// ([`position_ids_from_patch_index`], sized by `pixel_values`' first dim) and keeps the rest
-/// of the original (`get_vision_cu_seqlens`, whose data-dependent length the export records
-/// as an unbacked size). The Python package patches Qwen2.5-VL's `rot_pos_emb` for the same
-/// loop. It can go when transformers computes the ids without reading the grid.
+/// Qwen2.5-VL's window order and window bounds from the merged-unit index, for any number of
+/// images of any size: for unit `u`, its image, frame, row `r` and column `c` (as in
+/// [`position_ids_from_patch_index`]) give its window `(r // ws) * nw + c // ws` (`nw` the
+/// windows a row of its image has, counting transformers' padding) and its place in it; the
+/// order is the `argsort` of `(frame, window, place)` packed in one integer key, the frames
+/// numbered across images. The bounds, `cu_window_seqlens`, hold `p * m^2` at each position
+/// `p` of the order where the window changes and 0 elsewhere, then the total: transformers'
+/// bounds with zeros for the repeats `unique_consecutive` drops, which leaves the segment of
+/// every patch (the count of bounds at or below it) as it is, so that
+/// [`patched_vision_attention_forward`] masks the same windows.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn windows_from_patch_index(
+    grid_thw: &Tensor,
+    patches: SymInt,
+    spatial_merge_size: i64,
+    merger_window: i64,
+) -> Result<Windows> {
+    let device = grid_thw.device();
+    let scalar = |v: i64| Tensor::full(Vec::<SymInt>::new(), v, Kind::Int64, device);
+    let (m, ws) = (scalar(spatial_merge_size)?, scalar(merger_window)?);
+    let unit = spatial_merge_size * spatial_merge_size;
+    let units = patches.floor_div(unit);
+    let grid = grid_thw.to_kind(Kind::Int64)?;
+    let t = grid.select(1, 0)?;
+    let (gh, gw) = (
+        grid.select(1, 1)?.floor_divide(&m)?,
+        grid.select(1, 2)?.floor_divide(&m)?,
+    );
+    let per_frame = gh.mul(&gw)?;
+    let per_image = t.mul(&per_frame)?;
+    let ends = per_image.cumsum(0)?;
+    let starts = ends.sub(&per_image)?;
+    let frames_before = t.cumsum(0)?.sub(&t)?;
+    let u = Tensor::arange(0, units.clone(), 1, Kind::Int64, device)?;
+    let image = u
+        .unsqueeze(1)?
+        .ge(&ends.unsqueeze(0)?)?
+        .to_kind(Kind::Int64)?
+        .sum(&[-1], false)?;
+    let at = |x: &Tensor| x.index_select(0, &image);
+    let (uw, pf) = (at(&gw)?, at(&per_frame)?);
+    let local = u.sub(&at(&starts)?)?;
+    let frame = at(&frames_before)?.add(&local.floor_divide(&pf)?)?;
+    let within = local.remainder(&pf)?;
+    let (r, c) = (within.floor_divide(&uw)?, within.remainder(&uw)?);
+    // transformers pads each row to `gw + ws - gw % ws` units.
+    let nw = uw.add(&ws)?.sub(&uw.remainder(&ws)?)?.floor_divide(&ws)?;
+    let window = r.floor_divide(&ws)?.mul(&nw)?.add(&c.floor_divide(&ws)?)?;
+    let wid = frame.mul_scalar(1_i64 << 31)?.add(&window)?;
+    let place = r.remainder(&ws)?.mul(&ws)?.add(&c.remainder(&ws)?)?;
+    let key = wid.mul_scalar(merger_window * merger_window)?.add(&place)?;
+    let index = key.argsort(0, false)?;
+    let sorted = wid.index_select(0, &index)?;
+    let zero = scalar(0)?;
+    let before = u.sub_scalar(1_i64)?;
+    let before = before.where_cond(&before.ge_scalar(0_i64)?, &zero)?;
+    let change = sorted
+        .ne(&sorted.index_select(0, &before)?)?
+        .logical_and(&u.gt_scalar(0_i64)?)?;
+    let bounds = u.mul_scalar(unit)?.where_cond(&change, &zero)?;
+    let total = Tensor::full([1], units * unit, Kind::Int64, device)?;
+    let first = Tensor::zeros([1], Kind::Int64, device)?;
+    let cu = Tensor::cat(&[&first, &bounds, &total], 0)?.to_kind(Kind::Int)?;
+    Ok(Windows {
+        index,
+        cu_seqlens: cu,
+    })
+}
+
+/// Replaces `Qwen2VisionTransformerPretrainedModel.forward` (also Qwen2.5-VL's
+/// `Qwen2_5_VisionTransformerPretrainedModel`, the same struct), whose position ids
+/// (`get_vision_position_ids`) and, for Qwen2.5-VL, window order (`get_vision_window_index`)
+/// loop over `grid_thw.tolist()`: the export stops on the read. The patch computes the same
+/// ids ([`position_ids_from_patch_index`]) and windows ([`windows_from_patch_index`]) from the
+/// patch index, sized by `pixel_values`' first dim, and keeps the rest of the original
+/// (`get_vision_cu_seqlens`, whose data-dependent length the export records as an unbacked
+/// size). The Python package patches Qwen2.5-VL's `rot_pos_emb` and `get_window_index` for the
+/// same loops, iterating over the rows of a grid of static shape (one image). It can go when
+/// transformers computes them without reading the grid.
 #[patch(target = Qwen2VisionTransformerPretrainedModel::forward, family = "transformers")]
 pub fn patched_qwen2_vision_forward(
     this: &Qwen2VisionTransformerPretrainedModel,
@@ -121,7 +195,16 @@ pub fn patched_qwen2_vision_forward(
     let position_ids =
         position_ids_from_patch_index(grid_thw, pixel_values.size(0)?, this.spatial_merge_size)?;
     let cu_seqlens = get_vision_cu_seqlens(grid_thw)?;
-    this.forward_with_positions(pixel_values, &position_ids, &cu_seqlens)
+    let windows = match &this.window {
+        Some(w) => Some(windows_from_patch_index(
+            grid_thw,
+            pixel_values.size(0)?,
+            this.spatial_merge_size,
+            w.merger_window,
+        )?),
+        None => None,
+    };
+    this.forward_with_positions(pixel_values, &position_ids, &cu_seqlens, windows.as_ref())
 }
 
 /// Replaces `Qwen2VLModel.get_image_features`, which splits the merged features per image with

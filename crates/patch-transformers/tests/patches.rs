@@ -25,7 +25,10 @@ fn dynamic_llama() -> LlamaForCausalLM {
         onnx_diagnostic_patch_transformers::patches(),
         [
             "patched_LlamaRotaryEmbedding.forward",
-            "patched_Qwen3MoeSparseMoeBlock.forward"
+            "patched_Qwen2VLModel.get_image_features",
+            "patched_Qwen2VisionTransformerPretrainedModel.forward",
+            "patched_Qwen3MoeSparseMoeBlock.forward",
+            "patched_VisionAttention.forward"
         ]
     );
     assert!(onnx_diagnostic_serialization::supported_classes().contains(&"DynamicCache"));
@@ -251,8 +254,8 @@ fn nesting_conflicts_and_panics() {
             assert!(e.to_string().contains("inner patch ran"), "{e}");
         }
         assert!(forward(&model).is_ok());
-        // The rotary and the mixture-of-experts patches.
-        assert_eq!(outer.details().n_patches(), 2);
+        // The rotary, the mixture-of-experts and the three Qwen2-VL patches.
+        assert_eq!(outer.details().n_patches(), 5);
     }
     assert!(!any_active());
     // A custom patch replaces the built-in patch of its target in the same guard (the seeds
@@ -266,7 +269,13 @@ fn nesting_conflicts_and_panics() {
         .unwrap();
         assert_eq!(
             g.details().names(),
-            ["patched_Qwen3MoeSparseMoeBlock.forward", "patched_mine"]
+            [
+                "patched_Qwen2VLModel.get_image_features",
+                "patched_Qwen2VisionTransformerPretrainedModel.forward",
+                "patched_Qwen3MoeSparseMoeBlock.forward",
+                "patched_VisionAttention.forward",
+                "patched_mine"
+            ]
         );
         let e = forward(&model).unwrap_err();
         assert!(e.to_string().contains("inner patch ran"), "{e}");

@@ -160,3 +160,74 @@ fn qwen2_vl_exports_only_with_its_vision_patches_and_matches_eager_in_ort() {
     };
     assert_eq!((images(0), images(1), images(2)), (2, 0, 3));
 }
+
+const TINY_2_5: &str = r#"{"architectures": ["Qwen2_5_VLForConditionalGeneration"],
+  "model_type": "qwen2_5_vl",
+  "text_config": {"vocab_size": 200, "hidden_size": 32, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 1, 1]}},
+  "vision_config": {"depth": 3, "hidden_size": 32, "out_hidden_size": 32, "intermediate_size": 48,
+    "num_heads": 4, "patch_size": 2, "temporal_patch_size": 2, "spatial_merge_size": 2,
+    "window_size": 8, "fullatt_block_indexes": [1]},
+  "image_token_id": 199, "video_token_id": 198, "vision_start_token_id": 197,
+  "vision_end_token_id": 196}"#;
+
+/// Qwen2.5-VL's window attention exports with the same patches (its window order computed
+/// from the patch index) and matches eager in ONNX Runtime on images of other numbers and
+/// sizes than the export's, whose windows are cut differently at the edges; without the vision
+/// patch the export stops on the position ids' loop, and with it but without the attention
+/// patch on the attention's split over the windows.
+#[test]
+fn qwen2_5_vl_window_attention_exports_and_matches_eager_in_ort() {
+    assert!(onnx_diagnostic_serialization::supported_classes().contains(&"DynamicCache"));
+    let _ = onnx_diagnostic_patch_transformers::patches();
+    let cfg = onnx_diagnostic_transformers::models::qwen2_vl::Config::from_json(TINY_2_5).unwrap();
+    let mut w = Weights::untrained("Qwen2_5_VLForConditionalGeneration", 5, 0.02);
+    let model = Qwen2VLForConditionalGeneration::new(cfg, &mut w).unwrap();
+    let e = try_export(
+        &model,
+        &["patched_Qwen2VisionTransformerPretrainedModel.forward"],
+    )
+    .unwrap_err();
+    stops_in(&e, "vision_utils.rs");
+    let e = try_export(&model, &["patched_VisionAttention.forward"]).unwrap_err();
+    stops_in(&e, "qwen2_vl/vision.rs");
+    let options = TextGenerationOptions::default();
+    let sets = model.input_sets(&options, 1).unwrap();
+    let guard = torch_export_patches(PatchOptions {
+        patch_transformers: true,
+        ..PatchOptions::default()
+    })
+    .unwrap();
+    let ep = export(
+        &model,
+        &[],
+        &sets[0].1,
+        Some(&model.dynamic_shapes(&options)),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    let got: Vec<_> = sets
+        .iter()
+        .map(|(name, set)| {
+            (
+                ep.run(&[], set).unwrap_or_else(|e| panic!("{name}: {e}")),
+                session
+                    .run(&[], set)
+                    .unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
+        })
+        .collect();
+    drop(guard);
+    for ((name, set), (from_ep, from_ort)) in sets.iter().zip(&got) {
+        let eager = model
+            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
+            .unwrap();
+        for (what, v) in [("exported program", from_ep), ("ORT", from_ort)] {
+            let d = max_diff(&eager, v);
+            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {what}: {d:?}");
+        }
+    }
+}

@@ -29,7 +29,7 @@ use crate::{
         phi::{self, PhiForCausalLM},
         phi3::Phi3ForCausalLM,
         qwen2::Qwen2ForCausalLM,
-        qwen2_vl::{self, Qwen2VLForConditionalGeneration},
+        qwen2_vl::{self, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration},
         qwen3::Qwen3ForCausalLM,
         qwen3_moe::Qwen3MoeForCausalLM,
         smollm3::SmolLM3ForCausalLM,
@@ -241,6 +241,13 @@ const REGISTRY: &[Entry] = &[
         Qwen2VLForConditionalGeneration,
         qwen2_vl::Config,
         "qwen2_vl",
+        "image-text-to-text"
+    ),
+    entry!(
+        "Qwen2_5_VLForConditionalGeneration",
+        Qwen2_5_VLForConditionalGeneration,
+        qwen2_vl::Config,
+        "qwen2_5_vl",
         "image-text-to-text"
     ),
     entry!(

@@ -268,6 +268,34 @@ const CONFIGS: &[(&str, &str)] = &[
         "use_sliding_window": false, "vocab_size": 151936}"#,
     ),
     (
+        // Qwen/Qwen2.5-VL-7B-Instruct's published config.json (transformers 4.41 layout: the
+        // text fields at the top level, `rope_scaling.type` "mrope"), reduced as the Python
+        // package reduces image-text-to-text configs: 2 text layers of hidden 16, MLP 320, 2
+        // heads; 2 vision blocks of width 16 (`hidden_size`), 4 heads, MLP 1076, patches of 1
+        // pixel (`patch_size`, `spatial_patch_size`) over 2 frames. Beyond it, where its
+        // reduction leaves a model that cannot run: 2 key/value heads (4 for 2 heads),
+        // `mrope_section` [2, 1, 1] (for a head of 8), `out_hidden_size` 16 (the merged
+        // features replace embeddings of the text width). `fullatt_block_indexes` stays
+        // [7, 15, 23, 31]: with 2 blocks both attend within windows, as in transformers.
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        r#"{"architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0,
+        "bos_token_id": 151643, "eos_token_id": 151645, "hidden_act": "silu",
+        "hidden_size": 16, "image_token_id": 151655, "initializer_range": 0.02,
+        "intermediate_size": 320, "max_position_embeddings": 128000, "max_window_layers": 28,
+        "model_type": "qwen2_5_vl", "num_attention_heads": 2, "num_hidden_layers": 2,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
+        "rope_scaling": {"mrope_section": [2, 1, 1], "type": "mrope"},
+        "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": false,
+        "torch_dtype": "bfloat16", "transformers_version": "4.41.2", "use_cache": true,
+        "use_sliding_window": false, "video_token_id": 151656,
+        "vision_config": {"depth": 2, "fullatt_block_indexes": [7, 15, 23, 31],
+        "hidden_act": "silu", "hidden_size": 16, "in_chans": 3, "intermediate_size": 1076,
+        "num_heads": 4, "out_hidden_size": 16, "patch_size": 1, "spatial_merge_size": 2,
+        "spatial_patch_size": 1, "temporal_patch_size": 2, "tokens_per_second": 2,
+        "window_size": 112}, "vision_end_token_id": 151653, "vision_start_token_id": 151652,
+        "vision_token_id": 151654, "vocab_size": 152064}"#,
+    ),
+    (
         // transformers 5.23's `Qwen2VLConfig()` (Qwen2-VL-7B style), reduced as the Python
         // package's `tasks/image_text_to_text.py` reduces image-text-to-text configs: 2 text
         // layers of hidden 16, MLP 320 and 2 heads, 2 vision blocks of 4 heads, patches of

@@ -67,3 +67,65 @@ pub fn get_vision_position_ids(grid_thw: &Tensor, spatial_merge_size: i64) -> Re
     let refs: Vec<&Tensor> = position_ids.iter().collect();
     Tensor::cat(&refs, 0)
 }
+
+/// `get_vision_window_index(grid_thw, spatial_merge_size, window_size, patch_size)`: Qwen2.5-VL's
+/// window order of the merged units (`window_index` `[units]` int64: for each image and frame,
+/// the windows of `window_size / m / patch_size` merged units a side row by row, each window's
+/// units row by row; the windows at the right and bottom edges are cut) and the bounds of the
+/// windows in patches (`cu_window_seqlens` int32, consecutive repeats removed as
+/// `unique_consecutive` does). Loops over `grid_thw.tolist()` as transformers does, so an
+/// export stops here on the data-dependent read
+/// (`patched_Qwen2VisionTransformerPretrainedModel.forward` computes the order from the patch
+/// index).
+///
+/// # Errors
+/// [`onnx_diagnostic_core::Error::DataDependent`] during an export; any error of the ops.
+pub fn get_vision_window_index(
+    grid_thw: &Tensor,
+    spatial_merge_size: i64,
+    window_size: i64,
+    patch_size: i64,
+) -> Result<(Tensor, Tensor)> {
+    let m = spatial_merge_size;
+    let ws = (window_size / m / patch_size).max(1);
+    let unit = m * m;
+    let (mut index, mut cu) = (Vec::new(), vec![0i64]);
+    let mut offset = 0;
+    for g in grid_thw.to_vec_i64()?.chunks(3) {
+        let [t, gh, gw] = [g[0], g[1] / m, g[2] / m];
+        // transformers pads by a whole window when the size is a multiple of it: an empty
+        // window, which `unique_consecutive` drops.
+        let (nh, nw) = ((gh + ws - gh % ws) / ws, (gw + ws - gw % ws) / ws);
+        for f in 0..t {
+            for wr in 0..nh {
+                for wc in 0..nw {
+                    let mut count = 0;
+                    for r in wr * ws..(wr + 1) * ws {
+                        for c in wc * ws..(wc + 1) * ws {
+                            if r < gh && c < gw {
+                                index.push(offset + f * gh * gw + r * gw + c);
+                                count += 1;
+                            }
+                        }
+                    }
+                    let last = cu.last().copied().unwrap_or(0);
+                    cu.push(last + count * unit);
+                }
+            }
+        }
+        offset += t * gh * gw;
+    }
+    cu.dedup();
+    let device = grid_thw.device();
+    let to = |v: &[i64], kind: Kind| -> Result<Tensor> {
+        tch::Tensor::f_from_slice(v)
+            .and_then(|t| t.f_to_kind(kind))
+            .and_then(|t| t.f_to_device(device))
+            .map(Tensor::from)
+            .map_err(|e| onnx_diagnostic_core::Error::Model {
+                model: "Qwen2_5_VisionTransformerPretrainedModel".to_owned(),
+                message: e.to_string(),
+            })
+    };
+    Ok((to(&index, Kind::Int64)?, to(&cu, Kind::Int)?))
+}

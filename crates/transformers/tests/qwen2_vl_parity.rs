@@ -124,6 +124,68 @@ fn tiny_qwen2_vl_matches_transformers_with_any_number_and_size_of_images() {
     }
 }
 
+/// A tiny Qwen2.5-VL: the same text model; vision width 32, a gated MLP of 48, windows of
+/// 8 pixels (2 merged units of 2 x 2 patches of 2 pixels), full attention in block 1 of 3.
+const TINY_2_5: &str = r#"{"model_type": "qwen2_5_vl",
+  "text_config": {"vocab_size": 200, "hidden_size": 32, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 1, 1]}},
+  "vision_config": {"depth": 3, "hidden_size": 32, "out_hidden_size": 32, "intermediate_size": 48,
+    "num_heads": 4, "patch_size": 2, "temporal_patch_size": 2, "spatial_merge_size": 2,
+    "window_size": 8, "fullatt_block_indexes": [1]},
+  "image_token_id": 199, "video_token_id": 198, "vision_start_token_id": 197,
+  "vision_end_token_id": 196}"#;
+
+/// Windows of 2 x 2 merged units: images of 4 x 4 patches (one window), 4 x 8 and 6 x 4 (cut
+/// windows at the edges), 8 x 8, 2 frames.
+const SETS_2_5: &str = "--sets=inputs:2:3:4:1x4x4,1x4x8;images3:3:2:5:1x6x4,2x8x8,1x2x2;\
+                        text:2:4:3:-";
+
+#[test]
+fn tiny_qwen2_5_vl_matches_transformers_with_its_window_attention() {
+    let (dir, io) = run_reference(
+        "make_qwen2_vl_reference.py",
+        "qwen2_vl",
+        "tiny_2_5",
+        TINY_2_5,
+        &[SETS_2_5],
+    );
+    let model = qwen2_vl::Qwen2_5_VLForConditionalGeneration::from_pretrained(&dir).unwrap();
+    assert_eq!(model.class_name(), "Qwen2_5_VLForConditionalGeneration");
+    let ours: i64 = model
+        .named_parameters()
+        .iter()
+        .map(|(_, t)| t.as_tch().numel() as i64)
+        .sum();
+    assert_eq!(ours, io["n_parameters"].int64_value(&[]), "parameter count");
+    let layers = model.config.text.num_hidden_layers;
+    for name in ["inputs", "images3", "text"] {
+        let set = inputs(&io, name, layers);
+        let out = model
+            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
+            .unwrap();
+        let out = out.downcast_ref::<CausalLMOutputWithPast>().unwrap();
+        let Some(Value::Tensor(logits)) = &out.logits else {
+            panic!("no logits")
+        };
+        let d = diff(logits, &io[&format!("{name}.logits")]);
+        assert!(d <= 1e-4, "{name}: logits differ by {d}");
+        if let Some(expected) = io.get(&format!("{name}.image_features")) {
+            let feats = model
+                .model
+                .get_image_features(
+                    &t(&io, &format!("{name}.pixel_values")),
+                    &t(&io, &format!("{name}.image_grid_thw")),
+                )
+                .unwrap();
+            let refs: Vec<&onnx_diagnostic_core::Tensor> = feats.iter().collect();
+            let all = onnx_diagnostic_core::Tensor::cat(&refs, 0).unwrap();
+            let d = diff(&all, expected);
+            assert!(d <= 1e-4, "{name}: image features differ by {d}");
+        }
+    }
+}
+
 #[test]
 fn the_rope_index_is_transformers_one() {
     let (_, io) = run_reference(

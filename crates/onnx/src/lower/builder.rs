@@ -159,10 +159,17 @@ impl Builder {
     ) {
         let name = self.node_name(op_type);
         let mut attrs = attrs;
-        if op_type == "Reshape" && self.opset >= 14 && !attrs.iter().any(|(n, _)| *n == "allowzero")
+        let computed_shape = inputs
+            .get(1)
+            .is_some_and(|s| !self.consts.values().any(|c| c == s));
+        if op_type == "Reshape"
+            && self.opset >= 14
+            && computed_shape
+            && !attrs.iter().any(|(n, _)| *n == "allowzero")
         {
-            // torch's sizes: a 0 in a shape is a size of 0 (a step without images), never ONNX's
-            // "copy the input's dim", which a run-time shape would otherwise turn it into.
+            // A shape computed at run time holds torch's sizes: a 0 there is a size of 0 (a step
+            // without images), never ONNX's "copy the input's dim". Constant shapes keep ONNX's
+            // meaning (the lowerings write `[0, groups, -1]` for "this dim, unchanged").
             attrs.push(("allowzero", A::Int(1)));
         }
         self.nodes.push(proto::NodeProto {

@@ -1,4 +1,4 @@
-"""Builds a Qwen2-VL model with transformers from a config, saves it with `save_pretrained`, and
+"""Builds a Qwen2-VL (or Qwen2.5-VL, `"model_type": "qwen2_5_vl"`) model with transformers from a config, saves it with `save_pretrained`, and
 runs it on input sets whose images differ in number and size (compared by
 tests/qwen2_vl_parity.rs and the CLI tests).
 
@@ -22,7 +22,13 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import DynamicCache, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import (
+    DynamicCache,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
 
 
 def parse_sets(spec: str):
@@ -111,9 +117,15 @@ def main(out: str, config_path: str, *options: str) -> None:
         elif o.startswith("--sets="):
             spec = o.split("=", 1)[1]
     with open(config_path) as f:
-        config = Qwen2VLConfig(**json.load(f))
+        raw = json.load(f)
+    if raw.get("model_type") == "qwen2_5_vl":
+        config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    else:
+        config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    raw.pop("model_type", None)
+    config = config_class(**raw)
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config).eval().to(dtype)
+    model = model_class(config).eval().to(dtype)
     model.save_pretrained(out)
     io = {}
     for name, batch, text, past, grids in parse_sets(spec):

@@ -1,6 +1,10 @@
 //! `Qwen2VLConfig` with its `text_config` (`Qwen2VLTextConfig`) and `vision_config`
 //! (`Qwen2VLVisionConfig`), with the names and defaults of transformers 5.23's
-//! `configuration_qwen2_vl.py`.
+//! `configuration_qwen2_vl.py`; and `Qwen2_5_VLConfig` (`configuration_qwen2_5_vl.py`: the
+//! same text config, a vision config whose `hidden_size` is the tower's width and
+//! `out_hidden_size` the merged features', with `intermediate_size`, `window_size` and
+//! `fullatt_block_indexes`). Both vision configs are read into one [`VisionConfig`]:
+//! `embed_dim` the tower's width, `hidden_size` the merged features' width.
 //!
 //! Both layouts of `config.json` are read: transformers 5 nests the text fields in
 //! `text_config`; checkpoints saved by transformers 4 (the hub's Qwen2-VL configs) keep them
@@ -19,8 +23,31 @@ use crate::{
     models::llama,
 };
 
-/// The class name of the model, for errors.
+/// The class name of Qwen2-VL, for errors.
 pub(crate) const MODEL: &str = "Qwen2VLForConditionalGeneration";
+
+/// The class name of Qwen2.5-VL.
+pub(crate) const MODEL_2_5: &str = "Qwen2_5_VLForConditionalGeneration";
+
+/// Which of the two families a config is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VlArch {
+    /// Qwen2-VL: LayerNorm, a GELU MLP, attention within each frame.
+    #[default]
+    Qwen2VL,
+    /// Qwen2.5-VL: RMSNorm, a gated MLP, window attention but in `fullatt_block_indexes`.
+    Qwen2_5VL,
+}
+
+impl VlArch {
+    /// The transformers class.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Self::Qwen2VL => MODEL,
+            Self::Qwen2_5VL => MODEL_2_5,
+        }
+    }
+}
 
 fn d_depth() -> usize {
     32
@@ -88,8 +115,9 @@ pub struct VisionConfig {
     /// Image channels (`in_chans` in transformers 4 configs).
     #[serde(default = "d_in_channels", alias = "in_chans")]
     pub in_channels: i64,
-    /// Side of a patch in pixels.
-    #[serde(default = "d_patch_size", alias = "spatial_patch_size")]
+    /// Side of a patch in pixels (transformers 4 configs repeat it as `spatial_patch_size`,
+    /// which is not read).
+    #[serde(default = "d_patch_size")]
     pub patch_size: i64,
     /// Side of the square of patches one merged feature covers.
     #[serde(default = "d_two")]
@@ -103,6 +131,20 @@ pub struct VisionConfig {
     /// The axial rope.
     #[serde(default)]
     pub rope_parameters: Option<VisionRope>,
+    /// Qwen2.5-VL: the inner size of the gated MLP (Qwen2-VL's is `embed_dim * mlp_ratio`).
+    #[serde(default)]
+    pub intermediate_size: Option<i64>,
+    /// Qwen2.5-VL: the side of an attention window in pixels.
+    #[serde(default)]
+    pub window_size: Option<i64>,
+    /// Qwen2.5-VL: the blocks attending over whole frames (the others, within windows); an
+    /// index past the last block is no block, as in transformers (the reduced configs keep
+    /// `[7, 15, 23, 31]` with 2 blocks).
+    #[serde(default)]
+    pub fullatt_block_indexes: Option<Vec<usize>>,
+    /// The family.
+    #[serde(skip)]
+    pub arch: VlArch,
 }
 
 impl VisionConfig {
@@ -124,12 +166,33 @@ impl VisionConfig {
         self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
     }
 
+    /// The window side in merged units (`window_size // spatial_merge_size // patch_size`),
+    /// for Qwen2.5-VL.
+    pub fn merger_window(&self) -> Option<i64> {
+        self.window_size
+            .map(|w| w / self.spatial_merge_size / self.patch_size)
+    }
+
     fn validate(&self) -> Result<()> {
+        let model = self.arch.class_name();
         let field = |name: &str, message: String| Error::ConfigField {
-            model: MODEL.to_owned(),
+            model: model.to_owned(),
             field: format!("vision_config.{name}"),
             message,
         };
+        if self.arch == VlArch::Qwen2_5VL {
+            if self.merger_window().is_none_or(|w| w < 1) {
+                return Err(field(
+                    "window_size",
+                    format!(
+                        "{:?}: a window must hold at least one merged unit \
+                         (spatial_merge_size * patch_size = {} pixels)",
+                        self.window_size,
+                        self.spatial_merge_size * self.patch_size
+                    ),
+                ));
+            }
+        }
         for (name, v) in [
             ("depth", self.depth as i64),
             ("embed_dim", self.embed_dim),
@@ -174,7 +237,7 @@ impl VisionConfig {
                 format!("{kind:?}: Qwen2VLVisionRotaryEmbedding supports only axial rope"),
             ));
         }
-        crate::nn::Activation::from_name(MODEL, &self.hidden_act)?;
+        crate::nn::Activation::from_name(model, &self.hidden_act)?;
         Ok(())
     }
 }
@@ -227,6 +290,51 @@ pub struct Config {
     pub vision_end_token_id: i64,
     /// `lm_head` shares the embedding weights.
     pub tie_word_embeddings: bool,
+    /// The family.
+    pub arch: VlArch,
+}
+
+/// `Qwen2_5_VLVisionConfig`'s defaults, before its names are mapped to [`VisionConfig`]'s.
+const VISION_2_5_DEFAULTS: &[(&str, &str)] = &[
+    ("depth", "32"),
+    ("hidden_size", "3584"),
+    ("hidden_act", "\"silu\""),
+    ("intermediate_size", "3420"),
+    ("num_heads", "16"),
+    ("out_hidden_size", "3584"),
+    ("window_size", "112"),
+    ("fullatt_block_indexes", "[7, 15, 23, 31]"),
+];
+
+/// The vision config of `raw` (a `vision_config` object, maybe absent) in [`VisionConfig`]'s
+/// names: Qwen2.5-VL's `hidden_size` is the tower's width (`embed_dim` here) and its
+/// `out_hidden_size` the merged features' (`hidden_size` here).
+fn vision_json(raw: Option<&serde_json::Value>, arch: VlArch) -> serde_json::Value {
+    let mut v = match raw {
+        Some(v) if v.is_object() => v.clone(),
+        _ => serde_json::json!({}),
+    };
+    if arch == VlArch::Qwen2_5VL
+        && let Some(obj) = v.as_object_mut()
+    {
+        for (k, d) in VISION_2_5_DEFAULTS {
+            if obj.get(*k).is_none_or(serde_json::Value::is_null)
+                && let Ok(d) = serde_json::from_str(d)
+            {
+                obj.insert((*k).to_owned(), d);
+            }
+        }
+        let width = obj.remove("hidden_size");
+        let out = obj.remove("out_hidden_size");
+        obj.remove("embed_dim");
+        if let Some(w) = width {
+            obj.insert("embed_dim".to_owned(), w);
+        }
+        if let Some(o) = out {
+            obj.insert("hidden_size".to_owned(), o);
+        }
+    }
+    v
 }
 
 /// The defaults of `Qwen2VLTextConfig` where they differ from what [`llama::Config`] assumes.
@@ -261,14 +369,20 @@ impl Config {
 
     fn parse(text: &str, path: &Path) -> Result<Self> {
         let raw = crate::error::parse_config(text, path)?;
-        let top: Top = serde_path_to_error::deserialize(raw.clone())
-            .map_err(|e| llama::parse_error(MODEL, path, &e))?;
-        let vision: VisionConfig = match raw.get("vision_config") {
-            Some(v) if !v.is_null() => serde_path_to_error::deserialize(v.clone())
-                .map_err(|e| llama::parse_error(MODEL, path, &e))?,
-            _ => serde_path_to_error::deserialize(serde_json::json!({}))
-                .map_err(|e| llama::parse_error(MODEL, path, &e))?,
+        let model_type = raw.get("model_type").and_then(|v| v.as_str());
+        let class = raw.pointer("/architectures/0").and_then(|v| v.as_str());
+        let arch = if model_type == Some("qwen2_5_vl") || class == Some(MODEL_2_5) {
+            VlArch::Qwen2_5VL
+        } else {
+            VlArch::Qwen2VL
         };
+        let model = arch.class_name();
+        let top: Top = serde_path_to_error::deserialize(raw.clone())
+            .map_err(|e| llama::parse_error(model, path, &e))?;
+        let mut vision: VisionConfig =
+            serde_path_to_error::deserialize(vision_json(raw.get("vision_config"), arch))
+                .map_err(|e| llama::parse_error(model, path, &e))?;
+        vision.arch = arch;
         vision.validate()?;
         // The text fields: `text_config`, or the top level of a transformers 4 config.
         let mut text = match raw.get("text_config") {
@@ -317,7 +431,7 @@ impl Config {
             .to_owned();
         if kind != "default" && kind != "mrope" {
             return Err(Error::ConfigField {
-                model: MODEL.to_owned(),
+                model: model.to_owned(),
                 field: "text_config.rope_parameters.rope_type".to_owned(),
                 message: format!(
                     "{kind:?}: the multimodal rotary embedding of Qwen2-VL recomposes the \
@@ -342,7 +456,7 @@ impl Config {
         cfg.tie_word_embeddings = top.tie_word_embeddings || cfg.tie_word_embeddings;
         let mrope_section: Vec<i64> = match section {
             Some(s) => serde_json::from_value(s).map_err(|e| Error::ConfigField {
-                model: MODEL.to_owned(),
+                model: model.to_owned(),
                 field: "rope_parameters.mrope_section".to_owned(),
                 message: format!("not a list of three integers: {e}"),
             })?,
@@ -354,7 +468,7 @@ impl Config {
             || mrope_section.iter().sum::<i64>() != half
         {
             return Err(Error::ConfigField {
-                model: MODEL.to_owned(),
+                model: model.to_owned(),
                 field: "rope_parameters.mrope_section".to_owned(),
                 message: format!(
                     "{mrope_section:?}: three sizes (temporal, height, width) summing to half \
@@ -363,9 +477,13 @@ impl Config {
             });
         }
         if vision.hidden_size != cfg.hidden_size {
+            let name = match arch {
+                VlArch::Qwen2VL => "vision_config.hidden_size",
+                VlArch::Qwen2_5VL => "vision_config.out_hidden_size",
+            };
             return Err(Error::ConfigField {
-                model: MODEL.to_owned(),
-                field: "vision_config.hidden_size".to_owned(),
+                model: model.to_owned(),
+                field: name.to_owned(),
                 message: format!(
                     "{}: the merged image features replace token embeddings of the text \
                      model's hidden_size {}",
@@ -382,6 +500,7 @@ impl Config {
             vision_start_token_id: top.vision_start_token_id,
             vision_end_token_id: top.vision_end_token_id,
             tie_word_embeddings: top.tie_word_embeddings,
+            arch,
         })
     }
 }

@@ -1,4 +1,6 @@
-//! Qwen2-VL, as transformers 5.23 writes it (`models/qwen2_vl/modeling_qwen2_vl.py`):
+//! Qwen2-VL and Qwen2.5-VL, as transformers 5.23 writes them (`models/qwen2_vl/modeling_qwen2_vl.py`,
+//! `models/qwen2_5_vl/modeling_qwen2_5_vl.py`; they differ in the vision tower only, see
+//! [`vision`], and Qwen2.5-VL's rope index spaces the frames of videos, which are not taken):
 //! the vision tower ([`vision`]), the Qwen2 text decoder with the multimodal rope
 //! (`Qwen2VLRotaryEmbedding`: the temporal, height and width positions each drive a section
 //! of the frequencies, `mrope_section`), `Qwen2VLModel` (image features scattered into the
@@ -30,14 +32,23 @@ use std::path::Path;
 use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, SymInt, Tensor, Value, scope};
 use tch::Kind;
 
-pub use configuration::{Config, VisionConfig, VisionRope};
+pub use configuration::{Config, VisionConfig, VisionRope, VlArch};
 pub use rope_index::{RopeIndex, get_rope_index};
 pub use vision::{
     PatchEmbed, PatchMerger, Qwen2VLVisionBlock, Qwen2VLVisionRotaryEmbedding,
-    Qwen2VisionTransformerPretrainedModel, VisionAttention, VisionMlp,
+    Qwen2VisionTransformerPretrainedModel, VisionAttention, VisionMlp, VisionNorm, WindowAttention,
+    Windows,
 };
 
-use configuration::MODEL;
+/// Qwen2.5-VL: the same struct, configured by [`VlArch::Qwen2_5VL`].
+#[allow(non_camel_case_types)]
+pub type Qwen2_5_VLForConditionalGeneration = Qwen2VLForConditionalGeneration;
+/// Qwen2.5-VL's vision tower: the same struct with window attention.
+#[allow(non_camel_case_types)]
+pub type Qwen2_5_VisionTransformerPretrainedModel = Qwen2VisionTransformerPretrainedModel;
+/// Qwen2.5-VL's vision attention: the same as Qwen2-VL's.
+#[allow(non_camel_case_types)]
+pub type Qwen2_5_VLVisionAttention = VisionAttention;
 
 use crate::{
     cache_utils::DynamicCache,
@@ -98,9 +109,17 @@ pub struct Qwen2VLModel {
     pub language_model: Qwen2VLTextModel,
     image_token_id: i64,
     spatial_merge_size: i64,
+    class: &'static str,
 }
 
 impl Qwen2VLModel {
+    fn error(&self, message: &str) -> onnx_diagnostic_core::Error {
+        onnx_diagnostic_core::Error::Model {
+            model: self.class.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
     /// The merged features of each image, `[t * h * w / m^2, hidden_size]` each: the vision
     /// tower on `pixel_values` (cast to its type), split per image with
     /// `(image_grid_thw.prod(-1) // m**2).tolist()` as transformers does, a data-dependent
@@ -186,7 +205,7 @@ impl Qwen2VLModel {
         };
         if let Some(pv) = pixel_values {
             let grid = image_grid_thw.ok_or_else(|| {
-                model_error(
+                self.error(
                     "pixel_values is given without image_grid_thw: the vision tower needs the \
                  grid of each image",
                 )
@@ -213,7 +232,7 @@ impl Qwen2VLModel {
                     self.rope_index(input_ids, types, grid, attention_mask)?
                 }
                 (Some(_), None) if pixel_values.is_some() => {
-                    return Err(model_error(
+                    return Err(self.error(
                         "Multimodal data was passed (via image_grid_thw) but mm_token_type_ids \
                          is missing: pass it (or position_ids) so that the multimodal rope can \
                          be computed",
@@ -269,11 +288,11 @@ impl Qwen2VLModel {
             mask.as_deref(),
             self.spatial_merge_size,
         )
-        .map_err(|e| model_error(&e.to_string()))?;
+        .map_err(|e| self.error(&e.to_string()))?;
         let t = tch::Tensor::from_slice(&positions)
             .f_reshape([3, batch as i64, seq as i64])
             .and_then(|t| t.f_to_device(input_ids.device()))
-            .map_err(|e| model_error(&e.to_string()))?;
+            .map_err(|e| self.error(&e.to_string()))?;
         Ok(Tensor::from(t))
     }
 }
@@ -282,13 +301,6 @@ impl Qwen2VisionTransformerPretrainedModel {
     /// The type of the vision weights (`self.visual.dtype`).
     pub fn dtype(&self) -> Kind {
         self.blocks.first().map_or(Kind::Float, |b| b.attn.kind())
-    }
-}
-
-fn model_error(message: &str) -> onnx_diagnostic_core::Error {
-    onnx_diagnostic_core::Error::Model {
-        model: MODEL.to_owned(),
-        message: message.to_owned(),
     }
 }
 
@@ -343,6 +355,7 @@ impl Qwen2VLForConditionalGeneration {
             },
             image_token_id: config.image_token_id,
             spatial_merge_size: config.vision.spatial_merge_size,
+            class: config.arch.class_name(),
         };
         Ok(Self {
             config,
@@ -358,7 +371,7 @@ impl Qwen2VLForConditionalGeneration {
     /// As [`Config::from_file`], [`Weights::from_dir`] and [`Self::new`].
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
         let config = Config::from_file(&dir.join("config.json"))?;
-        let mut weights = Weights::from_dir(dir, MODEL)?;
+        let mut weights = Weights::from_dir(dir, config.arch.class_name())?;
         Self::new(config, &mut weights)
     }
 
@@ -394,7 +407,7 @@ impl Qwen2VLForConditionalGeneration {
 
 impl Module for Qwen2VLForConditionalGeneration {
     fn class_name(&self) -> String {
-        MODEL.to_owned()
+        self.config.arch.class_name().to_owned()
     }
 
     fn forward_signature(&self) -> Vec<String> {
@@ -433,8 +446,12 @@ impl Module for Qwen2VLForConditionalGeneration {
         let pixel_values = inputs.opt_tensor("pixel_values")?;
         let grid = inputs.opt_tensor("image_grid_thw")?;
         let types = inputs.opt_tensor("mm_token_type_ids")?;
-        causal_lm_forward(MODEL, inputs, |ids, mask, pos, cache| {
-            self.forward_with_cache(ids, mask, pos, cache, pixel_values, grid, types)
-        })
+        causal_lm_forward(
+            self.config.arch.class_name(),
+            inputs,
+            |ids, mask, pos, cache| {
+                self.forward_with_cache(ids, mask, pos, cache, pixel_values, grid, types)
+            },
+        )
     }
 }

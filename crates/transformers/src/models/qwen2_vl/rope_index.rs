@@ -10,8 +10,6 @@
 
 use crate::error::{Error, Result};
 
-use super::configuration::MODEL;
-
 /// The positions `[3, batch, seq]` (row-major) and the deltas `[batch]`.
 pub type RopeIndex = (Vec<i64>, Vec<i64>);
 
@@ -35,7 +33,7 @@ pub fn get_rope_index(
     let fail = |key: &str, message: String| Error::InputOption {
         key: key.to_owned(),
         value: String::new(),
-        message: format!("{MODEL}.get_rope_index: {message}"),
+        message: format!("get_rope_index: {message}"),
     };
     if mm_token_type_ids.len() != batch * seq {
         return Err(fail(

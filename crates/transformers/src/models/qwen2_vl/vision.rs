@@ -1,5 +1,8 @@
 //! Qwen2-VL's vision transformer (`Qwen2VisionTransformerPretrainedModel`) as transformers
-//! 5.23 writes it: `PatchEmbed` (a 3-D convolution over each flattened patch of
+//! 5.23 writes it, and Qwen2.5-VL's (`Qwen2_5_VisionTransformerPretrainedModel`: RMSNorms, a
+//! gated MLP with biases, and window attention: the merged units are reordered window by
+//! window (`get_vision_window_index`), the blocks but `fullatt_block_indexes` attend within
+//! each window, and the merged features are put back in order): `PatchEmbed` (a 3-D convolution over each flattened patch of
 //! `temporal_patch_size` frames), `Qwen2VLVisionRotaryEmbedding` (the axial 2-D rope of the
 //! patch rows and columns), `Qwen2VLVisionBlock`s of `VisionAttention` and `VisionMlp`, and
 //! the `PatchMerger` (each `m x m` square of patches to one feature of the text model's width).
@@ -18,15 +21,40 @@
 use onnx_diagnostic_core::{Result as CoreResult, SymInt, Tensor, scope};
 use tch::Kind;
 
-use super::configuration::{MODEL, VisionConfig};
+use super::configuration::{VisionConfig, VlArch};
 use crate::{
     error::Result,
     modeling_attention::rotate_half,
     modeling_rope_utils::default_inv_freq,
-    nn::{Activation, LayerNorm, Linear},
-    vision_utils::{get_vision_cu_seqlens, get_vision_position_ids},
+    nn::{Activation, LayerNorm, Linear, RmsNorm},
+    vision_utils::{get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index},
     weights::{Init, VarBuilder},
 };
+
+/// The norms of the vision tower: `LayerNorm` (Qwen2-VL) or `Qwen2_5_VLRMSNorm`, eps 1e-6.
+#[derive(Clone, Debug)]
+pub enum VisionNorm {
+    /// Qwen2-VL.
+    Layer(LayerNorm),
+    /// Qwen2.5-VL.
+    Rms(RmsNorm),
+}
+
+impl VisionNorm {
+    fn load(vb: &VarBuilder<'_>, name: &str, size: i64, arch: VlArch) -> Result<Self> {
+        Ok(match arch {
+            VlArch::Qwen2VL => Self::Layer(LayerNorm::load(vb, name, size, 1e-6)?),
+            VlArch::Qwen2_5VL => Self::Rms(RmsNorm::load(vb, name, size, 1e-6, false)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+        match self {
+            Self::Layer(n) => n.forward(x),
+            Self::Rms(n) => n.forward(x),
+        }
+    }
+}
 
 /// `PatchEmbed`: `Conv3d(in_channels, embed_dim, kernel = stride = [temporal_patch_size,
 /// patch_size, patch_size], bias=False)` over each patch, i.e. one projection per patch.
@@ -95,7 +123,7 @@ impl Qwen2VLVisionRotaryEmbedding {
             .and_then(|f| f.f_to_device(vb.device()))
             .map_err(|e| {
                 crate::Error::Core(onnx_diagnostic_core::Error::Model {
-                    model: MODEL.to_owned(),
+                    model: cfg.arch.class_name().to_owned(),
                     message: e.to_string(),
                 })
             })?;
@@ -285,35 +313,76 @@ impl VisionAttention {
     }
 }
 
-/// `VisionMlp`: `fc2(act(fc1(x)))`.
+/// `VisionMlp` (Qwen2-VL): `fc2(act(fc1(x)))`; `Qwen2_5_VLMLP` (Qwen2.5-VL, with biases):
+/// `down_proj(act(gate_proj(x)) * up_proj(x))`.
 #[derive(Clone, Debug)]
-pub struct VisionMlp {
-    fc1: Linear,
-    fc2: Linear,
-    act: Activation,
+pub enum VisionMlp {
+    /// Qwen2-VL.
+    Plain {
+        /// `fc1`.
+        fc1: Linear,
+        /// `fc2`.
+        fc2: Linear,
+        /// `hidden_act`.
+        act: Activation,
+    },
+    /// Qwen2.5-VL.
+    Gated {
+        /// `gate_proj`.
+        gate: Linear,
+        /// `up_proj`.
+        up: Linear,
+        /// `down_proj`.
+        down: Linear,
+        /// `hidden_act`.
+        act: Activation,
+    },
 }
 
 impl VisionMlp {
     fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
-        let (d, h) = (cfg.embed_dim, (cfg.embed_dim as f64 * cfg.mlp_ratio) as i64);
-        Ok(Self {
-            fc1: Linear::load(vb, "fc1", d, h, true)?,
-            fc2: Linear::load(vb, "fc2", h, d, true)?,
-            act: Activation::from_name(MODEL, &cfg.hidden_act)?,
+        let d = cfg.embed_dim;
+        let act = Activation::from_name(cfg.arch.class_name(), &cfg.hidden_act)?;
+        Ok(match cfg.arch {
+            VlArch::Qwen2VL => {
+                let h = (d as f64 * cfg.mlp_ratio) as i64;
+                Self::Plain {
+                    fc1: Linear::load(vb, "fc1", d, h, true)?,
+                    fc2: Linear::load(vb, "fc2", h, d, true)?,
+                    act,
+                }
+            }
+            VlArch::Qwen2_5VL => {
+                let h = cfg.intermediate_size.unwrap_or(3420);
+                Self::Gated {
+                    gate: Linear::load(vb, "gate_proj", d, h, true)?,
+                    up: Linear::load(vb, "up_proj", d, h, true)?,
+                    down: Linear::load(vb, "down_proj", h, d, true)?,
+                    act,
+                }
+            }
         })
     }
 
     fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
         let _s = scope("mlp");
-        self.fc2.forward(&self.act.forward(&self.fc1.forward(x)?)?)
+        match self {
+            Self::Plain { fc1, fc2, act } => fc2.forward(&act.forward(&fc1.forward(x)?)?),
+            Self::Gated {
+                gate,
+                up,
+                down,
+                act,
+            } => down.forward(&act.forward(&gate.forward(x)?)?.mul(&up.forward(x)?)?),
+        }
     }
 }
 
 /// `Qwen2VLVisionBlock`: pre-norm attention and MLP with residuals.
 #[derive(Clone, Debug)]
 pub struct Qwen2VLVisionBlock {
-    norm1: LayerNorm,
-    norm2: LayerNorm,
+    norm1: VisionNorm,
+    norm2: VisionNorm,
     /// The attention.
     pub attn: VisionAttention,
     mlp: VisionMlp,
@@ -322,8 +391,8 @@ pub struct Qwen2VLVisionBlock {
 impl Qwen2VLVisionBlock {
     fn load(vb: &VarBuilder<'_>, cfg: &VisionConfig) -> Result<Self> {
         Ok(Self {
-            norm1: LayerNorm::load(vb, "norm1", cfg.embed_dim, 1e-6)?,
-            norm2: LayerNorm::load(vb, "norm2", cfg.embed_dim, 1e-6)?,
+            norm1: VisionNorm::load(vb, "norm1", cfg.embed_dim, cfg.arch)?,
+            norm2: VisionNorm::load(vb, "norm2", cfg.embed_dim, cfg.arch)?,
             attn: VisionAttention::load(&vb.pp("attn"), cfg)?,
             mlp: VisionMlp::load(&vb.pp("mlp"), cfg)?,
         })
@@ -356,7 +425,7 @@ impl Qwen2VLVisionBlock {
 /// projected by `Linear, GELU, Linear` (`mlp.0`, `mlp.2`) to the text model's width.
 #[derive(Clone, Debug)]
 pub struct PatchMerger {
-    ln_q: LayerNorm,
+    ln_q: VisionNorm,
     fc1: Linear,
     fc2: Linear,
     hidden: i64,
@@ -369,7 +438,7 @@ impl PatchMerger {
         let hidden = cfg.embed_dim * cfg.spatial_merge_size * cfg.spatial_merge_size;
         let mlp = vb.pp("mlp");
         Ok(Self {
-            ln_q: LayerNorm::load(vb, "ln_q", cfg.embed_dim, 1e-6)?,
+            ln_q: VisionNorm::load(vb, "ln_q", cfg.embed_dim, cfg.arch)?,
             fc1: Linear::load(&mlp, "0", hidden, hidden, true)?,
             fc2: Linear::load(&mlp, "2", hidden, cfg.hidden_size, true)?,
             hidden,
@@ -402,6 +471,31 @@ pub struct Qwen2VisionTransformerPretrainedModel {
     merger: PatchMerger,
     /// `spatial_merge_size`.
     pub spatial_merge_size: i64,
+    /// Qwen2.5-VL's window attention.
+    pub window: Option<WindowAttention>,
+}
+
+/// Qwen2.5-VL's window attention settings.
+#[derive(Clone, Debug)]
+pub struct WindowAttention {
+    /// `window_size` in pixels.
+    pub window_size: i64,
+    /// `patch_size` in pixels.
+    pub patch_size: i64,
+    /// The window side in merged units.
+    pub merger_window: i64,
+    /// The blocks attending over whole frames.
+    pub full: Vec<usize>,
+}
+
+/// The window order of the merged units (`window_index` `[units]`) and the windows' bounds
+/// (`cu_window_seqlens`), from [`get_vision_window_index`] or its patched form.
+#[derive(Clone, Debug)]
+pub struct Windows {
+    /// `window_index`.
+    pub index: Tensor,
+    /// `cu_window_seqlens`.
+    pub cu_seqlens: Tensor,
 }
 
 impl Qwen2VisionTransformerPretrainedModel {
@@ -415,6 +509,15 @@ impl Qwen2VisionTransformerPretrainedModel {
             blocks,
             merger: PatchMerger::load(&vb.pp("merger"), cfg)?,
             spatial_merge_size: cfg.spatial_merge_size,
+            window: match cfg.arch {
+                VlArch::Qwen2VL => None,
+                VlArch::Qwen2_5VL => Some(WindowAttention {
+                    window_size: cfg.window_size.unwrap_or(112),
+                    patch_size: cfg.patch_size,
+                    merger_window: cfg.merger_window().unwrap_or(1),
+                    full: cfg.fullatt_block_indexes.clone().unwrap_or_default(),
+                }),
+            },
         })
     }
 
@@ -425,30 +528,59 @@ impl Qwen2VisionTransformerPretrainedModel {
 
     /// The last hidden states `[patches, embed_dim]` and the merged features `[patches / m^2,
     /// hidden_size]` of `pixel_values` `[patches, C*T*P*P]` whose patches have the `(row,
-    /// column)` `position_ids` `[patches, 2]`, attending within the segments of `cu_seqlens`.
+    /// column)` `position_ids` `[patches, 2]`, attending within the segments of `cu_seqlens`,
+    /// and, for Qwen2.5-VL, within the `windows` but in the full-attention blocks (the states
+    /// are in window order inside; the merged features come back in the original order).
     ///
     /// # Errors
-    /// Any error of the ops.
+    /// Any error of the ops; Qwen2.5-VL without `windows`.
     pub fn forward_with_positions(
         &self,
         pixel_values: &Tensor,
         position_ids: &Tensor,
         cu_seqlens: &Tensor,
+        windows: Option<&Windows>,
     ) -> CoreResult<(Tensor, Tensor)> {
         let mut h = self.patch_embed.forward(pixel_values)?;
-        let position_embeddings = self.rotary_pos_emb.forward(position_ids)?;
+        let (mut cos, mut sin) = self.rotary_pos_emb.forward(position_ids)?;
+        let unit = self.spatial_merge_size * self.spatial_merge_size;
+        // `permute_input_for_window_attn`: whole merged units in window order.
+        let permute = |x: &Tensor, index: &Tensor| -> CoreResult<Tensor> {
+            let (n, width) = (x.size(0)?, x.size(1)?);
+            x.reshape(vec![n.floor_div(unit), SymInt::new(unit), width.clone()])?
+                .index_select(0, index)?
+                .reshape(vec![n, width])
+        };
+        if let (Some(_), Some(w)) = (&self.window, windows) {
+            h = permute(&h, &w.index)?;
+            cos = permute(&cos, &w.index)?;
+            sin = permute(&sin, &w.index)?;
+        } else if self.window.is_some() {
+            return Err(onnx_diagnostic_core::Error::Model {
+                model: "Qwen2_5_VisionTransformerPretrainedModel".to_owned(),
+                message: "window attention without its window index".to_owned(),
+            });
+        }
+        let position_embeddings = (cos, sin);
         for (i, blk) in self.blocks.iter().enumerate() {
             let _b = scope(&format!("blocks.{i}"));
-            h = blk.forward(&h, cu_seqlens, &position_embeddings)?;
+            let segments = match (&self.window, windows) {
+                (Some(win), Some(w)) if !win.full.contains(&i) => &w.cu_seqlens,
+                _ => cu_seqlens,
+            };
+            h = blk.forward(&h, segments, &position_embeddings)?;
         }
-        let merged = self.merger.forward(&h)?;
+        let mut merged = self.merger.forward(&h)?;
+        if let (Some(_), Some(w)) = (&self.window, windows) {
+            merged = merged.index_select(0, &w.index.argsort(0, false)?)?;
+        }
         Ok((h, merged))
     }
 
-    /// The forward of transformers: position ids and segments from `grid_thw`, then
-    /// [`Qwen2VisionTransformerPretrainedModel::forward_with_positions`]. Patchable:
-    /// `patched_Qwen2VisionTransformerPretrainedModel.forward` computes the position ids from
-    /// the patch index instead of looping over `grid_thw.tolist()`.
+    /// The forward of transformers: position ids and segments from `grid_thw` (and Qwen2.5-VL's
+    /// windows), then [`Qwen2VisionTransformerPretrainedModel::forward_with_positions`].
+    /// Patchable: `patched_Qwen2VisionTransformerPretrainedModel.forward` computes the position
+    /// ids (and the windows) from the patch index instead of looping over `grid_thw.tolist()`.
     ///
     /// # Errors
     /// [`onnx_diagnostic_core::Error::DataDependent`] during an export (the position ids);
@@ -462,6 +594,21 @@ impl Qwen2VisionTransformerPretrainedModel {
         let _s = scope("visual");
         let position_ids = get_vision_position_ids(grid_thw, self.spatial_merge_size)?;
         let cu_seqlens = get_vision_cu_seqlens(grid_thw)?;
-        self.forward_with_positions(pixel_values, &position_ids, &cu_seqlens)
+        let windows = match &self.window {
+            Some(w) => {
+                let (index, cu) = get_vision_window_index(
+                    grid_thw,
+                    self.spatial_merge_size,
+                    w.window_size,
+                    w.patch_size,
+                )?;
+                Some(Windows {
+                    index,
+                    cu_seqlens: cu,
+                })
+            }
+            None => None,
+        };
+        self.forward_with_positions(pixel_values, &position_ids, &cu_seqlens, windows.as_ref())
     }
 }
