@@ -383,3 +383,66 @@ save_file({k: v.contiguous() for k, v in out.items()}, d + "/out.safetensors")
         .to_string();
     assert!(e.contains("scale factor NaN"), "{e}");
 }
+
+/// The vision ops export with dynamic patches, images and batch (the data-dependent length of
+/// `repeat_interleave` with tensor counts included), and the eager values are libtorch's own:
+/// `masked_scatter` (written as a cumsum-indexed gather) against `Tensor.masked_scatter`,
+/// `floor_divide` and `remainder` against Python's `//` and `%` on negative values, and
+/// `repeat_interleave` against `torch.repeat_interleave`.
+#[test]
+fn vision_ops_export_and_match_libtorch() {
+    let ep = check(case("vision"));
+    let text = ep.to_string();
+    assert!(
+        text.contains("aten.repeat_interleave.self_Tensor"),
+        "{text}"
+    );
+    assert!(text.contains("aten.conv3d.default"), "{text}");
+    for (shape, ratio) in [([2, 5, 4], 0.5), ([1, 7, 3], 0.0), ([3, 2, 6], 1.0)] {
+        let x = tch::Tensor::randn(shape, (Kind::Float, Device::Cpu));
+        let mask = tch::Tensor::rand([shape[0], shape[1], 1], (Kind::Float, Device::Cpu)).lt(ratio);
+        let n = mask.sum(Kind::Int64).int64_value(&[]) * shape[2];
+        let source = tch::Tensor::randn([n.max(1) + 3], (Kind::Float, Device::Cpu));
+        let expected = x.masked_scatter(&mask, &source);
+        let got = onnx_diagnostic_core::Tensor::from(x.shallow_clone())
+            .masked_scatter(
+                &onnx_diagnostic_core::Tensor::from(mask.shallow_clone()),
+                &onnx_diagnostic_core::Tensor::from(source.shallow_clone()),
+            )
+            .unwrap();
+        assert!(got.as_tch().equal(&expected), "{shape:?} {ratio}");
+    }
+    let a = tch::Tensor::from_slice(&[-7_i64, -6, -1, 0, 1, 5, 7]);
+    let b = tch::Tensor::from_slice(&[3_i64, 3, 3, 3, -3, -3, 2]);
+    let (ta, tb) = (
+        onnx_diagnostic_core::Tensor::from(a.shallow_clone()),
+        onnx_diagnostic_core::Tensor::from(b.shallow_clone()),
+    );
+    let q: Vec<i64> = Vec::try_from(ta.floor_divide(&tb).unwrap().as_tch()).unwrap();
+    let r: Vec<i64> = Vec::try_from(ta.remainder(&tb).unwrap().as_tch()).unwrap();
+    // Python's `a // b` rounds down, and `a % b = a - (a // b) * b` has the sign of b.
+    let (av, bv): (Vec<i64>, Vec<i64>) = (Vec::try_from(&a).unwrap(), Vec::try_from(&b).unwrap());
+    let floor: Vec<i64> = av
+        .iter()
+        .zip(&bv)
+        .map(|(x, y)| (*x as f64 / *y as f64).floor() as i64)
+        .collect();
+    let rem: Vec<i64> = av
+        .iter()
+        .zip(&bv)
+        .zip(&floor)
+        .map(|((x, y), f)| x - f * y)
+        .collect();
+    assert_eq!(q, floor);
+    assert_eq!(r, rem);
+    assert!(
+        r.iter()
+            .zip(&bv)
+            .all(|(r, b)| *r == 0 || (*r < 0) == (*b < 0))
+    );
+    let reps = onnx_diagnostic_core::Tensor::from(tch::Tensor::from_slice(&[2_i64, 0, 3]));
+    let vals = onnx_diagnostic_core::Tensor::from(tch::Tensor::from_slice(&[4_i64, 5, 6]));
+    let out: Vec<i64> =
+        Vec::try_from(vals.repeat_interleave_tensor(&reps).unwrap().as_tch()).unwrap();
+    assert_eq!(out, [4, 4, 6, 6, 6]);
+}

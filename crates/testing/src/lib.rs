@@ -312,6 +312,70 @@ fn select_scatter() -> Case {
     }
 }
 
+/// The ops of the vision encoders (Qwen2-VL): `conv3d` over flattened patches, `floor_divide`
+/// and `remainder` (negative values included: Python's signs), `repeat_interleave` with tensor
+/// counts (a data-dependent length), integer sums over the last axis, and `masked_scatter`;
+/// one set without any image (`grid` `[0, 3]`: empty counts and sums).
+fn vision() -> Case {
+    let w = randn(&[8, 3, 2, 2, 2]);
+    let params = vec![("proj.weight".to_owned(), w.clone())];
+    let m = FnModule::new("Vision", &["x", "grid", "ids"], move |i: &Inputs| {
+        let (x, grid, ids) = (i.tensor("x")?, i.tensor("grid")?, i.tensor("ids")?);
+        let n = x.size(0)?;
+        let patches = x
+            .view(vec![
+                n.clone(),
+                SymInt::new(3),
+                SymInt::new(2),
+                SymInt::new(2),
+                SymInt::new(2),
+            ])?
+            .conv3d(&w, None, [2, 2, 2], [0, 0, 0], [1, 1, 1], 1)?
+            .view(vec![n, SymInt::new(8)])?;
+        let three = Tensor::full(Vec::<SymInt>::new(), 3_i64, Kind::Int64, ids.device())?;
+        let shifted = ids.sub_scalar(5_i64)?;
+        let counts = grid
+            .select(1, 1)?
+            .mul(&grid.select(1, 2)?)?
+            .repeat_interleave_tensor(&grid.select(1, 0)?)?;
+        let emb = ids
+            .unsqueeze(-1)?
+            .expand(vec![ids.size(0)?, ids.size(1)?, SymInt::new(4)])?;
+        let emb = emb.to_kind(Kind::Float)?;
+        let mask = ids.remainder(&three)?.eq_scalar(0_i64)?.unsqueeze(-1)?;
+        Ok(tuple(vec![
+            patches,
+            shifted.floor_divide(&three)?,
+            shifted.remainder(&three)?,
+            counts.cumsum(0)?,
+            grid.sum(&[-1], false)?,
+            emb.masked_scatter(&mask, &emb.mul_scalar(-2.0)?.add_scalar(0.5)?)?,
+        ]))
+    })
+    .with_parameters(params);
+    let set = |n: i64, grid: &[i64], b: i64, s: i64| {
+        let g = tch::Tensor::from_slice(grid).reshape([-1, 3]);
+        vec![randn(&[n, 24]), Tensor::from(g), randint(11, &[b, s])]
+    };
+    Case {
+        name: "vision",
+        module: Box::new(m),
+        example: set(5, &[1, 2, 2, 2, 1, 3], 2, 4),
+        dims: vec![
+            (0, 0, "patches"),
+            (1, 0, "images"),
+            (2, 0, "batch"),
+            (2, 1, "seq"),
+        ],
+        others: vec![
+            set(3, &[1, 4, 2, 1, 1, 1, 3, 2, 2], 3, 5),
+            set(0, &[], 1, 2),
+            set(7, &[2, 1, 1], 1, 6),
+        ],
+        atol: 1e-4,
+    }
+}
+
 /// Every op case (the generator is seeded first, so weights and inputs repeat).
 pub fn cases() -> Vec<Case> {
     tch::manual_seed(1);
@@ -325,6 +389,7 @@ pub fn cases() -> Vec<Case> {
         routing(),
         data_dependent(),
         resampling(),
+        vision(),
     ]
 }
 
