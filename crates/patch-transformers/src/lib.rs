@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `patched_LlamaRotaryEmbedding.forward` (also `MistralRotaryEmbedding`, `Qwen2RotaryEmbedding`, `PhiRotaryEmbedding`, `Phi3RotaryEmbedding`, `SmolLM3RotaryEmbedding`, `GemmaRotaryEmbedding`, `Gemma2RotaryEmbedding`, `Gemma3RotaryEmbedding`, `Qwen3RotaryEmbedding`, `Qwen3MoeRotaryEmbedding` and `MixtralRotaryEmbedding`: the same struct) | the `dynamic` rope update branches on `max(position_ids) + 1`; the patch uses `cond` |
 //! | `patched_VisionAttention.forward` (Qwen2-VL) | the attention loops over the frames of `cu_seqlens.tolist()`; the patch masks the other frames (see [`qwen2_vl`]) |
-//! | `patched_Qwen2VisionTransformerPretrainedModel.forward` | the position ids loop over `grid_thw.tolist()`; the patch computes them from the patch index |
+//! | `patched_Qwen2VisionTransformerPretrainedModel.forward` (also Qwen2.5-VL's `Qwen2_5_VisionTransformerPretrainedModel`: the same struct) | the position ids and Qwen2.5-VL's window order loop over `grid_thw.tolist()`; the patch computes them from the patch index |
 //! | `patched_Qwen2VLModel.get_image_features` | the features are split per image with `.tolist()` sizes; the patch keeps them whole, as the forward concatenates them |
 //! | `patched_Qwen3MoeSparseMoeBlock.forward` (also `MixtralSparseMoeBlock`: the same struct), with its `_forward_expert_loop` | the expert loop runs over the data-dependent list of experts hit; the patch loops over every expert, each in a `cond` on whether a token chose it, on its tokens only |
 

@@ -180,18 +180,16 @@ impl VisionConfig {
             field: format!("vision_config.{name}"),
             message,
         };
-        if self.arch == VlArch::Qwen2_5VL {
-            if self.merger_window().is_none_or(|w| w < 1) {
-                return Err(field(
-                    "window_size",
-                    format!(
-                        "{:?}: a window must hold at least one merged unit \
-                         (spatial_merge_size * patch_size = {} pixels)",
-                        self.window_size,
-                        self.spatial_merge_size * self.patch_size
-                    ),
-                ));
-            }
+        if self.arch == VlArch::Qwen2_5VL && self.merger_window().is_none_or(|w| w < 1) {
+            return Err(field(
+                "window_size",
+                format!(
+                    "{:?}: a window must hold at least one merged unit \
+                     (spatial_merge_size * patch_size = {} pixels)",
+                    self.window_size,
+                    self.spatial_merge_size * self.patch_size
+                ),
+            ));
         }
         for (name, v) in [
             ("depth", self.depth as i64),
