@@ -407,8 +407,27 @@ fn tasks_and_their_inputs_are_described() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        "text-generation\ntext2text-generation\nfeature-extraction\nsummarization\ntext-to-image"
+        "text-generation\ntext2text-generation\nfeature-extraction\nsummarization\ntext-to-image\n\
+         image-text-to-text"
     );
+    // Qwen2-VL's sets: 2 images of 16 and 32 patches, none, then 3 of 16, 16 and 8; the prompt
+    // without positions but with the token types the model computes them from.
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "-t", "image-text-to-text"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "inputs: dict(input_ids:T7s2x13,attention_mask:T7s2x17,position_ids:T7s3x2x13,past_key_values:DynamicCache(key_cache=#2[T1s2x2x4x8,T1s2x2x4x8], value_cache=#2[T1s2x2x4x8,T1s2x2x4x8]),pixel_values:T1s48x6,image_grid_thw:T7s2x3)",
+        "inputs2: dict(input_ids:T7s3x1,attention_mask:T7s3x2,position_ids:T7s3x3x1,past_key_values:DynamicCache(key_cache=#2[T1s3x2x1x8,T1s3x2x1x8], value_cache=#2[T1s3x2x1x8,T1s3x2x1x8]),pixel_values:T1s0x6,image_grid_thw:T7s0x3)",
+        "inputs_prompt: dict(input_ids:T7s1x9,attention_mask:T7s1x9,mm_token_type_ids:T7s1x9,pixel_values:T1s16x6,image_grid_thw:T7s1x3)",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from\n{text}"
+        );
+    }
     // The Python package's text-to-image sets, with dynamic height and width.
     let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
         .args(["validate", "-t", "text-to-image"])

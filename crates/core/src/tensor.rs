@@ -881,15 +881,12 @@ impl Tensor {
         dilation: [i64; 2],
         groups: i64,
     ) -> Result<Tensor> {
-        call1(
+        self.conv(
             &ops::CONV2D,
-            &[Some(self), Some(weight), bias],
-            vec![
-                Attr::Ints(stride.into_sizes()),
-                Attr::Ints(padding.into_sizes()),
-                Attr::Ints(dilation.into_sizes()),
-                Attr::Int(groups.into()),
-            ],
+            weight,
+            bias,
+            [&stride, &padding, &dilation],
+            groups,
         )
     }
 
@@ -904,8 +901,26 @@ impl Tensor {
         dilation: [i64; 3],
         groups: i64,
     ) -> Result<Tensor> {
-        call1(
+        self.conv(
             &ops::CONV3D,
+            weight,
+            bias,
+            [&stride, &padding, &dilation],
+            groups,
+        )
+    }
+
+    #[track_caller]
+    fn conv(
+        &self,
+        op: &'static OpDef,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        [stride, padding, dilation]: [&[i64]; 3],
+        groups: i64,
+    ) -> Result<Tensor> {
+        call1(
+            op,
             &[Some(self), Some(weight), bias],
             vec![
                 Attr::Ints(stride.into_sizes()),

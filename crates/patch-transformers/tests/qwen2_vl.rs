@@ -62,6 +62,54 @@ fn stops_in(e: &Error, file: &str) {
     }
 }
 
+/// Exports `model` on its `inputs` set under the transformers patches and compares the
+/// exported program and ONNX Runtime with eager (unpatched) on every set, within 1e-4.
+/// Returns the sets.
+fn export_and_compare(
+    model: &Qwen2VLForConditionalGeneration,
+) -> Vec<(&'static str, Vec<(String, Value)>)> {
+    let options = TextGenerationOptions::default();
+    let sets = model.input_sets(&options, 1).unwrap();
+    let guard = torch_export_patches(PatchOptions {
+        patch_transformers: true,
+        ..PatchOptions::default()
+    })
+    .unwrap();
+    let ep = export(
+        model,
+        &[],
+        &sets[0].1,
+        Some(&model.dynamic_shapes(&options)),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
+    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
+    let got: Vec<_> = sets
+        .iter()
+        .map(|(name, set)| {
+            (
+                ep.run(&[], set).unwrap_or_else(|e| panic!("{name}: {e}")),
+                session
+                    .run(&[], set)
+                    .unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
+        })
+        .collect();
+    drop(guard);
+    assert!(!any_active());
+    for ((name, set), (from_ep, from_ort)) in sets.iter().zip(&got) {
+        let eager = model
+            .forward(&Inputs::bind_for(model, &[], set).unwrap())
+            .unwrap();
+        for (what, v) in [("exported program", from_ep), ("ORT", from_ort)] {
+            let d = max_diff(&eager, v);
+            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {what}: {d:?}");
+        }
+    }
+    sets
+}
+
 #[test]
 fn qwen2_vl_exports_only_with_its_vision_patches_and_matches_eager_in_ort() {
     // Both crates the guard draws on are linked (their link-time entries are kept).
@@ -109,44 +157,9 @@ fn qwen2_vl_exports_only_with_its_vision_patches_and_matches_eager_in_ort() {
     stops_in(&e, "vision_utils.rs");
 
     // With the three: the exported program and ONNX Runtime match eager on every set.
-    let options = TextGenerationOptions::default();
-    let sets = model.input_sets(&options, 1).unwrap();
+    let sets = export_and_compare(&model);
     let names: Vec<&str> = sets.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, ["inputs", "inputs2", "inputs_images"]);
-    let guard = torch_export_patches(PatchOptions {
-        patch_transformers: true,
-        ..PatchOptions::default()
-    })
-    .unwrap();
-    let ep = export(
-        &model,
-        &[],
-        &sets[0].1,
-        Some(&model.dynamic_shapes(&options)),
-        &ExportOptions::default(),
-    )
-    .unwrap();
-    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
-    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
-    let mut got = Vec::new();
-    for (name, set) in &sets {
-        let from_ep = ep.run(&[], set).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let from_ort = session
-            .run(&[], set)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        got.push((from_ep, from_ort));
-    }
-    drop(guard);
-    assert!(!any_active());
-    for ((name, set), (from_ep, from_ort)) in sets.iter().zip(&got) {
-        let eager = model
-            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
-            .unwrap();
-        for (what, v) in [("exported program", from_ep), ("ORT", from_ort)] {
-            let d = max_diff(&eager, v);
-            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {what}: {d:?}");
-        }
-    }
     // The image sets hold 2 and 3 images of other sizes than each other; inputs2 none.
     let images = |i: usize| match &sets[i]
         .1
@@ -192,42 +205,5 @@ fn qwen2_5_vl_window_attention_exports_and_matches_eager_in_ort() {
     stops_in(&e, "vision_utils.rs");
     let e = try_export(&model, &["patched_VisionAttention.forward"]).unwrap_err();
     stops_in(&e, "qwen2_vl/vision.rs");
-    let options = TextGenerationOptions::default();
-    let sets = model.input_sets(&options, 1).unwrap();
-    let guard = torch_export_patches(PatchOptions {
-        patch_transformers: true,
-        ..PatchOptions::default()
-    })
-    .unwrap();
-    let ep = export(
-        &model,
-        &[],
-        &sets[0].1,
-        Some(&model.dynamic_shapes(&options)),
-        &ExportOptions::default(),
-    )
-    .unwrap();
-    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
-    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
-    let got: Vec<_> = sets
-        .iter()
-        .map(|(name, set)| {
-            (
-                ep.run(&[], set).unwrap_or_else(|e| panic!("{name}: {e}")),
-                session
-                    .run(&[], set)
-                    .unwrap_or_else(|e| panic!("{name}: {e}")),
-            )
-        })
-        .collect();
-    drop(guard);
-    for ((name, set), (from_ep, from_ort)) in sets.iter().zip(&got) {
-        let eager = model
-            .forward(&Inputs::bind_for(&model, &[], set).unwrap())
-            .unwrap();
-        for (what, v) in [("exported program", from_ep), ("ORT", from_ort)] {
-            let d = max_diff(&eager, v);
-            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {what}: {d:?}");
-        }
-    }
+    export_and_compare(&model);
 }

@@ -60,16 +60,10 @@ fn inputs(io: &HashMap<String, tch::Tensor>, name: &str, layers: usize) -> Vec<(
     v
 }
 
-#[test]
-fn tiny_qwen2_vl_matches_transformers_with_any_number_and_size_of_images() {
-    let (dir, io) = run_reference(
-        "make_qwen2_vl_reference.py",
-        "qwen2_vl",
-        "tiny",
-        TINY,
-        &[SETS],
-    );
-    let model = qwen2_vl::Qwen2VLForConditionalGeneration::from_pretrained(&dir).unwrap();
+/// Loads the checkpoint transformers saved in `dir` and compares, on each of `sets`, the
+/// logits, the grown cache and the image features (one piece per image) with transformers'.
+fn check(dir: &std::path::Path, io: &HashMap<String, tch::Tensor>, sets: &[&str]) -> String {
+    let model = qwen2_vl::Qwen2VLForConditionalGeneration::from_pretrained(dir).unwrap();
     let ours: i64 = model
         .named_parameters()
         .iter()
@@ -77,9 +71,9 @@ fn tiny_qwen2_vl_matches_transformers_with_any_number_and_size_of_images() {
         .sum();
     assert_eq!(ours, io["n_parameters"].int64_value(&[]), "parameter count");
     let layers = model.config.text.num_hidden_layers;
-    for name in ["inputs", "images3", "twoinrow", "text"] {
+    for name in sets {
         // Through the module's forward (the keyword inputs a task gives).
-        let set = inputs(&io, name, layers);
+        let set = inputs(io, name, layers);
         let out = model
             .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
             .unwrap();
@@ -104,24 +98,32 @@ fn tiny_qwen2_vl_matches_transformers_with_any_number_and_size_of_images() {
             assert!(dk <= 1e-4 && dv <= 1e-4, "{name} layer {i}: {dk} {dv}");
         }
         if let Some(expected) = io.get(&format!("{name}.image_features")) {
+            let grid = t(io, &format!("{name}.image_grid_thw"));
             let feats = model
                 .model
-                .get_image_features(
-                    &t(&io, &format!("{name}.pixel_values")),
-                    &t(&io, &format!("{name}.image_grid_thw")),
-                )
+                .get_image_features(&t(io, &format!("{name}.pixel_values")), &grid)
                 .unwrap();
             let refs: Vec<&onnx_diagnostic_core::Tensor> = feats.iter().collect();
             let all = onnx_diagnostic_core::Tensor::cat(&refs, 0).unwrap();
             let d = diff(&all, expected);
             assert!(d <= 1e-4, "{name}: image features differ by {d}");
-            // One piece per image.
-            assert_eq!(
-                feats.len() as i64,
-                io[&format!("{name}.image_grid_thw")].size()[0]
-            );
+            assert_eq!(feats.len() as i64, grid.concrete_shape()[0], "{name}");
         }
     }
+    model.class_name()
+}
+
+#[test]
+fn tiny_qwen2_vl_matches_transformers_with_any_number_and_size_of_images() {
+    let (dir, io) = run_reference(
+        "make_qwen2_vl_reference.py",
+        "qwen2_vl",
+        "tiny",
+        TINY,
+        &[SETS],
+    );
+    let class = check(&dir, &io, &["inputs", "images3", "twoinrow", "text"]);
+    assert_eq!(class, "Qwen2VLForConditionalGeneration");
 }
 
 /// A tiny Qwen2.5-VL: the same text model; vision width 32, a gated MLP of 48, windows of
@@ -150,40 +152,8 @@ fn tiny_qwen2_5_vl_matches_transformers_with_its_window_attention() {
         TINY_2_5,
         &[SETS_2_5],
     );
-    let model = qwen2_vl::Qwen2_5_VLForConditionalGeneration::from_pretrained(&dir).unwrap();
-    assert_eq!(model.class_name(), "Qwen2_5_VLForConditionalGeneration");
-    let ours: i64 = model
-        .named_parameters()
-        .iter()
-        .map(|(_, t)| t.as_tch().numel() as i64)
-        .sum();
-    assert_eq!(ours, io["n_parameters"].int64_value(&[]), "parameter count");
-    let layers = model.config.text.num_hidden_layers;
-    for name in ["inputs", "images3", "text"] {
-        let set = inputs(&io, name, layers);
-        let out = model
-            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
-            .unwrap();
-        let out = out.downcast_ref::<CausalLMOutputWithPast>().unwrap();
-        let Some(Value::Tensor(logits)) = &out.logits else {
-            panic!("no logits")
-        };
-        let d = diff(logits, &io[&format!("{name}.logits")]);
-        assert!(d <= 1e-4, "{name}: logits differ by {d}");
-        if let Some(expected) = io.get(&format!("{name}.image_features")) {
-            let feats = model
-                .model
-                .get_image_features(
-                    &t(&io, &format!("{name}.pixel_values")),
-                    &t(&io, &format!("{name}.image_grid_thw")),
-                )
-                .unwrap();
-            let refs: Vec<&onnx_diagnostic_core::Tensor> = feats.iter().collect();
-            let all = onnx_diagnostic_core::Tensor::cat(&refs, 0).unwrap();
-            let d = diff(&all, expected);
-            assert!(d <= 1e-4, "{name}: image features differ by {d}");
-        }
-    }
+    let class = check(&dir, &io, &["inputs", "images3", "text"]);
+    assert_eq!(class, "Qwen2_5_VLForConditionalGeneration");
 }
 
 #[test]

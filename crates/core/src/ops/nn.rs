@@ -165,63 +165,41 @@ fn conv_shape(
     Ok(out)
 }
 
-// conv2d(x, weight, bias=None, stride, padding, dilation, groups)
-op!(
-    CONV2D = "aten.conv2d.default",
-    |i, at| {
-        let x = t(i, 0)?;
-        Ok(vec![
-            x.f_conv2d(
-                t(i, 1)?,
-                i.get(2).copied().flatten(),
-                a(at, 0)?.ints()?,
-                a(at, 1)?.ints()?,
-                a(at, 2)?.ints()?,
-                a(at, 3)?.int()?,
-            )
-            .map_err(err)?,
-        ])
-    },
-    |sh, at, _| {
-        let (st, pa, di) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
-        Ok(vec![conv_shape(
-            "conv2d",
-            2,
-            s(sh, 0)?,
-            s(sh, 1)?,
-            (&st, &pa, &di),
-        )?])
-    }
-);
+/// `convNd(x, weight, bias=None, stride, padding, dilation, groups)` for one spatial rank.
+macro_rules! conv_op {
+    ($id:ident = $name:literal, $method:ident, $short:literal, $rank:literal) => {
+        op!(
+            $id = $name,
+            |i, at| {
+                let x = t(i, 0)?;
+                Ok(vec![
+                    x.$method(
+                        t(i, 1)?,
+                        i.get(2).copied().flatten(),
+                        a(at, 0)?.ints()?,
+                        a(at, 1)?.ints()?,
+                        a(at, 2)?.ints()?,
+                        a(at, 3)?.int()?,
+                    )
+                    .map_err(err)?,
+                ])
+            },
+            |sh, at, _| {
+                let (st, pa, di) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
+                Ok(vec![conv_shape(
+                    $short,
+                    $rank,
+                    s(sh, 0)?,
+                    s(sh, 1)?,
+                    (&st, &pa, &di),
+                )?])
+            }
+        );
+    };
+}
 
-// conv3d(x, weight, bias=None, stride, padding, dilation, groups)
-op!(
-    CONV3D = "aten.conv3d.default",
-    |i, at| {
-        let x = t(i, 0)?;
-        Ok(vec![
-            x.f_conv3d(
-                t(i, 1)?,
-                i.get(2).copied().flatten(),
-                a(at, 0)?.ints()?,
-                a(at, 1)?.ints()?,
-                a(at, 2)?.ints()?,
-                a(at, 3)?.int()?,
-            )
-            .map_err(err)?,
-        ])
-    },
-    |sh, at, _| {
-        let (st, pa, di) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
-        Ok(vec![conv_shape(
-            "conv3d",
-            3,
-            s(sh, 0)?,
-            s(sh, 1)?,
-            (&st, &pa, &di),
-        )?])
-    }
-);
+conv_op!(CONV2D = "aten.conv2d.default", f_conv2d, "conv2d", 2);
+conv_op!(CONV3D = "aten.conv3d.default", f_conv3d, "conv3d", 3);
 
 // avg_pool2d(x, kernel_size, stride, padding)
 op!(
