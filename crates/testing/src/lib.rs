@@ -543,35 +543,7 @@ pub fn unet_reference(
     ),
     String,
 > {
-    python_reference(
-        "diffusers/tests/parity/make_unet_reference.py",
-        root,
-        config,
-        sets,
-        options,
-    )
-}
-
-/// Runs a reference script of the crates (`script`, relative to `crates/`, in the project's
-/// venv) as `script ROOT CONFIG SETS OPTIONS...` with `config` written to
-/// `ROOT/input_config.json`: the checkpoint directory it saves (`ROOT/checkpoint`) and the
-/// tensors of `ROOT/io.safetensors`.
-///
-/// # Errors
-/// The script's failure with its standard error, or unreadable outputs.
-pub fn python_reference(
-    script: &str,
-    root: &std::path::Path,
-    config: &str,
-    sets: &str,
-    options: &[&str],
-) -> std::result::Result<
-    (
-        std::path::PathBuf,
-        std::collections::HashMap<String, tch::Tensor>,
-    ),
-    String,
-> {
+    let script = "diffusers/tests/parity/make_unet_reference.py";
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
     let cfg = root.join("input_config.json");

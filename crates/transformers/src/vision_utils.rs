@@ -8,6 +8,30 @@
 use onnx_diagnostic_core::{Result, SymInt, Tensor};
 use tch::Kind;
 
+/// The rows `(t, h, w)` of `grid_thw` (`.tolist()`: a data-dependent read during an export).
+///
+/// # Errors
+/// [`onnx_diagnostic_core::Error::Model`] naming `image_grid_thw` when it is not `[images, 3]`;
+/// [`onnx_diagnostic_core::Error::DataDependent`] during an export.
+#[track_caller]
+pub fn grid_rows(grid_thw: &Tensor) -> Result<Vec<[i64; 3]>> {
+    let shape = grid_thw.concrete_shape();
+    if shape.len() != 2 || shape[1] != 3 {
+        return Err(onnx_diagnostic_core::Error::Model {
+            model: "vision encoder".to_owned(),
+            message: format!(
+                "image_grid_thw has shape {shape:?}: it must be [images, 3], the (t, h, w) of \
+                 each image in patches"
+            ),
+        });
+    }
+    Ok(grid_thw
+        .to_vec_i64()?
+        .chunks_exact(3)
+        .map(|g| [g[0], g[1], g[2]])
+        .collect())
+}
+
 /// `get_vision_cu_seqlens(grid_thw)`: the cumulative lengths `[0, h0*w0, 2*h0*w0, ...]` of
 /// the attention segments, one per frame (`h * w` patches each, `t` frames per image), in
 /// int32 as transformers' eager path gives them. Its length, one more than the number of
@@ -38,8 +62,7 @@ pub fn get_vision_position_ids(grid_thw: &Tensor, spatial_merge_size: i64) -> Re
     let device = grid_thw.device();
     let m = spatial_merge_size;
     let mut position_ids = Vec::new();
-    for g in grid_thw.to_vec_i64()?.chunks(3) {
-        let [t, h, w] = [g[0], g[1], g[2]];
+    for [t, h, w] in grid_rows(grid_thw)? {
         let hpos = Tensor::arange(0, h, 1, Kind::Int64, device)?
             .unsqueeze(1)?
             .expand([h, w])?;
@@ -91,8 +114,8 @@ pub fn get_vision_window_index(
     let unit = m * m;
     let (mut index, mut cu) = (Vec::new(), vec![0i64]);
     let mut offset = 0;
-    for g in grid_thw.to_vec_i64()?.chunks(3) {
-        let [t, gh, gw] = [g[0], g[1] / m, g[2] / m];
+    for [t, h, w] in grid_rows(grid_thw)? {
+        let (gh, gw) = (h / m, w / m);
         // transformers pads by a whole window when the size is a multiple of it: an empty
         // window, which `unique_consecutive` drops.
         let (nh, nw) = ((gh + ws - gh % ws) / ws, (gw + ws - gw % ws) / ws);

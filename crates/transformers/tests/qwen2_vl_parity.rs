@@ -124,6 +124,18 @@ fn tiny_qwen2_vl_matches_transformers_with_any_number_and_size_of_images() {
     );
     let class = check(&dir, &io, &["inputs", "images3", "twoinrow", "text"]);
     assert_eq!(class, "Qwen2VLForConditionalGeneration");
+    // A grid that is not [images, 3] is refused naming it, not a panic.
+    let model = qwen2_vl::Qwen2VLForConditionalGeneration::from_pretrained(&dir).unwrap();
+    let bad =
+        onnx_diagnostic_core::Tensor::from(tch::Tensor::from_slice(&[1_i64, 4]).reshape([1, 2]));
+    let e = model
+        .model
+        .get_image_features(&t(&io, "inputs.pixel_values"), &bad)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("image_grid_thw has shape [1, 2]"),
+        "{e}"
+    );
 }
 
 /// A tiny Qwen2.5-VL: the same text model; vision width 32, a gated MLP of 48, windows of

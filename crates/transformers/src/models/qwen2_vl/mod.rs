@@ -55,6 +55,7 @@ use crate::{
     error::Result,
     modeling_outputs::causal_lm_forward,
     models::llama::{LlamaModel, LlamaRotaryEmbedding},
+    vision_utils::grid_rows,
     weights::{Init, Weights},
 };
 
@@ -139,9 +140,8 @@ impl Qwen2VLModel {
             .visual
             .forward(&pixel_values.to_kind(kind)?, image_grid_thw)?;
         let m2 = self.spatial_merge_size * self.spatial_merge_size;
-        let sizes: Vec<i64> = image_grid_thw
-            .to_vec_i64()?
-            .chunks(3)
+        let sizes: Vec<i64> = grid_rows(image_grid_thw)?
+            .iter()
             .map(|g| g.iter().product::<i64>() / m2)
             .collect();
         merged.split_with_sizes(sizes, 0)
@@ -225,7 +225,19 @@ impl Qwen2VLModel {
                 .expand(vec![SymInt::new(3), b.clone(), s.clone()])
         };
         let position_ids = match position_ids {
-            Some(p) if p.rank() == 3 => p.clone(),
+            // `[4, batch, seq]`: text positions first (transformers builds packed masks from
+            // them; no packed mask is built here), then the three axes.
+            Some(p) if p.rank() == 3 && p.concrete_shape()[0] == 4 => {
+                p.slice(0, Some(SymInt::new(1)), None, 1)?
+            }
+            Some(p) if p.rank() == 3 && p.concrete_shape()[0] == 3 => p.clone(),
+            Some(p) if p.rank() != 2 => {
+                return Err(self.error(&format!(
+                    "position_ids has shape {:?}: it must be [3, batch, seq] (or [4, ...] with \
+                     the text positions first, or [batch, seq])",
+                    p.concrete_shape()
+                )));
+            }
             Some(p) => three(p)?,
             None => match (image_grid_thw, mm_token_type_ids) {
                 (Some(grid), Some(types)) if pixel_values.is_some() => {
@@ -260,18 +272,24 @@ impl Qwen2VLModel {
         attention_mask: Option<&Tensor>,
     ) -> CoreResult<Tensor> {
         let shape = input_ids.concrete_shape();
-        let (batch, seq) = (shape[0] as usize, shape[1] as usize);
+        let &[batch, seq] = shape.as_slice() else {
+            return Err(self.error(&format!("input_ids has shape {shape:?}, not [batch, seq]")));
+        };
+        let (batch, seq) = (batch as usize, seq as usize);
         let types = mm_token_type_ids.to_vec_i64()?;
-        let grids: Vec<[i64; 3]> = image_grid_thw
-            .to_vec_i64()?
-            .chunks(3)
-            .map(|g| [g[0], g[1], g[2]])
-            .collect();
+        let grids = grid_rows(image_grid_thw)?;
         let mask = match attention_mask {
             // The mask of the new tokens: its last `seq` columns.
             Some(m) => {
                 let all = m.to_vec_i64()?;
                 let width = all.len() / batch.max(1);
+                if width < seq || width * batch != all.len() {
+                    return Err(self.error(&format!(
+                        "attention_mask has shape {:?}: it must be [batch, past + seq] for \
+                         input_ids [{batch}, {seq}]",
+                        m.concrete_shape()
+                    )));
+                }
                 Some(
                     (0..batch)
                         .flat_map(|r| all[r * width + width - seq..(r + 1) * width].to_vec())
