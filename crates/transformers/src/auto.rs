@@ -22,7 +22,7 @@ use crate::{
         bart::{self, BartForConditionalGeneration, BartModel},
         gemma::GemmaForCausalLM,
         gemma2::{self, Gemma2ForCausalLM},
-        gemma3::Gemma3ForCausalLM,
+        gemma3::{Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration},
         llama::{Config, LlamaForCausalLM},
         mistral::MistralForCausalLM,
         mixtral::MixtralForCausalLM,
@@ -248,6 +248,13 @@ const REGISTRY: &[Entry] = &[
         Qwen2_5_VLForConditionalGeneration,
         qwen2_vl::Config,
         "qwen2_5_vl",
+        "image-text-to-text"
+    ),
+    entry!(
+        "Gemma3ForConditionalGeneration",
+        Gemma3ForConditionalGeneration,
+        Gemma3Config,
+        "gemma3",
         "image-text-to-text"
     ),
     entry!(

@@ -39,6 +39,48 @@ pub fn causal_mask(
     sliding_window: Option<i64>,
     kind: Kind,
 ) -> Result<Tensor> {
+    causal_mask_with_blocks(
+        attention_mask,
+        cache_position,
+        keys,
+        sliding_window,
+        None,
+        kind,
+    )
+}
+
+/// The group of each position of `positions` (`[n]`, absolute) in `block_sequence_ids`
+/// (`[batch, L]`), `-1` past its end: transformers' `maybe_pad_block_sequence_ids` pads the
+/// ids with `-1` up to the last key position, then indexes them by position.
+fn block_groups(block_sequence_ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
+    let device = positions.device();
+    let len = block_sequence_ids.size(1)?;
+    let inside = positions.lt_scalar(len)?;
+    let zero = Tensor::zeros(Vec::<SymInt>::new(), Kind::Int64, device)?;
+    let at = positions.where_cond(&inside, &zero)?;
+    let none = Tensor::full(Vec::<SymInt>::new(), -1i64, Kind::Int64, device)?;
+    block_sequence_ids
+        .to_kind(Kind::Int64)?
+        .index_select(1, &at)?
+        .where_cond(&inside.unsqueeze(0)?, &none)
+}
+
+/// [`causal_mask`] with transformers' `blockwise_overlay` (Gemma3's images): a query also
+/// attends every key of its own block, `block_sequence_ids[b, q] == block_sequence_ids[b, kv]
+/// >= 0` (`get_block_sequence_ids_for_mask`: `-1` for text, the image's index for its tokens),
+/// OR-ed with the causal rule before the sliding window and the padding are AND-ed, as
+/// `create_masks_for_vision_model` composes them. The mask is then `[batch, 1, seq, kv]`.
+///
+/// # Errors
+/// Any error of the ops.
+pub fn causal_mask_with_blocks(
+    attention_mask: Option<&Tensor>,
+    cache_position: &Tensor,
+    keys: &KeyPositions,
+    sliding_window: Option<i64>,
+    block_sequence_ids: Option<&Tensor>,
+    kind: Kind,
+) -> Result<Tensor> {
     let device = cache_position.device();
     let (kv, valid) = match keys {
         KeyPositions::Range { offset, length } => (
@@ -49,14 +91,20 @@ pub fn causal_mask(
     };
     let q = cache_position.unsqueeze(1)?;
     let kv_row = kv.unsqueeze(0)?;
-    let mut allowed = kv_row.le(&q)?;
+    let mut allowed = kv_row.le(&q)?.unsqueeze(0)?;
+    if let Some(ids) = block_sequence_ids {
+        let qg = block_groups(ids, cache_position)?.unsqueeze(2)?;
+        let kg = block_groups(ids, &kv)?.unsqueeze(1)?;
+        let same = qg.eq(&kg)?.logical_and(&qg.ge_scalar(0i64)?)?;
+        allowed = allowed.logical_or(&same)?;
+    }
     if let Some(window) = sliding_window {
         allowed = allowed.logical_and(&kv_row.gt(&q.sub_scalar(window)?)?)?;
     }
     if let Some(v) = valid {
         allowed = allowed.logical_and(&v.unsqueeze(0)?)?;
     }
-    let mut allowed = allowed.unsqueeze(0)?.unsqueeze(0)?;
+    let mut allowed = allowed.unsqueeze(1)?;
     if let Some(m) = attention_mask {
         let m = m.to_kind(Kind::Bool)?;
         let m = match keys {
@@ -102,6 +150,35 @@ pub(crate) fn decoder_masks(
     windows: &[Option<i64>],
     kind: Kind,
 ) -> Result<(Tensor, Vec<Tensor>)> {
+    decoder_masks_with_blocks(
+        model,
+        input_ids,
+        attention_mask,
+        position_ids,
+        cache,
+        windows,
+        None,
+        kind,
+    )
+}
+
+/// [`decoder_masks`] with the blockwise overlay of [`causal_mask_with_blocks`] on every layer
+/// type (`input_ids` only gives the number of new positions and the device: input embeddings
+/// `[batch, seq, hidden]` do as well).
+///
+/// # Errors
+/// Any error of the ops.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decoder_masks_with_blocks(
+    model: &str,
+    input_ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    position_ids: Option<&Tensor>,
+    cache: &DynamicCache,
+    windows: &[Option<i64>],
+    block_sequence_ids: Option<&Tensor>,
+    kind: Kind,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let q = input_ids.size(1)?;
     let past = cache
         .past_length(attention_mask, &q)
@@ -127,7 +204,14 @@ pub(crate) fn decoder_masks(
         let keys = cache
             .key_positions(i, &past, &q, &cache_position)
             .map_err(|e| core_error(model, e))?;
-        let m = causal_mask(attention_mask, &cache_position, &keys, *window, kind)?;
+        let m = causal_mask_with_blocks(
+            attention_mask,
+            &cache_position,
+            &keys,
+            *window,
+            block_sequence_ids,
+            kind,
+        )?;
         by_type.push((*window, m.clone()));
         masks.push(m);
     }

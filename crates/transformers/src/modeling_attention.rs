@@ -118,12 +118,41 @@ pub fn eager_attention_forward_softcapped(
     n_rep: i64,
     softcap: Option<f64>,
 ) -> Result<Tensor> {
+    attention(q, k, v, Some(mask), scaling, n_rep, softcap)
+}
+
+/// [`eager_attention_forward`] without a mask (an encoder's, SigLIP's: every position sees
+/// every other).
+///
+/// # Errors
+/// Any error of the ops.
+pub fn eager_attention_forward_unmasked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scaling: f64,
+) -> Result<Tensor> {
+    attention(q, k, v, None, scaling, 1, None)
+}
+
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scaling: f64,
+    n_rep: i64,
+    softcap: Option<f64>,
+) -> Result<Tensor> {
     let (k, v) = (repeat_kv(k, n_rep)?, repeat_kv(v, n_rep)?);
     let mut weights = q.matmul(&k.transpose(2, 3)?)?.mul_scalar(scaling)?;
     if let Some(cap) = softcap {
         weights = weights.div_scalar(cap)?.tanh()?.mul_scalar(cap)?;
     }
-    let weights = weights.add(mask)?;
+    let weights = match mask {
+        Some(m) => weights.add(m)?,
+        None => weights,
+    };
     let weights = weights
         .to_kind(Kind::Float)?
         .softmax(-1)?

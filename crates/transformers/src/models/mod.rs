@@ -13,6 +13,7 @@ pub mod qwen2;
 pub mod qwen2_vl;
 pub mod qwen3;
 pub mod qwen3_moe;
+pub mod siglip;
 pub mod smollm3;
 
 /// Declares a causal LM of the Llama family under its transformers class name: the same

@@ -1,4 +1,4 @@
-//! The `image-text-to-text` task for Qwen2-VL: `input_ids` with the image placeholders,
+//! The `image-text-to-text` task for Qwen2-VL (Gemma3's sets are in [`gemma3`]): `input_ids` with the image placeholders,
 //! `attention_mask`, the multimodal rope `position_ids` `[3, batch, seq]`, a `DynamicCache`,
 //! `pixel_values` `[patches, C*T*P*P]` (the flattened patches the Qwen2-VL processor makes)
 //! and `image_grid_thw` `[images, 3]`.
@@ -20,6 +20,8 @@
 //!   positions: the model computes them from `mm_token_type_ids`.
 //! - Dynamic dims: `batch`, `seq_length`, `cache_length`, `cache+seq` (the mask), `patches`,
 //!   `images`.
+
+pub mod gemma3;
 
 use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
 use tch::{Device, Kind};

@@ -31,7 +31,7 @@ use super::llama::LlamaRotaryEmbedding;
 use crate::{
     cache_utils::DynamicCache,
     error::{Error, Result, core_error},
-    masking_utils::decoder_masks,
+    masking_utils::decoder_masks_with_blocks,
     modeling_attention::{apply_rotary_pos_emb, eager_attention_forward_softcapped, split_heads},
     modeling_outputs::{causal_lm_forward, causal_lm_signature},
     modeling_rope_utils::RopeSettings,
@@ -223,10 +223,12 @@ impl Gemma2DecoderLayer {
 struct Rotary {
     full: LlamaRotaryEmbedding,
     sliding: Option<LlamaRotaryEmbedding>,
+    /// Where the decoder's modules are (`model`).
+    prefix: String,
 }
 
 impl Rotary {
-    fn new(cfg: &Config, vb: &VarBuilder<'_>) -> Result<Self> {
+    fn new(cfg: &Config, vb: &VarBuilder<'_>, prefix: &str) -> Result<Self> {
         let make = |layer_type: &str| -> Result<LlamaRotaryEmbedding> {
             let (p, base) = cfg.rope(layer_type)?;
             LlamaRotaryEmbedding::from_rope(
@@ -248,23 +250,25 @@ impl Rotary {
                 Family::Gemma2 => None,
                 Family::Gemma3 => Some(make("sliding_attention")?),
             },
+            prefix: prefix.to_owned(),
         })
     }
 
     /// The buffers under transformers' names.
     fn buffers(&self) -> Vec<(String, Tensor)> {
+        let p = &self.prefix;
         match &self.sliding {
             None => vec![(
-                "model.rotary_emb.inv_freq".to_owned(),
+                format!("{p}.rotary_emb.inv_freq"),
                 self.full.inv_freq().clone(),
             )],
             Some(s) => vec![
                 (
-                    "model.rotary_emb.full_attention_inv_freq".to_owned(),
+                    format!("{p}.rotary_emb.full_attention_inv_freq"),
                     self.full.inv_freq().clone(),
                 ),
                 (
-                    "model.rotary_emb.sliding_attention_inv_freq".to_owned(),
+                    format!("{p}.rotary_emb.sliding_attention_inv_freq"),
                     s.inv_freq().clone(),
                 ),
             ],
@@ -296,23 +300,35 @@ impl Gemma2ForCausalLM {
     /// checkpoint tensors no module reads, [`Error::Unsupported`] for a rope type not
     /// implemented yet.
     pub fn new(config: Config, weights: &mut Weights) -> Result<Self> {
+        let tie = config.tie_word_embeddings;
+        let mut model = Self::load(config, weights, "model", tie)?;
+        model.params = weights.finish()?;
+        Ok(model)
+    }
+
+    /// Reads the decoder under `prefix` (`model`, or Gemma3's `model.language_model`) and the
+    /// head (`lm_head.weight`, or the embeddings when `tie`), leaving the build open for the
+    /// other modules of a larger model: the parameters are set by the caller.
+    ///
+    /// # Errors
+    /// As [`Gemma2ForCausalLM::new`].
+    pub(crate) fn load(config: Config, weights: &Weights, prefix: &str, tie: bool) -> Result<Self> {
         let vb = weights.root();
-        let m = vb.pp("model");
+        let m = vb.pp(prefix);
         let (h, v) = (config.hidden_size, config.vocab_size);
         let embed_tokens = Embedding::load(&m, "embed_tokens", v, h, config.pad_token_id)?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| Gemma2DecoderLayer::load(&m.pp(format!("layers.{i}")), &config, i))
             .collect::<Result<_>>()?;
         let norm = RmsNorm::load(&m, "norm", h, config.rms_norm_eps, true)?;
-        let rotary = Rotary::new(&config, &vb)?;
-        let lm_head = if config.tie_word_embeddings {
+        let rotary = Rotary::new(&config, &vb, prefix)?;
+        let lm_head = if tie {
             weights.ignore_unread("lm_head.weight");
             embed_tokens.weight().clone()
         } else {
             vb.pp("lm_head").get("weight", &[v, h], Init::Normal)?
         };
         weights.ignore_unread("rotary_emb.inv_freq");
-        let params = weights.finish()?;
         let windows = (0..config.num_hidden_layers)
             .map(|i| config.window(i))
             .collect();
@@ -324,8 +340,13 @@ impl Gemma2ForCausalLM {
             rotary,
             lm_head,
             windows,
-            params,
+            params: Vec::new(),
         })
+    }
+
+    /// The rotary buffers under transformers' names.
+    pub(crate) fn buffers(&self) -> Vec<(String, Tensor)> {
+        self.rotary.buffers()
     }
 
     /// Loads a checkpoint directory (`config.json` + safetensors) in the checkpoint's type.
@@ -353,25 +374,52 @@ impl Gemma2ForCausalLM {
         position_ids: Option<&Tensor>,
         cache: Option<DynamicCache>,
     ) -> CoreResult<(Tensor, DynamicCache)> {
+        let h = {
+            let _s = scope("model");
+            self.embed(input_ids)?
+        };
+        self.forward_embeds(h, attention_mask, position_ids, cache, None)
+    }
+
+    /// The scaled token embeddings (`Gemma3TextScaledWordEmbedding`: `embed_tokens(ids) *
+    /// embed_scale.to(weight.dtype)`, sqrt(hidden_size) rounded to the weights' type).
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub(crate) fn embed(&self, input_ids: &Tensor) -> CoreResult<Tensor> {
+        let _e = scope("embed_tokens");
+        let h = self.embed_tokens.forward(input_ids)?;
+        let scale = (self.config.hidden_size as f64).sqrt();
+        h.mul_scalar(round_to(scale, h.kind()))
+    }
+
+    /// Logits and the grown cache from input embeddings `[batch, seq, hidden]` (the decoder
+    /// under `model.`, then the head); `block_sequence_ids` adds Gemma3's bidirectional image
+    /// blocks to every mask ([`crate::masking_utils::causal_mask_with_blocks`]).
+    ///
+    /// # Errors
+    /// Any error of the ops.
+    pub(crate) fn forward_embeds(
+        &self,
+        h: Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        cache: Option<DynamicCache>,
+        block_sequence_ids: Option<&Tensor>,
+    ) -> CoreResult<(Tensor, DynamicCache)> {
         let mut cache = match cache {
             Some(c) if !c.layers.is_empty() => c,
             _ => DynamicCache::with_layers(&self.config.layer_kinds()),
         };
         let _s = scope("model");
-        let h = {
-            let _e = scope("embed_tokens");
-            let h = self.embed_tokens.forward(input_ids)?;
-            // `embed_scale.to(weight.dtype)`: sqrt(hidden_size) rounded to the weights' type.
-            let scale = (self.config.hidden_size as f64).sqrt();
-            h.mul_scalar(round_to(scale, h.kind()))?
-        };
-        let (position_ids, masks) = decoder_masks(
+        let (position_ids, masks) = decoder_masks_with_blocks(
             self.model(),
-            input_ids,
+            &h,
             attention_mask,
             position_ids,
             &cache,
             &self.windows,
+            block_sequence_ids,
             h.kind(),
         )?;
         let kind = h.kind();

@@ -5,9 +5,19 @@
 //! `rope_local_base_freq`, `full_attention` on `rope_theta` with the config's scaling), every
 //! `sliding_window_pattern`-th layer full (6 by default), no soft-capping by default.
 //!
-//! The multimodal `Gemma3ForConditionalGeneration` is not this model.
+//! The multimodal `Gemma3ForConditionalGeneration` (config `Gemma3Config`, `model_type`
+//! `gemma3`) is in [`multimodal`]: the SigLIP tower and this text model.
+
+mod configuration;
+pub mod multimodal;
 
 use std::path::Path;
+
+pub use configuration::Config as Gemma3Config;
+pub use multimodal::{
+    Gemma3ForConditionalGeneration, Gemma3Model, Gemma3MultiModalProjector,
+    get_block_sequence_ids_for_mask,
+};
 
 use onnx_diagnostic_core::{Inputs, Module, Result as CoreResult, Tensor, Value};
 
