@@ -9,8 +9,10 @@
 //! | `patched_VisionAttention.forward` (Qwen2-VL) | the attention loops over the frames of `cu_seqlens.tolist()`; the patch masks the other frames (see [`qwen2_vl`]) |
 //! | `patched_Qwen2VisionTransformerPretrainedModel.forward` (also Qwen2.5-VL's `Qwen2_5_VisionTransformerPretrainedModel`: the same struct) | the position ids and Qwen2.5-VL's window order loop over `grid_thw.tolist()`; the patch computes them from the patch index |
 //! | `patched_Qwen2VLModel.get_image_features` | the features are split per image with `.tolist()` sizes; the patch keeps them whole, as the forward concatenates them |
+//! | `patched_Gemma3Model.get_placeholder_mask` | the placeholder count is checked with a `raise` on the data; the patch records the check in the graph (see [`gemma3`]) |
 //! | `patched_Qwen3MoeSparseMoeBlock.forward` (also `MixtralSparseMoeBlock`: the same struct), with its `_forward_expert_loop` | the expert loop runs over the data-dependent list of experts hit; the patch loops over every expert, each in a `cond` on whether a token chose it, on its tokens only |
 
+pub mod gemma3;
 pub mod qwen2_vl;
 
 use onnx_diagnostic_core::{Result, SymInt, Tensor};
@@ -213,6 +215,7 @@ pub fn patches() -> Vec<&'static str> {
     let _ =
         patched_rotary_forward as fn(&LlamaRotaryEmbedding, &Tensor) -> Result<(Tensor, Tensor)>;
     let _ = patched_moe_forward as fn(&Qwen3MoeSparseMoeBlock, &Tensor) -> Result<Tensor>;
+    let _ = gemma3::patched_get_placeholder_mask;
     let _ = qwen2_vl::patched_get_image_features;
     let _ = qwen2_vl::patched_qwen2_vision_forward;
     let _ = qwen2_vl::patched_vision_attention_forward;

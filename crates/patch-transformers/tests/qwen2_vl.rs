@@ -7,11 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use onnx_diagnostic_core::{
-    Error, ExportOptions, ExportedProgram, Inputs, Module, PatchOptions, Result, Value, export,
-    patches::any_active, torch_export_patches,
-};
-use onnx_diagnostic_onnx::{LowerOptions, OnnxProgram, lower, max_diff};
+mod common;
+
+use common::{export_and_compare, stops_in, try_export};
+use onnx_diagnostic_core::{ExportOptions, PatchOptions, Value, export, torch_export_patches};
 use onnx_diagnostic_transformers::{
     TaskModel, models::qwen2_vl::Qwen2VLForConditionalGeneration, tasks::TextGenerationOptions,
     weights::Weights,
@@ -31,83 +30,6 @@ fn tiny() -> Qwen2VLForConditionalGeneration {
     let cfg = onnx_diagnostic_transformers::models::qwen2_vl::Config::from_json(TINY).unwrap();
     let mut w = Weights::untrained("Qwen2VLForConditionalGeneration", 3, 0.02);
     Qwen2VLForConditionalGeneration::new(cfg, &mut w).unwrap()
-}
-
-fn try_export(model: &Qwen2VLForConditionalGeneration, skip: &[&str]) -> Result<ExportedProgram> {
-    let _g = torch_export_patches(PatchOptions {
-        patch_transformers: true,
-        patch: true,
-        skip: skip.iter().map(|s| (*s).to_owned()).collect(),
-        ..PatchOptions::default()
-    })
-    .unwrap();
-    let options = TextGenerationOptions::default();
-    let sets = model.input_sets(&options, 1).unwrap();
-    export(
-        model,
-        &[],
-        &sets[0].1,
-        Some(&model.dynamic_shapes(&options)),
-        &ExportOptions::default(),
-    )
-}
-
-/// The export stops with a data-dependent error at a line of `file`.
-fn stops_in(e: &Error, file: &str) {
-    match e {
-        Error::DataDependent { location, .. } => {
-            assert!(location.file.ends_with(file), "{e}");
-        }
-        other => panic!("not a data-dependent stop: {other}"),
-    }
-}
-
-/// Exports `model` on its `inputs` set under the transformers patches and compares the
-/// exported program and ONNX Runtime with eager (unpatched) on every set, within 1e-4.
-/// Returns the sets.
-fn export_and_compare(
-    model: &Qwen2VLForConditionalGeneration,
-) -> Vec<(&'static str, Vec<(String, Value)>)> {
-    let options = TextGenerationOptions::default();
-    let sets = model.input_sets(&options, 1).unwrap();
-    let guard = torch_export_patches(PatchOptions {
-        patch_transformers: true,
-        ..PatchOptions::default()
-    })
-    .unwrap();
-    let ep = export(
-        model,
-        &[],
-        &sets[0].1,
-        Some(&model.dynamic_shapes(&options)),
-        &ExportOptions::default(),
-    )
-    .unwrap();
-    let onnx = lower(&ep, &LowerOptions::default()).unwrap();
-    let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
-    let got: Vec<_> = sets
-        .iter()
-        .map(|(name, set)| {
-            (
-                ep.run(&[], set).unwrap_or_else(|e| panic!("{name}: {e}")),
-                session
-                    .run(&[], set)
-                    .unwrap_or_else(|e| panic!("{name}: {e}")),
-            )
-        })
-        .collect();
-    drop(guard);
-    assert!(!any_active());
-    for ((name, set), (from_ep, from_ort)) in sets.iter().zip(&got) {
-        let eager = model
-            .forward(&Inputs::bind_for(model, &[], set).unwrap())
-            .unwrap();
-        for (what, v) in [("exported program", from_ep), ("ORT", from_ort)] {
-            let d = max_diff(&eager, v);
-            assert!(d.abs <= 1e-4 && d.dnan == 0.0, "{name} {what}: {d:?}");
-        }
-    }
-    sets
 }
 
 #[test]

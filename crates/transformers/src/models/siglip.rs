@@ -249,7 +249,9 @@ impl SiglipAttention {
         );
         let scale = (self.head_dim as f64).powf(-0.5);
         let out = eager_attention_forward_unmasked(&q, &k, &v, scale)?;
-        let out = out.reshape(vec![x.size(0)?, x.size(1)?, SymInt::new(-1)])?;
+        // The width, not -1: a batch of no image has no elements to infer it from.
+        let width = SymInt::new(self.heads * self.head_dim);
+        let out = out.reshape(vec![x.size(0)?, x.size(1)?, width])?;
         self.out_proj.forward(&out)
     }
 }
