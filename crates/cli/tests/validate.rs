@@ -6,45 +6,12 @@ mod common;
 
 use std::{collections::HashMap, path::PathBuf, process::Command};
 
-fn summary(stdout: &str) -> HashMap<String, String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(':')?.strip_suffix(';')?.split_once(','))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// Runs `onnx-diagnostic validate ARGS --run --export onnx`, asserts it succeeds, returns its
-/// stdout and summary.
-fn validate_ok(args: &[&std::ffi::OsStr]) -> (String, HashMap<String, String>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args(["validate", "--run", "--export", "onnx"])
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = summary(&stdout);
-    (stdout, s)
-}
+use common::{tiny_fails, validate_ok};
 
 /// Runs `onnx-diagnostic validate -m arnir0/Tiny-LLM --run --export onnx ARGS`, asserts it
 /// fails, returns its stderr.
 fn tiny_llm_fails(args: &[&str]) -> String {
     tiny_fails("arnir0/Tiny-LLM", args)
-}
-
-/// [`tiny_llm_fails`] for the model `id`.
-fn tiny_fails(id: &str, args: &[&str]) -> String {
-    let mut all = vec!["validate", "-m", id, "--run", "--export", "onnx"];
-    all.extend_from_slice(args);
-    let (ok, stdout, err) = common::run(&all);
-    assert!(!ok, "{args:?} succeeded: {stdout}");
-    err
 }
 
 #[test]
@@ -373,10 +340,16 @@ fn every_catalog_model_validates() {
                 _ => &["", "22"],
             };
             // In the half types a mixture of experts may route a token near a tie to another
-            // expert than eager does, so those entries keep validate's own tolerance.
-            let moe =
-                ["Qwen3MoeForCausalLM", "MixtralForCausalLM"].contains(&s["model_class"].as_str());
-            if (weights < 1e7 && !moe) || dtype == "float32" {
+            // expert than eager does, and Gemma3's SigLIP attention (tiny-random/gemma-3)
+            // averages 4096 patches in the half type, where ONNX Runtime's CPU kernels and
+            // libtorch's round differently: those entries keep validate's own tolerance.
+            let loose = [
+                "Qwen3MoeForCausalLM",
+                "MixtralForCausalLM",
+                "Gemma3ForConditionalGeneration",
+            ]
+            .contains(&s["model_class"].as_str());
+            if (weights < 1e7 && !loose) || dtype == "float32" {
                 for sfx in sets {
                     let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
                     assert!(abs <= small, "{id} {dtype} {sfx}: {abs}");
@@ -1101,118 +1074,5 @@ fn a_unet_saved_by_diffusers_validates_for_every_resolution() {
             let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
             assert!(abs <= atol, "{dtype} {sfx}: {abs}");
         }
-    }
-}
-
-/// A Qwen2-VL directory and a Qwen2.5-VL one (window attention, tied embeddings), each written
-/// by transformers' `save_pretrained` (the hub's `visual.*` / `model.*` layout) from a config
-/// no other test uses, validate with `-m DIR` for image-text-to-text: every set within 1e-4 in
-/// ONNX Runtime, including `inputs2` (no image) and `inputs_images` (three images of other
-/// sizes, one of two frames, after exporting on two), with the three vision patches; without
-/// the transformers patches the export stops on the position ids' `grid_thw.tolist()`. The
-/// catalog entry validates in float16 too.
-#[test]
-fn a_qwen2_vl_checkpoint_saved_by_transformers_validates_with_other_images() {
-    let qwen2 = r#"{"text_config": {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-        "mrope_section": [2, 1, 1]}},
-        "vision_config": {"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4,
-        "patch_size": 2, "temporal_patch_size": 2, "spatial_merge_size": 2},
-        "image_token_id": 299, "video_token_id": 298, "vision_start_token_id": 297,
-        "vision_end_token_id": 296}"#;
-    // Qwen2.5-VL with 3 vision blocks (the middle one full attention), windows of 2 x 2 merged
-    // units that the sets' images cut at their edges, one key/value head, tied embeddings.
-    let qwen2_5 = r#"{"model_type": "qwen2_5_vl", "tie_word_embeddings": true,
-        "text_config": {"vocab_size": 260, "hidden_size": 24, "intermediate_size": 40,
-        "num_hidden_layers": 1, "num_attention_heads": 3, "num_key_value_heads": 1,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-        "mrope_section": [2, 1, 1]}},
-        "vision_config": {"depth": 3, "hidden_size": 16, "out_hidden_size": 24,
-        "intermediate_size": 20, "num_heads": 2, "patch_size": 1, "temporal_patch_size": 2,
-        "spatial_merge_size": 2, "window_size": 4, "fullatt_block_indexes": [1]},
-        "image_token_id": 259, "video_token_id": 258, "vision_start_token_id": 257,
-        "vision_end_token_id": 256}"#;
-    let mut checkpoints = Vec::new();
-    for (name, config, class, patch_values) in [
-        ("qwen2_vl", qwen2, "Qwen2VLForConditionalGeneration", 24),
-        (
-            "qwen2_5_vl",
-            qwen2_5,
-            "Qwen2_5_VLForConditionalGeneration",
-            6,
-        ),
-    ] {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("validate_{name}"));
-        std::fs::create_dir_all(&root).unwrap();
-        let cfg = root.join("config_in.json");
-        std::fs::write(&cfg, config).unwrap();
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let ckpt = root.join("checkpoint");
-        let made = Command::new(manifest.join("../../.venv/bin/python"))
-            .arg(manifest.join("../transformers/tests/parity/make_qwen2_vl_reference.py"))
-            .arg(&ckpt)
-            .arg(&cfg)
-            .arg("--sets=x:1:2:0:1x2x2")
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let io = tch::Tensor::read_safetensors(ckpt.join("io.safetensors")).unwrap();
-        let n_parameters = io
-            .iter()
-            .find(|(k, _)| k == "n_parameters")
-            .map(|(_, t)| t.int64_value(&[]))
-            .unwrap();
-        // io.safetensors is not a weight file of the checkpoint.
-        std::fs::remove_file(ckpt.join("io.safetensors")).unwrap();
-        let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
-        assert_eq!(s["model_source"], "checkpoint");
-        assert_eq!(s["model_class"], class);
-        assert_eq!(s["model_task"], "image-text-to-text");
-        assert_eq!(s["model_nweights"], n_parameters.to_string(), "{name}");
-        for p in [
-            "patched_VisionAttention.forward",
-            "patched_Qwen2VisionTransformerPretrainedModel.forward",
-            "patched_Qwen2VLModel.get_image_features",
-        ] {
-            assert!(s["export_patch"].contains(p), "{}", s["export_patch"]);
-        }
-        for sfx in ["", "22", "2_images"] {
-            let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-            assert!(abs <= 1e-4, "{name} {sfx}: {abs}");
-            assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
-        }
-        // 2 images of 16 and 32 patches of `patch_values` values each.
-        assert!(
-            s["model_inputs"].contains(&format!(
-                "pixel_values:T1s48x{patch_values},image_grid_thw:T7s2x3"
-            )),
-            "{}",
-            s["model_inputs"]
-        );
-        checkpoints.push(ckpt);
-    }
-    let ckpt = &checkpoints[0];
-    let err = tiny_fails(
-        ckpt.to_str().unwrap(),
-        &["--patch", "patch_transformers=False"],
-    );
-    assert!(
-        err.contains("tolist") && err.contains("vision_utils.rs:"),
-        "{err}"
-    );
-    let (_, s) = validate_ok(&[
-        "-m".as_ref(),
-        "tiny-random/qwen2-vl".as_ref(),
-        "--dtype".as_ref(),
-        "float16".as_ref(),
-    ]);
-    for sfx in ["", "22", "2_images"] {
-        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-        assert!(abs <= 1.0 / 128.0, "float16 {sfx}: {abs}");
     }
 }

@@ -53,12 +53,15 @@ impl Diff {
 }
 
 fn cleaned(t: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
-    t.f_to_device(tch::Device::Cpu)?
-        .f_to_kind(tch::Kind::Double)?
+    t.f_to_kind(tch::Kind::Double)?
         .f_nan_to_num(1e10, None::<f64>, None::<f64>)
 }
 
-/// The difference of two tensors (see the module doc).
+/// Elements compared at once: the float64 copies of a chunk take a few MiB, where the whole
+/// logits of a large vocabulary would take gigabytes (and the time to fault their pages in).
+const CHUNK: i64 = 1 << 18;
+
+/// The difference of two tensors (see the module doc), computed chunk by chunk.
 pub fn tensor_diff(expected: &tch::Tensor, got: &tch::Tensor) -> Diff {
     if expected.size() != got.size() {
         return Diff::MISMATCH;
@@ -67,19 +70,31 @@ pub fn tensor_diff(expected: &tch::Tensor, got: &tch::Tensor) -> Diff {
         return Diff::ZERO;
     }
     let compute = || -> Result<Diff, tch::TchError> {
-        let (e, g) = (cleaned(expected)?, cleaned(got)?);
-        let diff = g.f_sub(&e)?.f_abs()?;
-        let rdiff = diff.f_div(&e.f_abs()?.f_add_scalar(1e-3)?)?;
-        let nan_e = expected.f_isnan()?;
-        let nan_g = got.f_isnan()?;
-        let dnan = nan_e.f_logical_xor(&nan_g)?.f_sum(tch::Kind::Double)?;
-        Ok(Diff {
-            abs: diff.f_max()?.f_double_value(&[])?,
-            rel: rdiff.f_max()?.f_double_value(&[])?,
-            sum: diff.f_sum(tch::Kind::Double)?.f_double_value(&[])?,
-            n: expected.numel() as f64,
-            dnan: dnan.f_double_value(&[])?,
-        })
+        let flat = |t: &tch::Tensor| t.f_to_device(tch::Device::Cpu)?.f_reshape([-1]);
+        let (ef, gf) = (flat(expected)?, flat(got)?);
+        let n = ef.size()[0];
+        let mut out = Diff {
+            n: n as f64,
+            ..Diff::ZERO
+        };
+        let mut start = 0;
+        while start < n {
+            let len = CHUNK.min(n - start);
+            let (ec, gc) = (ef.f_narrow(0, start, len)?, gf.f_narrow(0, start, len)?);
+            let (mut e, g) = (cleaned(&ec)?, cleaned(&gc)?);
+            let diff = g.f_sub(&e)?.f_abs_()?;
+            let rdiff = diff.f_div(&e.f_abs_()?.f_add_scalar_(1e-3)?)?;
+            let dnan = ec
+                .f_isnan()?
+                .f_logical_xor(&gc.f_isnan()?)?
+                .f_sum(tch::Kind::Double)?;
+            out.abs = out.abs.max(diff.f_max()?.f_double_value(&[])?);
+            out.rel = out.rel.max(rdiff.f_max()?.f_double_value(&[])?);
+            out.sum += diff.f_sum(tch::Kind::Double)?.f_double_value(&[])?;
+            out.dnan += dnan.f_double_value(&[])?;
+            start += len;
+        }
+        Ok(out)
     };
     compute().unwrap_or(Diff::MISMATCH)
 }

@@ -65,6 +65,10 @@ fn gemma3_exports_only_with_its_placeholder_patch_and_matches_eager_in_ort() {
 
     // With it: the exported program and ORT match eager on 2, 0 and 3 images.
     let sets = export_and_compare(&model);
+    let rows = |i: usize| match &sets[i].1.iter().find(|(k, _)| k == "input_ids").unwrap().1 {
+        Value::Tensor(t) => t.concrete_shape()[0],
+        _ => panic!(),
+    };
     let images = |i: usize| match &sets[i]
         .1
         .iter()
@@ -76,6 +80,7 @@ fn gemma3_exports_only_with_its_placeholder_patch_and_matches_eager_in_ort() {
         _ => panic!(),
     };
     assert_eq!((images(0), images(1), images(2)), (2, 0, 3));
+    assert_eq!(rows(2), 1, "three images in one row");
 
     // The check recorded in the exported program refuses two images for three images'
     // placeholders (ONNX drops assertions, as torch.onnx does).

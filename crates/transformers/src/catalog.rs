@@ -83,6 +83,28 @@ const CONFIGS: &[(&str, &str)] = &[
         "vocab_size": 256000}"#,
     ),
     (
+        // google/gemma-3-4b-it's published config.json (transformers 4.50: the text and vision
+        // fields left out take Gemma3TextConfig's and SiglipVisionConfig's defaults), reduced
+        // as the Python package reduces Gemma3 image-text-to-text configs: 4 vision layers
+        // (min(27, 4)), text hidden 640 and MLP 1280 (the vision width 1152, the 8 heads of
+        // 256, the window of 1024 and the linear rope of factor 8 kept). Beyond it, so that a
+        // run fits a test of this machine: 6 text layers of the 34 (five sliding, one full:
+        // `sliding_window_pattern` 6 gives no full layer below 6), and images of 224 pixels in
+        // 16 x 16 patches pooled to 16 tokens (`mm_tokens_per_image`) for 896 pixels pooled to
+        // 256, whose logits over the 262208 tokens would take gigabytes per set.
+        "google/gemma-3-4b-it",
+        r#"{"architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+        "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144,
+        "initializer_range": 0.02, "mm_tokens_per_image": 16, "model_type": "gemma3",
+        "text_config": {"hidden_size": 640, "intermediate_size": 1280,
+        "model_type": "gemma3_text", "num_hidden_layers": 6,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+        "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+        "vision_config": {"hidden_size": 1152, "image_size": 224, "intermediate_size": 4304,
+        "model_type": "siglip_vision_model", "num_attention_heads": 16,
+        "num_hidden_layers": 4, "patch_size": 14, "vision_use_head": false}}"#,
+    ),
+    (
         "hf-internal-testing/tiny-random-Gemma3ForCausalLM",
         r#"{"architectures": ["Gemma3ForCausalLM"], "attention_bias": false,
         "attention_dropout": 0.0, "attn_logit_softcapping": null, "bos_token_id": 2,
@@ -322,6 +344,30 @@ const CONFIGS: &[(&str, &str)] = &[
         "model_type": "qwen2_vl_vision", "num_heads": 4, "patch_size": 1,
         "rope_parameters": {"rope_theta": 10000.0, "rope_type": "axial"},
         "spatial_merge_size": 2, "temporal_patch_size": 2}}"#,
+    ),
+    (
+        // The Python package's tiny-random/gemma-3 (a Gemma3ForConditionalGeneration at width
+        // 32), which its Gemma3 reduction leaves as it is.
+        "tiny-random/gemma-3",
+        r#"{"architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+        "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144,
+        "initializer_range": 0.02, "mm_tokens_per_image": 256, "model_type": "gemma3",
+        "text_config": {"attention_bias": false, "attention_dropout": 0.0,
+        "attn_logit_softcapping": null, "cache_implementation": "hybrid",
+        "final_logit_softcapping": null, "head_dim": 32,
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 32,
+        "initializer_range": 0.02, "intermediate_size": 128,
+        "max_position_embeddings": 131072, "model_type": "gemma3_text",
+        "num_attention_heads": 1, "num_hidden_layers": 2, "num_key_value_heads": 1,
+        "query_pre_attn_scalar": 168, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "rope_theta": 1000000.0,
+        "sliding_window": 1024, "sliding_window_pattern": 2, "use_cache": true,
+        "vocab_size": 262208}, "torch_dtype": "bfloat16",
+        "transformers_version": "4.50.0.dev0", "vision_config": {"attention_dropout": 0.0,
+        "hidden_act": "gelu_pytorch_tanh", "hidden_size": 32, "image_size": 896,
+        "intermediate_size": 128, "layer_norm_eps": 1e-06, "model_type": "siglip_vision_model",
+        "num_attention_heads": 1, "num_channels": 3, "num_hidden_layers": 2, "patch_size": 14,
+        "vision_use_head": false}}"#,
     ),
     (
         "xenova/tiny-random-Phi3ForCausalLM",

@@ -1,6 +1,8 @@
-//! What the CLI tests share: running the binary.
+//! What the CLI tests share: running the binary, reading its summary.
 
-use std::{ffi::OsStr, process::Command};
+#![allow(dead_code)]
+
+use std::{collections::HashMap, ffi::OsStr, process::Command};
 
 /// Runs `onnx-diagnostic ARGS`: (success, stdout, stderr).
 pub(crate) fn run<S: AsRef<OsStr>>(args: &[S]) -> (bool, String, String) {
@@ -13,4 +15,41 @@ pub(crate) fn run<S: AsRef<OsStr>>(args: &[S]) -> (bool, String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+/// The `:key,value;` lines of a validate summary.
+pub(crate) fn summary(stdout: &str) -> HashMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(':')?.strip_suffix(';')?.split_once(','))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Runs `onnx-diagnostic validate ARGS --run --export onnx`, asserts it succeeds, returns its
+/// stdout and summary.
+pub(crate) fn validate_ok(args: &[&OsStr]) -> (String, HashMap<String, String>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "--run", "--export", "onnx"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&stdout);
+    (stdout, s)
+}
+
+/// Runs `onnx-diagnostic validate -m ID --run --export onnx ARGS`, asserts it fails, returns
+/// its stderr.
+pub(crate) fn tiny_fails(id: &str, args: &[&str]) -> String {
+    let mut all = vec!["validate", "-m", id, "--run", "--export", "onnx"];
+    all.extend_from_slice(args);
+    let (ok, stdout, err) = run(&all);
+    assert!(!ok, "{args:?} succeeded: {stdout}");
+    err
 }

@@ -900,21 +900,30 @@ fn conv2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     c.finish_as(&y, k)
 }
 
+/// `avg_pool2d` as ONNX `AveragePool`, which takes no bfloat16 before opset 22: bfloat16
+/// pools in float32 and casts back (torch accumulates bfloat16 in float32 too).
 fn avg_pool2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let (kernel, stride, padding) = (c.static_ints(0)?, c.static_ints(1)?, c.static_ints(2)?);
-    let x = c.input(0)?;
+    let out = c.out_kind()?;
+    let k = if out == Kind::BFloat16 && c.b.opset < 22 {
+        Kind::Float
+    } else {
+        out
+    };
+    let x = c.input_as(0, k)?;
     let mut pads = padding.clone();
     pads.extend(padding);
-    c.emit_out(
-        "AveragePool",
-        &[&x],
-        vec![
-            ("kernel_shape", A::Ints(kernel)),
-            ("strides", A::Ints(stride)),
-            ("pads", A::Ints(pads)),
-            ("count_include_pad", A::Int(1)),
-        ],
-    )
+    let attrs = vec![
+        ("kernel_shape", A::Ints(kernel)),
+        ("strides", A::Ints(stride)),
+        ("pads", A::Ints(pads)),
+        ("count_include_pad", A::Int(1)),
+    ];
+    if k == out {
+        return c.emit_out("AveragePool", &[&x], attrs);
+    }
+    let y = c.b.op("AveragePool", &[&x], attrs);
+    c.finish_as(&y, k)
 }
 
 fn sdpa(c: &mut Ctx<'_>) -> Result<(), LowerError> {
