@@ -61,7 +61,6 @@ def register_dynamic_cache(DynamicCache):
 
 
 def main():
-    import onnx
     import torch
     from transformers import DynamicCache, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -114,6 +113,16 @@ def main():
             pixel_values={0: d},
             image_grid_thw={0: d},
         )
+    export_and_report(model, kwargs, ds, out)
+
+
+def export_and_report(model, kwargs, ds, out):
+    """torch.export (non-strict) then torch.onnx (dynamo) of ``model`` on ``kwargs`` with the
+    dynamic shapes ``ds``; prints each step's time or its error's first line (and the last
+    transformers frame), the ONNX node count and the peak resident memory."""
+    import onnx
+    import torch
+
     t0 = time.perf_counter()
     try:
         ep = torch.export.export(model, (), kwargs=kwargs, dynamic_shapes=ds, strict=False)

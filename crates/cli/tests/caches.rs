@@ -76,8 +76,17 @@ fn patches_are_listed_and_diffed() {
         "{diff}"
     );
     let diff = run(&["--diff"]);
+    // Sorted by target: Gemma3's first, its `raise` replaced by a recorded check.
     assert!(
         diff.starts_with(
+            "transformers: Gemma3Model.get_placeholder_mask -> patched_Gemma3Model.get_placeholder_mask\n--- original\n+++ rewritten\n@@ -"
+        ),
+        "{diff}"
+    );
+    assert!(diff.contains("\n-    if n_tokens.ne(&n_features)?.to_bool()? {"), "{diff}");
+    assert!(diff.contains("\n+    check(\n"), "{diff}");
+    assert!(
+        diff.contains(
             "transformers: LlamaRotaryEmbedding.forward -> patched_LlamaRotaryEmbedding.forward\n--- original\n+++ rewritten\n@@ -"
         ),
         "{diff}"
