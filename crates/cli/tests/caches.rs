@@ -83,7 +83,10 @@ fn patches_are_listed_and_diffed() {
         ),
         "{diff}"
     );
-    assert!(diff.contains("\n-    if n_tokens.ne(&n_features)?.to_bool()? {"), "{diff}");
+    assert!(
+        diff.contains("\n-    if n_tokens.ne(&n_features)?.to_bool()? {"),
+        "{diff}"
+    );
     assert!(diff.contains("\n+    check(\n"), "{diff}");
     assert!(
         diff.contains(
