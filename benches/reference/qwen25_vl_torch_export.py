@@ -145,8 +145,11 @@ def export_and_report(model, kwargs, ds, out):
         m = onnx.load(out)
         print(f"torch.onnx: {time.perf_counter() - t0:.1f} s, {len(m.graph.node)} nodes")
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"torch.onnx: FAILED after {time.perf_counter() - t0:.1f} s: {type(e).__name__}: {first}")
+        root = e
+        while root.__cause__ is not None:
+            root = root.__cause__
+        first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+        print(f"torch.onnx: FAILED after {time.perf_counter() - t0:.1f} s: {type(root).__name__}: {first}")
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
