@@ -931,6 +931,33 @@ impl Tensor {
         )
     }
 
+    /// 2-D transposed convolution (`torch.nn.functional.conv_transpose2d`; the weight is
+    /// `[in, out / groups, kh, kw]`).
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [i64; 2],
+        padding: [i64; 2],
+        output_padding: [i64; 2],
+        groups: i64,
+        dilation: [i64; 2],
+    ) -> Result<Tensor> {
+        call1(
+            &ops::CONV_TRANSPOSE2D,
+            &[Some(self), Some(weight), bias],
+            vec![
+                Attr::Ints(stride.into_sizes()),
+                Attr::Ints(padding.into_sizes()),
+                Attr::Ints(output_padding.into_sizes()),
+                Attr::Int(groups.into()),
+                Attr::Ints(dilation.into_sizes()),
+            ],
+        )
+    }
+
     /// 2-D average pooling.
     #[track_caller]
     pub fn avg_pool2d(

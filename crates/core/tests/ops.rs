@@ -446,3 +446,19 @@ fn vision_ops_export_and_match_libtorch() {
         Vec::try_from(vals.repeat_interleave_tensor(&reps).unwrap().as_tch()).unwrap();
     assert_eq!(out, [4, 4, 6, 6, 6]);
 }
+
+/// `conv_transpose2d` (SAM's upscaling, and with padding, output padding, dilation and groups)
+/// exports with symbolic output sizes that the runs on other shapes confirm.
+#[test]
+fn transposed_convolutions_export_with_symbolic_sizes() {
+    let text = check(case("upscaling")).to_string();
+    assert!(text.contains("aten.conv_transpose2d.input"), "{text}");
+    assert!(
+        text.contains("\"f32[batch, 2, 4*height, 4*width]\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"f32[batch, 6, 2*height + 2, 3*width - 2]\""),
+        "{text}"
+    );
+}

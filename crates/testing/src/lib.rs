@@ -376,6 +376,57 @@ fn vision() -> Case {
     }
 }
 
+/// The ops of SAM's mask upscaling: `conv_transpose2d` (kernel 2, stride 2, as
+/// `SamMaskDecoder.upscale_conv1/2`; and one with padding, output padding, dilation and
+/// groups), the layer norm over channels of `SamLayerNorm` (`channels_first`), GELU.
+fn upscaling() -> Case {
+    let (w1, b1) = (randn(&[8, 4, 2, 2]), randn(&[4]));
+    let (w2, b2) = (randn(&[4, 2, 2, 2]), randn(&[2]));
+    let (nw, nb) = (randn(&[4]), randn(&[4]));
+    let wg = randn(&[8, 3, 3, 3]);
+    let params = vec![
+        ("upscale_conv1.weight".to_owned(), w1.clone()),
+        ("upscale_conv1.bias".to_owned(), b1.clone()),
+        ("upscale_conv2.weight".to_owned(), w2.clone()),
+        ("upscale_conv2.bias".to_owned(), b2.clone()),
+        ("upscale_layer_norm.weight".to_owned(), nw.clone()),
+        ("upscale_layer_norm.bias".to_owned(), nb.clone()),
+        ("grouped.weight".to_owned(), wg.clone()),
+    ];
+    let m = FnModule::new("Upscaling", &["x"], move |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let y = x.conv_transpose2d(&w1, Some(&b1), [2, 2], [0, 0], [0, 0], 1, [1, 1])?;
+        // SamLayerNorm, channels first.
+        let u = y.mean(&[1], true)?;
+        let c = y.sub(&u)?;
+        let var = c.pow_scalar(2.0)?.mean(&[1], true)?;
+        let per_channel = |t: &Tensor| t.unsqueeze(-1)?.unsqueeze(-1);
+        let n = c
+            .div(&var.add_scalar(1e-6)?.sqrt()?)?
+            .mul(&per_channel(&nw)?)?
+            .add(&per_channel(&nb)?)?;
+        let z = n.gelu("none")?;
+        let z = z
+            .conv_transpose2d(&w2, Some(&b2), [2, 2], [0, 0], [0, 0], 1, [1, 1])?
+            .gelu("none")?;
+        let g = x.conv_transpose2d(&wg, None, [2, 3], [1, 2], [1, 2], 2, [2, 1])?;
+        Ok(tuple(vec![z, g]))
+    })
+    .with_parameters(params);
+    Case {
+        name: "upscaling",
+        module: Box::new(m),
+        example: vec![randn(&[2, 8, 4, 6])],
+        dims: vec![(0, 0, "batch"), (0, 2, "height"), (0, 3, "width")],
+        others: vec![
+            vec![randn(&[1, 8, 7, 3])],
+            vec![randn(&[3, 8, 2, 2])],
+            vec![randn(&[1, 8, 1, 5])],
+        ],
+        atol: 1e-4,
+    }
+}
+
 /// Every op case (the generator is seeded first, so weights and inputs repeat).
 pub fn cases() -> Vec<Case> {
     tch::manual_seed(1);
@@ -390,6 +441,7 @@ pub fn cases() -> Vec<Case> {
         data_dependent(),
         resampling(),
         vision(),
+        upscaling(),
     ]
 }
 

@@ -201,6 +201,50 @@ macro_rules! conv_op {
 conv_op!(CONV2D = "aten.conv2d.default", f_conv2d, "conv2d", 2);
 conv_op!(CONV3D = "aten.conv3d.default", f_conv3d, "conv3d", 3);
 
+// conv_transpose2d(x, weight, bias=None, stride, padding, output_padding, groups, dilation)
+op!(
+    CONV_TRANSPOSE2D = "aten.conv_transpose2d.input",
+    |i, at| {
+        let x = t(i, 0)?;
+        Ok(vec![
+            x.f_conv_transpose2d(
+                t(i, 1)?,
+                i.get(2).copied().flatten(),
+                a(at, 0)?.ints()?,
+                a(at, 1)?.ints()?,
+                a(at, 2)?.ints()?,
+                a(at, 3)?.int()?,
+                a(at, 4)?.ints()?,
+            )
+            .map_err(err)?,
+        ])
+    },
+    |sh, at, _| {
+        let (x, w) = (s(sh, 0)?, s(sh, 1)?);
+        if x.len() != 4 || w.len() != 4 {
+            return Err("conv_transpose2d expects 4-D input and weight".to_owned());
+        }
+        let (st, pa, op) = (a(at, 0)?.ints()?, a(at, 1)?.ints()?, a(at, 2)?.ints()?);
+        let (groups, di) = (a(at, 3)?.int()?, a(at, 4)?.ints()?);
+        if [&st, &pa, &op, &di].iter().any(|v| v.len() != 2) {
+            return Err(
+                "conv_transpose2d expects 2 strides, paddings, output paddings and dilations"
+                    .to_owned(),
+            );
+        }
+        // The weight is [in, out / groups, kh, kw].
+        let mut out = vec![x[0].clone(), &w[1] * groups];
+        for k in 0..2 {
+            let kernel = w[2 + k]
+                .as_static()
+                .ok_or_else(|| "conv_transpose2d with a dynamic kernel size".to_owned())?;
+            // (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+            out.push(&(&x[2 + k] - 1) * st[k] + (di[k] * (kernel - 1) + op[k] + 1 - 2 * pa[k]));
+        }
+        Ok(vec![out])
+    }
+);
+
 // avg_pool2d(x, kernel_size, stride, padding)
 op!(
     AVG_POOL2D = "aten.avg_pool2d.default",

@@ -900,6 +900,39 @@ fn conv2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     c.finish_as(&y, k)
 }
 
+/// `conv_transpose2d` as ONNX `ConvTranspose` (the same weight layout, `[in, out / groups,
+/// kh, kw]`); bfloat16 in float32 before opset 22, as `Conv`.
+fn conv_transpose2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
+    let (stride, padding, output_padding) =
+        (c.static_ints(0)?, c.static_ints(1)?, c.static_ints(2)?);
+    let (groups, dilation) = (c.int(3)?, c.static_ints(4)?);
+    let out = c.out_kind()?;
+    let k = if out == Kind::BFloat16 && c.b.opset < 22 {
+        Kind::Float
+    } else {
+        out
+    };
+    let mut inputs = vec![c.input_as(0, k)?, c.input_as(1, k)?];
+    if c.has(2) {
+        inputs.push(c.input_as(2, k)?);
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let mut pads = padding.clone();
+    pads.extend(padding);
+    let attrs = vec![
+        ("strides", A::Ints(stride)),
+        ("pads", A::Ints(pads)),
+        ("output_padding", A::Ints(output_padding)),
+        ("dilations", A::Ints(dilation)),
+        ("group", A::Int(groups)),
+    ];
+    if k == out {
+        return c.emit_out("ConvTranspose", &refs, attrs);
+    }
+    let y = c.b.op("ConvTranspose", &refs, attrs);
+    c.finish_as(&y, k)
+}
+
 /// `avg_pool2d` as ONNX `AveragePool`, which takes no bfloat16 before opset 22: bfloat16
 /// pools in float32 and casts back (torch accumulates bfloat16 in float32 too).
 fn avg_pool2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
@@ -1266,6 +1299,7 @@ table! {
     "aten.group_norm.default", 13 => group_norm;
     "aten.conv2d.default", 11 => conv2d;
     "aten.conv3d.default", 11 => conv2d;
+    "aten.conv_transpose2d.input", 11 => conv_transpose2d;
     "aten.avg_pool2d.default", 11 => avg_pool2d;
     "aten.scaled_dot_product_attention.default", 14 => sdpa;
     "aten.topk.default", 11 => topk;
