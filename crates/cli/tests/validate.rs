@@ -109,24 +109,7 @@ fn unknown_models_are_refused_with_the_catalog() {
 /// Runs `tests/parity/make_reference.py` (transformers builds the model of `config` and saves
 /// it with `save_pretrained`): the checkpoint directory.
 fn transformers_checkpoint(name: &str, config: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("config_in.json");
-    std::fs::write(&cfg, config).unwrap();
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let ckpt = root.join("checkpoint");
-    let made = Command::new(manifest.join("../../.venv/bin/python"))
-        .arg(manifest.join("../transformers/tests/parity/make_reference.py"))
-        .arg(&ckpt)
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    ckpt
+    common::saved_checkpoint(name, "make_reference.py", config, &[])
 }
 
 /// A checkpoint directory written by transformers' `save_pretrained` works with `-m DIR`.
@@ -923,30 +906,15 @@ fn the_seeds_plbart_command_validates_and_marian_too() {
 /// clamp rewritten.
 #[test]
 fn a_blenderbot_small_checkpoint_validates_with_its_clamp_rewritten() {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_blenderbot_small");
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("config_in.json");
-    std::fs::write(
-        &cfg,
+    let ckpt = common::saved_checkpoint(
+        "validate_blenderbot_small",
+        "make_seq2seq_reference.py",
         r#"{"architectures":["BlenderbotSmallForConditionalGeneration"],
         "model_type":"blenderbot-small","vocab_size":72,"d_model":16,"encoder_layers":2,
         "decoder_layers":2,"encoder_attention_heads":4,"decoder_attention_heads":4,
         "encoder_ffn_dim":24,"decoder_ffn_dim":24,"max_position_embeddings":64,
         "scale_embedding":true}"#,
-    )
-    .unwrap();
-    let ckpt = root.join("checkpoint");
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let made = Command::new(manifest.join("../../.venv/bin/python"))
-        .arg(manifest.join("../transformers/tests/parity/make_seq2seq_reference.py"))
-        .arg(&ckpt)
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+        &[],
     );
     for (dtype, tol) in [("float32", 1e-4), ("float16", 3e-2)] {
         let (_, s) = validate_ok(&[
@@ -969,30 +937,14 @@ fn a_blenderbot_small_checkpoint_validates_with_its_clamp_rewritten() {
 /// feature-extraction in float32 within 1e-4 on both sets.
 #[test]
 fn a_bart_model_checkpoint_validates_for_feature_extraction() {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_bart_model");
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("config_in.json");
-    std::fs::write(
-        &cfg,
+    let ckpt = common::saved_checkpoint(
+        "validate_bart_model",
+        "make_seq2seq_reference.py",
         r#"{"architectures":["BartModel"],"model_type":"bart","vocab_size":90,"d_model":24,
         "encoder_layers":3,"decoder_layers":2,"encoder_attention_heads":4,
         "decoder_attention_heads":3,"encoder_ffn_dim":40,"decoder_ffn_dim":28,
         "max_position_embeddings":80,"pad_token_id":1}"#,
-    )
-    .unwrap();
-    let ckpt = root.join("checkpoint");
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let made = Command::new(manifest.join("../../.venv/bin/python"))
-        .arg(manifest.join("../transformers/tests/parity/make_seq2seq_reference.py"))
-        .arg(&ckpt)
-        .arg(&cfg)
-        .arg("--base")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+        &["--base"],
     );
     let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
     assert_eq!(s["model_class"], "BartModel");

@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command};
-
-use common::{tiny_fails, validate_ok};
+use common::{saved_checkpoint, take_n_parameters, tiny_fails, validate_ok};
 
 /// A Qwen2-VL directory and a Qwen2.5-VL one (window attention, tied embeddings), each written
 /// by transformers' `save_pretrained` (the hub's `visual.*` / `model.*` layout) from a config
@@ -49,32 +47,13 @@ fn a_qwen2_vl_checkpoint_saved_by_transformers_validates_with_other_images() {
             6,
         ),
     ] {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("validate_{name}"));
-        std::fs::create_dir_all(&root).unwrap();
-        let cfg = root.join("config_in.json");
-        std::fs::write(&cfg, config).unwrap();
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let ckpt = root.join("checkpoint");
-        let made = Command::new(manifest.join("../../.venv/bin/python"))
-            .arg(manifest.join("../transformers/tests/parity/make_qwen2_vl_reference.py"))
-            .arg(&ckpt)
-            .arg(&cfg)
-            .arg("--sets=x:1:2:0:1x2x2")
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
+        let ckpt = saved_checkpoint(
+            &format!("validate_{name}"),
+            "make_qwen2_vl_reference.py",
+            config,
+            &["--sets=x:1:2:0:1x2x2"],
         );
-        let io = tch::Tensor::read_safetensors(ckpt.join("io.safetensors")).unwrap();
-        let n_parameters = io
-            .iter()
-            .find(|(k, _)| k == "n_parameters")
-            .map(|(_, t)| t.int64_value(&[]))
-            .unwrap();
-        // io.safetensors is not a weight file of the checkpoint.
-        std::fs::remove_file(ckpt.join("io.safetensors")).unwrap();
+        let n_parameters = take_n_parameters(&ckpt);
         let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
         assert_eq!(s["model_source"], "checkpoint");
         assert_eq!(s["model_class"], class);
@@ -143,31 +122,13 @@ fn a_gemma3_checkpoint_saved_by_transformers_validates_with_other_images() {
         "num_attention_heads": 3, "image_size": 18, "patch_size": 3},
         "mm_tokens_per_image": 9, "image_token_index": 319, "boi_token_index": 317,
         "eoi_token_index": 318, "tie_word_embeddings": false}"#;
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("validate_gemma3");
-    std::fs::create_dir_all(&root).unwrap();
-    let cfg = root.join("config_in.json");
-    std::fs::write(&cfg, config).unwrap();
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let ckpt = root.join("checkpoint");
-    let made = Command::new(manifest.join("../../.venv/bin/python"))
-        .arg(manifest.join("../transformers/tests/parity/make_gemma3_reference.py"))
-        .arg(&ckpt)
-        .arg(&cfg)
-        .arg("--sets=x:1:2:0:0:all")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    let ckpt = saved_checkpoint(
+        "validate_gemma3",
+        "make_gemma3_reference.py",
+        config,
+        &["--sets=x:1:2:0:0:all"],
     );
-    let io = tch::Tensor::read_safetensors(ckpt.join("io.safetensors")).unwrap();
-    let n_parameters = io
-        .iter()
-        .find(|(k, _)| k == "n_parameters")
-        .map(|(_, t)| t.int64_value(&[]))
-        .unwrap();
-    std::fs::remove_file(ckpt.join("io.safetensors")).unwrap();
+    let n_parameters = take_n_parameters(&ckpt);
     let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
     assert_eq!(s["model_source"], "checkpoint");
     assert_eq!(s["model_class"], "Gemma3ForConditionalGeneration");

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::{collections::HashMap, ffi::OsStr, process::Command};
+use std::{collections::HashMap, ffi::OsStr, path::PathBuf, process::Command};
 
 /// Runs `onnx-diagnostic ARGS`: (success, stdout, stderr).
 pub(crate) fn run<S: AsRef<OsStr>>(args: &[S]) -> (bool, String, String) {
@@ -52,4 +52,40 @@ pub(crate) fn tiny_fails(id: &str, args: &[&str]) -> String {
     let (ok, stdout, err) = run(&all);
     assert!(!ok, "{args:?} succeeded: {stdout}");
     err
+}
+
+/// A checkpoint directory written by transformers' `save_pretrained`: the parity script
+/// `script` (crates/transformers/tests/parity) run on `config` with `args`, in a folder
+/// `name` of the tests' temporary directory.
+pub(crate) fn saved_checkpoint(name: &str, script: &str, config: &str, args: &[&str]) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("config_in.json");
+    std::fs::write(&cfg, config).unwrap();
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let ckpt = root.join("checkpoint");
+    let made = Command::new(manifest.join("../../.venv/bin/python"))
+        .arg(manifest.join("../transformers/tests/parity").join(script))
+        .arg(&ckpt)
+        .arg(&cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    ckpt
+}
+
+/// The parameter count transformers reported in the checkpoint's `io.safetensors`, which is
+/// then removed (it is not a weight file of the checkpoint).
+pub(crate) fn take_n_parameters(ckpt: &std::path::Path) -> i64 {
+    let io = tch::Tensor::read_safetensors(ckpt.join("io.safetensors")).unwrap();
+    std::fs::remove_file(ckpt.join("io.safetensors")).unwrap();
+    io.iter()
+        .find(|(k, _)| k == "n_parameters")
+        .map(|(_, t)| t.int64_value(&[]))
+        .unwrap()
 }

@@ -869,94 +869,82 @@ fn group_norm(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     c.emit_out("Identity", &[&y], Vec::new())
 }
 
-/// `conv2d` and `conv3d` as ONNX `Conv` (any spatial rank). ONNX's `Conv` takes no bfloat16
-/// before opset 22: bfloat16 convolutions compute in float32 and cast back.
-fn conv2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
-    let (stride, padding, dilation) = (c.static_ints(0)?, c.static_ints(1)?, c.static_ints(2)?);
-    let groups = c.int(3)?;
+/// Emits `op_type` on the op's inputs `0..n` (those present) with `attrs`. The ONNX ops of
+/// windows (`Conv`, `ConvTranspose`, `AveragePool`) take no bfloat16 before opset 22: there
+/// the inputs are cast to float32 and the result back (torch accumulates bfloat16 in float32
+/// too).
+fn emit_windowed(
+    c: &mut Ctx<'_>,
+    op_type: &str,
+    n: usize,
+    attrs: Vec<(&'static str, A)>,
+) -> Result<(), LowerError> {
     let out = c.out_kind()?;
     let k = if out == Kind::BFloat16 && c.b.opset < 22 {
         Kind::Float
     } else {
         out
     };
-    let mut inputs = vec![c.input_as(0, k)?, c.input_as(1, k)?];
-    if c.has(2) {
-        inputs.push(c.input_as(2, k)?);
+    let mut inputs = Vec::with_capacity(n);
+    for i in 0..n {
+        if i < 2 || c.has(i) {
+            inputs.push(c.input_as(i, k)?);
+        }
     }
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let mut pads = padding.clone();
-    pads.extend(padding);
-    let attrs = vec![
-        ("strides", A::Ints(stride)),
-        ("pads", A::Ints(pads)),
-        ("dilations", A::Ints(dilation)),
-        ("group", A::Int(groups)),
-    ];
     if k == out {
-        return c.emit_out("Conv", &refs, attrs);
+        return c.emit_out(op_type, &refs, attrs);
     }
-    let y = c.b.op("Conv", &refs, attrs);
+    let y = c.b.op(op_type, &refs, attrs);
     c.finish_as(&y, k)
 }
 
+/// Symmetric ONNX `pads` (begins then ends) from torch's per-dimension padding.
+fn onnx_pads(padding: Vec<i64>) -> Vec<i64> {
+    let mut pads = padding.clone();
+    pads.extend(padding);
+    pads
+}
+
+/// `conv2d` and `conv3d` as ONNX `Conv` (any spatial rank).
+fn conv2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
+    let (stride, padding, dilation) = (c.static_ints(0)?, c.static_ints(1)?, c.static_ints(2)?);
+    let groups = c.int(3)?;
+    let attrs = vec![
+        ("strides", A::Ints(stride)),
+        ("pads", A::Ints(onnx_pads(padding))),
+        ("dilations", A::Ints(dilation)),
+        ("group", A::Int(groups)),
+    ];
+    emit_windowed(c, "Conv", 3, attrs)
+}
+
 /// `conv_transpose2d` as ONNX `ConvTranspose` (the same weight layout, `[in, out / groups,
-/// kh, kw]`); bfloat16 in float32 before opset 22, as `Conv`.
+/// kh, kw]`).
 fn conv_transpose2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let (stride, padding, output_padding) =
         (c.static_ints(0)?, c.static_ints(1)?, c.static_ints(2)?);
     let (groups, dilation) = (c.int(3)?, c.static_ints(4)?);
-    let out = c.out_kind()?;
-    let k = if out == Kind::BFloat16 && c.b.opset < 22 {
-        Kind::Float
-    } else {
-        out
-    };
-    let mut inputs = vec![c.input_as(0, k)?, c.input_as(1, k)?];
-    if c.has(2) {
-        inputs.push(c.input_as(2, k)?);
-    }
-    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let mut pads = padding.clone();
-    pads.extend(padding);
     let attrs = vec![
         ("strides", A::Ints(stride)),
-        ("pads", A::Ints(pads)),
+        ("pads", A::Ints(onnx_pads(padding))),
         ("output_padding", A::Ints(output_padding)),
         ("dilations", A::Ints(dilation)),
         ("group", A::Int(groups)),
     ];
-    if k == out {
-        return c.emit_out("ConvTranspose", &refs, attrs);
-    }
-    let y = c.b.op("ConvTranspose", &refs, attrs);
-    c.finish_as(&y, k)
+    emit_windowed(c, "ConvTranspose", 3, attrs)
 }
 
-/// `avg_pool2d` as ONNX `AveragePool`, which takes no bfloat16 before opset 22: bfloat16
-/// pools in float32 and casts back (torch accumulates bfloat16 in float32 too).
+/// `avg_pool2d` as ONNX `AveragePool`.
 fn avg_pool2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
     let (kernel, stride, padding) = (c.static_ints(0)?, c.static_ints(1)?, c.static_ints(2)?);
-    let out = c.out_kind()?;
-    let k = if out == Kind::BFloat16 && c.b.opset < 22 {
-        Kind::Float
-    } else {
-        out
-    };
-    let x = c.input_as(0, k)?;
-    let mut pads = padding.clone();
-    pads.extend(padding);
     let attrs = vec![
         ("kernel_shape", A::Ints(kernel)),
         ("strides", A::Ints(stride)),
-        ("pads", A::Ints(pads)),
+        ("pads", A::Ints(onnx_pads(padding))),
         ("count_include_pad", A::Int(1)),
     ];
-    if k == out {
-        return c.emit_out("AveragePool", &[&x], attrs);
-    }
-    let y = c.b.op("AveragePool", &[&x], attrs);
-    c.finish_as(&y, k)
+    emit_windowed(c, "AveragePool", 1, attrs)
 }
 
 fn sdpa(c: &mut Ctx<'_>) -> Result<(), LowerError> {
