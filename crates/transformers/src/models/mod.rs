@@ -13,6 +13,7 @@ pub mod qwen2;
 pub mod qwen2_vl;
 pub mod qwen3;
 pub mod qwen3_moe;
+pub mod sam;
 pub mod siglip;
 pub mod smollm3;
 
