@@ -10,11 +10,11 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{diff, run_reference, t};
+use common::{check_causal_lm_output, diff, run_reference, t};
 use onnx_diagnostic_core::{Inputs, Module, Value};
 use onnx_diagnostic_transformers::{
-    DynamicCache, cache_utils::make_dynamic_cache_with_layers,
-    modeling_outputs::CausalLMOutputWithPast, models::gemma3::Gemma3ForConditionalGeneration,
+    cache_utils::make_dynamic_cache_with_layers, modeling_outputs::CausalLMOutputWithPast,
+    models::gemma3::Gemma3ForConditionalGeneration,
 };
 
 /// A tiny Gemma3: 3 text layers (sliding, full, sliding; window 8), grouped-query attention,
@@ -83,29 +83,7 @@ fn check(dir: &std::path::Path, io: &HashMap<String, tch::Tensor>, sets: &[&str]
     assert_eq!(ours, io["n_parameters"].int64_value(&[]), "parameter count");
     for name in sets {
         let set = inputs(&model, io, name);
-        let out = model
-            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
-            .unwrap();
-        let out = out.downcast_ref::<CausalLMOutputWithPast>().unwrap();
-        let Some(Value::Tensor(logits)) = &out.logits else {
-            panic!("no logits")
-        };
-        let d = diff(logits, &io[&format!("{name}.logits")]);
-        assert!(d <= 1e-4, "{name}: logits differ by {d}");
-        let cache = out
-            .past_key_values
-            .as_ref()
-            .and_then(|c| c.downcast_ref::<DynamicCache>())
-            .unwrap();
-        assert_eq!(cache.layers.len(), model.config.text.num_hidden_layers);
-        for (i, layer) in cache.layers.iter().enumerate() {
-            let dk = diff(layer.keys().unwrap(), &io[&format!("{name}.out_key_{i}")]);
-            let dv = diff(
-                layer.values().unwrap(),
-                &io[&format!("{name}.out_value_{i}")],
-            );
-            assert!(dk <= 1e-4 && dv <= 1e-4, "{name} layer {i}: {dk} {dv}");
-        }
+        check_causal_lm_output(&model, &set, io, name, model.config.text.num_hidden_layers);
         if let Some(expected) = io.get(&format!("{name}.image_features")) {
             let feats = model
                 .model

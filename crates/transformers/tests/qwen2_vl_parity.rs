@@ -9,11 +9,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{diff, run_reference, t};
-use onnx_diagnostic_core::{Inputs, Module, Value};
-use onnx_diagnostic_transformers::{
-    DynamicCache, modeling_outputs::CausalLMOutputWithPast, models::qwen2_vl,
-};
+use common::{check_causal_lm_output, diff, run_reference, t};
+use onnx_diagnostic_core::{Module, Value};
+use onnx_diagnostic_transformers::{DynamicCache, models::qwen2_vl};
 
 /// A tiny Qwen2-VL: 2 text layers (grouped-query), 2 vision blocks, patches of 4 pixels over 2
 /// frames, 2 x 2 merges, sections [2, 1, 1] of a head of 8.
@@ -74,29 +72,7 @@ fn check(dir: &std::path::Path, io: &HashMap<String, tch::Tensor>, sets: &[&str]
     for name in sets {
         // Through the module's forward (the keyword inputs a task gives).
         let set = inputs(io, name, layers);
-        let out = model
-            .forward(&Inputs::bind_for(&model, &[], &set).unwrap())
-            .unwrap();
-        let out = out.downcast_ref::<CausalLMOutputWithPast>().unwrap();
-        let Some(Value::Tensor(logits)) = &out.logits else {
-            panic!("no logits")
-        };
-        let d = diff(logits, &io[&format!("{name}.logits")]);
-        assert!(d <= 1e-4, "{name}: logits differ by {d}");
-        let cache = out
-            .past_key_values
-            .as_ref()
-            .and_then(|c| c.downcast_ref::<DynamicCache>())
-            .unwrap();
-        assert_eq!(cache.layers.len(), layers);
-        for (i, layer) in cache.layers.iter().enumerate() {
-            let dk = diff(layer.keys().unwrap(), &io[&format!("{name}.out_key_{i}")]);
-            let dv = diff(
-                layer.values().unwrap(),
-                &io[&format!("{name}.out_value_{i}")],
-            );
-            assert!(dk <= 1e-4 && dv <= 1e-4, "{name} layer {i}: {dk} {dv}");
-        }
+        check_causal_lm_output(&model, &set, io, name, layers);
         if let Some(expected) = io.get(&format!("{name}.image_features")) {
             let grid = t(io, &format!("{name}.image_grid_thw"));
             let feats = model

@@ -252,3 +252,40 @@ pub(crate) fn check_two_steps_within(
     check_cache(name, &cache, io, "_next", cropped, tol);
     (logits, d1.max(d2))
 }
+
+/// Runs `model` on the keyword inputs `set` and checks its `CausalLMOutputWithPast` against
+/// the reference's `{name}.logits` and `{name}.out_key_{i}` / `{name}.out_value_{i}` (the
+/// grown cache of `layers` layers), within 1e-4.
+pub(crate) fn check_causal_lm_output(
+    model: &dyn Module,
+    set: &[(String, onnx_diagnostic_core::Value)],
+    io: &HashMap<String, tch::Tensor>,
+    name: &str,
+    layers: usize,
+) {
+    use onnx_diagnostic_core::Value;
+    use onnx_diagnostic_transformers::modeling_outputs::CausalLMOutputWithPast;
+    let out = model
+        .forward(&Inputs::bind_for(model, &[], set).unwrap())
+        .unwrap();
+    let out = out.downcast_ref::<CausalLMOutputWithPast>().unwrap();
+    let Some(Value::Tensor(logits)) = &out.logits else {
+        panic!("no logits")
+    };
+    let d = diff(logits, &io[&format!("{name}.logits")]);
+    assert!(d <= 1e-4, "{name}: logits differ by {d}");
+    let cache = out
+        .past_key_values
+        .as_ref()
+        .and_then(|c| c.downcast_ref::<DynamicCache>())
+        .unwrap();
+    assert_eq!(cache.layers.len(), layers);
+    for (i, layer) in cache.layers.iter().enumerate() {
+        let dk = diff(layer.keys().unwrap(), &io[&format!("{name}.out_key_{i}")]);
+        let dv = diff(
+            layer.values().unwrap(),
+            &io[&format!("{name}.out_value_{i}")],
+        );
+        assert!(dk <= 1e-4 && dv <= 1e-4, "{name} layer {i}: {dk} {dv}");
+    }
+}
