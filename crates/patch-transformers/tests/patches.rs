@@ -24,6 +24,7 @@ fn dynamic_llama() -> LlamaForCausalLM {
     assert_eq!(
         onnx_diagnostic_patch_transformers::patches(),
         [
+            "patched_Gemma3Model.get_placeholder_mask",
             "patched_LlamaRotaryEmbedding.forward",
             "patched_Qwen2VLModel.get_image_features",
             "patched_Qwen2VisionTransformerPretrainedModel.forward",
@@ -254,8 +255,8 @@ fn nesting_conflicts_and_panics() {
             assert!(e.to_string().contains("inner patch ran"), "{e}");
         }
         assert!(forward(&model).is_ok());
-        // The rotary, the mixture-of-experts and the three Qwen2-VL patches.
-        assert_eq!(outer.details().n_patches(), 5);
+        // The rotary, the mixture-of-experts, the three Qwen2-VL and the Gemma3 patches.
+        assert_eq!(outer.details().n_patches(), 6);
     }
     assert!(!any_active());
     // A custom patch replaces the built-in patch of its target in the same guard (the seeds
@@ -270,6 +271,7 @@ fn nesting_conflicts_and_panics() {
         assert_eq!(
             g.details().names(),
             [
+                "patched_Gemma3Model.get_placeholder_mask",
                 "patched_Qwen2VLModel.get_image_features",
                 "patched_Qwen2VisionTransformerPretrainedModel.forward",
                 "patched_Qwen3MoeSparseMoeBlock.forward",
