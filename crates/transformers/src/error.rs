@@ -206,3 +206,31 @@ pub(crate) fn fill_defaults(raw: &mut serde_json::Value, defaults: &serde_json::
         }
     }
 }
+
+/// Checks a config's sizes: each of `sizes` at least 1, and `heads` dividing `width` (the
+/// `hidden_size` / `num_attention_heads` of a vision tower).
+///
+/// # Errors
+/// [`Error::ConfigField`] naming `{prefix}{name}` and what it must be.
+pub(crate) fn check_sizes(
+    model: &str,
+    prefix: &str,
+    sizes: &[(&str, i64)],
+    (width, heads): (i64, i64),
+) -> Result<()> {
+    let field = |name: &str, message: String| Error::ConfigField {
+        model: model.to_owned(),
+        field: format!("{prefix}{name}"),
+        message,
+    };
+    if let Some((name, v)) = sizes.iter().find(|(_, v)| *v < 1) {
+        return Err(field(name, format!("{v}: must be at least 1")));
+    }
+    if heads < 1 || width % heads != 0 {
+        return Err(field(
+            "num_attention_heads",
+            format!("{heads}: must divide hidden_size {width}"),
+        ));
+    }
+    Ok(())
+}

@@ -155,3 +155,24 @@ fn gemma3_with_an_image_token_outside_the_vocabulary_matches_transformers() {
     );
     check(&dir, &io, &["inputs", "text"]);
 }
+
+/// Configs that build no model are refused naming the field: transformers' own default
+/// `Gemma3Config()` (14 patches per side pooled to 16 per side: a kernel of 0), heads that do
+/// not divide the vision width, a non-square image size.
+#[test]
+fn gemma3_configs_that_build_no_model_name_the_field() {
+    use onnx_diagnostic_transformers::{Error, models::gemma3::Gemma3Config};
+    let field = |text: &str| match Gemma3Config::from_json(text).unwrap_err() {
+        Error::ConfigField { field, .. } => field,
+        other => panic!("not a field error: {other}"),
+    };
+    assert_eq!(field("{}"), "mm_tokens_per_image");
+    assert_eq!(
+        field(r#"{"vision_config": {"hidden_size": 16, "num_attention_heads": 3}}"#),
+        "vision_config.num_attention_heads"
+    );
+    assert_eq!(
+        field(r#"{"vision_config": {"image_size": [28, 14]}}"#),
+        "vision_config.image_size"
+    );
+}

@@ -113,27 +113,19 @@ impl SiglipVisionConfig {
             field: format!("{prefix}.{name}"),
             message,
         };
-        for (name, v) in [
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_channels", self.num_channels),
-            ("image_size", self.image_size),
-            ("patch_size", self.patch_size),
-        ] {
-            if v < 1 {
-                return Err(field(name, format!("{v}: must be at least 1")));
-            }
-        }
-        if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(field(
-                "num_attention_heads",
-                format!(
-                    "{}: must divide hidden_size {}",
-                    self.num_attention_heads, self.hidden_size
-                ),
-            ));
-        }
+        crate::error::check_sizes(
+            model,
+            &format!("{prefix}."),
+            &[
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+                ("num_attention_heads", self.num_attention_heads),
+                ("num_channels", self.num_channels),
+                ("image_size", self.image_size),
+                ("patch_size", self.patch_size),
+            ],
+            (self.hidden_size, self.num_attention_heads),
+        )?;
         if self.patch_size > self.image_size {
             return Err(field(
                 "patch_size",

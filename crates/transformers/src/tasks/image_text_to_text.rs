@@ -23,13 +23,14 @@
 
 pub mod gemma3;
 
-use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
+use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Value};
 use tch::{Device, Kind};
 
 use crate::{
-    DynamicCache,
+    cache_utils::LayerKind,
     error::{Error, Result},
     models::qwen2_vl::{Qwen2VLForConditionalGeneration, get_rope_index},
+    tasks::random_past,
 };
 
 /// What the input sets need to know of a Qwen2-VL config.
@@ -199,18 +200,9 @@ pub fn image_text_inputs(
     }
     let f = (Kind::Float, Device::Cpu);
     if set.past > 0 || with_positions {
-        let randn = |len: i64| -> Result<Tensor> {
-            tch::Tensor::f_randn([bs, d.kv_heads, len, d.head_dim], f)
-                .map(Tensor::from)
-                .map_err(|e| option_error("sequence_length", len, e.to_string()))
-        };
-        let pairs = (0..d.num_layers)
-            .map(|_| Ok((randn(set.past)?, randn(set.past)?)))
-            .collect::<Result<Vec<_>>>()?;
-        out.push((
-            "past_key_values".to_owned(),
-            Value::custom(DynamicCache::from_pairs(pairs)),
-        ));
+        let kinds = vec![LayerKind::Dynamic; d.num_layers];
+        let cache = random_past(&kinds, bs, d.kv_heads, d.head_dim, set.past)?;
+        out.push(("past_key_values".to_owned(), Value::custom(cache)));
     }
     let patches: i64 = set.grids.iter().map(|[t, h, w]| t * h * w).sum();
     let pixels = tch::Tensor::f_randn([patches, d.patch_values], f)

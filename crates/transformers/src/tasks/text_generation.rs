@@ -316,6 +316,43 @@ impl TextGenerationOptions {
     }
 }
 
+/// The past of an input set: a `DynamicCache` with one layer of each of `kinds`, its keys and
+/// values `[batch, kv_heads, past, head_dim]` drawn from libtorch's generator (keys then values,
+/// layer by layer), float32; a sliding layer holds `min(past, window - 1)` positions, what it
+/// keeps.
+///
+/// # Errors
+/// [`Error::InputOption`] naming `sequence_length` when libtorch refuses the sizes.
+pub fn random_past(
+    kinds: &[LayerKind],
+    batch: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    past: i64,
+) -> Result<DynamicCache> {
+    let opts = (Kind::Float, Device::Cpu);
+    let randn = |len: i64| {
+        tch::Tensor::f_randn([batch, kv_heads, len, head_dim], opts)
+            .map(Tensor::from)
+            .map_err(|e| size_error("sequence_length", past, &e))
+    };
+    let pairs = kinds
+        .iter()
+        .map(|k| {
+            let len = match k {
+                LayerKind::DynamicSlidingWindow(w) => past.min(w - 1),
+                _ => past,
+            };
+            Ok((randn(len)?, randn(len)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if kinds.iter().all(|k| *k == LayerKind::Dynamic) {
+        Ok(DynamicCache::from_pairs(pairs))
+    } else {
+        make_dynamic_cache_with_layers(pairs, kinds)
+    }
+}
+
 /// Keyword inputs `input_ids`, `attention_mask`, `past_key_values` of the given sizes, drawn
 /// from libtorch's generator.
 ///
@@ -341,28 +378,8 @@ pub fn text_generation_inputs(
             });
         }
     }
-    let opts = (Kind::Float, Device::Cpu);
-    let randn = |len: i64| {
-        tch::Tensor::f_randn([batch, d.kv_heads, len, d.head_dim], opts)
-            .map(Tensor::from)
-            .map_err(|e| size_error("sequence_length", cache, &e))
-    };
     let kinds: Vec<LayerKind> = (0..d.num_layers).map(|i| d.layer_kind(i)).collect();
-    let pairs = kinds
-        .iter()
-        .map(|k| {
-            let len = match k {
-                LayerKind::DynamicSlidingWindow(w) => cache.min(w - 1),
-                _ => cache,
-            };
-            Ok((randn(len)?, randn(len)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let past = if kinds.iter().all(|k| *k == LayerKind::Dynamic) {
-        DynamicCache::from_pairs(pairs)
-    } else {
-        make_dynamic_cache_with_layers(pairs, &kinds)?
-    };
+    let past = random_past(&kinds, batch, d.kv_heads, d.head_dim, cache)?;
     let ids = tch::Tensor::f_randint(d.vocab_size, [batch, seq], (Kind::Int64, Device::Cpu))
         .map_err(|e| size_error("sequence_length2", seq, &e))?;
     let mask = tch::Tensor::f_ones([batch, cache + seq], (Kind::Int64, Device::Cpu))

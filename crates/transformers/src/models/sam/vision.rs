@@ -111,33 +111,25 @@ impl SamVisionConfig {
             field: format!("{prefix}{name}"),
             message,
         };
-        for (name, v) in [
-            ("hidden_size", self.hidden_size),
-            ("output_channels", self.output_channels),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_channels", self.num_channels),
-            ("patch_size", self.patch_size),
-            ("mlp_dim", self.mlp_width()),
-        ] {
-            if v < 1 {
-                return Err(field(name, format!("{v}: must be at least 1")));
-            }
-        }
+        crate::error::check_sizes(
+            model,
+            prefix,
+            &[
+                ("hidden_size", self.hidden_size),
+                ("output_channels", self.output_channels),
+                ("num_attention_heads", self.num_attention_heads),
+                ("num_channels", self.num_channels),
+                ("patch_size", self.patch_size),
+                ("mlp_dim", self.mlp_width()),
+            ],
+            (self.hidden_size, self.num_attention_heads),
+        )?;
         if self.image_size < self.patch_size {
             return Err(field(
                 "image_size",
                 format!(
                     "{}: smaller than patch_size {}",
                     self.image_size, self.patch_size
-                ),
-            ));
-        }
-        if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(field(
-                "num_attention_heads",
-                format!(
-                    "{}: must divide hidden_size {}",
-                    self.num_attention_heads, self.hidden_size
                 ),
             ));
         }

@@ -26,14 +26,13 @@
 //! - Dynamic dims: `batch`, `seq_length`, `cache_length`, `cache+seq` (the mask and the token
 //!   types), `images`.
 
-use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Tensor, Value};
+use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Value};
 use tch::{Device, Kind};
 
 use super::{option_error, tensor};
 use crate::{
-    cache_utils::{LayerKind, make_dynamic_cache_with_layers},
-    error::Result,
-    models::gemma3::Gemma3ForConditionalGeneration,
+    cache_utils::LayerKind, error::Result, models::gemma3::Gemma3ForConditionalGeneration,
+    tasks::random_past,
 };
 
 /// What the sets need to know of a Gemma3 config.
@@ -188,26 +187,8 @@ pub fn gemma3_image_inputs(
         out.push(("position_ids".to_owned(), tensor(&positions, &[bs, s])?));
     }
     if past > 0 || with_positions {
-        let randn = |len: i64| -> Result<Tensor> {
-            tch::Tensor::f_randn([bs, d.kv_heads, len, d.head_dim], f)
-                .map(Tensor::from)
-                .map_err(|e| option_error("sequence_length", len, e.to_string()))
-        };
-        let pairs = d
-            .layer_kinds
-            .iter()
-            .map(|k| {
-                let len = match k {
-                    LayerKind::DynamicSlidingWindow(w) => past.min(w - 1),
-                    _ => past,
-                };
-                Ok((randn(len)?, randn(len)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.push((
-            "past_key_values".to_owned(),
-            Value::custom(make_dynamic_cache_with_layers(pairs, &d.layer_kinds)?),
-        ));
+        let cache = random_past(&d.layer_kinds, bs, d.kv_heads, d.head_dim, past)?;
+        out.push(("past_key_values".to_owned(), Value::custom(cache)));
     }
     out.push((
         "token_type_ids".to_owned(),
