@@ -17,6 +17,8 @@ pub enum Init {
     Normal,
     /// N(0, `initializer_range`) with one row (the embedding's `padding_idx`) at zero.
     NormalWithZeroRow(Option<i64>),
+    /// N(0, std) with its own std: SAM's positional features (`init.normal_(std=scale)`).
+    NormalStd(f64),
     /// Zeros: biases, one-centered norms.
     Zeros,
     /// Ones: norm weights.

@@ -334,8 +334,13 @@ fn untrained(
             let n = shape.iter().product::<i64>().max(0) as usize;
             tch::Tensor::f_from_slice(&init::uniform(seed, name, n, bound))?.f_reshape(shape)
         }
-        Init::Normal | Init::NormalWithZeroRow(_) => {
+        Init::Normal | Init::NormalWithZeroRow(_) | Init::NormalStd(_) => {
             let n = shape.iter().product::<i64>().max(0) as usize;
+            let std = if let Init::NormalStd(s) = init {
+                s
+            } else {
+                std
+            };
             let t =
                 tch::Tensor::f_from_slice(&init::normal(seed, name, n, std))?.f_reshape(shape)?;
             if let (Init::NormalWithZeroRow(Some(row)), Some(rows)) = (init, shape.first())

@@ -64,6 +64,9 @@ pub struct SamVisionConfig {
     pub window_size: i64,
     /// The layers attending over the whole grid.
     pub global_attn_indexes: Vec<usize>,
+    /// Random features of the prompt's positional embedding (`SamPositionalEmbedding`), half
+    /// its width.
+    pub num_pos_feats: i64,
 }
 
 impl Default for SamVisionConfig {
@@ -85,6 +88,7 @@ impl Default for SamVisionConfig {
             use_rel_pos: true,
             window_size: 14,
             global_attn_indexes: vec![2, 5, 8, 11],
+            num_pos_feats: 128,
         }
     }
 }
@@ -93,6 +97,11 @@ impl SamVisionConfig {
     /// Patches along a side.
     pub fn grid(&self) -> i64 {
         self.image_size / self.patch_size
+    }
+
+    /// `scale` (`hidden_size // 2`): the std of the untrained positional features.
+    pub fn scale(&self) -> i64 {
+        self.hidden_size / 2
     }
 
     /// The MLP width (`mlp_dim`, else `hidden_size * mlp_ratio`).
@@ -121,6 +130,7 @@ impl SamVisionConfig {
                 ("num_channels", self.num_channels),
                 ("patch_size", self.patch_size),
                 ("mlp_dim", self.mlp_width()),
+                ("num_pos_feats", self.num_pos_feats),
             ],
             (self.hidden_size, self.num_attention_heads),
         )?;
@@ -173,8 +183,8 @@ impl SamVisionAttention {
         let head_dim = h / c.num_attention_heads;
         let rel_pos = if c.use_rel_pos {
             Some((
-                vb.get("rel_pos_h", &[2 * size - 1, head_dim], Init::Normal)?,
-                vb.get("rel_pos_w", &[2 * size - 1, head_dim], Init::Normal)?,
+                vb.get("rel_pos_h", &[2 * size - 1, head_dim], Init::Zeros)?,
+                vb.get("rel_pos_w", &[2 * size - 1, head_dim], Init::Zeros)?,
                 relative_index(size),
             ))
         } else {
@@ -243,25 +253,25 @@ impl SamVisionAttention {
     }
 }
 
-/// `SamMLPBlock`: `lin2(act(lin1(x)))`.
+/// `SamMLPBlock`: `lin2(act(lin1(x)))` (the image encoder's and the two-way transformer's).
 #[derive(Clone, Debug)]
-struct SamMLPBlock {
+pub(crate) struct SamMLPBlock {
     lin1: Linear,
     lin2: Linear,
     act: Activation,
 }
 
 impl SamMLPBlock {
-    fn load(vb: &VarBuilder<'_>, c: &SamVisionConfig) -> Result<Self> {
-        let (h, m) = (c.hidden_size, c.mlp_width());
+    /// `lin1` `hidden → mlp_dim`, `lin2` back, `hidden_act` between.
+    pub(crate) fn load(vb: &VarBuilder<'_>, (h, m): (i64, i64), hidden_act: &str) -> Result<Self> {
         Ok(Self {
             lin1: Linear::load(vb, "lin1", h, m, true)?,
             lin2: Linear::load(vb, "lin2", m, h, true)?,
-            act: Activation::from_name(MODEL, &c.hidden_act)?,
+            act: Activation::from_name(MODEL, hidden_act)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> CoreResult<Tensor> {
         let _s = scope("mlp");
         self.lin2
             .forward(&self.act.forward(&self.lin1.forward(x)?)?)
@@ -288,7 +298,7 @@ impl SamVisionLayer {
             layer_norm1: LayerNorm::load(vb, "layer_norm1", h, eps)?,
             attn: SamVisionAttention::load(&vb.pp("attn"), c, size)?,
             layer_norm2: LayerNorm::load(vb, "layer_norm2", h, eps)?,
-            mlp: SamMLPBlock::load(&vb.pp("mlp"), c)?,
+            mlp: SamMLPBlock::load(&vb.pp("mlp"), (h, c.mlp_width()), &c.hidden_act)?,
             window,
             grid: c.grid(),
         })
@@ -400,7 +410,7 @@ impl SamVisionEncoder {
             pe.get("bias", &[h], Init::Zeros)?,
         );
         let pos_embed = if c.use_abs_pos {
-            Some(vb.get("pos_embed", &[1, g, g, h], Init::Normal)?)
+            Some(vb.get("pos_embed", &[1, g, g, h], Init::Zeros)?)
         } else {
             None
         };
