@@ -127,10 +127,16 @@ impl ExportedProgram {
 
     /// Runs the graph with libtorch on new inputs (same structure, any allowed sizes).
     ///
+    /// Guards and ranges are checked on the inputs' sizes before the graph runs; those that
+    /// read a size control flow creates (an unbacked symbol, `u0`) are checked once the graph
+    /// has computed it, as torch checks its deferred runtime assertions on unbacked sizes.
+    ///
     /// # Errors
     /// [`Error::Input`] when the inputs do not fit the signature, a static size, a dtype or a
     /// symbol's range, or when two inputs give one symbol different values;
-    /// [`Error::GuardViolated`] when a guard does not hold; [`Error::Torch`] when a kernel fails.
+    /// [`Error::GuardViolated`] when a guard does not hold; [`Error::Input`] naming its origin
+    /// when a size computed while running is outside its range; [`Error::Torch`] when a kernel
+    /// fails.
     pub fn run(&self, args: &[Value], kwargs: &[(String, Value)]) -> Result<Value> {
         let bound = bind(&self.signature, args, kwargs, "args")?;
         let mut leaves = Vec::new();
@@ -219,14 +225,72 @@ impl ExportedProgram {
                 });
             }
         }
+        // Guards on sizes the inputs do not give wait for the graph to compute them.
+        let deferred = self.check_guards(&bindings, true)?;
+
+        // Evaluate.
+        let mut captured = self.captured.iter();
+        let mut users = leaves.iter();
+        let mut inputs = Vec::with_capacity(self.graph.inputs.len());
+        for (_, kind) in &self.graph.inputs {
+            let t = match kind {
+                InputKind::User => users.next().map(|(_, t)| t.as_tch().shallow_clone()),
+                _ => captured.next().map(|(_, t)| t.shallow_clone()),
+            };
+            inputs.push(t.ok_or_else(|| Error::Model {
+                model: self.class_name.clone(),
+                message: "fewer tensors than graph inputs".to_owned(),
+            })?);
+        }
+        let bound_by_inputs: Vec<Arc<str>> = bindings.keys().cloned().collect();
+        let outputs: Vec<Tensor> = eval_graph(&self.graph, inputs, &mut bindings)
+            .map_err(|e| match e {
+                Error::Model { message, .. } => Error::Model {
+                    model: self.class_name.clone(),
+                    message,
+                },
+                other => other,
+            })?
+            .into_iter()
+            .map(Tensor::from)
+            .collect();
+        for s in &self.symbols {
+            if let Some(v) = bindings.get(s.name.as_str())
+                && !bound_by_inputs.iter().any(|b| **b == *s.name)
+                && (*v < s.min || s.max.is_some_and(|m| *v > m))
+            {
+                return Err(Error::Input {
+                    path: s.source.clone(),
+                    reason: format!(
+                        "the size {} = {v} computed while running is outside its range {}",
+                        s.name,
+                        range_str(s)
+                    ),
+                });
+            }
+        }
+        if deferred {
+            self.check_guards(&bindings, false)?;
+        }
+        self.output_spec.unflatten(outputs)
+    }
+
+    /// Checks the guards on `bindings`. With `defer`, a guard reading a symbol without a
+    /// value is left for later (returns whether one was); without, it is a violation.
+    fn check_guards(&self, bindings: &Bindings, defer: bool) -> Result<bool> {
         let values_str = || {
             let mut v: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
             v.sort();
             v.join(", ")
         };
+        let mut deferred = false;
         for g in &self.guards {
-            let (l, r) = match (g.lhs.eval(&bindings), g.rhs.eval(&bindings)) {
+            let (l, r) = match (g.lhs.eval(bindings), g.rhs.eval(bindings)) {
                 (Ok(l), Ok(r)) => (l, r),
+                (Err(_), _) | (_, Err(_)) if defer => {
+                    deferred = true;
+                    continue;
+                }
                 (Err(e), _) | (_, Err(e)) => {
                     return Err(Error::GuardViolated {
                         guard: g.to_string(),
@@ -245,33 +309,7 @@ impl ExportedProgram {
                 });
             }
         }
-
-        // Evaluate.
-        let mut captured = self.captured.iter();
-        let mut users = leaves.iter();
-        let mut inputs = Vec::with_capacity(self.graph.inputs.len());
-        for (_, kind) in &self.graph.inputs {
-            let t = match kind {
-                InputKind::User => users.next().map(|(_, t)| t.as_tch().shallow_clone()),
-                _ => captured.next().map(|(_, t)| t.shallow_clone()),
-            };
-            inputs.push(t.ok_or_else(|| Error::Model {
-                model: self.class_name.clone(),
-                message: "fewer tensors than graph inputs".to_owned(),
-            })?);
-        }
-        let outputs = eval_graph(&self.graph, inputs, &mut bindings)
-            .map_err(|e| match e {
-                Error::Model { message, .. } => Error::Model {
-                    model: self.class_name.clone(),
-                    message,
-                },
-                other => other,
-            })?
-            .into_iter()
-            .map(Tensor::from)
-            .collect();
-        self.output_spec.unflatten(outputs)
+        Ok(deferred)
     }
 }
 

@@ -426,3 +426,56 @@ fn exported_programs_round_trip_through_json_and_safetensors() {
     let e = onnx_diagnostic_core::ExportedProgram::load(&bogus).unwrap_err();
     assert!(e.to_string().contains("bogus.json"), "{e}");
 }
+
+/// `torch._check` on a size a `cond` creates (`u0 != 1` on the rows it keeps) is not a guard
+/// on the inputs: it is checked once the program has computed the size, as torch checks its
+/// deferred runtime assertions; a range refined on it (`u0 <= 4`) likewise.
+#[test]
+fn checks_on_sizes_created_by_cond_are_checked_once_computed() {
+    let m = FnModule::new("KeepRows", &["x"], |i: &Inputs| {
+        let x = i.tensor("x")?;
+        let pred = x.sum(&[], false)?.gt_scalar(0.0)?;
+        let out = cond(
+            &pred,
+            |ops: &[Tensor]| Ok(vec![ops[0].copy()?]),
+            |ops: &[Tensor]| Ok(vec![ops[0].narrow(0, 0, 1)?]),
+            std::slice::from_ref(x),
+        )?
+        .remove(0);
+        let rows = out.size(0)?;
+        check_size(&rows, Rel::Ne, 1, "one row is not enough")?;
+        check_size(&rows, Rel::Le, 4, "at most four rows")?;
+        Ok(out.mul_scalar(3.0)?.into())
+    });
+    let x = randn(&[3, 2]).abs().unwrap();
+    let ep = export(
+        &m,
+        &[x.into()],
+        &[],
+        Some(&rows("n")),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    let text = ep.to_string();
+    assert!(text.contains("u0: VR[0, 4]"), "{text}");
+    // The true branch keeps 2 rows: the checks hold once u0 is known.
+    let ok = Tensor::from(tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]));
+    let got = ep.run(&[ok.clone().into()], &[]).unwrap();
+    assert!(close(&got, &eager(&m, &ok)));
+    // The false branch keeps 1 row: the check fails after the run, naming it.
+    let one = Tensor::from(tch::Tensor::from_slice(&[-1.0f32, -2.0, -3.0, -4.0]).view([2, 2]));
+    let e = ep.run(&[one.into()], &[]).unwrap_err();
+    assert!(
+        matches!(&e, Error::GuardViolated { guard, reason, .. }
+            if guard == "u0 != 1" && reason.contains("one row is not enough")),
+        "{e}"
+    );
+    // Five rows taken by the true branch: outside u0's range.
+    let five = Tensor::from(tch::Tensor::ones([5, 2], (Kind::Float, Device::Cpu)));
+    let e = ep.run(&[five.into()], &[]).unwrap_err();
+    assert!(
+        matches!(&e, Error::Input { path, reason }
+            if path.contains("an output size of cond") && reason.contains("u0 = 5")),
+        "{e}"
+    );
+}

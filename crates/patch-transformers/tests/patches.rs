@@ -29,6 +29,7 @@ fn dynamic_llama() -> LlamaForCausalLM {
             "patched_Qwen2VLModel.get_image_features",
             "patched_Qwen2VisionTransformerPretrainedModel.forward",
             "patched_Qwen3MoeSparseMoeBlock.forward",
+            "patched_SamMaskDecoder.forward",
             "patched_VisionAttention.forward"
         ]
     );
@@ -275,6 +276,7 @@ fn nesting_conflicts_and_panics() {
                 "patched_Qwen2VLModel.get_image_features",
                 "patched_Qwen2VisionTransformerPretrainedModel.forward",
                 "patched_Qwen3MoeSparseMoeBlock.forward",
+                "patched_SamMaskDecoder.forward",
                 "patched_VisionAttention.forward",
                 "patched_mine"
             ]

@@ -65,6 +65,7 @@ fn registration_is_scoped_and_per_thread() {
             "EncoderDecoderCache",
             "HybridCache",
             "MambaCache",
+            "SamImageSegmentationOutput",
             "Seq2SeqLMOutput",
             "Seq2SeqModelOutput",
             "SlidingWindowCache",
@@ -88,7 +89,7 @@ fn registration_is_scoped_and_per_thread() {
     );
     {
         let guard = register_cache_serialization(true, false, 0);
-        assert_eq!(guard.registered().len(), 10);
+        assert_eq!(guard.registered().len(), 11);
         assert!(is_registered("DynamicCache"));
         assert!(!is_registered("UNet2DConditionOutput"));
         cache.flatten("past_key_values").unwrap();

@@ -32,6 +32,7 @@ use crate::{
         qwen2_vl::{self, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration},
         qwen3::Qwen3ForCausalLM,
         qwen3_moe::Qwen3MoeForCausalLM,
+        sam::{SamConfig, SamModel},
         smollm3::SmolLM3ForCausalLM,
     },
     tasks::{DecoderDims, TextGenerationOptions},
@@ -57,7 +58,8 @@ pub type InputSets = Vec<(&'static str, Vec<(String, Value)>)>;
 /// shapes and its eager-only prompt, as the Python package's `tasks` module makes them.
 pub trait TaskModel: Module {
     /// The task its input sets are made for: `text-generation`, `text2text-generation`,
-    /// `summarization`, `feature-extraction`.
+    /// `summarization`, `feature-extraction`, `image-text-to-text`, `mask-generation`,
+    /// `text-to-image`.
     fn task(&self) -> &'static str;
 
     /// Every task the model takes inputs for (the first is its default).
@@ -257,6 +259,7 @@ const REGISTRY: &[Entry] = &[
         "gemma3",
         "image-text-to-text"
     ),
+    entry!("SamModel", SamModel, SamConfig, "sam", "mask-generation"),
     entry!(
         "MarianMTModel",
         BartForConditionalGeneration,

@@ -370,6 +370,28 @@ const CONFIGS: &[(&str, &str)] = &[
         "vision_use_head": false}}"#,
     ),
     (
+        // fxmarty/sam-vit-tiny-random's published config (a SamModel, mask-generation), reduced
+        // as the Python package reduces mask-generation configs: 2 vision layers of 12 (none
+        // of them global: global_attn_indexes are 2, 5, 8, 11).
+        "fxmarty/sam-vit-tiny-random",
+        r#"{"architectures": ["SamModel"], "initializer_range": 0.02, "model_type": "sam",
+        "torch_dtype": "float32", "mask_decoder_config": {"attention_downsample_rate": 2,
+        "hidden_act": "relu", "hidden_size": 32, "iou_head_depth": 3,
+        "iou_head_hidden_dim": 256, "layer_norm_eps": 1e-06, "mlp_dim": 2048,
+        "model_type": "", "num_attention_heads": 8, "num_hidden_layers": 2,
+        "num_multimask_outputs": 3}, "prompt_encoder_config": {"hidden_act": "gelu",
+        "hidden_size": 32, "image_embedding_size": 64, "image_size": 1024,
+        "layer_norm_eps": 1e-06, "mask_input_channels": 16, "model_type": "",
+        "num_point_embeddings": 4, "patch_size": 16}, "vision_config": {
+        "attention_dropout": 0.0, "dropout": 0.0, "global_attn_indexes": [2, 5, 8, 11],
+        "hidden_act": "gelu", "hidden_size": 96, "image_size": 1024,
+        "initializer_factor": 1.0, "initializer_range": 1e-10, "intermediate_size": 768,
+        "layer_norm_eps": 1e-06, "mlp_dim": 384, "mlp_ratio": 4.0, "model_type": "",
+        "num_attention_heads": 1, "num_channels": 3, "num_hidden_layers": 2,
+        "num_pos_feats": 16, "output_channels": 32, "patch_size": 16, "projection_dim": 64,
+        "qkv_bias": true, "use_abs_pos": true, "use_rel_pos": true, "window_size": 14}}"#,
+    ),
+    (
         "xenova/tiny-random-Phi3ForCausalLM",
         r#"{"architectures": ["Phi3ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
         "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 32,

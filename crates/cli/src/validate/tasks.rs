@@ -24,6 +24,7 @@ pub(super) const TASKS: &[(&str, &str)] = &[
     ),
     ("text-to-image", "diffusers/tiny-torch-full-checker/unet"),
     ("image-text-to-text", "tiny-random/qwen2-vl"),
+    ("mask-generation", "fxmarty/sam-vit-tiny-random"),
 ];
 
 pub(super) fn task_names() -> String {

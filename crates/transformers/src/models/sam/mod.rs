@@ -241,6 +241,11 @@ impl SamModel {
         Self::new(config, &mut weights)
     }
 
+    /// The mask decoder.
+    pub fn mask_decoder(&self) -> &SamMaskDecoder {
+        &self.mask_decoder
+    }
+
     /// `get_image_wide_positional_embeddings`: the positional features of the grid's cell
     /// centres, `[1, hidden, grid, grid]`.
     ///
