@@ -316,10 +316,12 @@ fn every_catalog_model_validates() {
             ]);
             let weights: f64 = s["model_nweights"].parse().unwrap();
             // text-generation has four sets, text2text-generation two, image-text-to-text
-            // three (the last with other images).
+            // three (the last with other images), mask-generation three (the last with other
+            // numbers of prompts and points).
             let sets: &[&str] = match s["model_task"].as_str() {
                 "text-generation" => &["", "22", "2_empty_cache", "2_batch1"],
                 "image-text-to-text" => &["", "22", "2_images"],
+                "mask-generation" => &["", "22", "2_points"],
                 _ => &["", "22"],
             };
             // In the half types a mixture of experts may route a token near a tie to another
@@ -364,8 +366,27 @@ fn tasks_and_their_inputs_are_described() {
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         "text-generation\ntext2text-generation\nfeature-extraction\nsummarization\ntext-to-image\n\
-         image-text-to-text"
+         image-text-to-text\nmask-generation"
     );
+    // SAM's sets as the Python package makes them (one more image in inputs2), and another
+    // number of prompts and of points.
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "-t", "mask-generation"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "inputs: dict(pixel_values:T1s2x3x1024x1024,input_points:T1s2x2x10x2,input_boxes:T1s2x2x4)",
+        "inputs2: dict(pixel_values:T1s3x3x1024x1024,input_points:T1s3x2x10x2,input_boxes:T1s3x2x4)",
+        "inputs_points: dict(pixel_values:T1s1x3x1024x1024,input_points:T1s1x3x4x2,input_boxes:T1s1x3x4)",
+        "dynamic_shapes: ((),dict(pixel_values:{0:DYN(batch)},input_points:{0:DYN(batch),1:DYN(point_batch_size),2:DYN(nb_points_per_image)},input_boxes:{0:DYN(batch),1:DYN(point_batch_size)}))",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from\n{text}"
+        );
+    }
     // Qwen2-VL's sets: 2 images of 16 and 32 patches, none, then 3 of 16, 16 and 8; the prompt
     // without positions but with the token types the model computes them from.
     let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))

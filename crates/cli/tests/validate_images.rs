@@ -1,6 +1,6 @@
-//! `validate` on vision-language models: checkpoints saved by transformers validate with
-//! other numbers of images than the export's, and without the transformers patches the export
-//! stops where the model reads its data.
+//! `validate` on vision models (vision-language models, SAM): checkpoints saved by
+//! transformers validate with other numbers of images (or prompts) than the export's, and
+//! without the transformers patches the export stops where the model reads its data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -168,4 +168,57 @@ fn a_gemma3_checkpoint_saved_by_transformers_validates_with_other_images() {
         let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
         assert!(abs <= 3e-2, "float16 {sfx}: {abs}");
     }
+}
+
+/// A SAM checkpoint written by transformers' `save_pretrained` (a grid of 6 patches padded to
+/// windows of 4, one global layer, the positional embedding tied) validates through the CLI
+/// on the mask-generation sets: one more image in `inputs2`, other numbers of prompts and
+/// points in `inputs_points`, with `patched_SamMaskDecoder.forward`; without the transformers
+/// patches the export stops on the `if` on the prompt tokens' sum.
+#[test]
+fn a_sam_checkpoint_saved_by_transformers_validates_with_other_prompts() {
+    let config = r#"{"vision_config": {"hidden_size": 16, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "image_size": 96, "patch_size": 16, "window_size": 4,
+        "global_attn_indexes": [1], "output_channels": 16, "mlp_dim": 20,
+        "num_pos_feats": 8},
+        "prompt_encoder_config": {"hidden_size": 16, "image_size": 96, "patch_size": 16,
+        "mask_input_channels": 4},
+        "mask_decoder_config": {"hidden_size": 16, "num_attention_heads": 4, "mlp_dim": 24,
+        "iou_head_hidden_dim": 12, "num_hidden_layers": 1}}"#;
+    let ckpt = saved_checkpoint(
+        "validate_sam",
+        "make_sam_reference.py",
+        config,
+        &["--sets=x:1:1:1:0:0:0"],
+    );
+    let n_parameters = take_n_parameters(&ckpt);
+    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
+    assert_eq!(s["model_source"], "checkpoint");
+    assert_eq!(s["model_class"], "SamModel");
+    assert_eq!(s["model_task"], "mask-generation");
+    assert_eq!(s["model_nweights"], n_parameters.to_string());
+    assert!(
+        s["export_patch"].contains("patched_SamMaskDecoder.forward"),
+        "{}",
+        s["export_patch"]
+    );
+    assert_eq!(s["n_node_If"], "1");
+    for sfx in ["", "22", "2_points"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+        assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
+    }
+    assert!(
+        s["model_inputs"].contains("pixel_values:T1s2x3x96x96"),
+        "{}",
+        s["model_inputs"]
+    );
+    let err = tiny_fails(
+        ckpt.to_str().unwrap(),
+        &["--patch", "patch_transformers=False"],
+    );
+    assert!(
+        err.contains("as a bool") && err.contains("sam/mask_decoder.rs:"),
+        "{err}"
+    );
 }

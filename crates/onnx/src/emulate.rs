@@ -225,6 +225,7 @@ impl Pass {
             | "Clip"
             | "Concat"
             | "Conv"
+            | "ConvTranspose"
             | "Cos"
             | "CumSum"
             | "Div"

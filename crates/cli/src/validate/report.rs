@@ -80,7 +80,7 @@ pub(super) fn suffix(set: &str) -> &'static str {
         "inputs_resolution" => "2_resolution",
         "inputs_odd_resolution" => "2_odd_resolution",
         "inputs_images" => "2_images",
-        "inputs_prompts" => "2_prompts",
+        "inputs_points" => "2_points",
         _ => "_other",
     }
 }

@@ -870,10 +870,10 @@ fn group_norm(c: &mut Ctx<'_>) -> Result<(), LowerError> {
 }
 
 /// Emits `op_type` on the op's inputs `0..n` (those present) with `attrs`. The ONNX ops of
-/// windows (`Conv`, `ConvTranspose`, `AveragePool`) take no bfloat16 before opset 22: there
-/// the inputs are cast to float32 and the result back (torch accumulates bfloat16 in float32
-/// too).
-fn emit_windowed(
+/// windows (`Conv`, `ConvTranspose`, `AveragePool`) and `Sin` / `Cos` take no bfloat16 before
+/// opset 22: there the inputs are cast to float32 and the result back (torch computes
+/// bfloat16 in float32 too, rounding the result).
+fn emit_widened(
     c: &mut Ctx<'_>,
     op_type: &str,
     n: usize,
@@ -916,7 +916,7 @@ fn conv2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
         ("dilations", A::Ints(dilation)),
         ("group", A::Int(groups)),
     ];
-    emit_windowed(c, "Conv", 3, attrs)
+    emit_widened(c, "Conv", 3, attrs)
 }
 
 /// `conv_transpose2d` as ONNX `ConvTranspose` (the same weight layout, `[in, out / groups,
@@ -932,7 +932,7 @@ fn conv_transpose2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
         ("dilations", A::Ints(dilation)),
         ("group", A::Int(groups)),
     ];
-    emit_windowed(c, "ConvTranspose", 3, attrs)
+    emit_widened(c, "ConvTranspose", 3, attrs)
 }
 
 /// `avg_pool2d` as ONNX `AveragePool`.
@@ -944,7 +944,7 @@ fn avg_pool2d(c: &mut Ctx<'_>) -> Result<(), LowerError> {
         ("pads", A::Ints(onnx_pads(padding))),
         ("count_include_pad", A::Int(1)),
     ];
-    emit_windowed(c, "AveragePool", 1, attrs)
+    emit_widened(c, "AveragePool", 1, attrs)
 }
 
 fn sdpa(c: &mut Ctx<'_>) -> Result<(), LowerError> {
@@ -1242,8 +1242,8 @@ table! {
     "aten.log.default", 13 => |c| unary(c, "Log");
     "aten.sqrt.default", 13 => |c| unary(c, "Sqrt");
     "aten.rsqrt.default", 13 => rsqrt;
-    "aten.sin.default", 7 => |c| unary(c, "Sin");
-    "aten.cos.default", 7 => |c| unary(c, "Cos");
+    "aten.sin.default", 7 => |c| emit_widened(c, "Sin", 1, Vec::new());
+    "aten.cos.default", 7 => |c| emit_widened(c, "Cos", 1, Vec::new());
     "aten.abs.default", 13 => |c| unary(c, "Abs");
     "aten.tanh.default", 13 => |c| unary(c, "Tanh");
     "aten.sigmoid.default", 13 => |c| unary(c, "Sigmoid");

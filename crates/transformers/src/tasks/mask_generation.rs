@@ -9,7 +9,7 @@
 //! - Points and boxes are pixel coordinates of the `image_size` input (uniform in
 //!   `[0, image_size)`, a box's corners ordered), as `SamProcessor` gives them; the Python
 //!   package draws them from N(0, 1), a few pixels around the corner.
-//! - A third set, `inputs_prompts`, has another number of prompts (3) and of points (4) for one
+//! - A third set, `inputs_points`, has another number of prompts (3) and of points (4) for one
 //!   image, so that every dimension named dynamic changes between the sets (the Python
 //!   package's `inputs2` keeps both).
 //! - The images are the config's size: SAM refuses any other (the processor resizes and pads
@@ -51,7 +51,7 @@ pub struct MaskGenerationSet {
     pub boxes: bool,
 }
 
-/// The sets `inputs`, `inputs2` (`batch + increment` images) and `inputs_prompts` (see the
+/// The sets `inputs`, `inputs2` (`batch + increment` images) and `inputs_points` (see the
 /// module doc); `inputs` alone when `increment` is 0.
 pub fn mask_generation_sets(batch: i64, increment: i64) -> Vec<(&'static str, MaskGenerationSet)> {
     let set = |batch, point_batch, points| MaskGenerationSet {
@@ -63,7 +63,7 @@ pub fn mask_generation_sets(batch: i64, increment: i64) -> Vec<(&'static str, Ma
     let mut sets = vec![("inputs", set(batch, 2, 10))];
     if increment > 0 {
         sets.push(("inputs2", set(batch + increment, 2, 10)));
-        sets.push(("inputs_prompts", set(1, 3, 4)));
+        sets.push(("inputs_points", set(1, 3, 4)));
     }
     sets
 }
