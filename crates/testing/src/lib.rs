@@ -427,6 +427,132 @@ fn upscaling() -> Case {
     }
 }
 
+/// The ops of SAM's prompt encoder and the shapes of its mask decoder, over `b` images, `p`
+/// prompts of `n` points: the padding point appended (`cat` with `zeros` / `full` of symbolic
+/// sizes), the random Fourier features (`matmul`, `sin`, `cos`), the label `where`s, the box
+/// corners, the per-prompt copy of the image (unsqueeze-expand-reshape over a symbolic
+/// count), the window padding (`pad`), the relative-position gather (`index_select` of a
+/// constant index) and the grid of cell centres (`cumsum`).
+fn prompts() -> Case {
+    let scaled = |shape: &[i64], by: f64| {
+        Tensor::from(tch::Tensor::randn(shape, (Kind::Float, Device::Cpu)) * by)
+    };
+    let g = scaled(&[2, 3], 4.0);
+    let (w_na, w0, w1) = (randn(&[1, 6]), randn(&[1, 6]), randn(&[1, 6]));
+    let corners = randn(&[2, 6]);
+    let table = randn(&[5, 4]);
+    let index = Tensor::from(tch::Tensor::from_slice(&[2_i64, 1, 0, 3, 2, 1, 4, 3, 2]));
+    let m = FnModule::new(
+        "Prompts",
+        &["points", "labels", "boxes", "image"],
+        move |i: &Inputs| {
+            let (points, labels) = (i.tensor("points")?, i.tensor("labels")?);
+            let (boxes, image) = (i.tensor("boxes")?, i.tensor("image")?);
+            let s = points.shape();
+            let (b, p) = (s[0].clone(), s[1].clone());
+            let one = SymInt::new(1);
+            let pad_point = Tensor::zeros(
+                vec![b.clone(), p.clone(), one.clone(), SymInt::new(2)],
+                Kind::Float,
+                Device::Cpu,
+            )?;
+            let pad_label = Tensor::full(
+                vec![b.clone(), p.clone(), one],
+                -1,
+                Kind::Int64,
+                Device::Cpu,
+            )?;
+            let pts = Tensor::cat(&[&points.add_scalar(0.5)?, &pad_point], 2)?;
+            let labels = Tensor::cat(&[labels, &pad_label], 2)?;
+            let features = |c: &Tensor| -> Result<Tensor> {
+                let c = c
+                    .div_scalar(64.0)?
+                    .mul_scalar(2.0)?
+                    .sub_scalar(1.0)?
+                    .matmul(&g)?
+                    .mul_scalar(2.0 * std::f64::consts::PI)?;
+                Tensor::cat(&[&c.sin()?, &c.cos()?], -1)
+            };
+            let e = features(&pts)?;
+            let l = labels.unsqueeze(-1)?;
+            let zero = Tensor::zeros(Vec::<SymInt>::new(), Kind::Float, Device::Cpu)?;
+            let e = w_na.where_cond(&l.eq_scalar(-1)?, &e)?;
+            let e = e.where_cond(&l.ne_scalar(-10)?, &zero)?;
+            let e = e.add(&w0)?.where_cond(&l.eq_scalar(0)?, &e)?;
+            let e = e.add(&w1)?.where_cond(&l.eq_scalar(1)?, &e)?;
+            let bs = boxes.shape();
+            let c = boxes.reshape(vec![
+                bs[0].clone(),
+                bs[1].clone(),
+                SymInt::new(2),
+                SymInt::new(2),
+            ])?;
+            let c = features(&c.add_scalar(0.5)?)?.add(&corners)?;
+            let is = image.shape();
+            let per_prompt = image
+                .unsqueeze(1)?
+                .expand(vec![
+                    is[0].clone(),
+                    p.clone(),
+                    is[1].clone(),
+                    is[2].clone(),
+                    is[3].clone(),
+                ])?
+                .reshape(vec![
+                    &is[0] * &p,
+                    is[1].clone(),
+                    is[2].clone(),
+                    is[3].clone(),
+                ])?;
+            let windows = image
+                .permute(&[0, 2, 3, 1])?
+                .pad(&[0, 0, 0, 1, 0, 1], 0.0)?;
+            let rel = table.index_select(0, &index)?.reshape(vec![3, 3, 4])?;
+            let grid = Tensor::ones([4, 5], Kind::Float, Device::Cpu)?;
+            let centres = Tensor::stack(
+                &[
+                    &grid.cumsum(1)?.sub_scalar(0.5)?,
+                    &grid.cumsum(0)?.sub_scalar(0.5)?,
+                ],
+                -1,
+            )?;
+            Ok(tuple(vec![e, c, per_prompt, windows, rel, centres]))
+        },
+    );
+    let set = |b: i64, p: i64, n: i64| {
+        let labels = tch::Tensor::from_slice(&[1_i64, 0, -1, -10])
+            .index_select(
+                0,
+                &tch::Tensor::randint(4, [b * p * n], (Kind::Int64, Device::Cpu)),
+            )
+            .reshape([b, p, n]);
+        vec![
+            scaled(&[b, p, n, 2], 30.0),
+            Tensor::from(labels),
+            scaled(&[b, p, 4], 30.0),
+            randn(&[b, 3, 3, 5]),
+        ]
+    };
+    Case {
+        name: "prompts",
+        module: Box::new(m),
+        example: set(2, 2, 5),
+        dims: vec![
+            (0, 0, "batch"),
+            (0, 1, "prompts"),
+            (0, 2, "points"),
+            (1, 0, "batch"),
+            (1, 1, "prompts"),
+            (1, 2, "points"),
+            (2, 0, "batch"),
+            (2, 1, "prompts"),
+            (3, 0, "batch"),
+        ],
+        others: vec![set(1, 3, 1), set(3, 1, 4), set(1, 1, 2)],
+        atol: 1e-4,
+    }
+}
+
 /// Every op case (the generator is seeded first, so weights and inputs repeat).
 pub fn cases() -> Vec<Case> {
     tch::manual_seed(1);
@@ -442,6 +568,7 @@ pub fn cases() -> Vec<Case> {
         resampling(),
         vision(),
         upscaling(),
+        prompts(),
     ]
 }
 
