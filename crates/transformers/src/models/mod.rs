@@ -4,6 +4,7 @@ pub mod bart;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
+pub mod idefics;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;

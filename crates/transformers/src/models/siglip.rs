@@ -82,7 +82,7 @@ impl Default for SiglipVisionConfig {
 }
 
 /// An int, or a list of two equal ints (a square).
-fn square<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
+pub(crate) fn square<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
     let v = Json::deserialize(d)?;
     let side = match &v {
         Json::Number(n) => n.as_i64(),
