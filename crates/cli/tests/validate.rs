@@ -316,12 +316,16 @@ fn every_catalog_model_validates() {
             ]);
             let weights: f64 = s["model_nweights"].parse().unwrap();
             // text-generation has four sets, text2text-generation two, image-text-to-text
-            // three (the last with other images), mask-generation three (the last with other
-            // numbers of prompts and points).
-            let sets: &[&str] = match s["model_task"].as_str() {
-                "text-generation" => &["", "22", "2_empty_cache", "2_batch1"],
-                "image-text-to-text" => &["", "22", "2_images"],
-                "mask-generation" => &["", "22", "2_points"],
+            // three (the last with other images; Idefics a fourth past its rotary tables),
+            // mask-generation three (the last with other numbers of prompts and points).
+            let sets: &[&str] = match (s["model_task"].as_str(), s["model_class"].as_str()) {
+                ("text-generation", _) => &["", "22", "2_empty_cache", "2_batch1"],
+                // Idefics: and a length past its rotary tables.
+                ("image-text-to-text", "IdeficsForVisionText2Text") => {
+                    &["", "22", "2_images", "2_long"]
+                }
+                ("image-text-to-text", _) => &["", "22", "2_images"],
+                ("mask-generation", _) => &["", "22", "2_points"],
                 _ => &["", "22"],
             };
             // In the half types a mixture of experts may route a token near a tie to another

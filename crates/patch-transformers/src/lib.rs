@@ -10,10 +10,13 @@
 //! | `patched_Qwen2VisionTransformerPretrainedModel.forward` (also Qwen2.5-VL's `Qwen2_5_VisionTransformerPretrainedModel`: the same struct) | the position ids and Qwen2.5-VL's window order loop over `grid_thw.tolist()`; the patch computes them from the patch index |
 //! | `patched_Qwen2VLModel.get_image_features` | the features are split per image with `.tolist()` sizes; the patch keeps them whole, as the forward concatenates them |
 //! | `patched_Gemma3Model.get_placeholder_mask` | the placeholder count is checked with a `raise` on the data; the patch records the check in the graph (see [`gemma3`]) |
+//! | `patched_IdeficsAttention.forward` | the rotary length is `max(key_len + cache_position[0], q_len)`, a value of the data compared in Python; the patch takes it from the sizes (see [`idefics`]) |
+//! | `patched_IdeficsEmbedding.forward` | the cos/sin tables grow `if seq_len > max_seq_len_cached`, a guard that limits the export to the cached length; the patch keeps both branches with `cond` |
 //! | `patched_SamMaskDecoder.forward` | the prompt tokens are joined after an `if` on their sum; the patch chooses with `cond`, the token count becoming a symbol (see [`sam`]) |
 //! | `patched_Qwen3MoeSparseMoeBlock.forward` (also `MixtralSparseMoeBlock`: the same struct), with its `_forward_expert_loop` | the expert loop runs over the data-dependent list of experts hit; the patch loops over every expert, each in a `cond` on whether a token chose it, on its tokens only |
 
 pub mod gemma3;
+pub mod idefics;
 pub mod qwen2_vl;
 pub mod sam;
 

@@ -25,6 +25,8 @@ fn dynamic_llama() -> LlamaForCausalLM {
         onnx_diagnostic_patch_transformers::patches(),
         [
             "patched_Gemma3Model.get_placeholder_mask",
+            "patched_IdeficsAttention.forward",
+            "patched_IdeficsEmbedding.forward",
             "patched_LlamaRotaryEmbedding.forward",
             "patched_Qwen2VLModel.get_image_features",
             "patched_Qwen2VisionTransformerPretrainedModel.forward",
@@ -273,6 +275,8 @@ fn nesting_conflicts_and_panics() {
             g.details().names(),
             [
                 "patched_Gemma3Model.get_placeholder_mask",
+                "patched_IdeficsAttention.forward",
+                "patched_IdeficsEmbedding.forward",
                 "patched_Qwen2VLModel.get_image_features",
                 "patched_Qwen2VisionTransformerPretrainedModel.forward",
                 "patched_Qwen3MoeSparseMoeBlock.forward",

@@ -6,7 +6,7 @@
 //! | `DynamicCache`, `StaticCache`, `SlidingWindowCache`, `HybridCache` | transformers | `key_0, value_0, key_1, ...` |
 //! | `EncoderDecoderCache` | transformers | `self_attention_cache`, `cross_attention_cache` |
 //! | `MambaCache` | transformers | `conv_states`, `ssm_states` (lists) |
-//! | `BaseModelOutput`, `CausalLMOutputWithPast`, `Seq2SeqLMOutput`, `Seq2SeqModelOutput`, `SamImageSegmentationOutput` | transformers | the fields that are set |
+//! | `BaseModelOutput`, `CausalLMOutputWithPast`, `Seq2SeqLMOutput`, `Seq2SeqModelOutput`, `IdeficsCausalLMOutputWithPast`, `SamImageSegmentationOutput` | transformers | the fields that are set |
 //! | `UNet2DConditionOutput` | diffusers | `sample` |
 //!
 //! A key/value cache whose layers are not all of the class's usual kind (a `DynamicCache`
@@ -31,7 +31,8 @@ use onnx_diagnostic_diffusers::UNet2DConditionOutput;
 use onnx_diagnostic_transformers::{
     BaseModelOutput, CacheLayer, CausalLMOutputWithPast, DynamicCache, EncoderDecoderCache,
     HybridCache, LayerKind, MambaCache, Seq2SeqLMOutput, Seq2SeqModelOutput, SlidingWindowCache,
-    StaticCache, models::sam::SamImageSegmentationOutput,
+    StaticCache,
+    models::{idefics::IdeficsCausalLMOutputWithPast, sam::SamImageSegmentationOutput},
 };
 
 /// Registers, in the calling thread, the serializers of the families switched on until the
@@ -407,6 +408,9 @@ register_serializer!(DataclassSerializer::<Seq2SeqLMOutput>::new(
     Family::Transformers
 ));
 register_serializer!(DataclassSerializer::<Seq2SeqModelOutput>::new(
+    Family::Transformers
+));
+register_serializer!(DataclassSerializer::<IdeficsCausalLMOutputWithPast>::new(
     Family::Transformers
 ));
 register_serializer!(DataclassSerializer::<SamImageSegmentationOutput>::new(

@@ -64,6 +64,7 @@ fn registration_is_scoped_and_per_thread() {
             "DynamicCache",
             "EncoderDecoderCache",
             "HybridCache",
+            "IdeficsCausalLMOutputWithPast",
             "MambaCache",
             "SamImageSegmentationOutput",
             "Seq2SeqLMOutput",
@@ -89,7 +90,7 @@ fn registration_is_scoped_and_per_thread() {
     );
     {
         let guard = register_cache_serialization(true, false, 0);
-        assert_eq!(guard.registered().len(), 11);
+        assert_eq!(guard.registered().len(), 12);
         assert!(is_registered("DynamicCache"));
         assert!(!is_registered("UNet2DConditionOutput"));
         cache.flatten("past_key_values").unwrap();

@@ -23,6 +23,7 @@ use crate::{
         gemma::GemmaForCausalLM,
         gemma2::{self, Gemma2ForCausalLM},
         gemma3::{Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration},
+        idefics::{IdeficsConfig, IdeficsForVisionText2Text},
         llama::{Config, LlamaForCausalLM},
         mistral::MistralForCausalLM,
         mixtral::MixtralForCausalLM,
@@ -257,6 +258,13 @@ const REGISTRY: &[Entry] = &[
         Gemma3ForConditionalGeneration,
         Gemma3Config,
         "gemma3",
+        "image-text-to-text"
+    ),
+    entry!(
+        "IdeficsForVisionText2Text",
+        IdeficsForVisionText2Text,
+        IdeficsConfig,
+        "idefics",
         "image-text-to-text"
     ),
     entry!("SamModel", SamModel, SamConfig, "sam", "mask-generation"),

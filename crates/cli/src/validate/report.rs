@@ -81,6 +81,7 @@ pub(super) fn suffix(set: &str) -> &'static str {
         "inputs_odd_resolution" => "2_odd_resolution",
         "inputs_images" => "2_images",
         "inputs_points" => "2_points",
+        "inputs_long" => "2_long",
         _ => "_other",
     }
 }

@@ -22,6 +22,7 @@
 //!   `images`.
 
 pub mod gemma3;
+pub mod idefics;
 
 use onnx_diagnostic_core::{Dim, DynSpec, DynamicShapes, Value};
 use tch::{Device, Kind};
