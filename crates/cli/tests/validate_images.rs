@@ -222,3 +222,56 @@ fn a_sam_checkpoint_saved_by_transformers_validates_with_other_prompts() {
         "{err}"
     );
 }
+
+/// An Idefics checkpoint written by transformers' `save_pretrained` (the perceiver, two
+/// additional tokens, vector gates, rotary tables of 100 positions) validates through the CLI
+/// on the image-text-to-text sets: no image in `inputs2`, three in `inputs_images`, and a
+/// length past the rotary tables in `inputs_long`, with `patched_IdeficsAttention.forward` and
+/// `patched_IdeficsEmbedding.forward`; without the transformers patches the export stops on
+/// the attention's comparison of a value of the data.
+#[test]
+fn an_idefics_checkpoint_saved_by_transformers_validates_past_its_rotary_tables() {
+    let config = r#"{"vocab_size": 120, "additional_vocab_size": 2, "hidden_size": 24,
+        "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 3,
+        "max_position_embeddings": 100, "alpha_type": "vector", "alpha_initializer": "ones",
+        "use_resampler": true, "perceiver_config": {"resampler_depth": 1,
+        "resampler_n_heads": 2, "resampler_head_dim": 6, "resampler_n_latents": 5},
+        "vision_config": {"embed_dim": 16, "image_size": 12, "patch_size": 4,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 24}}"#;
+    let ckpt = saved_checkpoint(
+        "validate_idefics",
+        "make_idefics_reference.py",
+        config,
+        &["--sets=x:1:2:1:1:ones:given"],
+    );
+    let n_parameters = take_n_parameters(&ckpt);
+    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
+    assert_eq!(s["model_source"], "checkpoint");
+    assert_eq!(s["model_class"], "IdeficsForVisionText2Text");
+    assert_eq!(s["model_task"], "image-text-to-text");
+    assert_eq!(s["model_nweights"], n_parameters.to_string());
+    for p in [
+        "patched_IdeficsAttention.forward",
+        "patched_IdeficsEmbedding.forward",
+    ] {
+        assert!(s["export_patch"].contains(p), "{}", s["export_patch"]);
+    }
+    for sfx in ["", "22", "2_images", "2_long"] {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+        assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
+    }
+    assert!(
+        s["model_inputs"].contains("pixel_values:T1s2x2x3x12x12"),
+        "{}",
+        s["model_inputs"]
+    );
+    let err = tiny_fails(
+        ckpt.to_str().unwrap(),
+        &["--patch", "patch_transformers=False"],
+    );
+    assert!(
+        err.contains("as a bool") && err.contains("idefics/text.rs:"),
+        "{err}"
+    );
+}
