@@ -34,7 +34,9 @@ fn caches_lists_the_seed_classes_sorted() {
     assert!(lines.contains(&"CausalLMOutputWithPast"));
     assert!(lines.contains(&"Seq2SeqLMOutput"));
     assert!(lines.contains(&"Seq2SeqModelOutput"));
-    assert_eq!(lines.len(), 11);
+    assert!(lines.contains(&"IdeficsCausalLMOutputWithPast"));
+    assert!(lines.contains(&"SamImageSegmentationOutput"));
+    assert_eq!(lines.len(), 13);
 }
 
 /// `onnx-diagnostic patches` lists `Class: method` as seed `002` does; `--diff` prints real

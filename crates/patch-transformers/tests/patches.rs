@@ -258,8 +258,9 @@ fn nesting_conflicts_and_panics() {
             assert!(e.to_string().contains("inner patch ran"), "{e}");
         }
         assert!(forward(&model).is_ok());
-        // The rotary, the mixture-of-experts, the three Qwen2-VL and the Gemma3 patches.
-        assert_eq!(outer.details().n_patches(), 6);
+        // The rotary, the mixture-of-experts, the three Qwen2-VL, the Gemma3, the two
+        // Idefics and the SAM patches.
+        assert_eq!(outer.details().n_patches(), 9);
     }
     assert!(!any_active());
     // A custom patch replaces the built-in patch of its target in the same guard (the seeds

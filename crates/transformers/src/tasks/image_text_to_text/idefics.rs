@@ -139,7 +139,7 @@ pub fn idefics_image_inputs(
         ImageMask::Last => {
             let m = tch::Tensor::zeros([s.batch, s.seq, s.images], i64_);
             for t in 0..s.seq {
-                if let Some(last) = starts.iter().rposition(|&p| p + 1 <= t) {
+                if let Some(last) = starts.iter().rposition(|&p| p < t) {
                     let _ = m.narrow(1, t, 1).narrow(2, last as i64, 1).fill_(1);
                 }
             }
