@@ -3,7 +3,8 @@
 //!
 //! - a tensor: `T{onnx dtype}s{d0}x{d1}` with shapes (`T1s2x3`), `T{dtype}r{rank}` without;
 //!   with min/max, `T1s2x3[min,max:Amean]` (a 0-d tensor: `T1s=value`, an empty one:
-//!   `T1s0[empty]`, NaNs counted as `N{n}nans`); a `C`/`G` prefix with the device;
+//!   `T1s0[empty]`; with NaNs `[nan,nan:AnanN{n}nans]`, the statistics of the whole tensor as
+//!   the Python package prints them); a `C`/`G` prefix with the device;
 //! - lists `#n[a,b]`, tuples `(a,b)` and `(a,)`, dicts `dict(k:v)`, `None`, `int`, `float`,
 //!   `bool`, `str` (`int=3` with min/max); sequences of `limit` items or more print their first
 //!   item then `...`;
@@ -150,23 +151,18 @@ fn tensor_string(t: &tch::Tensor, o: &StringTypeOptions) -> String {
     } else {
         0
     };
-    let values = if n_nan > 0 {
-        let keep = flat.isnan().logical_not();
-        flat.masked_select(&keep)
-    } else {
-        flat.shallow_clone()
-    };
-    if values.numel() == 0 {
-        return format!("{s}[N{n_nan}nans]");
-    }
-    let mean = values.to_kind(Kind::Double).mean(Kind::Double);
-    let (lo, hi) = (item(&values.min(), float), item(&values.max(), float));
-    let mean = py_float(mean.double_value(&[]));
     if n_nan > 0 {
-        format!("{s}[{lo},{hi}:A{mean}N{n_nan}nans]")
-    } else {
-        format!("{s}[{lo},{hi}:A{mean}]")
+        // onnx-diagnostic 0.9.3 drops the NaNs for its count but prints the statistics of the
+        // whole tensor, which torch's min, max and mean make NaN.
+        return format!("{s}[nan,nan:AnanN{n_nan}nans]");
     }
+    let mean = py_float(
+        flat.to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[]),
+    );
+    let (lo, hi) = (item(&flat.min(), float), item(&flat.max(), float));
+    format!("{s}[{lo},{hi}:A{mean}]")
 }
 
 fn join<'a>(items: impl Iterator<Item = &'a Value>, o: &StringTypeOptions) -> String {

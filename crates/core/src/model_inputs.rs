@@ -231,8 +231,12 @@ impl ModelInputs {
         Ok(DynamicShapes { args, kwargs })
     }
 
-    /// Moves positional arguments and their dynamic shapes to named ones, by the forward
-    /// signature (`torch.export` does not take dynamic shapes for both at once).
+    /// Names the dynamic shapes of the positional arguments by the forward signature, as the
+    /// Python package's `ModelInputs.move_to_kwargs` does: the arguments are returned as
+    /// given (positional ones stay positional, named ones in the signature's order) and every
+    /// dynamic shape becomes a named one (`torch.export` and [`crate::export`] bind named
+    /// shapes to positional arguments by name). The Python package's docstring says it moves
+    /// the arguments too; its code moves only the shapes, and so does this.
     ///
     /// # Errors
     /// [`Error::Input`] when there are more positional arguments than parameters.
@@ -253,26 +257,45 @@ impl ModelInputs {
                 ),
             });
         }
-        let mut new_kwargs: Vec<(String, Value)> = self
-            .signature
-            .iter()
-            .zip(args)
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        new_kwargs.extend(kwargs.iter().cloned());
-        let mut new_ds: Vec<(String, DynSpec)> = self
+        // In the signature's order, then any other name (the Python package's reordering).
+        let ordered = |items: Vec<(String, DynSpec)>| {
+            let mut out: Vec<(String, DynSpec)> = self
+                .signature
+                .iter()
+                .filter_map(|n| items.iter().find(|(k, _)| k == n).cloned())
+                .collect();
+            out.extend(
+                items
+                    .iter()
+                    .filter(|(k, _)| !self.signature.contains(k))
+                    .cloned(),
+            );
+            out
+        };
+        let mut named: Vec<(String, DynSpec)> = self
             .signature
             .iter()
             .zip(&ds.args)
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect();
-        new_ds.extend(ds.kwargs.iter().cloned());
+        named.extend(ds.kwargs.iter().cloned());
+        let mut new_kwargs: Vec<(String, Value)> = self
+            .signature
+            .iter()
+            .filter_map(|n| kwargs.iter().find(|(k, _)| k == n).cloned())
+            .collect();
+        new_kwargs.extend(
+            kwargs
+                .iter()
+                .filter(|(k, _)| !self.signature.contains(k))
+                .cloned(),
+        );
         Ok((
-            Vec::new(),
+            args.to_vec(),
             new_kwargs,
             DynamicShapes {
                 args: Vec::new(),
-                kwargs: new_ds,
+                kwargs: ordered(named),
             },
         ))
     }

@@ -152,31 +152,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// What the Python package does not compare (crates/onnx/tests/oracle.rs checks the
+    /// formulas against it): other shapes or lengths are infinitely far.
     #[test]
-    fn formulas_follow_the_python_package() {
+    fn mismatched_structures_are_infinitely_far() {
         let e = tch::Tensor::from_slice(&[1.0f32, -2.0, f32::NAN, 4.0]);
-        let g = tch::Tensor::from_slice(&[1.5f32, -2.0, f32::NAN, f32::NAN]);
-        let d = tensor_diff(&e, &g);
-        // NaN -> 1e10 on both sides: positions 2 agree, position 3 differs by 1e10 - 4.
-        assert_eq!(d.abs, 1e10 - 4.0);
-        assert_eq!(d.sum, 0.5 + (1e10 - 4.0));
-        assert!((d.rel - (1e10 - 4.0) / (4.0 + 1e-3)).abs() < 1.0);
-        assert_eq!(d.n, 4.0);
-        assert_eq!(d.dnan, 1.0);
         let other_shape = tch::Tensor::zeros([2, 2], (tch::Kind::Float, tch::Device::Cpu));
         assert_eq!(tensor_diff(&e, &other_shape).abs, f64::INFINITY);
-    }
-
-    #[test]
-    fn nested_values_take_max_and_sum() {
         let t = |v: &[f32]| Value::from(tch::Tensor::from_slice(v));
         let e = Value::Tuple(vec![t(&[1.0, 2.0]), t(&[0.0])]);
-        let g = Value::List(vec![t(&[1.0, 2.5]), t(&[0.25])]);
-        let d = max_diff(&e, &g);
-        assert_eq!(d.abs, 0.5);
-        assert_eq!(d.sum, 0.75);
-        assert_eq!(d.n, 3.0);
-        assert!((d.rel - 0.25 / 1e-3).abs() < 1e-9);
         let short = Value::List(vec![t(&[1.0, 2.0])]);
         assert_eq!(max_diff(&e, &short).n, f64::INFINITY);
     }

@@ -458,3 +458,36 @@ fn tree_specs_serialize_to_json_and_back() {
         .unwrap();
     assert_eq!(shape_string(&rebuilt), shape_string(&v));
 }
+
+/// A `DynamicCache`, alone and among other inputs, prints as the Python package prints the
+/// cache its `make_dynamic_cache` builds from the same tensors (onnx-diagnostic 0.9.3 run by
+/// `onnx_diagnostic_testing::oracle`), with shapes and with statistics.
+#[test]
+fn dynamic_caches_print_like_the_python_package() {
+    use onnx_diagnostic_testing::oracle::Oracle;
+    tch::manual_seed(4);
+    let cache = Value::custom(make_dynamic_cache(pairs(2, &[1, 2, 3, 4])));
+    let inputs = Value::Dict(vec![
+        ("input_ids".to_owned(), Value::from(randn(&[1, 3]))),
+        ("past_key_values".to_owned(), cache.clone()),
+    ]);
+    let mm = StringTypeOptions {
+        with_shape: true,
+        with_min_max: true,
+        ..StringTypeOptions::default()
+    };
+    let cases = [
+        (cache.clone(), StringTypeOptions::with_shape()),
+        (cache, mm),
+        (inputs, StringTypeOptions::with_shape()),
+    ];
+    let mut oracle = Oracle::new();
+    let asked: Vec<usize> = cases
+        .iter()
+        .map(|(v, o)| oracle.string_type(v, o))
+        .collect();
+    let answers = oracle.run();
+    for ((v, o), i) in cases.iter().zip(asked) {
+        assert_eq!(string_type(v, o), answers[i].text());
+    }
+}

@@ -7,6 +7,8 @@
 //! - [`ToyTransformer`]: a decoder block stack (causal attention, RMSNorm, gated MLP) with
 //!   checkpoint-style weight names.
 
+pub mod oracle;
+
 use onnx_diagnostic_core::{
     Dim, DynSpec, DynamicShapes, FnModule, Inputs, Module, Result, SymInt, Tensor, Value, scope,
 };

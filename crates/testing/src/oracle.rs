@@ -1,0 +1,256 @@
+//! The Python package as the tests' oracle: `string_type`, `max_diff`,
+//! `ModelInputs.guess_dynamic_shapes` and `move_to_kwargs` computed by
+//! onnx-diagnostic 0.9.3 itself (its helper modules, installed in the project's `.venv` by
+//! `scripts/setup`) on the same values, so the expected strings and numbers of the tests are
+//! never typed by hand.
+//!
+//! A test queues its requests ([`Oracle::string_type`], [`Oracle::max_diff`]), then
+//! [`Oracle::run`] starts Python once (importing torch takes seconds) and returns the answers in
+//! order. Values cross as JSON, their tensors in one safetensors file; the custom classes the
+//! oracle rebuilds are those of `oracle/oracle.py` (`DynamicCache`).
+
+// Test support: a failure to run the oracle fails the calling test, as an assertion does.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use onnx_diagnostic_core::{StringTypeOptions, Value};
+use serde_json::{Value as Json, json};
+
+/// One input set: positional and named values.
+pub type InputSet = (Vec<Value>, Vec<(String, Value)>);
+
+/// Queued requests to the Python package.
+#[derive(Default)]
+pub struct Oracle {
+    requests: Vec<Json>,
+    tensors: Vec<(String, tch::Tensor)>,
+}
+
+/// What the Python package's `max_diff` returned (without `argm` and `dev`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PyDiff {
+    /// `abs`.
+    pub abs: f64,
+    /// `rel`.
+    pub rel: f64,
+    /// `sum`.
+    pub sum: f64,
+    /// `n`.
+    pub n: f64,
+    /// `dnan`.
+    pub dnan: f64,
+}
+
+/// One answer of [`Oracle::run`].
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// A `string_type` string.
+    Text(String),
+    /// A `max_diff` result.
+    Diff(PyDiff),
+}
+
+impl Answer {
+    /// The string of a `string_type` answer.
+    ///
+    /// # Panics
+    /// For another answer.
+    pub fn text(&self) -> &str {
+        match self {
+            Answer::Text(s) => s,
+            Answer::Diff(d) => panic!("a max_diff answer ({d:?}), not a string"),
+        }
+    }
+
+    /// The result of a `max_diff` answer.
+    ///
+    /// # Panics
+    /// For another answer.
+    pub fn diff(&self) -> PyDiff {
+        match self {
+            Answer::Diff(d) => *d,
+            Answer::Text(s) => panic!("a string_type answer ({s:?}), not a max_diff"),
+        }
+    }
+}
+
+impl Oracle {
+    /// No request yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn encode(&mut self, v: &Value) -> Json {
+        match v {
+            Value::Tensor(t) => {
+                let key = format!("t{}", self.tensors.len());
+                self.tensors.push((
+                    key.clone(),
+                    t.as_tch().to_device(tch::Device::Cpu).contiguous(),
+                ));
+                json!({ "tensor": key })
+            }
+            Value::Int(i) => json!({ "int": i }),
+            Value::Float(f) => json!({ "float": f }),
+            Value::Bool(b) => json!({ "bool": b }),
+            Value::Str(s) => json!({ "str": s }),
+            Value::None => json!({ "none": null }),
+            Value::List(items) => {
+                json!({ "list": items.iter().map(|i| self.encode(i)).collect::<Vec<_>>() })
+            }
+            Value::Tuple(items) => {
+                json!({ "tuple": items.iter().map(|i| self.encode(i)).collect::<Vec<_>>() })
+            }
+            Value::Dict(items) => json!({
+                "dict": items
+                    .iter()
+                    .map(|(k, i)| json!([k, self.encode(i)]))
+                    .collect::<Vec<_>>()
+            }),
+            Value::Custom(c) if c.class_name() == "DynamicCache" => {
+                let fields = c.fields();
+                let list = |name: &str| match fields.iter().find(|(k, _)| k == name) {
+                    Some((_, Value::List(l))) => l.clone(),
+                    _ => panic!("DynamicCache without its {name} list"),
+                };
+                let pairs: Vec<Json> = list("key_cache")
+                    .iter()
+                    .zip(&list("value_cache"))
+                    .map(|(k, v)| json!([self.encode(k), self.encode(v)]))
+                    .collect();
+                json!({ "DynamicCache": pairs })
+            }
+            Value::Custom(c) => panic!("the oracle cannot rebuild a {}", c.class_name()),
+        }
+    }
+
+    /// Queues `string_type(value, **options)`; returns the answer's index.
+    pub fn string_type(&mut self, value: &Value, options: &StringTypeOptions) -> usize {
+        let v = self.encode(value);
+        self.requests.push(json!({
+            "fn": "string_type",
+            "value": v,
+            "options": {
+                "with_shape": options.with_shape,
+                "with_min_max": options.with_min_max,
+                "with_device": options.with_device,
+                "limit": options.limit,
+            },
+        }));
+        self.requests.len() - 1
+    }
+
+    /// Queues `max_diff(expected, got)`; returns the answer's index.
+    pub fn max_diff(&mut self, expected: &Value, got: &Value) -> usize {
+        let (e, g) = (self.encode(expected), self.encode(got));
+        self.requests
+            .push(json!({ "fn": "max_diff", "expected": e, "got": g }));
+        self.requests.len() - 1
+    }
+
+    fn sets(&mut self, sets: &[InputSet]) -> Json {
+        Json::Array(
+            sets.iter()
+                .map(|(args, kwargs)| {
+                    let a: Vec<Json> = args.iter().map(|v| self.encode(v)).collect();
+                    let k: Vec<Json> = kwargs
+                        .iter()
+                        .map(|(n, v)| json!([n, self.encode(v)]))
+                        .collect();
+                    json!([a, k])
+                })
+                .collect(),
+        )
+    }
+
+    /// Queues `ModelInputs(model, sets).guess_dynamic_shapes(auto=auto)` for a module whose
+    /// forward takes `signature`, printed by `string_type`; returns the answer's index.
+    pub fn guess_dynamic_shapes(
+        &mut self,
+        signature: &[&str],
+        sets: &[InputSet],
+        auto: bool,
+    ) -> usize {
+        let s = self.sets(sets);
+        self.requests.push(json!({
+            "fn": "guess_dynamic_shapes", "signature": signature, "sets": s, "auto": auto,
+        }));
+        self.requests.len() - 1
+    }
+
+    /// Queues `move_to_kwargs` of the first set with the guessed shapes, printed `args kwargs
+    /// dynamic_shapes` (`string_type`, the kwargs with shapes); returns the answer's index.
+    pub fn move_to_kwargs(&mut self, signature: &[&str], sets: &[InputSet], auto: bool) -> usize {
+        let s = self.sets(sets);
+        self.requests.push(json!({
+            "fn": "move_to_kwargs", "signature": signature, "sets": s, "auto": auto,
+        }));
+        self.requests.len() - 1
+    }
+
+    /// Runs the Python package on every request, in order.
+    ///
+    /// # Panics
+    /// When the project's Python or onnx-diagnostic cannot run (run `scripts/setup`), naming
+    /// Python's error.
+    pub fn run(self) -> Vec<Answer> {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!(
+            "onnx-diagnostic-oracle-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let (requests, tensors, answers) = (
+            dir.join("requests.json"),
+            dir.join("tensors.safetensors"),
+            dir.join("answers.json"),
+        );
+        std::fs::write(&requests, Json::Array(self.requests).to_string()).expect("write");
+        let named: Vec<(&str, &tch::Tensor)> =
+            self.tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        if named.is_empty() {
+            std::fs::write(&tensors, b"").expect("write");
+        } else {
+            tch::Tensor::write_safetensors(&named, &tensors).expect("write the tensors");
+        }
+        let out = std::process::Command::new(manifest.join("../../.venv/bin/python"))
+            .arg(manifest.join("oracle/oracle.py"))
+            .arg(&requests)
+            .arg(if named.is_empty() {
+                PathBuf::new()
+            } else {
+                tensors.clone()
+            })
+            .arg(&answers)
+            .output()
+            .expect("the project's .venv/bin/python runs (scripts/setup makes it)");
+        assert!(
+            out.status.success(),
+            "the onnx-diagnostic oracle failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&answers).expect("the oracle's answers");
+        let _ = std::fs::remove_dir_all(&dir);
+        let parsed: Vec<Json> = serde_json::from_str(&text).expect("JSON answers");
+        let num = |d: &Json, k: &str| match &d[k] {
+            Json::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+            Json::String(s) => s.parse().unwrap_or(f64::NAN),
+            other => panic!("max_diff's {k} is {other}"),
+        };
+        parsed
+            .into_iter()
+            .map(|a| match &a {
+                Json::String(s) => Answer::Text(s.clone()),
+                d => Answer::Diff(PyDiff {
+                    abs: num(d, "abs"),
+                    rel: num(d, "rel"),
+                    sum: num(d, "sum"),
+                    n: num(d, "n"),
+                    dnan: num(d, "dnan"),
+                }),
+            })
+            .collect()
+    }
+}
