@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{saved_checkpoint, take_n_parameters, tiny_fails, validate_ok};
+use common::{
+    saved_checkpoint, stops_without_transformers_patches, take_n_parameters, tiny_fails,
+    validate_checkpoint, validate_ok,
+};
 
 /// A Qwen2-VL directory and a Qwen2.5-VL one (window attention, tied embeddings), each written
 /// by transformers' `save_pretrained` (the hub's `visual.*` / `model.*` layout) from a config
@@ -129,35 +132,20 @@ fn a_gemma3_checkpoint_saved_by_transformers_validates_with_other_images() {
         &["--sets=x:1:2:0:0:all"],
     );
     let n_parameters = take_n_parameters(&ckpt);
-    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
-    assert_eq!(s["model_source"], "checkpoint");
-    assert_eq!(s["model_class"], "Gemma3ForConditionalGeneration");
-    assert_eq!(s["model_task"], "image-text-to-text");
-    assert_eq!(s["model_nweights"], n_parameters.to_string());
-    assert!(
-        s["export_patch"].contains("patched_Gemma3Model.get_placeholder_mask"),
-        "{}",
-        s["export_patch"]
+    let s = validate_checkpoint(
+        &ckpt,
+        ("Gemma3ForConditionalGeneration", "image-text-to-text"),
+        n_parameters,
+        &["patched_Gemma3Model.get_placeholder_mask"],
+        &["", "22", "2_images"],
     );
-    for sfx in ["", "22", "2_images"] {
-        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-        assert!(abs <= 1e-4, "{sfx}: {abs}");
-        assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
-    }
     // 2 images of 18 x 18 pixels in the export set, 3 in one row in the last.
     assert!(
         s["model_inputs"].contains("pixel_values:T1s2x3x18x18"),
         "{}",
         s["model_inputs"]
     );
-    let err = tiny_fails(
-        ckpt.to_str().unwrap(),
-        &["--patch", "patch_transformers=False"],
-    );
-    assert!(
-        err.contains("as a bool") && err.contains("gemma3/multimodal.rs:"),
-        "{err}"
-    );
+    stops_without_transformers_patches(&ckpt, "gemma3/multimodal.rs");
     let (_, s) = validate_ok(&[
         "-m".as_ref(),
         "tiny-random/gemma-3".as_ref(),
@@ -192,35 +180,20 @@ fn a_sam_checkpoint_saved_by_transformers_validates_with_other_prompts() {
         &["--sets=x:1:1:1:0:0:0"],
     );
     let n_parameters = take_n_parameters(&ckpt);
-    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
-    assert_eq!(s["model_source"], "checkpoint");
-    assert_eq!(s["model_class"], "SamModel");
-    assert_eq!(s["model_task"], "mask-generation");
-    assert_eq!(s["model_nweights"], n_parameters.to_string());
-    assert!(
-        s["export_patch"].contains("patched_SamMaskDecoder.forward"),
-        "{}",
-        s["export_patch"]
+    let s = validate_checkpoint(
+        &ckpt,
+        ("SamModel", "mask-generation"),
+        n_parameters,
+        &["patched_SamMaskDecoder.forward"],
+        &["", "22", "2_points"],
     );
     assert_eq!(s["n_node_If"], "1");
-    for sfx in ["", "22", "2_points"] {
-        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-        assert!(abs <= 1e-4, "{sfx}: {abs}");
-        assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
-    }
     assert!(
         s["model_inputs"].contains("pixel_values:T1s2x3x96x96"),
         "{}",
         s["model_inputs"]
     );
-    let err = tiny_fails(
-        ckpt.to_str().unwrap(),
-        &["--patch", "patch_transformers=False"],
-    );
-    assert!(
-        err.contains("as a bool") && err.contains("sam/mask_decoder.rs:"),
-        "{err}"
-    );
+    stops_without_transformers_patches(&ckpt, "sam/mask_decoder.rs");
 }
 
 /// An Idefics checkpoint written by transformers' `save_pretrained` (the perceiver, two
@@ -245,33 +218,20 @@ fn an_idefics_checkpoint_saved_by_transformers_validates_past_its_rotary_tables(
         &["--sets=x:1:2:1:1:ones:given"],
     );
     let n_parameters = take_n_parameters(&ckpt);
-    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
-    assert_eq!(s["model_source"], "checkpoint");
-    assert_eq!(s["model_class"], "IdeficsForVisionText2Text");
-    assert_eq!(s["model_task"], "image-text-to-text");
-    assert_eq!(s["model_nweights"], n_parameters.to_string());
-    for p in [
-        "patched_IdeficsAttention.forward",
-        "patched_IdeficsEmbedding.forward",
-    ] {
-        assert!(s["export_patch"].contains(p), "{}", s["export_patch"]);
-    }
-    for sfx in ["", "22", "2_images", "2_long"] {
-        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
-        assert!(abs <= 1e-4, "{sfx}: {abs}");
-        assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
-    }
+    let s = validate_checkpoint(
+        &ckpt,
+        ("IdeficsForVisionText2Text", "image-text-to-text"),
+        n_parameters,
+        &[
+            "patched_IdeficsAttention.forward",
+            "patched_IdeficsEmbedding.forward",
+        ],
+        &["", "22", "2_images", "2_long"],
+    );
     assert!(
         s["model_inputs"].contains("pixel_values:T1s2x2x3x12x12"),
         "{}",
         s["model_inputs"]
     );
-    let err = tiny_fails(
-        ckpt.to_str().unwrap(),
-        &["--patch", "patch_transformers=False"],
-    );
-    assert!(
-        err.contains("as a bool") && err.contains("idefics/text.rs:"),
-        "{err}"
-    );
+    stops_without_transformers_patches(&ckpt, "idefics/text.rs");
 }

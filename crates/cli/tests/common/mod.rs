@@ -89,3 +89,42 @@ pub(crate) fn take_n_parameters(ckpt: &std::path::Path) -> i64 {
         .map(|(_, t)| t.int64_value(&[]))
         .unwrap()
 }
+
+/// `validate -m DIR` on a checkpoint saved by transformers: checks that the summary names the
+/// checkpoint, `class` and `task`, `n_parameters` weights, each of `patches` applied, and
+/// every set of `suffixes` within 1e-4 in ONNX Runtime without NaN; returns the summary.
+pub(crate) fn validate_checkpoint(
+    ckpt: &std::path::Path,
+    (class, task): (&str, &str),
+    n_parameters: i64,
+    patches: &[&str],
+    suffixes: &[&str],
+) -> HashMap<String, String> {
+    let (_, s) = validate_ok(&["-m".as_ref(), ckpt.as_os_str()]);
+    assert_eq!(s["model_source"], "checkpoint");
+    assert_eq!(s["model_class"], class);
+    assert_eq!(s["model_task"], task);
+    assert_eq!(s["model_nweights"], n_parameters.to_string());
+    for p in patches {
+        assert!(s["export_patch"].contains(p), "{p}: {}", s["export_patch"]);
+    }
+    for sfx in suffixes {
+        let abs: f64 = s[&format!("disc_onnx_ort_run{sfx}_abs")].parse().unwrap();
+        assert!(abs <= 1e-4, "{sfx}: {abs}");
+        assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
+    }
+    s
+}
+
+/// Without the transformers patches, validating `ckpt` stops on a read of the data (`as a
+/// bool`) at a line of `file`.
+pub(crate) fn stops_without_transformers_patches(ckpt: &std::path::Path, file: &str) {
+    let err = tiny_fails(
+        ckpt.to_str().unwrap(),
+        &["--patch", "patch_transformers=False"],
+    );
+    assert!(
+        err.contains("as a bool") && err.contains(&format!("{file}:")),
+        "{err}"
+    );
+}

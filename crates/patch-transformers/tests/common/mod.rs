@@ -86,3 +86,23 @@ pub(crate) fn try_export<M: TaskModel>(model: &M, skip: &[&str]) -> Result<Expor
         &ExportOptions::default(),
     )
 }
+
+/// The export stopped reading the data as a bool (`to_bool`) at a line of `file` whose
+/// previous line contains `above` (the Python the Rust line stands for).
+pub(crate) fn stops_at_read(e: &Error, file: &str, above: &str) {
+    stops_in(e, file);
+    let Error::DataDependent { location, what } = e else {
+        unreachable!()
+    };
+    assert!(what.contains("as a bool"), "{e}");
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(location.file),
+    )
+    .unwrap();
+    let lines: Vec<&str> = source.lines().collect();
+    let at = location.line as usize - 1;
+    assert!(lines[at].contains("to_bool"), "{}", lines[at]);
+    assert!(lines[at - 1].contains(above), "{}", lines[at - 1]);
+}
