@@ -162,21 +162,31 @@ fn creation_ops_and_gqa_attention_with_symbolic_sizes() {
 }
 
 #[test]
-fn a_device_move_works_or_names_the_op() {
-    // Without CUDA the move fails in the kernel: the error names the op and the caller, it
-    // does not panic. With CUDA the tensor arrives there.
+fn a_device_move_follows_the_machine() {
+    use onnx_diagnostic_testing::machine::{expects_cuda, mismatch};
     let x = randn(&[2, 2]);
-    match x.to_device(Device::Cuda(0)) {
-        Ok(y) => {
-            assert!(tch::Cuda::is_available());
-            assert_eq!(y.device(), Device::Cuda(0));
-        }
-        Err(err) => {
-            assert!(!tch::Cuda::is_available());
-            let text = err.to_string();
-            assert!(text.contains("aten._to_copy.default"), "{text}");
-            assert!(text.contains("tests/ops.rs"), "{text}");
-        }
+    let moved = x.to_device(Device::Cuda(0));
+    if expects_cuda() {
+        // A GPU machine: the tensor arrives there with its values.
+        assert!(
+            tch::Cuda::is_available(),
+            "{}",
+            mismatch("libtorch sees no GPU")
+        );
+        let y = moved.unwrap();
+        assert_eq!(y.device(), Device::Cuda(0));
+        assert!(y.as_tch().to_device(Device::Cpu).equal(x.as_tch()));
+    } else {
+        // Without CUDA the move fails in the kernel: the error names the op and the caller, it
+        // does not panic.
+        assert!(
+            !tch::Cuda::is_available(),
+            "{}",
+            mismatch("libtorch sees a GPU")
+        );
+        let text = moved.unwrap_err().to_string();
+        assert!(text.contains("aten._to_copy.default"), "{text}");
+        assert!(text.contains("tests/ops.rs"), "{text}");
     }
 }
 

@@ -23,23 +23,36 @@ fn one_environment_per_process() {
     selfcheck::run().expect("second self-check runs");
 }
 
-/// The CPU provider is always there; asking for CUDA from a runtime without it (the CPU wheel
-/// of this project's venv) is a typed error saying what to install, never a silent CPU run.
+/// The CPU provider is always there. On a machine declared without CUDA (the CPU wheel of this
+/// project's venv) asking for it is a typed error saying what to install, never a silent CPU
+/// run; on one declared with it (`ONNX_DIAGNOSTIC_EXPECT_CUDA=1`, the onnxruntime-gpu build)
+/// the provider registers and the bytes are refused as a model.
 #[test]
-fn providers_are_listed_and_a_missing_cuda_is_a_typed_error() {
+fn providers_follow_the_machine_and_a_missing_cuda_is_a_typed_error() {
+    use onnx_diagnostic_testing::machine::{expects_cuda, mismatch};
     let providers = onnx_diagnostic_onnx::available_providers().unwrap();
     assert!(providers.contains(&"CPUExecutionProvider"), "{providers:?}");
+    let has_cuda = providers.contains(&"CUDAExecutionProvider");
     // The provider is checked before the model is read: any bytes do.
     let bytes = b"not a model";
     let r =
         onnx_diagnostic_onnx::Session::from_bytes_on(bytes, onnx_diagnostic_onnx::Provider::Cuda);
-    if providers.contains(&"CUDAExecutionProvider") {
-        // A GPU build: the provider registers, the bytes are refused as a model.
+    if expects_cuda() {
+        assert!(
+            has_cuda,
+            "{}: {providers:?}",
+            mismatch("ONNX Runtime has no CUDA provider")
+        );
         assert!(matches!(
             r,
             Err(onnx_diagnostic_onnx::OrtError::Session { .. })
         ));
     } else {
+        assert!(
+            !has_cuda,
+            "{}",
+            mismatch("ONNX Runtime has a CUDA provider")
+        );
         let e = r.unwrap_err();
         assert!(
             matches!(

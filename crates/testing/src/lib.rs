@@ -7,6 +7,7 @@
 //! - [`ToyTransformer`]: a decoder block stack (causal attention, RMSNorm, gated MLP) with
 //!   checkpoint-style weight names.
 
+pub mod machine;
 pub mod oracle;
 
 use onnx_diagnostic_core::{
