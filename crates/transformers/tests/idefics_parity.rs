@@ -144,3 +144,31 @@ fn idefics_matches_transformers_with_images_gates_and_grown_rotary_tables() {
     check("tiny", TINY, &sets);
     check("other", OTHER, &sets);
 }
+
+/// Configs that build no model transformers can run are refused naming the field: an
+/// interval of cross-attention layers that does not divide the layers (transformers' forward
+/// reads a gated layer past the last), an unknown gate type, a rope type the cached tables do
+/// not have, heads that do not divide the width.
+#[test]
+fn idefics_configs_that_build_no_model_name_the_field() {
+    use onnx_diagnostic_transformers::models::idefics::IdeficsConfig;
+    for (change, field) in [
+        (
+            r#""num_hidden_layers": 3, "cross_layer_interval": 2"#,
+            "cross_layer_interval",
+        ),
+        (r#""alpha_type": "matrix""#, "alpha_type"),
+        (
+            r#""rope_parameters": {"rope_type": "yarn", "factor": 2.0}"#,
+            "rope_parameters.rope_type",
+        ),
+        (r#""hidden_size": 21"#, "num_attention_heads"),
+    ] {
+        let text = format!(r#"{{"num_attention_heads": 2, {change}}}"#);
+        let e = IdeficsConfig::from_json(&text).unwrap_err();
+        assert!(
+            matches!(&e, onnx_diagnostic_transformers::Error::ConfigField { field: f, .. } if f == field),
+            "{change}: {e}"
+        );
+    }
+}

@@ -308,10 +308,17 @@ impl IdeficsConfig {
                 ),
             ));
         }
-        if self.cross_layer_interval == 0 {
+        if self.cross_layer_interval == 0 || self.num_hidden_layers % self.cross_layer_interval != 0
+        {
+            // transformers builds `num_hidden_layers // cross_layer_interval` gated layers and
+            // reads one before every `cross_layer_interval`-th decoder layer: an interval that
+            // does not divide the layers reads one past the last (its IndexError).
             return Err(field(
                 "cross_layer_interval",
-                "0: must be at least 1".to_owned(),
+                format!(
+                    "{}: must be at least 1 and divide num_hidden_layers {}",
+                    self.cross_layer_interval, self.num_hidden_layers
+                ),
             ));
         }
         if !matches!(self.alpha_type.as_str(), "float" | "vector") {
