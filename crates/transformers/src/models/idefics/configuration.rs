@@ -308,7 +308,10 @@ impl IdeficsConfig {
                 ),
             ));
         }
-        if self.cross_layer_interval == 0 || self.num_hidden_layers % self.cross_layer_interval != 0
+        if self.cross_layer_interval == 0
+            || !self
+                .num_hidden_layers
+                .is_multiple_of(self.cross_layer_interval)
         {
             // transformers builds `num_hidden_layers // cross_layer_interval` gated layers and
             // reads one before every `cross_layer_interval`-th decoder layer: an interval that
