@@ -259,16 +259,38 @@ fn rewrite(
     emit(&format!("{}\n\n{}\n", r.code, r.diff))
 }
 
+/// The file of a shared library this process has mapped whose name starts with `stem` (read
+/// from `/proc/self/maps`; `None` elsewhere or when it is not mapped).
+fn loaded_library(stem: &str) -> Option<std::path::PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .map(std::path::PathBuf::from)
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(stem) && n.contains(".so"))
+        })
+}
+
 fn doctor() -> Result<()> {
+    // libtorch is linked: the dynamic loader found it before `main` (LD_LIBRARY_PATH, then the
+    // binary's run path: `$ORIGIN`, `$ORIGIN/../lib`, the checkout's `.venv`, then the
+    // system). Print the file it mapped, not the build-time path.
     println!(
         "libtorch: {}",
-        option_env!("LIBTORCH").unwrap_or("(LIBTORCH was not set at build time)")
+        loaded_library("libtorch_cpu").map_or_else(
+            || {
+                format!(
+                    "(not mapped; built against {})",
+                    option_env!("LIBTORCH").unwrap_or("an unknown LIBTORCH")
+                )
+            },
+            |p| p.display().to_string()
+        )
     );
-    println!(
-        "onnxruntime: {}",
-        runtime::runtime_library_path()
-            .map_or_else(|| "(not found)".to_owned(), |p| p.display().to_string())
-    );
+    let ort = runtime::runtime_library()?;
+    println!("onnxruntime: {} ({})", ort.path.display(), ort.origin);
     let check = selfcheck::run()?;
     println!(
         "libtorch and ONNX Runtime agree on x + y: max abs diff {:e}",

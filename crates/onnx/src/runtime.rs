@@ -1,9 +1,18 @@
 //! ONNX Runtime runner over `ort` with `load-dynamic`.
 //!
-//! The runtime library is the `libonnxruntime.so.1.31.1` of the `onnxruntime` wheel. Its path is,
-//! in order: the `ORT_DYLIB_PATH` variable at run time, else the path `.cargo/config.toml` gave
-//! at build time (the repository's `.venv/libs/libonnxruntime.so`), so the binaries run with
-//! nothing exported in the calling shell.
+//! The runtime library is the `libonnxruntime.so.1.31.1` of the `onnxruntime` wheel, loaded at
+//! run time. [`runtime_library`] finds it, in this order (the first that applies wins):
+//! 1. the `ORT_DYLIB_PATH` variable at run time: when set, it is the library, and a path that
+//!    does not exist is an error naming it (no fall-through to another library);
+//! 2. next to the binary: `libonnxruntime.so` in the executable's directory, then in `../lib`
+//!    (the layout `scripts/install PREFIX` writes: `PREFIX/bin`, `PREFIX/lib`);
+//! 3. the project's virtualenv: the path `.cargo/config.toml` gave at build time
+//!    (`.venv/libs/libonnxruntime.so` of the checkout), when that file exists;
+//! 4. the system: the bare name `libonnxruntime.so`, which the dynamic loader looks up
+//!    (`LD_LIBRARY_PATH`, `ld.so.cache`, `/usr/lib`).
+//!
+//! So the binaries run with nothing exported in the calling shell, from the checkout or
+//! installed, and `doctor` prints which one was taken and why.
 //!
 //! ONNX Runtime allows one environment per process: [`environment`] creates it once, in a
 //! `OnceLock`, and every [`Session`] uses it.
@@ -81,11 +90,111 @@ pub enum OrtError {
     },
 }
 
-/// The path of the ONNX Runtime library this process loads (see the module doc).
+/// Where the ONNX Runtime library was found (the steps of the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibraryOrigin {
+    /// The `ORT_DYLIB_PATH` variable at run time.
+    Environment,
+    /// Next to the running executable (its directory or `../lib`).
+    NextToBinary,
+    /// The project's virtualenv, the path given at build time.
+    ProjectVenv,
+    /// The dynamic loader's own search (`LD_LIBRARY_PATH`, system directories).
+    System,
+}
+
+impl fmt::Display for LibraryOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Environment => "from ORT_DYLIB_PATH",
+            Self::NextToBinary => "next to the binary",
+            Self::ProjectVenv => "the project's .venv, as built",
+            Self::System => "the system's library search",
+        })
+    }
+}
+
+/// The ONNX Runtime library this process loads, and why that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeLibrary {
+    /// The path handed to the loader (a bare file name for [`LibraryOrigin::System`]).
+    pub path: PathBuf,
+    /// Which step of the search order found it.
+    pub origin: LibraryOrigin,
+}
+
+/// The file name of the runtime library on this platform (`libonnxruntime.so` on Linux).
+pub fn library_file_name() -> String {
+    format!(
+        "{}onnxruntime{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// Finds the ONNX Runtime library by the search order of the module doc.
+///
+/// # Errors
+/// [`OrtError::Load`] when `ORT_DYLIB_PATH` is set to a path that does not exist.
+pub fn runtime_library() -> Result<RuntimeLibrary, OrtError> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    search_library(
+        std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+        exe_dir.as_deref(),
+        option_env!("ORT_DYLIB_PATH").map(PathBuf::from),
+    )
+}
+
+/// [`runtime_library`] on explicit inputs: the variable's value, the executable's directory and
+/// the build-time path.
+fn search_library(
+    variable: Option<PathBuf>,
+    exe_dir: Option<&Path>,
+    built: Option<PathBuf>,
+) -> Result<RuntimeLibrary, OrtError> {
+    if let Some(path) = variable.filter(|p| !p.as_os_str().is_empty()) {
+        if !path.exists() {
+            return Err(OrtError::Load {
+                message: "ORT_DYLIB_PATH names a file that does not exist (unset it to search \
+                          next to the binary, the project's .venv and the system)"
+                    .to_owned(),
+                path,
+            });
+        }
+        return Ok(RuntimeLibrary {
+            path,
+            origin: LibraryOrigin::Environment,
+        });
+    }
+    let name = library_file_name();
+    if let Some(dir) = exe_dir {
+        for candidate in [dir.join(&name), dir.join("..").join("lib").join(&name)] {
+            if candidate.is_file() {
+                return Ok(RuntimeLibrary {
+                    path: candidate,
+                    origin: LibraryOrigin::NextToBinary,
+                });
+            }
+        }
+    }
+    if let Some(path) = built.filter(|p| p.is_file()) {
+        return Ok(RuntimeLibrary {
+            path,
+            origin: LibraryOrigin::ProjectVenv,
+        });
+    }
+    Ok(RuntimeLibrary {
+        path: PathBuf::from(name),
+        origin: LibraryOrigin::System,
+    })
+}
+
+/// The path of the ONNX Runtime library this process loads (see [`runtime_library`]); `None`
+/// when `ORT_DYLIB_PATH` names a missing file.
 pub fn runtime_library_path() -> Option<PathBuf> {
-    std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .or_else(|| option_env!("ORT_DYLIB_PATH").map(PathBuf::from))
+    runtime_library().ok().map(|l| l.path)
 }
 
 /// The process-wide ONNX Runtime environment, created on first use.
@@ -96,13 +205,10 @@ pub fn runtime_library_path() -> Option<PathBuf> {
 pub fn environment() -> Result<&'static Environment, OrtError> {
     static ENV: OnceLock<Result<Environment, OrtError>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let path = runtime_library_path().ok_or_else(|| OrtError::Load {
-            path: PathBuf::from("libonnxruntime.so"),
-            message: "ORT_DYLIB_PATH is not set and no path was given at build time".to_owned(),
-        })?;
-        let builder = ort::init_from(&path).map_err(|e| OrtError::Load {
-            path: path.clone(),
-            message: e.to_string(),
+        let library = runtime_library()?;
+        let builder = ort::init_from(&library.path).map_err(|e| OrtError::Load {
+            message: format!("{e} (searched: {})", library.origin),
+            path: library.path.clone(),
         })?;
         builder
             .with_name("onnx-diagnostic")
@@ -383,4 +489,74 @@ fn from_ort(value: &DynValue) -> Result<HostTensor, String> {
         }
     };
     Ok(HostTensor { shape, data })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A directory tree `bin/`, `lib/`, `venv/` with the library file where `with` says.
+    fn layout(tag: &str, with: &[&str]) -> PathBuf {
+        let root = std::env::temp_dir().join(format!(
+            "onnx-diagnostic-search-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in ["bin", "lib", "venv"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for dir in with {
+            std::fs::write(root.join(dir).join(library_file_name()), b"").unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn the_search_takes_the_first_step_that_applies() {
+        let root = layout("order", &["bin", "lib", "venv"]);
+        let bin = root.join("bin");
+        let built = root.join("venv").join(library_file_name());
+        let found = |variable: Option<PathBuf>, built: Option<PathBuf>| {
+            search_library(variable, Some(&bin), built).unwrap()
+        };
+        let from_variable = found(Some(built.clone()), None);
+        assert_eq!(from_variable.origin, LibraryOrigin::Environment);
+        assert_eq!(from_variable.path, built);
+        let beside = found(None, Some(built.clone()));
+        assert_eq!(beside.origin, LibraryOrigin::NextToBinary);
+        assert_eq!(beside.path, bin.join(library_file_name()));
+        std::fs::remove_file(bin.join(library_file_name())).unwrap();
+        let installed = found(None, Some(built.clone()));
+        assert_eq!(installed.origin, LibraryOrigin::NextToBinary);
+        assert_eq!(
+            installed.path,
+            bin.join("..").join("lib").join(library_file_name())
+        );
+        std::fs::remove_file(root.join("lib").join(library_file_name())).unwrap();
+        let venv = found(None, Some(built.clone()));
+        assert_eq!(
+            (venv.origin, venv.path),
+            (LibraryOrigin::ProjectVenv, built)
+        );
+        std::fs::remove_dir_all(root.join("venv")).unwrap();
+        let system = found(Some(PathBuf::new()), Some(root.join("venv").join("x.so")));
+        assert_eq!(system.origin, LibraryOrigin::System);
+        assert_eq!(system.path, PathBuf::from(library_file_name()));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_variable_naming_a_missing_file_is_an_error_not_a_fall_through() {
+        let root = layout("missing", &["bin"]);
+        let missing = root.join("nowhere").join("libonnxruntime.so");
+        let err = search_library(Some(missing.clone()), Some(&root.join("bin")), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&missing.display().to_string()) && err.contains("does not exist"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
