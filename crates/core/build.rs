@@ -1,4 +1,5 @@
-//! Records the compiler version for the plugin handshake (`state::RUSTC_VERSION`).
+//! Records, for the plugin handshake, the compiler version (`state::RUSTC_VERSION`) and the
+//! build's optimisation level and target (`state::build_info`).
 
 fn main() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
@@ -10,4 +11,11 @@ fn main() {
         .map_or_else(|| "unknown".to_owned(), |s| s.trim().to_owned());
     println!("cargo:rustc-env=ONNX_DIAGNOSTIC_RUSTC_VERSION={version}");
     println!("cargo:rerun-if-env-changed=RUSTC");
+    for (var, name) in [
+        ("OPT_LEVEL", "ONNX_DIAGNOSTIC_OPT_LEVEL"),
+        ("TARGET", "ONNX_DIAGNOSTIC_TARGET"),
+    ] {
+        let value = std::env::var(var).unwrap_or_else(|_| "unknown".to_owned());
+        println!("cargo:rustc-env={name}={value}");
+    }
 }

@@ -28,7 +28,7 @@ fn plugin_prints_the_declaration_or_the_refusal() {
     assert!(ok, "{err}");
     assert!(
         out.starts_with("plugin example 0.1.0\n")
-            && out.contains("\n  abi: 1\n  onnx-diagnostic-core: 0.1.0\n  rustc: rustc ")
+            && out.contains("\n  abi: 2\n  onnx-diagnostic-core: 0.1.0\n  rustc: rustc ")
             && out.contains("\n  patches: 1\n    patched_LlamaRotaryEmbedding.forward -> LlamaRotaryEmbedding.forward\n"),
         "{out}"
     );

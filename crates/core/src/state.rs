@@ -27,7 +27,7 @@ use crate::{context::Recorder, patches::Active, serialization::Serializer};
 
 /// The version of the contract between a host and a plugin's copy of this crate
 /// ([`HostContext`], the plugin descriptor of crates/plugins). Bumped on any change of either.
-pub const PLUGIN_ABI_VERSION: u32 = 1;
+pub const PLUGIN_ABI_VERSION: u32 = 2;
 
 /// What one thread of the exporter keeps.
 pub(crate) struct ThreadState {
@@ -173,6 +173,48 @@ pub fn build_fingerprint() -> u64 {
     cfg!(debug_assertions).hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     h.finish()
+}
+
+/// Hash of one `TypeId` (stable within one compiler version for one build of the crate).
+fn type_hash<T: ?Sized + 'static>() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::any::TypeId::of::<T>().hash(&mut h);
+    h.finish()
+}
+
+/// What a build of this crate is made of, for a plugin handshake that names what differs
+/// (crates/plugins compares it field by field when [`build_fingerprint`]s differ).
+///
+/// One `key=value` per line: `profile` (debug assertions on or off, the optimisation level),
+/// `target` (the target triple), then `crate:<name>` for this crate and each dependency whose
+/// build decides the layout of what host and plugin share, with the hash of one of its types'
+/// `TypeId`: a crate's `TypeId`s change with its version, its features, the profile and the
+/// builds of its own dependencies, so the first dependency whose hash differs is the one to
+/// align (its version in `Cargo.lock`, or the features the plugin's project enables on it).
+pub fn build_info() -> String {
+    // Dependencies before their dependents (tch uses serde_json): the first that differs is
+    // the one to align.
+    let crates: [(&str, u64); 5] = [
+        ("serde", type_hash::<serde::de::value::Error>()),
+        ("serde_json", type_hash::<serde_json::Value>()),
+        ("tch", type_hash::<tch::Tensor>()),
+        (
+            "onnx-diagnostic-rewrite",
+            type_hash::<onnx_diagnostic_rewrite::RewriteError>(),
+        ),
+        ("onnx-diagnostic-core", type_hash::<ThreadState>()),
+    ];
+    let mut out = format!(
+        "profile=debug-assertions-{} opt-level-{}\ntarget={}\n",
+        if cfg!(debug_assertions) { "on" } else { "off" },
+        env!("ONNX_DIAGNOSTIC_OPT_LEVEL"),
+        env!("ONNX_DIAGNOSTIC_TARGET"),
+    );
+    for (name, hash) in crates {
+        out.push_str(&format!("crate:{name}={hash:016x}\n"));
+    }
+    out
 }
 
 /// The rustc that built this crate (`rustc 1.xx.y (hash date)`), from the build script.

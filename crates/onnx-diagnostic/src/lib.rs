@@ -11,6 +11,8 @@
 //! | `rewrite` | [`rewrite`]: control-flow rewriting | no |
 //! | `plugins` | [`plugins`]: loading plugin libraries | no |
 //! | `onnx` | [`onnx`]: lowering, the ONNX Runtime runner, `max_diff` | yes |
+//! | `full` | all of the above | no |
+//! | `cli` | `full`, and [`cli`]: the command line as a library | no |
 //!
 //! The engine ([`core`], also re-exported at the top level) is always there.
 //!
@@ -31,6 +33,8 @@ pub use onnx_diagnostic_core::*;
 /// same version.
 pub use tch;
 
+#[cfg(feature = "cli")]
+pub use onnx_diagnostic_cli as cli;
 #[cfg(feature = "diffusers")]
 pub use onnx_diagnostic_diffusers as diffusers;
 #[cfg(feature = "onnx")]
@@ -64,6 +68,8 @@ pub const FEATURES: &[&str] = &[
     "plugins",
     #[cfg(feature = "onnx")]
     "onnx",
+    #[cfg(feature = "cli")]
+    "cli",
 ];
 
 /// Keeps the link-time patches and serializers of every enabled crate in the binary (see the
