@@ -73,6 +73,7 @@ fn cond_exports_both_branches_and_runs_the_right_one() {
     ] {
         assert!(text.contains(expected), "{expected:?} missing from\n{text}");
     }
+    insta::assert_snapshot!("cond_program", text);
     // Positive and negative inputs of other sizes: each branch, as eager.
     for (n, sign) in [(4, 1.0), (7, -1.0), (1, 1.0), (2, -1.0)] {
         let x = randn(&[n, 3]).abs().unwrap().mul_scalar(sign).unwrap();

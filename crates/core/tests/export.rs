@@ -58,6 +58,7 @@ fn seed_example_prints_like_torch() {
         text.contains("    x: USER_INPUT\n    y: USER_INPUT\n"),
         "{text}"
     );
+    insta::assert_snapshot!("seed_example_dynamic_program", text);
 
     // Named dims print their names; static export has no constraint.
     let named = DynamicShapes {

@@ -33,8 +33,9 @@ use tch::Kind;
 /// data-dependent branch that cannot be exported. The patch computes the frequencies of the
 /// grown base for the current length as tensors and chooses between them and the original
 /// ones with `cond(seq_len > max_position_embeddings, ...)`, as the seeds'
-/// `patched_dynamic_rope_update` does with `torch.cond` (an `If` node in ONNX). Other rope types run the original code. It can go
-/// when the model code computes the update without reading the data.
+/// `patched_dynamic_rope_update` does with `torch.cond` (an `If` node in ONNX). Other rope
+/// types run the original code. It can go when the model code computes the update without
+/// reading the data.
 #[patch(target = LlamaRotaryEmbedding::forward, family = "transformers")]
 pub fn patched_rotary_forward(
     this: &LlamaRotaryEmbedding,

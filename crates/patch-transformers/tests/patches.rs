@@ -349,8 +349,10 @@ fn diffs_show_the_target_and_the_patch() {
         raw.contains("\n+    let inv_freq = onnx_diagnostic_core::cond("),
         "{raw}"
     );
+    insta::assert_snapshot!("llama_rotary_embedding_raw_diff", raw);
     let rst = p.format_diff(DiffFormat::Rst);
     assert!(rst.contains(".. code-block:: diff"), "{rst}");
+    insta::assert_snapshot!("llama_rotary_embedding_rst_diff", rst);
     let md = g.details().format_diff(DiffFormat::Markdown);
     assert!(md.contains("```diff\n--- original"), "{md}");
 }

@@ -132,9 +132,12 @@ fn check_construct(
     for want in diff_has {
         assert!(diff.contains(want), "{want:?} not in\n{diff}");
     }
+    let name = target.replace('.', "_");
+    insta::assert_snapshot!(format!("{name}_diff"), diff);
     let ep = export_1d(&m, &inputs[0]).unwrap();
     drop(g);
     assert!(ep.to_string().contains(graph_has), "{ep}");
+    insta::assert_snapshot!(format!("{name}_program"), ep.to_string());
     let onnx = lower(&ep, &LowerOptions::default()).unwrap();
     let mut session = OnnxProgram::from_model(&onnx, &ep).unwrap();
     for x in inputs {
