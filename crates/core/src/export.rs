@@ -466,7 +466,7 @@ fn trace_input(
                     v,
                     s,
                     &format!("{path}[{k:?}]"),
-                    &format!("{name}_{k}"),
+                    &crate::pytree::child_leaf_name(name, k),
                     symbols,
                     placeholders,
                 )?;
@@ -479,7 +479,7 @@ fn trace_input(
                     v,
                     &DynSpec::Static,
                     &format!("{path}[{k:?}]"),
-                    &format!("{name}_{k}"),
+                    &crate::pytree::child_leaf_name(name, k),
                     symbols,
                     placeholders,
                 )?;
@@ -538,7 +538,7 @@ fn trace_input(
                     v,
                     s,
                     &format!("{path}.{k}"),
-                    &format!("{name}_{k}"),
+                    &crate::pytree::child_leaf_name(name, k),
                     symbols,
                     placeholders,
                 )?;
@@ -605,7 +605,8 @@ pub fn export(
     let mut placeholders = Vec::new();
     for (name, value) in &bound {
         let spec = spec_bound.get(name).unwrap_or(&DynSpec::Static);
-        trace_input(value, spec, name, name, &mut symbols, &mut placeholders)?;
+        let leaf = crate::pytree::leaf_name_part(name);
+        trace_input(value, spec, name, &leaf, &mut symbols, &mut placeholders)?;
     }
 
     let mut known: Vec<(String, InputKind, tch::Tensor)> = Vec::new();

@@ -1,9 +1,13 @@
 //! Nested inputs and outputs: a [`Value`] tree and its structure without tensors, [`TreeSpec`]
 //! (torch's `torch.utils._pytree`).
 //!
-//! Flattening names tensor leaves from their key path, as onnx-diagnostic does: the top-level
-//! name, then `_<index>` for list/tuple items, `_<key>` for dict entries and for the children of
-//! a registered custom class (`x`, `pair_0`, `past_key_values_key_0`). A custom class
+//! Flattening names tensor leaves from their key path as torch.export names the placeholders of
+//! nested inputs (what the ONNX inputs of the Python package's exports are called): the
+//! top-level name, then `_<index>` for list/tuple items, `_<key>` for dict entries and for the
+//! children of a registered custom class (`x`, `pair_0`, `past_key_values_key_0`), each part
+//! lower-cased with every character but ASCII letters and digits replaced by `_`
+//! ([`leaf_name_part`]): a sliding layer's `key_W4_1` is the input `past_key_values_key_w4_1`.
+//! The serializers' keys themselves (the tree spec's context) keep their case. A custom class
 //! ([`CustomObject`], e.g. `DynamicCache`) flattens through its [`Serializer`], which must be
 //! registered in the calling thread (see [`crate::serialization`]): flattening or rebuilding an
 //! unregistered class is [`Error::Serialization`] saying how to register it.
@@ -169,6 +173,26 @@ pub enum TreeSpec {
     },
 }
 
+/// One part of a leaf's name as torch.export writes it (`_extract_pytree_key` then `lower()` in
+/// its `placeholder_naming_pass`): ASCII letters lower-cased, digits kept, anything else `_`.
+pub fn leaf_name_part(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The name of the child `key` (a dict key, an index, a serializer's key) of the leaf path
+/// `parent` ([`leaf_name_part`] of the key appended with `_`).
+pub fn child_leaf_name(parent: &str, key: &str) -> String {
+    format!("{parent}_{}", leaf_name_part(key))
+}
+
 /// The children of a custom object through its registered serializer.
 pub(crate) fn custom_children(obj: &dyn CustomObject) -> Result<Vec<(String, Value)>> {
     let s = registered_serializer(obj.class_name())?;
@@ -189,7 +213,7 @@ impl Value {
     /// serializer refuses.
     pub fn flatten(&self, prefix: &str) -> Result<(Vec<(String, Tensor)>, TreeSpec)> {
         let mut leaves = Vec::new();
-        let spec = self.flatten_into(prefix, &mut leaves)?;
+        let spec = self.flatten_into(&leaf_name_part(prefix), &mut leaves)?;
         Ok((leaves, spec))
     }
 
@@ -224,7 +248,12 @@ impl Value {
             Value::Dict(items) => TreeSpec::Dict(
                 items
                     .iter()
-                    .map(|(k, v)| Ok((k.clone(), v.flatten_into(&format!("{name}_{k}"), leaves)?)))
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            v.flatten_into(&child_leaf_name(name, k), leaves)?,
+                        ))
+                    })
                     .collect::<Result<_>>()?,
             ),
             Value::Custom(obj) => {
@@ -232,7 +261,7 @@ impl Value {
                 let mut context = Vec::with_capacity(children.len());
                 let mut specs = Vec::with_capacity(children.len());
                 for (k, v) in &children {
-                    specs.push(v.flatten_into(&format!("{name}_{k}"), leaves)?);
+                    specs.push(v.flatten_into(&child_leaf_name(name, k), leaves)?);
                     context.push(k.clone());
                 }
                 TreeSpec::Custom {
@@ -338,7 +367,7 @@ impl TreeSpec {
         match (self, prefix.is_empty()) {
             (TreeSpec::Dict(items), true) => {
                 for (k, s) in items {
-                    s.names_into(k, &mut out);
+                    s.names_into(&leaf_name_part(k), &mut out);
                 }
             }
             (
@@ -348,11 +377,11 @@ impl TreeSpec {
                 true,
             ) => {
                 for (k, s) in context.iter().zip(children) {
-                    s.names_into(k, &mut out);
+                    s.names_into(&leaf_name_part(k), &mut out);
                 }
             }
             (_, true) => self.names_into("output", &mut out),
-            _ => self.names_into(prefix, &mut out),
+            _ => self.names_into(&leaf_name_part(prefix), &mut out),
         }
         out
     }
@@ -367,14 +396,14 @@ impl TreeSpec {
             }
             TreeSpec::Dict(items) => {
                 for (k, s) in items {
-                    s.names_into(&format!("{name}_{k}"), out);
+                    s.names_into(&child_leaf_name(name, k), out);
                 }
             }
             TreeSpec::Custom {
                 context, children, ..
             } => {
                 for (k, s) in context.iter().zip(children) {
-                    s.names_into(&format!("{name}_{k}"), out);
+                    s.names_into(&child_leaf_name(name, k), out);
                 }
             }
             _ => {}

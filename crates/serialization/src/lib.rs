@@ -13,7 +13,11 @@
 //! mixing full and sliding-window layers, every `HybridCache`) names each layer's kind and
 //! window in its keys, as onnx-diagnostic 0.9 does: `key_D_0` (`DynamicLayer`), `key_W4_1`
 //! (`DynamicSlidingWindowLayer`, window 4), `key_S_0` (`StaticLayer`), `key_X4_1`
-//! (`StaticSlidingWindowLayer`, window 4). So flatten → unflatten keeps every layer's kind and
+//! (`StaticSlidingWindowLayer`, window 4); the flattened tensors are named, as torch.export
+//! names placeholders, in lower case (`past_key_values_key_w4_1`). The package tags the layers
+//! of a `DynamicCache` or `HybridCache` only: a `StaticCache` mixing kinds is tagged here too
+//! (the package names it `key_<i>` and rebuilds every layer as a full one). So flatten →
+//! unflatten keeps every layer's kind and
 //! window (transformers' own serialization loses them, its issue #47900). A layer without
 //! tensors (not initialised yet) flattens into two `None`s and comes back empty. What is not
 //! structure is not kept: a rebuilt layer has seen as many positions as it stores (the Python

@@ -13,20 +13,119 @@ and prints `args kwargs dynamic_shapes`); V is a value in the form `oracle.rs` w
 `{"tensor": KEY}` (a tensor of TENSORS), `{"int": 3}`, `{"float": 0.5}`, `{"bool": true}`,
 `{"str": "x"}`, `{"none": null}`, `{"list": [V...]}`, `{"tuple": [V...]}`,
 `{"dict": [[KEY, V]...]}`, `{"DynamicCache": [[K, V]...]}` (built with the package's
-`make_dynamic_cache`). ANSWERS is the list of results: a string for `string_type` and the
-dynamic shapes (printed by `string_type`), the dict of `max_diff` without its `argm` and `dev`.
+`make_dynamic_cache`), `{"DynamicCacheLayers": {"pairs": [[K, V]...], "layers": [[CLASS,
+KWARGS]...]}}` (the same with `cls_layers`/`cls_kwargs`), `{"StaticCache": {"class": NAME,
+"layer_types": [...], "sliding_window": N, "max_cache_len": N, "batch": B, "heads": H,
+"head_dim": D}}` (a transformers `StaticCache` made from a Llama config, of a subclass named CLASS: see
+`stand_in`), `{"EncoderDecoderCache": [V, V]}`,
+`{"output": [MODULE, CLASS, [[KEY, V]...]]}` (a `ModelOutput` dataclass), `{"MambaCache": [[V...],
+[V...]]}` (an object of that name with `conv_states` and `ssm_states`, for `string_type`). `{"fn":
+"flatten_names", "name": PREFIX, "value": V, "export": B}` names the tensors of V under the
+argument PREFIX, with the package's serializers registered (its `register_cache_serialization`),
+as torch.export names placeholders; with `export`, a real `torch.export.export` of a module
+taking V checks those names. ANSWERS is the list of results: a string for `string_type` and the
+dynamic shapes (printed by `string_type`), the dict of `max_diff` without its `argm` and `dev`,
+a list of names for `flatten_names`.
 """
 
+import importlib
 import json
 import math
+import os
+import re
 import sys
+import types
 
 import torch
+import transformers
 from safetensors.torch import load_file
 
+import onnx_diagnostic
 from onnx_diagnostic.export import ModelInputs
 from onnx_diagnostic.helpers import max_diff, string_type
-from onnx_diagnostic.helpers.cache_helper import make_dynamic_cache
+from onnx_diagnostic.helpers.cache_helper import make_dynamic_cache, make_encoder_decoder_cache
+
+
+def serialization():
+    """The package's serialization modules without `torch_export_patches/__init__.py`, which
+    imports every export patch (some do not import with transformers 5.23): the parent package
+    is declared empty, then its submodules import as usual."""
+    name = "onnx_diagnostic.torch_export_patches"
+    if name not in sys.modules:
+        parent = types.ModuleType(name)
+        parent.__path__ = [os.path.join(os.path.dirname(onnx_diagnostic.__file__), "torch_export_patches")]
+        sys.modules[name] = parent
+    ser = importlib.import_module(f"{name}.onnx_export_serialization")
+    impl = importlib.import_module(f"{name}.serialization.transformers_impl")
+    return ser, impl
+
+
+STAND_INS = {}
+
+
+def stand_in(class_name):
+    """A `StaticCache` subclass named `class_name`, registered with the function the package's
+    serializers of `StaticCache`, `HybridCache` and `SlidingWindowCache` delegate to
+    (`_flatten_key_value_cache`, which reads only the class name and the layers).
+    `HybridCache` and `SlidingWindowCache` are gone from transformers 5; the package's own
+    `StaticCache` flattener first checks `cache.max_cache_len`, gone in transformers 5.23."""
+    if class_name not in STAND_INS:
+        _, impl = serialization()
+        cls = type(class_name, (transformers.cache_utils.StaticCache,), {})
+        torch.utils._pytree.register_pytree_node(
+            cls,
+            impl._flatten_key_value_cache,
+            lambda values, context: None,
+            serialized_type_name=f"oracle.{class_name}",
+            flatten_with_keys_fn=impl._flatten_with_keys_cache,
+        )
+        STAND_INS[class_name] = cls
+    return STAND_INS[class_name]
+
+
+def static_cache(d):
+    config = transformers.LlamaConfig(
+        num_hidden_layers=len(d["layer_types"]),
+        num_attention_heads=d["heads"],
+        num_key_value_heads=d["heads"],
+        head_dim=d["head_dim"],
+        hidden_size=d["heads"] * d["head_dim"],
+        sliding_window=d["sliding_window"],
+        layer_types=d["layer_types"],
+    )
+    cache = stand_in(d["class"])(config=config, max_cache_len=d["max_cache_len"])
+    cache.early_initialization(d["batch"], d["heads"], d["head_dim"], torch.float32, "cpu")
+    return cache
+
+
+def pytree_key(k):
+    """torch.export's name of one key of a path (`_extract_pytree_key` in
+    torch/_export/utils.py `placeholder_naming_pass`, lower-cased there)."""
+    if isinstance(k, torch.utils._pytree.MappingKey):
+        return re.sub(r"[^a-zA-Z0-9]", "_", str(k.key))
+    if isinstance(k, torch.utils._pytree.SequenceKey):
+        return str(k.idx)
+    if isinstance(k, torch.utils._pytree.GetAttrKey):
+        return k.name
+    raise TypeError(f"key {k!r}")
+
+
+def flatten_names(name, value, export):
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path({name: value})
+    names = ["_".join(pytree_key(k).lower() for k in path) for path, _ in leaves]
+    if export:
+        ns = {"torch": torch}
+        exec(  # noqa: S102
+            f"def forward(self, {name}):\n"
+            f"    return sum(t.sum() for t in torch.utils._pytree.tree_leaves({name}))",
+            ns,
+        )
+        model = type("Model", (torch.nn.Module,), {"forward": ns["forward"]})()
+        ep = torch.export.export(model, (), {name: value})
+        exported = [n.name for n in ep.graph.nodes if n.op == "placeholder"]
+        if exported != names:
+            raise AssertionError(f"torch.export names {exported}, the path rule {names}")
+    return names
 
 
 def build(v, tensors):
@@ -45,6 +144,27 @@ def build(v, tensors):
         return {k: build(i, tensors) for k, i in x}
     if kind == "DynamicCache":
         return make_dynamic_cache([(build(k, tensors), build(i, tensors)) for k, i in x])
+    if kind == "DynamicCacheLayers":
+        return make_dynamic_cache(
+            [(build(k, tensors), build(i, tensors)) for k, i in x["pairs"]],
+            cls_layers=[getattr(transformers.cache_utils, c) for c, _ in x["layers"]],
+            cls_kwargs=[kw for _, kw in x["layers"]],
+        )
+    if kind == "StaticCache":
+        return static_cache(x)
+    if kind == "MambaCache":
+        # transformers 4.x's class (gone from 5): the package reads its two lists by name.
+        cache = type("MambaCache", (), {})()
+        cache.conv_states = [build(i, tensors) for i in x[0]]
+        cache.ssm_states = [build(i, tensors) for i in x[1]]
+        return cache
+    if kind == "EncoderDecoderCache":
+        return make_encoder_decoder_cache(build(x[0], tensors), build(x[1], tensors))
+    if kind == "output":
+        mod, cls, fields = x
+        return getattr(importlib.import_module(mod), cls)(
+            **{k: build(i, tensors) for k, i in fields}
+        )
     raise ValueError(f"unknown value kind {kind!r}")
 
 
@@ -98,6 +218,10 @@ def main(requests_path, tensors_path, answers_path):
             answers.append(
                 f"{string_type(args)} {string_type(kwargs, with_shape=True)} {string_type(moved)}"
             )
+        elif r["fn"] == "flatten_names":
+            ser, _ = serialization()
+            ser.register_cache_serialization(patch_transformers=True, patch_diffusers=True)
+            answers.append(flatten_names(r["name"], build(r["value"], tensors), r["export"]))
         else:
             raise ValueError(f"unknown request {r['fn']!r}")
     with open(answers_path, "w") as f:

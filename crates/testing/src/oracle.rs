@@ -1,13 +1,15 @@
 //! The Python package as the tests' oracle: `string_type`, `max_diff`,
-//! `ModelInputs.guess_dynamic_shapes` and `move_to_kwargs` computed by
-//! onnx-diagnostic 0.9.3 itself (its helper modules, installed in the project's `.venv` by
-//! `scripts/setup`) on the same values, so the expected strings and numbers of the tests are
-//! never typed by hand.
+//! `ModelInputs.guess_dynamic_shapes`, `move_to_kwargs` and the names of flattened values
+//! computed by onnx-diagnostic 0.9.3 itself (its helper and serialization modules, installed
+//! in the project's `.venv` by `scripts/setup`) on the same values, so the expected strings and
+//! numbers of the tests are never typed by hand.
 //!
-//! A test queues its requests ([`Oracle::string_type`], [`Oracle::max_diff`]), then
-//! [`Oracle::run`] starts Python once (importing torch takes seconds) and returns the answers in
-//! order. Values cross as JSON, their tensors in one safetensors file; the custom classes the
-//! oracle rebuilds are those of `oracle/oracle.py` (`DynamicCache`).
+//! A test queues its requests ([`Oracle::string_type`], [`Oracle::max_diff`],
+//! [`Oracle::flatten_names`], ...), then [`Oracle::run`] starts Python once (importing torch
+//! takes seconds) and returns the answers in order. Values cross as JSON, their tensors in one
+//! safetensors file; the custom classes the oracle rebuilds are those of `oracle/oracle.py`
+//! (`DynamicCache` from a [`Value`]; the other caches and the output classes through
+//! [`Oracle::value`] and that file's constructions).
 
 // Test support: a failure to run the oracle fails the calling test, as an assertion does.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
@@ -49,6 +51,8 @@ pub enum Answer {
     Text(String),
     /// A `max_diff` result.
     Diff(PyDiff),
+    /// The names of flattened tensors ([`Oracle::flatten_names`]).
+    Names(Vec<String>),
 }
 
 impl Answer {
@@ -59,7 +63,18 @@ impl Answer {
     pub fn text(&self) -> &str {
         match self {
             Answer::Text(s) => s,
-            Answer::Diff(d) => panic!("a max_diff answer ({d:?}), not a string"),
+            other => panic!("{other:?}, not a string"),
+        }
+    }
+
+    /// The names of a `flatten_names` answer.
+    ///
+    /// # Panics
+    /// For another answer.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Answer::Names(n) => n.iter().map(String::as_str).collect(),
+            other => panic!("{other:?}, not names"),
         }
     }
 
@@ -70,7 +85,7 @@ impl Answer {
     pub fn diff(&self) -> PyDiff {
         match self {
             Answer::Diff(d) => *d,
-            Answer::Text(s) => panic!("a string_type answer ({s:?}), not a max_diff"),
+            other => panic!("{other:?}, not a max_diff"),
         }
     }
 }
@@ -79,6 +94,24 @@ impl Oracle {
     /// No request yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The value as the Python side rebuilds it (its tensors queued with the requests), to
+    /// compose the constructions of `oracle/oracle.py` that no [`Value`] maps to by itself
+    /// (`{"DynamicCacheLayers": ...}`, `{"output": ...}`; see that file).
+    pub fn value(&mut self, v: &Value) -> Json {
+        self.encode(v)
+    }
+
+    /// Queues the names torch.export gives the tensors of `python` (a construction of
+    /// `oracle/oracle.py`) passed as the argument `name`, with the package's serializers
+    /// registered; `export` also runs a real `torch.export.export` to check them. Returns the
+    /// answer's index.
+    pub fn flatten_names(&mut self, name: &str, python: Json, export: bool) -> usize {
+        self.requests.push(json!({
+            "fn": "flatten_names", "name": name, "value": python, "export": export,
+        }));
+        self.requests.len() - 1
     }
 
     fn encode(&mut self, v: &Value) -> Json {
@@ -128,6 +161,12 @@ impl Oracle {
     /// Queues `string_type(value, **options)`; returns the answer's index.
     pub fn string_type(&mut self, value: &Value, options: &StringTypeOptions) -> usize {
         let v = self.encode(value);
+        self.string_type_of(v, options)
+    }
+
+    /// Queues `string_type` of a construction of `oracle/oracle.py` (see [`Oracle::value`]);
+    /// returns the answer's index.
+    pub fn string_type_of(&mut self, v: Json, options: &StringTypeOptions) -> usize {
         self.requests.push(json!({
             "fn": "string_type",
             "value": v,
@@ -243,6 +282,12 @@ impl Oracle {
             .into_iter()
             .map(|a| match &a {
                 Json::String(s) => Answer::Text(s.clone()),
+                Json::Array(names) => Answer::Names(
+                    names
+                        .iter()
+                        .map(|n| n.as_str().expect("a name").to_owned())
+                        .collect(),
+                ),
                 d => Answer::Diff(PyDiff {
                     abs: num(d, "abs"),
                     rel: num(d, "rel"),

@@ -67,7 +67,8 @@ fn gemma2_matches_transformers_and_onnx_runtime() {
 
     let onnx = export_and_check_in_ort(&model, &model.config.decoder_dims());
     // The mixed cache flattens as the Python package names it: the layer kind (and window) in
-    // the key.
+    // the key, lower-cased as torch.export names placeholders (checked against the package by
+    // crates/serialization's oracle test).
     let names: Vec<&str> = onnx
         .graph
         .as_ref()
@@ -77,10 +78,10 @@ fn gemma2_matches_transformers_and_onnx_runtime() {
         .filter_map(|i| i.name.as_deref())
         .collect();
     for n in [
-        "past_key_values_key_W3_0",
-        "past_key_values_value_W3_0",
-        "past_key_values_key_D_1",
-        "past_key_values_key_W3_2",
+        "past_key_values_key_w3_0",
+        "past_key_values_value_w3_0",
+        "past_key_values_key_d_1",
+        "past_key_values_key_w3_2",
     ] {
         assert!(names.contains(&n), "{n} not in {names:?}");
     }
