@@ -35,7 +35,7 @@ fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
         assert!(abs <= 1e-4, "{sfx}: {abs}");
         assert_eq!(s[&format!("disc_onnx_ort_run{sfx}_dnan")], "0.0");
     }
-    let n: usize = s["n_node"].parse().unwrap();
+    let n: usize = s["n_node_nodes"].parse().unwrap();
     assert!(n <= 142, "{n}");
     assert!(!s.contains_key("n_node_Identity"), "{stdout}");
     for k in [
@@ -46,6 +46,34 @@ fn validate_tiny_llm_exits_zero_with_the_python_keys_and_a_dump() {
     ] {
         assert!(s.contains_key(k), "{k}");
     }
+    // Every key is named as onnx-diagnostic 0.9.3's validate names it (the oracle: a run of
+    // its validate as far as it goes here, its ONNX checks on our file, the keys its source
+    // writes), but those it has no counterpart for (README, "validate summary keys").
+    let mut o = onnx_diagnostic_testing::oracle::Oracle::new();
+    let i = o.validate_summary_keys("arnir0/Tiny-LLM", &dump.join("model.onnx"));
+    let answers = o.run();
+    let python: std::collections::HashSet<&str> = answers[i].names().into_iter().collect();
+    assert!(python.contains("disc_onnx_ort_run22_abs"), "{python:?}");
+    let ours_only = |k: &str| {
+        [
+            "export_guards",
+            "export_patch",
+            "export_rewrite",
+            "memory_peak",
+            "model_source",
+        ]
+        .contains(&k)
+            || (k.starts_with("disc_exported") && !k.starts_with("disc_exported_"))
+    };
+    let mut drift: Vec<&String> = s
+        .keys()
+        .filter(|k| !python.contains(k.as_str()) && !ours_only(k))
+        .collect();
+    drift.sort();
+    assert!(
+        drift.is_empty(),
+        "keys the Python package names otherwise: {drift:?}"
+    );
     // The peak resident memory of the process, in MiB: at least the model and libtorch.
     let peak: f64 = s["memory_peak"].parse().unwrap();
     assert!(peak > 50.0, "{peak}");
@@ -535,7 +563,7 @@ fn model_options_override_the_config() {
         n(&two, "model_nweights") - n(&one, "model_nweights"),
         per_layer
     );
-    assert!(n(&two, "n_node") > n(&one, "n_node"));
+    assert!(n(&two, "n_node_nodes") > n(&one, "n_node_nodes"));
     let abs: f64 = two["disc_onnx_ort_run_abs"].parse().unwrap();
     assert!(abs <= 1e-4, "{abs}");
 }

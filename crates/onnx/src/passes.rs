@@ -219,12 +219,30 @@ pub fn share_tied_transposes(
     tied.into_iter().map(|(w, _)| w.clone()).collect()
 }
 
-/// Node counts per op type (`MatMul` → 14), sorted by op type, as the validate summary's
-/// `n_node_*` keys report them.
+/// Node counts per op type (`MatMul` → 14) of the graph itself, sorted by op type.
 pub fn node_counts(graph: &proto::GraphProto) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for node in &graph.node {
         *counts.entry(name(&node.op_type).to_owned()).or_default() += 1;
     }
+    counts
+}
+
+/// Node counts per op type of the graph and of every subgraph in its nodes' graph attributes
+/// (`If` branches, `Scan` / `Loop` bodies), as the validate summary's `n_node_*` keys report
+/// them (onnx-diagnostic's `compute_statistics` walks the same nodes).
+pub fn node_counts_with_subgraphs(graph: &proto::GraphProto) -> BTreeMap<String, usize> {
+    fn walk(graph: &proto::GraphProto, counts: &mut BTreeMap<String, usize>) {
+        for node in &graph.node {
+            *counts.entry(name(&node.op_type).to_owned()).or_default() += 1;
+            for a in &node.attribute {
+                if let Some(g) = &a.g {
+                    walk(g, counts);
+                }
+            }
+        }
+    }
+    let mut counts = BTreeMap::new();
+    walk(graph, &mut counts);
     counts
 }

@@ -1115,10 +1115,12 @@ mod tests {
     }
 }
 
-/// The encoder layers whose `forward` clamps float16 overflows with a data-dependent test, by
-/// the transformers class that contains them (the seeds' `known_transformers_rewritings_
-/// clamp_float16`, transformers' model classes).
-pub fn known_transformers_rewritings_clamp_float16() -> BTreeMap<&'static str, &'static str> {
+/// The transformers classes whose code needs a rewriting, each mapped to the alias of the
+/// rewriting (onnx-diagnostic 0.9.3's `known_transformers_rewritings`, compared with it by the
+/// tests): the encoder layers whose `forward` clamps float16 overflows with a data-dependent
+/// test (the seeds' `known_transformers_rewritings_clamp_float16`), and ViT's patch
+/// embeddings, whose `forward` tests the image size.
+pub fn known_transformers_rewritings() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
         ("AutoformerEncoder", "AutoformerEncoderLayer"),
         ("AutoformerEncoderLayer", "AutoformerEncoderLayer"),
@@ -1169,11 +1171,14 @@ pub fn known_transformers_rewritings_clamp_float16() -> BTreeMap<&'static str, &
             "TimeSeriesTransformerForPrediction",
             "TimeSeriesTransformerEncoderLayer",
         ),
+        ("ViTForImageClassification", "PatchEmbeddings"),
+        ("ViTModel", "PatchEmbeddings"),
+        ("ViTPatchEmbeddings", "PatchEmbeddings"),
     ])
 }
 
-/// The classes sharing each clamping layer's code (the seeds' `_rewrite_forward_clamp_float16`).
-fn clamp_float16_classes(layer: &str) -> &'static [&'static str] {
+/// The classes sharing each alias's code (the package's `_rewrite_forward`).
+fn rewritten_classes(layer: &str) -> &'static [&'static str] {
     match layer {
         "AutoformerEncoderLayer" => &["AutoformerEncoderLayer"],
         "BartEncoderLayer" => &["BartEncoderLayer", "PLBartEncoderLayer"],
@@ -1185,6 +1190,7 @@ fn clamp_float16_classes(layer: &str) -> &'static [&'static str] {
         "MvpEncoderLayer" => &["MvpEncoderLayer"],
         "NllbMoeEncoderLayer" => &["NllbMoeEncoderLayer"],
         "TimeSeriesTransformerEncoderLayer" => &["TimeSeriesTransformerEncoderLayer"],
+        "PatchEmbeddings" => &["ViTPatchEmbeddings"],
         _ => &[],
     }
 }
@@ -1194,7 +1200,10 @@ fn clamp_float16_classes(layer: &str) -> &'static [&'static str] {
 pub struct KnownRewrite {
     /// The method, `Class.method` (the guard's `rewrite` option takes it).
     pub function: String,
-    /// Which tests to rewrite: `clamp_float16`, the float16 overflow test only.
+    /// Which tests to rewrite: `clamp_float16`, the float16 overflow test only (the encoder
+    /// layers; the seeds' filter); `not_a_name`, every `if` whose test is not a bare name
+    /// (onnx-diagnostic 0.9.3's filter, kept for ViT's patch embeddings, which have no model
+    /// here).
     pub filter_node: &'static str,
     /// The pre-rewriter: [`or_into_bitor`].
     pub pre_rewriter: Option<&'static str>,
@@ -1213,20 +1222,27 @@ impl std::fmt::Display for KnownRewrite {
     }
 }
 
-/// The methods an architecture needs rewritten before export (the seeds'
-/// `code_needing_rewriting`): the float16 clamps of the encoder layers. The decoder-only
-/// architectures of crates/transformers (Llama, Mistral, Qwen2, Phi3, Gemma) need none: their
-/// only data-dependent code, the dynamic rope, is a patch.
+/// The methods an architecture needs rewritten before export (the package's
+/// `code_needing_rewriting`, compared with onnx-diagnostic 0.9.3 by the tests; its
+/// `ast_or_into_bitor` is [`or_into_bitor`] here): the float16 clamps of the encoder layers,
+/// ViT's patch embeddings. The decoder-only architectures of crates/transformers (Llama,
+/// Mistral, Qwen2, Phi3, Gemma) need none: their only data-dependent code, the dynamic rope,
+/// is a patch.
 pub fn code_needing_rewriting(arch: &str) -> Vec<KnownRewrite> {
-    let known = known_transformers_rewritings_clamp_float16();
+    let known = known_transformers_rewritings();
     let Some(layer) = known.get(arch) else {
         return Vec::new();
     };
-    clamp_float16_classes(layer)
+    let filter_node = if *layer == "PatchEmbeddings" {
+        "not_a_name"
+    } else {
+        "clamp_float16"
+    };
+    rewritten_classes(layer)
         .iter()
         .map(|c| KnownRewrite {
             function: format!("{c}.forward"),
-            filter_node: "clamp_float16",
+            filter_node,
             pre_rewriter: Some("or_into_bitor"),
         })
         .collect()

@@ -478,3 +478,64 @@ fn unsupported_code_is_reported_with_the_reason() {
         r.code
     );
 }
+
+/// `code_needing_rewriting` is the Python package's (onnx-diagnostic 0.9.3, run by
+/// `onnx_diagnostic_testing::oracle`): the same known classes, and for each of them and for
+/// the architectures of this workspace, the same methods in the same order, each with a
+/// filter and with the `or` → `|` pre-rewriter (`ast_or_into_bitor` there).
+#[test]
+fn code_needing_rewriting_is_the_python_packages() {
+    use onnx_diagnostic_rewrite::{code_needing_rewriting, known_transformers_rewritings};
+    use onnx_diagnostic_testing::oracle::Oracle;
+    let ours = known_transformers_rewritings();
+    let mut names: Vec<&str> = ours.keys().copied().collect();
+    names.extend([
+        "LlamaForCausalLM",
+        "Gemma2ForCausalLM",
+        "Qwen2VLForConditionalGeneration",
+        "T5ForConditionalGeneration",
+        "UNet2DConditionModel",
+    ]);
+    let mut o = Oracle::new();
+    let i = o.code_needing_rewriting(&names);
+    let answers = o.run();
+    let py = answers[i].json();
+    let known: Vec<&str> = py["known"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(ours.keys().copied().collect::<Vec<_>>(), known);
+    let rewrites = py["rewrites"].as_object().unwrap();
+    assert!(rewrites.len() >= names.len());
+    for (name, expected) in rewrites {
+        let got = code_needing_rewriting(name);
+        let expected: Vec<(String, Option<String>, bool)> = expected
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|r| {
+                        (
+                            r[0].as_str().unwrap().to_owned(),
+                            r[1].as_str()
+                                .map(|p| p.trim_start_matches("ast_").to_owned()),
+                            r[2].as_bool().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let got: Vec<(String, Option<String>, bool)> = got
+            .iter()
+            .map(|r| {
+                (
+                    r.function.clone(),
+                    r.pre_rewriter.map(str::to_owned),
+                    !r.filter_node.is_empty(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "{name}");
+    }
+}

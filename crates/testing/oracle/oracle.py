@@ -25,7 +25,10 @@ argument PREFIX, with the package's serializers registered (its `register_cache_
 as torch.export names placeholders; with `export`, a real `torch.export.export` of a module
 taking V checks those names. ANSWERS is the list of results: a string for `string_type` and the
 dynamic shapes (printed by `string_type`), the dict of `max_diff` without its `argm` and `dev`,
-a list of names for `flatten_names`.
+a list of names for `flatten_names`. `{"fn": "code_needing_rewriting", "names": [...]}`
+answers `{"known": [...], "rewrites": {NAME: [[QUALNAME, PRE_REWRITER, HAS_FILTER]...] | null}}`
+(see `code_needing_rewriting`). `{"fn": "validate_summary_keys", "model_id": ID, "onnx": FILE}`
+answers the list of the validate summary's keys (see `validate_summary_keys`).
 """
 
 import importlib
@@ -61,6 +64,78 @@ def serialization():
 
 
 STAND_INS = {}
+
+
+def code_needing_rewriting(names):
+    """The package's `code_needing_rewriting` for each name and for every class of its
+    `known_transformers_rewritings`: `[qualname, pre_rewriter name, has a filter]` per
+    rewriting, None where it knows none; and the known class names."""
+    helper = importlib.import_module("onnx_diagnostic.torch_export_patches.patch_module_helper")
+    known = sorted(helper.known_transformers_rewritings())
+    out = {}
+    for name in sorted(set(names) | set(known)):
+        found = helper.code_needing_rewriting(name)
+        out[name] = None if found is None else [
+            [
+                f["function"].__qualname__,
+                f["pre_rewriter"].__name__ if f.get("pre_rewriter") else None,
+                f.get("filter_node") is not None,
+            ]
+            for f in found
+        ]
+    return {"known": known, "rewrites": out}
+
+
+def validate_summary_keys(model_id, onnx_file):
+    """Every key the package's validate writes for `model_id`, as far as it runs here: a real
+    `validate_model` run (torch.export, the package's serializers registered, its patches off:
+    they do not run with transformers 5.23, nor does its ONNX exporter), then its
+    `validate_onnx_model` on ONNX_FILE (ours: the package cannot make one here) and its
+    `compute_statistics` of that file; plus the keys its source writes literally
+    (`summary["..."]`) and the `time_<step>` of each step it times (`_quiet_or_not_quiet`)."""
+    import ast
+
+    import transformers.models.idefics.modeling_idefics as idefics
+
+    if not hasattr(idefics, "IdeficsEmbedding"):
+        # Removed from transformers 5; the package's patches name it at import.
+        idefics.IdeficsEmbedding = type("IdeficsEmbedding", (torch.nn.Module,), {})
+    name = "onnx_diagnostic.torch_export_patches"
+    if name in sys.modules and not hasattr(sys.modules[name], "__file__"):
+        for k in [k for k in sys.modules if k.startswith(name)]:
+            del sys.modules[k]
+    validate = importlib.import_module("onnx_diagnostic.torch_models.validate")
+    ser = importlib.import_module(f"{name}.onnx_export_serialization")
+    ser.register_cache_serialization(patch_transformers=True, patch_diffusers=True)
+    summary, data = validate.validate_model(
+        model_id, do_run=True, exporter="export-nostrict", patch=False, quiet=True, inputs2=1
+    )
+    keys = set(summary)
+    data["onnx_filename"] = onnx_file
+    onnx_summary, _ = validate.validate_onnx_model(
+        data, quiet=True, second_input_keys=summary["second_input_keys"].split(",")
+    )
+    keys |= set(onnx_summary)
+    keys |= set(validate.compute_statistics(onnx_file))
+    with open(validate.__file__) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "summary"
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            keys.add(node.slice.value)
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "_quiet_or_not_quiet"
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+        ):
+            keys.add(f"time_{node.args[1].value}")
+    return sorted(keys)
 
 
 def stand_in(class_name):
@@ -218,6 +293,11 @@ def main(requests_path, tensors_path, answers_path):
             answers.append(
                 f"{string_type(args)} {string_type(kwargs, with_shape=True)} {string_type(moved)}"
             )
+        elif r["fn"] == "code_needing_rewriting":
+            serialization()
+            answers.append(code_needing_rewriting(r["names"]))
+        elif r["fn"] == "validate_summary_keys":
+            answers.append(validate_summary_keys(r["model_id"], r["onnx"]))
         elif r["fn"] == "flatten_names":
             ser, _ = serialization()
             ser.register_cache_serialization(patch_transformers=True, patch_diffusers=True)

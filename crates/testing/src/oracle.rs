@@ -53,6 +53,8 @@ pub enum Answer {
     Diff(PyDiff),
     /// The names of flattened tensors ([`Oracle::flatten_names`]).
     Names(Vec<String>),
+    /// Any other answer, as JSON ([`Oracle::code_needing_rewriting`]).
+    Json(Json),
 }
 
 impl Answer {
@@ -75,6 +77,17 @@ impl Answer {
         match self {
             Answer::Names(n) => n.iter().map(String::as_str).collect(),
             other => panic!("{other:?}, not names"),
+        }
+    }
+
+    /// A JSON answer.
+    ///
+    /// # Panics
+    /// For another answer.
+    pub fn json(&self) -> &Json {
+        match self {
+            Answer::Json(j) => j,
+            other => panic!("{other:?}, not JSON"),
         }
     }
 
@@ -110,6 +123,26 @@ impl Oracle {
     pub fn flatten_names(&mut self, name: &str, python: Json, export: bool) -> usize {
         self.requests.push(json!({
             "fn": "flatten_names", "name": name, "value": python, "export": export,
+        }));
+        self.requests.len() - 1
+    }
+
+    /// Queues the package's `code_needing_rewriting` for each of `names` and for every class
+    /// it knows: the answer is `{"known": [CLASS...], "rewrites": {CLASS: [[QUALNAME,
+    /// PRE_REWRITER, HAS_FILTER]...] or null}}` ([`Answer::json`]). Returns its index.
+    pub fn code_needing_rewriting(&mut self, names: &[&str]) -> usize {
+        self.requests
+            .push(json!({ "fn": "code_needing_rewriting", "names": names }));
+        self.requests.len() - 1
+    }
+
+    /// Queues the keys the package's validate writes for `model_id` (a real run as far as it
+    /// goes here, its ONNX checks on `onnx`, the keys its source writes; see
+    /// `validate_summary_keys` in `oracle/oracle.py`): a [`Answer::names`] answer. Returns its
+    /// index.
+    pub fn validate_summary_keys(&mut self, model_id: &str, onnx: &std::path::Path) -> usize {
+        self.requests.push(json!({
+            "fn": "validate_summary_keys", "model_id": model_id, "onnx": onnx.display().to_string(),
         }));
         self.requests.len() - 1
     }
@@ -288,6 +321,7 @@ impl Oracle {
                         .map(|n| n.as_str().expect("a name").to_owned())
                         .collect(),
                 ),
+                Json::Object(o) if !o.contains_key("abs") => Answer::Json(a.clone()),
                 d => Answer::Diff(PyDiff {
                     abs: num(d, "abs"),
                     rel: num(d, "rel"),

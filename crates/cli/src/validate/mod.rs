@@ -359,7 +359,7 @@ fn load_model(
             AutoModel::untrained(&config, 42, dtype.unwrap_or(tch::Kind::Float), device)?
         }
     };
-    s.f("time_create", ms(t));
+    s.f("time_create_torch_model", ms(t));
     s.s("model_id", id);
     s.s("model_class", model.class_name());
     s.s(
@@ -521,7 +521,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
             "onnx-dynamo"
         },
     );
-    s.i("export_stop_if_static", i64::from(a.stop_if_static));
+    s.i("version_stop_if_static", i64::from(a.stop_if_static));
     let patch_options = patch_options(a, &arch)?;
     let known = onnx_diagnostic_rewrite::code_needing_rewriting(&arch);
     if !known.is_empty() && !patch_options.rewrite.is_empty() {
@@ -619,11 +619,11 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     };
     let empty = proto::GraphProto::default();
     let graph = model_proto.graph.as_ref().unwrap_or(&empty);
-    let counts = passes::node_counts(graph);
+    let counts = passes::node_counts_with_subgraphs(graph);
     for (op, n) in &counts {
         s.i(&format!("n_node_{op}"), *n as i64);
     }
-    s.i("n_node", counts.values().sum::<usize>() as i64);
+    s.i("n_node_nodes", counts.values().sum::<usize>() as i64);
     // Without -o, the model goes to a directory of this process only (two runs at once must
     // not overwrite each other's file), removed at the end.
     let scratch = a.dump.is_none().then(|| {
@@ -636,7 +636,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
     let t = Instant::now();
     let external = external_for(&model_proto);
     let size = save_model(&model_proto, &path, external)?;
-    s.f("time_export_onnx_save", ms(t));
+    s.f("time_onnx_save", ms(t));
     s.i("onnx_size", size as i64);
 
     // Inputs named as the ONNX inputs, expected outputs named as the ONNX outputs.
@@ -669,7 +669,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<bool> {
         let session = step(a.quiet, &mut s, "onnx_ort_create", |s| {
             ort_session(&path, &ep, (dtype, device), s)
         })?;
-        s.f("time_onnx_ort_create", ms(t));
+        s.f("time_create_onnx_ort", ms(t));
         let Some(mut session) = session else {
             s.print();
             return Ok(false);
