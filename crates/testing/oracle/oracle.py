@@ -28,7 +28,8 @@ dynamic shapes (printed by `string_type`), the dict of `max_diff` without its `a
 a list of names for `flatten_names`. `{"fn": "code_needing_rewriting", "names": [...]}`
 answers `{"known": [...], "rewrites": {NAME: [[QUALNAME, PRE_REWRITER, HAS_FILTER]...] | null}}`
 (see `code_needing_rewriting`). `{"fn": "validate_summary_keys", "model_id": ID, "onnx": FILE}`
-answers the list of the validate summary's keys (see `validate_summary_keys`).
+answers the list of the validate summary's keys (see `validate_summary_keys`); `{"fn":
+"task_sets", "model_id": ID}` the dict of the input sets the package makes (see `task_sets`).
 """
 
 import importlib
@@ -86,6 +87,35 @@ def code_needing_rewriting(names):
     return {"known": known, "rewrites": out}
 
 
+def whole_package():
+    """Makes `onnx_diagnostic.torch_export_patches` import as a whole (the package's validate
+    and model builders import it): its patches name `IdeficsEmbedding`, removed from
+    transformers 5, at import; an empty module class of that name stands in (no patch is
+    applied by the oracle). Undoes `serialization`'s empty parent. Returns the package name."""
+    import transformers.models.idefics.modeling_idefics as idefics
+
+    if not hasattr(idefics, "IdeficsEmbedding"):
+        idefics.IdeficsEmbedding = type("IdeficsEmbedding", (torch.nn.Module,), {})
+    name = "onnx_diagnostic.torch_export_patches"
+    if name in sys.modules and not hasattr(sys.modules[name], "__file__"):
+        for k in [k for k in sys.modules if k.startswith(name)]:
+            del sys.modules[k]
+    return name
+
+
+def task_sets(model_id):
+    """The input sets the package makes for `model_id` (`get_untrained_model_with_inputs` with
+    the second sets) and their dynamic shapes, each printed by `string_type` with shapes."""
+    whole_package()
+    mi = importlib.import_module("onnx_diagnostic.torch_models.hghub.model_inputs")
+    d = mi.get_untrained_model_with_inputs(model_id, add_second_input=True)
+    return {
+        k: string_type(v, with_shape=True)
+        for k, v in d.items()
+        if k.startswith("inputs") or k == "dynamic_shapes"
+    }
+
+
 def validate_summary_keys(model_id, onnx_file):
     """Every key the package's validate writes for `model_id`, as far as it runs here: a real
     `validate_model` run (torch.export, the package's serializers registered, its patches off:
@@ -95,15 +125,7 @@ def validate_summary_keys(model_id, onnx_file):
     (`summary["..."]`) and the `time_<step>` of each step it times (`_quiet_or_not_quiet`)."""
     import ast
 
-    import transformers.models.idefics.modeling_idefics as idefics
-
-    if not hasattr(idefics, "IdeficsEmbedding"):
-        # Removed from transformers 5; the package's patches name it at import.
-        idefics.IdeficsEmbedding = type("IdeficsEmbedding", (torch.nn.Module,), {})
-    name = "onnx_diagnostic.torch_export_patches"
-    if name in sys.modules and not hasattr(sys.modules[name], "__file__"):
-        for k in [k for k in sys.modules if k.startswith(name)]:
-            del sys.modules[k]
+    name = whole_package()
     validate = importlib.import_module("onnx_diagnostic.torch_models.validate")
     ser = importlib.import_module(f"{name}.onnx_export_serialization")
     ser.register_cache_serialization(patch_transformers=True, patch_diffusers=True)
@@ -296,6 +318,8 @@ def main(requests_path, tensors_path, answers_path):
         elif r["fn"] == "code_needing_rewriting":
             serialization()
             answers.append(code_needing_rewriting(r["names"]))
+        elif r["fn"] == "task_sets":
+            answers.append(task_sets(r["model_id"]))
         elif r["fn"] == "validate_summary_keys":
             answers.append(validate_summary_keys(r["model_id"], r["onnx"]))
         elif r["fn"] == "flatten_names":

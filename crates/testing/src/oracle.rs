@@ -147,6 +147,15 @@ impl Oracle {
         self.requests.len() - 1
     }
 
+    /// Queues the input sets the package makes for `model_id` and their dynamic shapes, each
+    /// printed by `string_type` with shapes: a JSON answer `{"inputs": TEXT, "inputs2": TEXT,
+    /// ..., "dynamic_shapes": TEXT}`. Returns its index.
+    pub fn task_sets(&mut self, model_id: &str) -> usize {
+        self.requests
+            .push(json!({ "fn": "task_sets", "model_id": model_id }));
+        self.requests.len() - 1
+    }
+
     fn encode(&mut self, v: &Value) -> Json {
         match v {
             Value::Tensor(t) => {
