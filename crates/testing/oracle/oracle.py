@@ -1,35 +1,37 @@
-"""Answers requests with the Python package itself (onnx-diagnostic 0.9.3, its helper modules:
-the package as a whole does not import its export patches with transformers 5.23, its helpers
-do), for the tests that compare our printed formats and measures with it
-(crates/testing/src/oracle.rs).
+"""Answers requests with the Python package itself (onnx-diagnostic 0.9.3), for the tests that
+compare our printed formats, measures, names and lists with it (crates/testing/src/oracle.rs).
+The package as a whole does not import with transformers 5.23 (its export patches): its helper
+and serialization modules are imported alone (`serialization`), its validate with a stand-in
+for one removed transformers class (`whole_package`).
 
 usage: oracle.py REQUESTS.json TENSORS.safetensors ANSWERS.json
 
-REQUESTS is a list of `{"fn": "string_type", "value": V, "options": {...}}` or
-`{"fn": "max_diff", "expected": V, "got": V}` or `{"fn": "guess_dynamic_shapes" |
-"move_to_kwargs", "signature": [NAME...], "sets": [[[V...], [[NAME, V]...]]...], "auto": B}`
-(`ModelInputs` on a module of that forward signature; `move_to_kwargs` moves the first set
-and prints `args kwargs dynamic_shapes`); V is a value in the form `oracle.rs` writes:
-`{"tensor": KEY}` (a tensor of TENSORS), `{"int": 3}`, `{"float": 0.5}`, `{"bool": true}`,
-`{"str": "x"}`, `{"none": null}`, `{"list": [V...]}`, `{"tuple": [V...]}`,
-`{"dict": [[KEY, V]...]}`, `{"DynamicCache": [[K, V]...]}` (built with the package's
-`make_dynamic_cache`), `{"DynamicCacheLayers": {"pairs": [[K, V]...], "layers": [[CLASS,
-KWARGS]...]}}` (the same with `cls_layers`/`cls_kwargs`), `{"StaticCache": {"class": NAME,
-"layer_types": [...], "sliding_window": N, "max_cache_len": N, "batch": B, "heads": H,
-"head_dim": D}}` (a transformers `StaticCache` made from a Llama config, of a subclass named CLASS: see
-`stand_in`), `{"EncoderDecoderCache": [V, V]}`,
-`{"output": [MODULE, CLASS, [[KEY, V]...]]}` (a `ModelOutput` dataclass), `{"MambaCache": [[V...],
-[V...]]}` (an object of that name with `conv_states` and `ssm_states`, for `string_type`). `{"fn":
-"flatten_names", "name": PREFIX, "value": V, "export": B}` names the tensors of V under the
-argument PREFIX, with the package's serializers registered (its `register_cache_serialization`),
-as torch.export names placeholders; with `export`, a real `torch.export.export` of a module
-taking V checks those names. ANSWERS is the list of results: a string for `string_type` and the
-dynamic shapes (printed by `string_type`), the dict of `max_diff` without its `argm` and `dev`,
-a list of names for `flatten_names`. `{"fn": "code_needing_rewriting", "names": [...]}`
-answers `{"known": [...], "rewrites": {NAME: [[QUALNAME, PRE_REWRITER, HAS_FILTER]...] | null}}`
-(see `code_needing_rewriting`). `{"fn": "validate_summary_keys", "model_id": ID, "onnx": FILE}`
-answers the list of the validate summary's keys (see `validate_summary_keys`); `{"fn":
-"task_sets", "model_id": ID}` the dict of the input sets the package makes (see `task_sets`).
+REQUESTS is a list of requests, ANSWERS the list of their answers:
+- `{"fn": "string_type", "value": V, "options": {...}}`: the string.
+- `{"fn": "max_diff", "expected": V, "got": V}`: the dict without `argm` and `dev`.
+- `{"fn": "guess_dynamic_shapes" | "move_to_kwargs", "signature": [NAME...], "sets":
+  [[[V...], [[NAME, V]...]]...], "auto": B}`: `ModelInputs` on a module of that forward
+  signature, the shapes printed by `string_type`; `move_to_kwargs` moves the first set and
+  prints `args kwargs dynamic_shapes`.
+- `{"fn": "flatten_names", "name": PREFIX, "value": V, "export": B}`: the names torch.export
+  gives the tensors of V passed as the argument PREFIX, the package's serializers registered;
+  with `export`, a real `torch.export.export` checks them.
+- `{"fn": "code_needing_rewriting", "names": [...]}`: `{"known": [...], "rewrites": {NAME:
+  [[QUALNAME, PRE_REWRITER, HAS_FILTER]...] | null}}`.
+- `{"fn": "validate_summary_keys", "model_id": ID, "onnx": FILE}`: the validate summary's keys.
+- `{"fn": "task_sets", "model_id": ID}`: `{SET: TEXT, "dynamic_shapes": TEXT}`.
+
+V is a value in the form `oracle.rs` writes: `{"tensor": KEY}` (a tensor of TENSORS),
+`{"int": 3}`, `{"float": 0.5}`, `{"bool": true}`, `{"str": "x"}`, `{"none": null}`,
+`{"list": [V...]}`, `{"tuple": [V...]}`, `{"dict": [[KEY, V]...]}`, `{"DynamicCache": [[K,
+V]...]}` (the package's `make_dynamic_cache`), `{"DynamicCacheLayers": {"pairs": [[K, V]...],
+"layers": [[CLASS, KWARGS]...]}}` (the same with `cls_layers` / `cls_kwargs`),
+`{"StaticCache": {"class": NAME, "layer_types": [...], "sliding_window": N, "max_cache_len": N,
+"batch": B, "heads": H, "head_dim": D}}` (a transformers `StaticCache` made from a Llama
+config, of a subclass named NAME: see `stand_in`), `{"EncoderDecoderCache": [V, V]}`,
+`{"output": [MODULE, CLASS, [[KEY, V]...]]}` (a `ModelOutput` dataclass), `{"MambaCache":
+[[V...], [V...]]}` (an object of that name with `conv_states` and `ssm_states`, for
+`string_type`).
 """
 
 import importlib
@@ -57,7 +59,8 @@ def serialization():
     name = "onnx_diagnostic.torch_export_patches"
     if name not in sys.modules:
         parent = types.ModuleType(name)
-        parent.__path__ = [os.path.join(os.path.dirname(onnx_diagnostic.__file__), "torch_export_patches")]
+        root = os.path.dirname(onnx_diagnostic.__file__)
+        parent.__path__ = [os.path.join(root, "torch_export_patches")]
         sys.modules[name] = parent
     ser = importlib.import_module(f"{name}.onnx_export_serialization")
     impl = importlib.import_module(f"{name}.serialization.transformers_impl")
