@@ -388,6 +388,16 @@ fn every_catalog_model_validates() {
 
 /// `validate` alone lists the tasks; `-t TASK` prints its input sets and dynamic shapes in the
 /// format of the Python package's `string_type`.
+/// The output of `validate -t TASK`, which must succeed.
+fn describe_task(task: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
+        .args(["validate", "-t", task])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{task}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `validate -t TASK` prints every input set and the dynamic shapes onnx-diagnostic 0.9.3 makes
 /// for `model_id` (its `get_untrained_model_with_inputs`, run by the oracle) as its
 /// `string_type` prints them, after `adjust` (the differences a test names). Returns our
@@ -397,12 +407,7 @@ fn sets_as_the_python_package_makes_them(
     model_id: &str,
     adjust: &dyn Fn(&str) -> String,
 ) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args(["validate", "-t", task])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{task}");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = describe_task(task);
     let mut o = onnx_diagnostic_testing::oracle::Oracle::new();
     let i = o.task_sets(model_id);
     let answers = o.run();
@@ -453,12 +458,7 @@ fn tasks_and_their_inputs_are_described() {
     );
     // Qwen2-VL's sets: 2 images of 16 and 32 patches, none, then 3 of 16, 16 and 8; the prompt
     // without positions but with the token types the model computes them from.
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args(["validate", "-t", "image-text-to-text"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = describe_task("image-text-to-text");
     for line in [
         "inputs: dict(input_ids:T7s2x13,attention_mask:T7s2x17,position_ids:T7s3x2x13,past_key_values:DynamicCache(key_cache=#2[T1s2x2x4x8,T1s2x2x4x8], value_cache=#2[T1s2x2x4x8,T1s2x2x4x8]),pixel_values:T1s48x6,image_grid_thw:T7s2x3)",
         "inputs2: dict(input_ids:T7s3x1,attention_mask:T7s3x2,position_ids:T7s3x3x1,past_key_values:DynamicCache(key_cache=#2[T1s3x2x1x8,T1s3x2x1x8], value_cache=#2[T1s3x2x1x8,T1s3x2x1x8]),pixel_values:T1s0x6,image_grid_thw:T7s0x3)",
@@ -470,12 +470,7 @@ fn tasks_and_their_inputs_are_described() {
         );
     }
     // The Python package's text-to-image sets, with dynamic height and width.
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args(["validate", "-t", "text-to-image"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = describe_task("text-to-image");
     for line in [
         "inputs: dict(sample:T1s2x4x32x32,timestep:T7s1,encoder_hidden_states:T1s2x4x32)",
         "inputs2: dict(sample:T1s3x4x32x32,timestep:T7s1,encoder_hidden_states:T1s3x4x32)",
@@ -509,12 +504,7 @@ fn tasks_and_their_inputs_are_described() {
         "arnir0/Tiny-LLM",
         &without_position_ids,
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-        .args(["validate", "-t", "text2text-generation"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = describe_task("text2text-generation");
     assert!(
         text.contains("inputs: dict(input_ids:T7s2x30,attention_mask:T7s2x30,decoder_input_ids:T7s2x3,past_key_values:EncoderDecoderCache(self_attention_cache=DynamicCache(key_cache=#2[T1s2x4x30x4")
             && text.contains("decoder_input_ids:{0:DYN(batch),1:DYN(seq_ids)}")
@@ -524,12 +514,7 @@ fn tasks_and_their_inputs_are_described() {
     // The source only, 12 tokens after 30 cached ones; the cross-attention cache has the
     // source's length (the Python package's sizes for these tasks, but that one).
     for (task, head) in [("feature-extraction", 12), ("summarization", 4)] {
-        let out = Command::new(env!("CARGO_BIN_EXE_onnx-diagnostic"))
-            .args(["validate", "-t", task])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{task}");
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = describe_task(task);
         let hd = if head == 12 { 64 } else { 4 };
         let first = "inputs: dict(input_ids:T7s2x12,attention_mask:T7s2x12,past_key_values:\
                      EncoderDecoderCache(self_attention_cache=DynamicCache(key_cache=#";

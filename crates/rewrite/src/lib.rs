@@ -1177,9 +1177,10 @@ pub fn known_transformers_rewritings() -> BTreeMap<&'static str, &'static str> {
     ])
 }
 
-/// The classes sharing each alias's code (the package's `_rewrite_forward`).
-fn rewritten_classes(layer: &str) -> &'static [&'static str] {
-    match layer {
+/// The classes sharing each alias's code (the package's `_rewrite_forward`) and which of their
+/// tests to rewrite ([`KnownRewrite::filter_node`]).
+fn rewritten_classes(alias: &str) -> (&'static [&'static str], &'static str) {
+    let classes: &'static [&'static str] = match alias {
         "AutoformerEncoderLayer" => &["AutoformerEncoderLayer"],
         "BartEncoderLayer" => &["BartEncoderLayer", "PLBartEncoderLayer"],
         "BigBirdPegasusEncoderLayer" => &["BigBirdPegasusEncoderLayer"],
@@ -1190,9 +1191,10 @@ fn rewritten_classes(layer: &str) -> &'static [&'static str] {
         "MvpEncoderLayer" => &["MvpEncoderLayer"],
         "NllbMoeEncoderLayer" => &["NllbMoeEncoderLayer"],
         "TimeSeriesTransformerEncoderLayer" => &["TimeSeriesTransformerEncoderLayer"],
-        "PatchEmbeddings" => &["ViTPatchEmbeddings"],
+        "PatchEmbeddings" => return (&["ViTPatchEmbeddings"], "not_a_name"),
         _ => &[],
-    }
+    };
+    (classes, "clamp_float16")
 }
 
 /// A rewriting an architecture needs (the seeds' `code_needing_rewriting` items).
@@ -1233,12 +1235,8 @@ pub fn code_needing_rewriting(arch: &str) -> Vec<KnownRewrite> {
     let Some(layer) = known.get(arch) else {
         return Vec::new();
     };
-    let filter_node = if *layer == "PatchEmbeddings" {
-        "not_a_name"
-    } else {
-        "clamp_float16"
-    };
-    rewritten_classes(layer)
+    let (classes, filter_node) = rewritten_classes(layer);
+    classes
         .iter()
         .map(|c| KnownRewrite {
             function: format!("{c}.forward"),

@@ -17,8 +17,8 @@
 //! names placeholders, in lower case (`past_key_values_key_w4_1`). The package tags the layers
 //! of a `DynamicCache` or `HybridCache` only: a `StaticCache` mixing kinds is tagged here too
 //! (the package names it `key_<i>` and rebuilds every layer as a full one). So flatten →
-//! unflatten keeps every layer's kind and
-//! window (transformers' own serialization loses them, its issue #47900). A layer without
+//! unflatten keeps every layer's kind and window (transformers' own serialization loses them,
+//! its issue #47900). A layer without
 //! tensors (not initialised yet) flattens into two `None`s and comes back empty. What is not
 //! structure is not kept: a rebuilt layer has seen as many positions as it stores (the Python
 //! package rebuilds the same way).

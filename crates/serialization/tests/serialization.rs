@@ -140,17 +140,24 @@ fn kv_pairs(oracle: &mut Oracle, pairs: &[(Tensor, Tensor)]) -> serde_json::Valu
     )
 }
 
-fn output(
-    oracle: &mut Oracle,
-    module: &str,
-    class: &str,
-    fields: &[(&str, &Value)],
-) -> serde_json::Value {
-    let f: Vec<serde_json::Value> = fields
+/// A dataclass output as the same class of `module` in Python, built from its fields.
+fn output_case(oracle: &mut Oracle, module: &str, ours: Value) -> Case {
+    let Value::Custom(obj) = &ours else {
+        panic!("not an output class")
+    };
+    let fields: Vec<serde_json::Value> = obj
+        .fields()
         .iter()
         .map(|(k, v)| serde_json::json!([k, oracle.value(v)]))
         .collect();
-    serde_json::json!({ "output": [module, class, f] })
+    let python = serde_json::json!({ "output": [module, obj.class_name(), fields] });
+    Case {
+        name: "x",
+        ours,
+        python,
+        export: true,
+        prints: true,
+    }
 }
 
 /// A transformers `StaticCache` (or a 4.x `HybridCache` / `SlidingWindowCache`) of the same
@@ -307,86 +314,41 @@ fn every_serializer_flattens_as_the_python_package_names_it() {
     };
     let mamba_printed = o.string_type_of(mamba_python, &StringTypeOptions::with_shape());
 
-    let h = Value::from(randn(&[2, 3, 8]));
-    let py = output(
-        &mut o,
-        "transformers.modeling_outputs",
-        "BaseModelOutput",
-        &[("last_hidden_state", &h)],
-    );
-    cases.push(Case {
-        name: "x",
-        ours: Value::custom(BaseModelOutput {
-            last_hidden_state: Some(h),
-            ..BaseModelOutput::default()
-        }),
-        python: py,
-        export: true,
-        prints: true,
-    });
-
-    let (logits, p) = (Value::from(randn(&[2, 3, 10])), pairs(1, &[2, 1, 3, 4]));
-    let cache = serde_json::json!({ "DynamicCache": kv_pairs(&mut o, &p) });
-    let mut py = output(
-        &mut o,
-        "transformers.modeling_outputs",
-        "CausalLMOutputWithPast",
-        &[("logits", &logits)],
-    );
-    py["output"][2]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!(["past_key_values", cache]));
-    cases.push(Case {
-        name: "x",
-        ours: Value::custom(CausalLMOutputWithPast {
-            logits: Some(logits),
-            past_key_values: Some(Value::custom(make_dynamic_cache(p))),
-            ..CausalLMOutputWithPast::default()
-        }),
-        python: py,
-        export: true,
-        prints: true,
-    });
-
-    let (logits, enc) = (
-        Value::from(randn(&[1, 2, 10])),
-        Value::from(randn(&[1, 5, 8])),
-    );
-    let py = output(
-        &mut o,
-        "transformers.modeling_outputs",
-        "Seq2SeqLMOutput",
-        &[("logits", &logits), ("encoder_last_hidden_state", &enc)],
-    );
-    cases.push(Case {
-        name: "x",
-        ours: Value::custom(Seq2SeqLMOutput {
-            logits: Some(logits),
-            encoder_last_hidden_state: Some(enc),
-            ..Seq2SeqLMOutput::default()
-        }),
-        python: py,
-        export: true,
-        prints: true,
-    });
-
-    let sample = Value::from(randn(&[1, 4, 8, 8]));
-    let py = output(
-        &mut o,
-        "diffusers.models.unets.unet_2d_condition",
-        "UNet2DConditionOutput",
-        &[("sample", &sample)],
-    );
-    cases.push(Case {
-        name: "x",
-        ours: Value::custom(UNet2DConditionOutput {
-            sample: Some(sample),
-        }),
-        python: py,
-        export: true,
-        prints: true,
-    });
+    let tf = "transformers.modeling_outputs";
+    let outputs = [
+        (
+            tf,
+            Value::custom(BaseModelOutput {
+                last_hidden_state: Some(randn(&[2, 3, 8]).into()),
+                ..BaseModelOutput::default()
+            }),
+        ),
+        (
+            tf,
+            Value::custom(CausalLMOutputWithPast {
+                logits: Some(randn(&[2, 3, 10]).into()),
+                past_key_values: Some(Value::custom(make_dynamic_cache(pairs(1, &[2, 1, 3, 4])))),
+                ..CausalLMOutputWithPast::default()
+            }),
+        ),
+        (
+            tf,
+            Value::custom(Seq2SeqLMOutput {
+                logits: Some(randn(&[1, 2, 10]).into()),
+                encoder_last_hidden_state: Some(randn(&[1, 5, 8]).into()),
+                ..Seq2SeqLMOutput::default()
+            }),
+        ),
+        (
+            "diffusers.models.unets.unet_2d_condition",
+            Value::custom(UNet2DConditionOutput {
+                sample: Some(randn(&[1, 4, 8, 8]).into()),
+            }),
+        ),
+    ];
+    for (module, ours) in outputs {
+        cases.push(output_case(&mut o, module, ours));
+    }
 
     // Nested builtin containers, keys torch.export rewrites (case, punctuation).
     let nested = Value::Dict(vec![
