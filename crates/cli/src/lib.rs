@@ -18,6 +18,8 @@
 
 mod validate;
 
+pub use validate::{TaskSets, task_sets};
+
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};

@@ -101,7 +101,8 @@ pub fn text_to_image_dynamic_shapes() -> DynamicShapes {
                     (3, Dim::new("width")),
                 ]),
             ),
-            ("timestep".to_owned(), DynSpec::Static),
+            // A tensor with no dynamic dimension, `{}` as the Python package writes it.
+            ("timestep".to_owned(), DynSpec::dims([])),
             (
                 "encoder_hidden_states".to_owned(),
                 DynSpec::dims([(0, batch), (1, Dim::new("encoder_length"))]),

@@ -19,7 +19,7 @@ REQUESTS is a list of requests, ANSWERS the list of their answers:
 - `{"fn": "code_needing_rewriting", "names": [...]}`: `{"known": [...], "rewrites": {NAME:
   [[QUALNAME, PRE_REWRITER, HAS_FILTER]...] | null}}`.
 - `{"fn": "validate_summary_keys", "model_id": ID, "onnx": FILE}`: the validate summary's keys.
-- `{"fn": "task_sets", "model_id": ID}`: `{SET: TEXT, "dynamic_shapes": TEXT}`.
+- `{"fn": "task_sets", "model_id": ID, "task": TASK}`: `{SET: TEXT, "dynamic_shapes": TEXT}`.
 
 V is a value in the form `oracle.rs` writes: `{"tensor": KEY}` (a tensor of TENSORS),
 `{"int": 3}`, `{"float": 0.5}`, `{"bool": true}`, `{"str": "x"}`, `{"none": null}`,
@@ -106,12 +106,19 @@ def whole_package():
     return name
 
 
-def task_sets(model_id):
-    """The input sets the package makes for `model_id` (`get_untrained_model_with_inputs` with
-    the second sets) and their dynamic shapes, each printed by `string_type` with shapes."""
+def task_sets(model_id, task):
+    """The input sets the package makes for `model_id` and `task` (`get_untrained_model_with_inputs`
+    with the second sets) and their dynamic shapes, each printed by `string_type` with shapes.
+    The config is the package's preinstalled one, given as `config=`: left to the package, it
+    adds `subfolder=None` to a diffusers config, which `UNet2DConditionModel(**config)` then
+    refuses (0.9.3)."""
     whole_package()
     mi = importlib.import_module("onnx_diagnostic.torch_models.hghub.model_inputs")
-    d = mi.get_untrained_model_with_inputs(model_id, add_second_input=True)
+    hub = importlib.import_module("onnx_diagnostic.torch_models.hghub.hub_api")
+    config = hub.get_cached_configuration(model_id, exc=True)
+    d = mi.get_untrained_model_with_inputs(
+        model_id, config=config, task=task, add_second_input=True
+    )
     return {
         k: string_type(v, with_shape=True)
         for k, v in d.items()
@@ -322,7 +329,7 @@ def main(requests_path, tensors_path, answers_path):
             serialization()
             answers.append(code_needing_rewriting(r["names"]))
         elif r["fn"] == "task_sets":
-            answers.append(task_sets(r["model_id"]))
+            answers.append(task_sets(r["model_id"], r["task"]))
         elif r["fn"] == "validate_summary_keys":
             answers.append(validate_summary_keys(r["model_id"], r["onnx"]))
         elif r["fn"] == "flatten_names":

@@ -147,12 +147,13 @@ impl Oracle {
         self.requests.len() - 1
     }
 
-    /// Queues the input sets the package makes for `model_id` and their dynamic shapes, each
-    /// printed by `string_type` with shapes: a JSON answer `{"inputs": TEXT, "inputs2": TEXT,
-    /// ..., "dynamic_shapes": TEXT}`. Returns its index.
-    pub fn task_sets(&mut self, model_id: &str) -> usize {
+    /// Queues the input sets the package makes for `model_id` (one of its preinstalled
+    /// configs) and `task`, and their dynamic shapes, each printed by `string_type` with
+    /// shapes: a JSON answer `{"inputs": TEXT, "inputs2": TEXT, ..., "dynamic_shapes": TEXT}`.
+    /// Returns its index.
+    pub fn task_sets(&mut self, model_id: &str, task: &str) -> usize {
         self.requests
-            .push(json!({ "fn": "task_sets", "model_id": model_id }));
+            .push(json!({ "fn": "task_sets", "model_id": model_id, "task": task }));
         self.requests.len() - 1
     }
 
@@ -195,6 +196,15 @@ impl Oracle {
                     .map(|(k, v)| json!([self.encode(k), self.encode(v)]))
                     .collect();
                 json!({ "DynamicCache": pairs })
+            }
+            Value::Custom(c) if c.class_name() == "EncoderDecoderCache" => {
+                let fields = c.fields();
+                let part = |name: &str| match fields.iter().find(|(k, _)| k == name) {
+                    Some((_, v)) => v.clone(),
+                    None => panic!("EncoderDecoderCache without its {name}"),
+                };
+                let (own, cross) = (part("self_attention_cache"), part("cross_attention_cache"));
+                json!({ "EncoderDecoderCache": [self.encode(&own), self.encode(&cross)] })
             }
             Value::Custom(c) => panic!("the oracle cannot rebuild a {}", c.class_name()),
         }

@@ -137,6 +137,7 @@ fn tiny_llm_exports_within_142_nodes_and_matches_on_the_validate_input_sets() {
         [
             "input_ids",
             "attention_mask",
+            "position_ids",
             "past_key_values_key_0",
             "past_key_values_value_0"
         ]

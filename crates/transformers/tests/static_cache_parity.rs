@@ -92,7 +92,7 @@ fn llama_with_a_static_cache_matches_transformers_and_onnx_runtime() {
     };
     assert_eq!(dims("input_ids"), ["batch", "seq_length"]);
     assert_eq!(dims("cache_position"), ["seq_length"]);
-    assert_eq!(dims("attention_mask"), ["batch", "total_length"]);
+    assert_eq!(dims("attention_mask"), ["batch", "cache+seq"]);
     assert_eq!(
         dims("past_key_values_key_0"),
         ["batch", "2", "35", "8"],

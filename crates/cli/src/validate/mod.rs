@@ -43,6 +43,7 @@ mod tasks;
 
 use report::{Summary, finish, memory_peak_mib, ms, step, suffix};
 use tasks::{TASKS, describe_task, task_names};
+pub use tasks::{TaskSets, task_sets};
 
 /// Options of `validate`, named as the Python command names them.
 #[derive(Args, Debug)]

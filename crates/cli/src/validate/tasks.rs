@@ -31,9 +31,24 @@ pub(super) fn task_names() -> String {
     TASKS.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
 }
 
-/// `-t TASK` without a model: the inputs of the task (on a small catalog model, untrained) and
-/// their dynamic shapes.
-pub(super) fn describe_task(task: &str) -> Result<()> {
+/// The input sets `validate -t TASK` describes: the task's catalog model (untrained, seed 42),
+/// its named sets of the default options with the second set grown by one, `inputs_prompt`
+/// last, and their dynamic shapes.
+pub struct TaskSets {
+    /// The catalog id of the model the sets are made for.
+    pub model_id: &'static str,
+    /// `(name, keyword inputs)`, `inputs_prompt` last.
+    pub sets: Vec<(String, Vec<(String, Value)>)>,
+    /// The dynamic shapes of the exported sets (not of `inputs_prompt`).
+    pub dynamic_shapes: onnx_diagnostic_core::DynamicShapes,
+}
+
+/// The input sets of `task` on its catalog model ([`TaskSets`]).
+///
+/// # Errors
+/// A task `validate` does not run (naming those it runs), or an error building the model or
+/// its sets.
+pub fn task_sets(task: &str) -> Result<TaskSets> {
     let Some((_, id)) = TASKS.iter().find(|(t, _)| *t == task) else {
         bail!("task {task} is not supported yet ({})", task_names());
     };
@@ -47,22 +62,34 @@ pub(super) fn describe_task(task: &str) -> Result<()> {
         AutoModel::untrained(&config, 42, tch::Kind::Float, tch::Device::Cpu)?
     };
     model.set_task(task)?;
+    let options = TextGenerationOptions::default();
+    let mut sets: Vec<(String, Vec<(String, Value)>)> = model
+        .input_sets(&options, 1)?
+        .into_iter()
+        .map(|(name, set)| (name.to_owned(), set))
+        .collect();
+    sets.push(("inputs_prompt".to_owned(), model.prompt()?));
+    Ok(TaskSets {
+        model_id: id,
+        sets,
+        dynamic_shapes: model.dynamic_shapes(&options),
+    })
+}
+
+/// `-t TASK` without a model: the inputs of the task (on a small catalog model, untrained) and
+/// their dynamic shapes, printed by `string_type` with shapes.
+pub(super) fn describe_task(task: &str) -> Result<()> {
+    let described = task_sets(task)?;
     let _serialization =
         onnx_diagnostic_serialization::register_cache_serialization(true, false, 0);
     let opts = onnx_diagnostic_core::StringTypeOptions::with_shape();
-    let options = TextGenerationOptions::default();
-    for (name, set) in model.input_sets(&options, 1)? {
+    for (name, set) in described.sets {
         let set = Value::Dict(set);
         println!("{name}: {}", onnx_diagnostic_core::string_type(&set, &opts));
     }
-    let prompt = Value::Dict(model.prompt()?);
-    println!(
-        "inputs_prompt: {}",
-        onnx_diagnostic_core::string_type(&prompt, &opts)
-    );
     println!(
         "dynamic_shapes: {}",
-        onnx_diagnostic_core::string_dynamic_shapes(&model.dynamic_shapes(&options))
+        onnx_diagnostic_core::string_dynamic_shapes(&described.dynamic_shapes)
     );
     Ok(())
 }

@@ -103,8 +103,8 @@ pub fn text2text_generation_prompt(d: &Seq2SeqDims) -> Result<Vec<(String, Value
     Ok(vec![("input_ids".to_owned(), Value::from(ids))])
 }
 
-/// One input set: `input_ids` `[batch, source]` and its `attention_mask` (ones),
-/// `decoder_input_ids` `[batch, new]`, and an `EncoderDecoderCache` of `cached` self-attention
+/// One input set: `input_ids` `[batch, source]`, `decoder_input_ids` `[batch, new]`, the
+/// source's `attention_mask` (ones), and an `EncoderDecoderCache` of `cached` self-attention
 /// positions and `source` cross-attention ones, drawn from libtorch's generator.
 ///
 /// # Errors
@@ -142,10 +142,12 @@ pub fn text2text_generation_inputs(
             .map_err(fail)
     };
     let mask = tch::Tensor::f_ones([batch, source], (Kind::Int64, Device::Cpu)).map_err(fail)?;
+    let input_ids = ids(source)?;
+    // The Python package's order (the export binds them by the signature's order).
     Ok(vec![
-        ("input_ids".to_owned(), ids(source)?),
-        ("attention_mask".to_owned(), Value::from(mask)),
+        ("input_ids".to_owned(), input_ids),
         ("decoder_input_ids".to_owned(), ids(new)?),
+        ("attention_mask".to_owned(), Value::from(mask)),
         ("past_key_values".to_owned(), Value::custom(cache)),
     ])
 }
@@ -204,12 +206,12 @@ pub fn text2text_generation_dynamic_shapes(d: &Seq2SeqDims) -> DynamicShapes {
                 DynSpec::dims([(0, batch.clone()), (1, source.clone())]),
             ),
             (
-                "attention_mask".to_owned(),
-                DynSpec::dims([(0, batch.clone()), (1, source.clone())]),
-            ),
-            (
                 "decoder_input_ids".to_owned(),
                 DynSpec::dims([(0, batch.clone()), (1, Dim::new("seq_ids"))]),
+            ),
+            (
+                "attention_mask".to_owned(),
+                DynSpec::dims([(0, batch.clone()), (1, source.clone())]),
             ),
             (
                 "past_key_values".to_owned(),

@@ -1,7 +1,11 @@
 //! Input sets of the text-generation task, as the Python validate makes them: `inputs` (batch 2,
 //! sequence 3, cache 30), `inputs2` (batch 3, sequence 4, cache 31), `inputs_empty_cache`
-//! (cache 0), `inputs_batch1` (batch 1), with their dynamic shapes named `batch`, `seq_length`,
-//! `cache_length` (the attention mask spans cache + sequence: `total_length`); and
+//! (cache 0), `inputs_batch1` (batch 1), each `input_ids`, `attention_mask`, `position_ids`
+//! (`cache..cache + sequence` on every row) and `past_key_values`, with their dynamic shapes
+//! named `batch`, `seq_length`, `cache_length` and, for the attention mask that spans cache +
+//! sequence, `cache+seq` (onnx-diagnostic 0.9.3's name: it gives names as strings, which
+//! `torch.export` takes as `Dim.DYNAMIC`, so the name need not be an identifier; ours is a
+//! name only, as in the ONNX file's `dim_param`); and
 //! `inputs_prompt`, a prompt of 11 tokens for batch 1 without cache or mask, which the Python
 //! validate runs eagerly only (the exported model takes a cache; a prompt needs a generation
 //! loop).
@@ -353,8 +357,10 @@ pub fn random_past(
     }
 }
 
-/// Keyword inputs `input_ids`, `attention_mask`, `past_key_values` of the given sizes, drawn
-/// from libtorch's generator.
+/// Keyword inputs `input_ids` `[batch, seq]`, `attention_mask` `[batch, cache + seq]` (ones),
+/// `position_ids` `[batch, seq]` (`cache..cache + seq` on every row, as onnx-diagnostic 0.9.3's
+/// `get_inputs` makes them, so that the exported model takes its positions as an input) and
+/// `past_key_values` of the given sizes, drawn from libtorch's generator.
 ///
 /// # Errors
 /// [`Error::InputOption`] naming the size when one is negative (or the vocabulary empty).
@@ -384,9 +390,14 @@ pub fn text_generation_inputs(
         .map_err(|e| size_error("sequence_length2", seq, &e))?;
     let mask = tch::Tensor::f_ones([batch, cache + seq], (Kind::Int64, Device::Cpu))
         .map_err(|e| size_error("batch_size", batch, &e))?;
+    let positions = tch::Tensor::f_arange_start(cache, cache + seq, (Kind::Int64, Device::Cpu))
+        .and_then(|p| p.f_expand([batch, seq], false))
+        .and_then(|p| p.f_contiguous())
+        .map_err(|e| size_error("sequence_length2", seq, &e))?;
     Ok(vec![
         ("input_ids".to_owned(), Value::from(ids)),
         ("attention_mask".to_owned(), Value::from(mask)),
+        ("position_ids".to_owned(), Value::from(positions)),
         ("past_key_values".to_owned(), Value::custom(past)),
     ])
 }
@@ -457,6 +468,8 @@ pub fn text_generation_static_inputs(
         .map_err(|e| size_error("batch_size", batch, &e))?;
     let positions = tch::Tensor::f_arange_start(cache, cache + seq, (Kind::Int64, Device::Cpu))
         .map_err(|e| size_error("sequence_length2", seq, &e))?;
+    // The positions come from `cache_position`, as in the Python package's static sets.
+    set.retain(|(name, _)| name != "position_ids");
     for (name, v) in &mut set {
         match name.as_str() {
             "attention_mask" => *v = Value::from(mask.shallow_clone()),
@@ -469,7 +482,7 @@ pub fn text_generation_static_inputs(
 }
 
 /// The dynamic shapes of [`text_generation_static_inputs`]: `batch`, `seq_length` (also of
-/// `cache_position`), `total_length`; the slots of the cache are static.
+/// `cache_position`), `cache+seq`; the slots of the cache are static.
 pub fn text_generation_static_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
     let (batch, seq) = (Dim::new("batch"), Dim::new("seq_length"));
     let cache_spec = DynSpec::Seq(
@@ -486,7 +499,7 @@ pub fn text_generation_static_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
             ),
             (
                 "attention_mask".to_owned(),
-                DynSpec::dims([(0, batch.clone()), (1, Dim::new("total_length"))]),
+                DynSpec::dims([(0, batch.clone()), (1, Dim::new("cache+seq"))]),
             ),
             ("past_key_values".to_owned(), cache_spec),
             ("cache_position".to_owned(), DynSpec::dims([(0, seq)])),
@@ -520,11 +533,15 @@ pub fn text_generation_dynamic_shapes(d: &DecoderDims) -> DynamicShapes {
         kwargs: vec![
             (
                 "input_ids".to_owned(),
-                DynSpec::dims([(0, batch.clone()), (1, seq)]),
+                DynSpec::dims([(0, batch.clone()), (1, seq.clone())]),
             ),
             (
                 "attention_mask".to_owned(),
-                DynSpec::dims([(0, batch), (1, Dim::new("total_length"))]),
+                DynSpec::dims([(0, batch.clone()), (1, Dim::new("cache+seq"))]),
+            ),
+            (
+                "position_ids".to_owned(),
+                DynSpec::dims([(0, batch), (1, seq)]),
             ),
             ("past_key_values".to_owned(), cache_spec),
         ],
