@@ -200,13 +200,23 @@ fn the_sets_beyond_the_packages_are_consistent() {
             .collect();
         dims
     };
-    // 32 + 8 by 32 + 16 (the scale-2 path), 32 + 1 by 32 + 3 (the skip sizes).
-    assert_eq!(sizes("inputs_resolution")[2..], [40, 48]);
-    assert_eq!(sizes("inputs_odd_resolution")[2..], [33, 35]);
+    // From the sample size of `inputs`: + 8 by + 16 (the scale-2 path), + 1 by + 3 (the skip
+    // sizes).
+    let side = sizes("inputs")[2];
+    assert_eq!(sizes("inputs_resolution")[2..], [side + 8, side + 16]);
+    assert_eq!(sizes("inputs_odd_resolution")[2..], [side + 1, side + 3]);
 
     // Qwen2-VL: as many patch rows as the grids hold (t * h * w per image), positions for the
     // three rope sections, the mask spanning cache and new tokens.
     let vl = onnx_diagnostic_cli::task_sets("image-text-to-text").unwrap();
+    let config: serde_json::Value = serde_json::from_str(
+        onnx_diagnostic_transformers::catalog::config_json(vl.model_id).unwrap(),
+    )
+    .unwrap();
+    let image_token = config["image_token_id"].as_i64().unwrap();
+    let merge = config["vision_config"]["spatial_merge_size"]
+        .as_i64()
+        .unwrap();
     let mut names = Vec::new();
     for (name, set) in &vl.sets {
         names.push(name.as_str());
@@ -227,12 +237,16 @@ fn the_sets_beyond_the_packages_are_consistent() {
         let patches: i64 = grid.prod_dim_int(1, false, None).sum(None).int64_value(&[]);
         assert_eq!(size(&get("pixel_values"))[0], patches, "{name}");
         let ids = size(&get("input_ids"));
-        // Each merged 2x2 block of patches is one image token (151655) of the prompt.
+        // Each merged block of `merge` x `merge` patches is one image token of the prompt.
         let image_tokens = match get("input_ids") {
-            Value::Tensor(t) => t.as_tch().eq(151655).sum(tch::Kind::Int64).int64_value(&[]),
+            Value::Tensor(t) => t
+                .as_tch()
+                .eq(image_token)
+                .sum(tch::Kind::Int64)
+                .int64_value(&[]),
             _ => unreachable!(),
         };
-        assert_eq!(image_tokens * 4, patches, "{name}");
+        assert_eq!(image_tokens * merge * merge, patches, "{name}");
         if let Value::Tensor(p) = get("position_ids") {
             assert_eq!(p.as_tch().size(), [3, ids[0], ids[1]], "{name}");
         }

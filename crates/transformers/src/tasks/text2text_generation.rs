@@ -142,8 +142,9 @@ pub fn text2text_generation_inputs(
             .map_err(fail)
     };
     let mask = tch::Tensor::f_ones([batch, source], (Kind::Int64, Device::Cpu)).map_err(fail)?;
+    // Drawn source first, then target; listed in the Python package's order (the export binds
+    // them by the signature's order either way).
     let input_ids = ids(source)?;
-    // The Python package's order (the export binds them by the signature's order).
     Ok(vec![
         ("input_ids".to_owned(), input_ids),
         ("decoder_input_ids".to_owned(), ids(new)?),
